@@ -1,0 +1,163 @@
+//! Approvals: Timmy decides.
+//!
+//! A call that policy says needs approval asks an [`Approver`]. Whatever the approver is (a
+//! prompt, a signed token, a remote service), the harness itself checks what comes back: the
+//! approver must be Timmy, and the approval must name this tool and these exact arguments.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::error::{Error, ErrorCode, Result};
+use crate::houses::{House, Mode};
+use crate::tools::BoxFuture;
+
+/// Timmy's approval of one call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// The approving house; only Timmy is accepted.
+    pub approver: House,
+    /// The tool approved.
+    pub tool: String,
+    /// SHA-256 of the canonical (redacted) arguments approved.
+    pub args_sha256: String,
+    /// Free text recorded in provenance.
+    #[serde(default)]
+    pub note: String,
+}
+
+/// What an approver is asked.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApprovalRequest {
+    /// The request awaiting approval.
+    pub request_id: String,
+    /// The house asking.
+    pub house: House,
+    /// The harness mode.
+    pub mode: Mode,
+    /// The tool.
+    pub tool: String,
+    /// Arguments with secrets redacted.
+    pub args: Value,
+    /// SHA-256 of the canonical redacted arguments; an approval must name it.
+    pub args_sha256: String,
+    /// Why approval is needed.
+    pub reason: String,
+}
+
+/// Something that can obtain Timmy's decision on a call.
+pub trait Approver: Send + Sync + 'static {
+    /// Asks for approval.
+    ///
+    /// # Errors
+    /// E2002 when approval is refused or cannot be obtained.
+    fn approve<'a>(&'a self, request: &'a ApprovalRequest) -> BoxFuture<'a, Result<Approval>>;
+}
+
+/// The default approver: approves nothing, so calls that need approval fail closed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DenyAll;
+
+impl Approver for DenyAll {
+    fn approve<'a>(&'a self, request: &'a ApprovalRequest) -> BoxFuture<'a, Result<Approval>> {
+        Box::pin(async move {
+            Err(Error::new(
+                ErrorCode::ApprovalRequired,
+                format!("{} needs Timmy's approval ({}) and no approver is configured", request.tool, request.reason),
+            )
+            .with_details(json!({ "tool": request.tool, "reason": request.reason, "args_sha256": request.args_sha256 })))
+        })
+    }
+}
+
+/// Checks that an approval really approves this request.
+///
+/// # Errors
+/// E2003 when the approver is not Timmy or the approval names another tool or arguments.
+pub fn verify(approval: &Approval, request: &ApprovalRequest) -> Result<()> {
+    let invalid = |why: &str| {
+        Err(Error::new(ErrorCode::ApprovalInvalid, format!("approval refused: {why}"))
+            .with_details(json!({ "reason": why, "approver": approval.approver, "tool": request.tool })))
+    };
+    if approval.approver != House::Timmy {
+        return invalid("only Timmy approves");
+    }
+    if approval.tool != request.tool {
+        return invalid("it approves another tool");
+    }
+    if approval.args_sha256 != request.args_sha256 {
+        return invalid("it approves other arguments");
+    }
+    Ok(())
+}
+
+/// Field names whose values are secrets: redacted before hashing, logging or asking.
+pub fn is_secret_field(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["token", "password", "secret", "authorization", "api_key", "apikey", "private_key", "cookie"]
+        .iter()
+        .any(|s| n.contains(s))
+}
+
+/// A copy of `args` with secret fields replaced by `"[redacted]"`, at any depth.
+pub fn redact(args: &Value) -> Value {
+    match args {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let v = if is_secret_field(k) { Value::String("[redacted]".into()) } else { redact(v) };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(redact).collect()),
+        other => other.clone(),
+    }
+}
+
+/// SHA-256 of the canonical JSON of the redacted arguments (object keys sorted).
+pub fn args_sha256(args: &Value) -> String {
+    // serde_json's map is ordered by key (no `preserve_order`), so this text is canonical.
+    let text = redact(args).to_string();
+    crate::tools::sha256_hex(text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> ApprovalRequest {
+        ApprovalRequest {
+            request_id: "r".into(),
+            house: House::Allegro,
+            mode: Mode::Sovereign,
+            tool: "file_write".into(),
+            args: json!({}),
+            args_sha256: args_sha256(&json!({"path": "a"})),
+            reason: "test".into(),
+        }
+    }
+
+    /// Proves only Timmy's approval of the same tool and arguments passes verification.
+    #[test]
+    fn only_timmy_approving_these_arguments_passes() {
+        let req = request();
+        let good = Approval { approver: House::Timmy, tool: "file_write".into(), args_sha256: req.args_sha256.clone(), note: String::new() };
+        assert!(verify(&good, &req).is_ok());
+        for bad in [
+            Approval { approver: House::Allegro, ..good.clone() },
+            Approval { tool: "file_read".into(), ..good.clone() },
+            Approval { args_sha256: args_sha256(&json!({"path": "b"})), ..good.clone() },
+        ] {
+            assert_eq!(verify(&bad, &req).map_err(|e| e.code), Err(ErrorCode::ApprovalInvalid));
+        }
+    }
+
+    /// Proves secrets are redacted at any depth and key order does not change the hash.
+    #[test]
+    fn hashing_is_canonical_and_redacts_secrets() {
+        let a = json!({"b": 1, "a": {"auth_token": "s1", "x": [1, {"password": "p"}]}});
+        let b = json!({"a": {"x": [1, {"password": "other"}], "auth_token": "s2"}, "b": 1});
+        assert_eq!(args_sha256(&a), args_sha256(&b));
+        assert!(!redact(&a).to_string().contains("s1"));
+    }
+}

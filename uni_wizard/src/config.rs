@@ -1,0 +1,135 @@
+//! The library's configuration: plain data with defaults, validated before use.
+//!
+//! The library never reads files: daemons and the CLI load YAML (with `${ENV}` expansion) and
+//! hand the result here. Every field has a default, so an empty config is a working one.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::error::{Error, ErrorCode, Result};
+use crate::executor::ExecutorConfig;
+
+/// Library settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This node's name in provenance and telemetry; the host name when unset.
+    pub node: Option<String>,
+    /// State directory; `$UNI_WIZARD_HOME`, else `~/.local/share/uni-wizard`, when unset.
+    pub home: Option<PathBuf>,
+    /// Directories the file tools are confined to; the first is where relative paths resolve.
+    /// Empty means the file tools refuse every path.
+    pub file_roots: Vec<PathBuf>,
+    /// The `git` executable.
+    pub git_binary: PathBuf,
+    /// Executor layers.
+    pub executor: ExecutorConfig,
+    /// Per-tool timeout overrides in milliseconds.
+    pub timeouts_ms: BTreeMap<String, u64>,
+    /// Ceiling on any timeout, whether from a contract, an override or a call.
+    pub max_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            node: None,
+            home: None,
+            file_roots: vec![],
+            git_binary: PathBuf::from("git"),
+            executor: ExecutorConfig::default(),
+            timeouts_ms: BTreeMap::new(),
+            max_timeout_ms: 600_000,
+        }
+    }
+}
+
+impl Config {
+    /// The state directory this config names.
+    pub fn home_dir(&self) -> PathBuf {
+        if let Some(h) = &self.home {
+            return h.clone();
+        }
+        default_home()
+    }
+
+    /// The node name: configured, else the host name.
+    pub fn node_name(&self) -> String {
+        self.node.clone().unwrap_or_else(|| rustix::system::uname().nodename().to_string_lossy().into_owned())
+    }
+
+    /// The ceiling on timeouts.
+    pub fn max_timeout(&self) -> Duration {
+        Duration::from_millis(self.max_timeout_ms)
+    }
+
+    /// Checks values that the types alone do not.
+    ///
+    /// # Errors
+    /// E4001 naming the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, why: &str| {
+            Err(Error::new(ErrorCode::ConfigInvalid, format!("config field `{field}` {why}"))
+                .with_details(json!({ "field": field })))
+        };
+        if self.executor.limit.max_concurrency == 0 {
+            return bad("executor.limit.max_concurrency", "must be at least 1");
+        }
+        if self.executor.breaker.failure_threshold == 0 {
+            return bad("executor.breaker.failure_threshold", "must be at least 1");
+        }
+        if self.executor.breaker.cooldown_ms == 0 {
+            return bad("executor.breaker.cooldown_ms", "must be at least 1");
+        }
+        if self.executor.retry.max_delay_ms < self.executor.retry.min_delay_ms {
+            return bad("executor.retry.max_delay_ms", "must not be below min_delay_ms");
+        }
+        if self.max_timeout_ms == 0 {
+            return bad("max_timeout_ms", "must be at least 1");
+        }
+        for (tool, ms) in &self.timeouts_ms {
+            if *ms == 0 || *ms > self.max_timeout_ms {
+                return bad(&format!("timeouts_ms.{tool}"), "must be between 1 and max_timeout_ms");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `$UNI_WIZARD_HOME`, else `$HOME/.local/share/uni-wizard`, else `./.uni-wizard`.
+pub fn default_home() -> PathBuf {
+    if let Some(h) = std::env::var_os("UNI_WIZARD_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h);
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/share/uni-wizard"),
+        None => PathBuf::from(".uni-wizard"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves the default config is valid and a zero concurrency limit is refused by field name.
+    #[test]
+    fn default_is_valid_and_bad_values_name_the_field() {
+        assert!(Config::default().validate().is_ok());
+        let mut c = Config::default();
+        c.executor.limit.max_concurrency = 0;
+        let e = c.validate().expect_err("invalid");
+        assert_eq!(e.code, ErrorCode::ConfigInvalid);
+        assert_eq!(e.details["field"], "executor.limit.max_concurrency");
+    }
+
+    /// Proves unknown fields are refused rather than ignored.
+    #[test]
+    fn unknown_fields_are_refused() {
+        let r: std::result::Result<Config, _> = serde_json::from_value(json!({ "file_root": ["/tmp"] }));
+        assert!(r.is_err());
+    }
+}

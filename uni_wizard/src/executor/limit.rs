@@ -1,0 +1,102 @@
+//! Concurrency limit: at most `max_concurrency` calls run at once; a call that cannot get a
+//! slot within `queue_timeout_ms` is refused with E3005 rather than queued without bound.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+use tower::{Layer, Service};
+
+use super::Call;
+use crate::error::{Error, ErrorCode, Result};
+use crate::tools::BoxFuture;
+
+/// Settings of the concurrency limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitConfig {
+    /// Calls running at once.
+    pub max_concurrency: usize,
+    /// How long a call may wait for a slot.
+    pub queue_timeout_ms: u64,
+}
+
+impl Default for LimitConfig {
+    fn default() -> LimitConfig {
+        LimitConfig { max_concurrency: 64, queue_timeout_ms: 5_000 }
+    }
+}
+
+/// Wraps a service in [`Limit`]; every service it makes shares one semaphore.
+#[derive(Debug, Clone)]
+pub struct LimitLayer {
+    slots: Arc<Semaphore>,
+    max: usize,
+    wait: Duration,
+}
+
+impl LimitLayer {
+    /// A layer with the configured number of slots (at least one).
+    pub fn new(config: &LimitConfig) -> LimitLayer {
+        let max = config.max_concurrency.max(1);
+        LimitLayer { slots: Arc::new(Semaphore::new(max)), max, wait: Duration::from_millis(config.queue_timeout_ms) }
+    }
+}
+
+impl<S> Layer<S> for LimitLayer {
+    type Service = Limit<S>;
+
+    fn layer(&self, inner: S) -> Limit<S> {
+        Limit { inner, slots: self.slots.clone(), max: self.max, wait: self.wait }
+    }
+}
+
+/// Holds a slot for the whole life of the inner call.
+#[derive(Debug, Clone)]
+pub struct Limit<S> {
+    inner: S,
+    slots: Arc<Semaphore>,
+    max: usize,
+    wait: Duration,
+}
+
+impl<S> Service<Call> for Limit<S>
+where
+    S: Service<Call, Response = Value, Error = Error> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Value;
+    type Error = Error;
+    type Future = BoxFuture<'static, Result<Value>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: Call) -> Self::Future {
+        let slots = self.slots.clone();
+        let (max, wait) = (self.max, self.wait);
+        let mut inner = self.inner.clone();
+        Box::pin(async move {
+            let permit = match slots.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => match tokio::time::timeout(wait, slots.acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        return Err(Error::new(
+                            ErrorCode::Saturated,
+                            format!("executor saturated: {max} calls running, no slot freed within {} ms", wait.as_millis()),
+                        )
+                        .with_details(json!({ "max_concurrency": max, "queue_timeout_ms": wait.as_millis() as u64 })));
+                    }
+                },
+            };
+            let r = tower::ServiceExt::ready(&mut inner).await?.call(call).await;
+            drop(permit);
+            r
+        })
+    }
+}

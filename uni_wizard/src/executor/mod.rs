@@ -1,0 +1,162 @@
+//! The async executor: a stack of tower layers around the tool call.
+//!
+//! # Layer order
+//!
+//! This is the one place the order is written down. From the outside in:
+//!
+//! ```text
+//! concurrency limit -> circuit breaker -> retry -> timeout -> tool
+//! ```
+//!
+//! * the **limit** bounds how many calls run at once and refuses (E3005) a call that cannot get
+//!   a slot within `queue_timeout`, so saturation is visible instead of piling up;
+//! * the **breaker** (per tool and target) sees one result per call, after retries, and refuses
+//!   at once (E3002) while open, admitting exactly one probe when half-open;
+//! * **retry** repeats transient failures with exponential backoff and jitter, and never
+//!   repeats a non-idempotent tool unless the call carries an idempotency key;
+//! * the **timeout** bounds each attempt (E3001).
+//!
+//! Simple mode uses only `timeout -> tool`; Intelligent and Sovereign use the whole stack.
+//! Each concern is a module with its layer, its service and (where it decides anything) a small
+//! policy type kept apart from the mechanism.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tower::{Layer, Service, ServiceExt};
+
+use crate::error::{Error, Result};
+use crate::tools::{BoxFuture, Tool, ToolContext};
+
+pub mod breaker;
+pub mod limit;
+pub mod retry;
+pub mod timeout;
+
+pub use breaker::{BreakerConfig, BreakerLayer, Breakers, BreakerState};
+pub use limit::{LimitConfig, LimitLayer};
+pub use retry::{RetryConfig, RetryLayer, RetryPolicy};
+pub use timeout::TimeoutLayer;
+
+/// One call travelling down the stack. Cloning is cheap (reference counts only).
+#[derive(Clone)]
+pub struct Call {
+    /// The tool.
+    pub tool: Arc<dyn Tool>,
+    /// Its context.
+    pub ctx: Arc<ToolContext>,
+    /// Validated arguments.
+    pub args: Arc<Value>,
+    /// What the call acts on (keys the breaker).
+    pub target: Arc<str>,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// Present when the caller made the call safe to repeat.
+    pub idempotency_key: Option<Arc<str>>,
+    /// Attempts made so far (shared by the clones retry makes).
+    pub attempts: Arc<AtomicU32>,
+}
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("tool", &self.tool.contract().name)
+            .field("target", &self.target)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Call {
+    /// The tool's name.
+    pub fn tool_name(&self) -> &'static str {
+        self.tool.contract().name
+    }
+
+    /// Attempts made so far.
+    pub fn attempts(&self) -> u32 {
+        self.attempts.load(Ordering::Relaxed)
+    }
+}
+
+/// The innermost service: runs the tool once.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ToolService;
+
+impl Service<Call> for ToolService {
+    type Response = Value;
+    type Error = Error;
+    type Future = BoxFuture<'static, Result<Value>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: Call) -> Self::Future {
+        call.attempts.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async move { call.tool.call(&call.ctx, &call.args).await })
+    }
+}
+
+/// Settings of the whole executor.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecutorConfig {
+    /// Concurrency limit.
+    pub limit: LimitConfig,
+    /// Retry with backoff.
+    pub retry: RetryConfig,
+    /// Circuit breakers.
+    pub breaker: BreakerConfig,
+}
+
+/// A boxed, cloneable service over [`Call`].
+pub type BoxService = tower::util::BoxCloneSyncService<Call, Value, Error>;
+
+/// The executor: both stacks, built once and shared by every call.
+#[derive(Clone)]
+pub struct Executor {
+    simple: BoxService,
+    full: BoxService,
+    breakers: Breakers,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor").finish_non_exhaustive()
+    }
+}
+
+impl Executor {
+    /// Builds both stacks from the config.
+    pub fn new(config: &ExecutorConfig) -> Executor {
+        let breakers = Breakers::new(config.breaker.clone());
+        let simple = BoxService::new(TimeoutLayer.layer(ToolService));
+        let full = tower::ServiceBuilder::new()
+            .layer(LimitLayer::new(&config.limit))
+            .layer(BreakerLayer::new(breakers.clone()))
+            .layer(RetryLayer::new(RetryPolicy::new(config.retry.clone())))
+            .layer(TimeoutLayer)
+            .service(ToolService);
+        Executor { simple, full: BoxService::new(full), breakers }
+    }
+
+    /// Runs a call through `timeout -> tool` only.
+    pub async fn run_simple(&self, call: Call) -> Result<Value> {
+        self.simple.clone().oneshot(call).await
+    }
+
+    /// Runs a call through the whole stack.
+    pub async fn run_full(&self, call: Call) -> Result<Value> {
+        self.full.clone().oneshot(call).await
+    }
+
+    /// The breakers, for status and tests.
+    pub fn breakers(&self) -> &Breakers {
+        &self.breakers
+    }
+}

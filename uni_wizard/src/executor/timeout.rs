@@ -1,0 +1,59 @@
+//! Timeout: bounds one attempt of a call by `call.timeout` (E3001).
+
+use std::task::{Context, Poll};
+
+use serde_json::{Value, json};
+use tower::{Layer, Service};
+
+use super::Call;
+use crate::error::{Error, ErrorCode, Result};
+use crate::tools::BoxFuture;
+
+/// Wraps a service in [`Timeout`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TimeoutLayer;
+
+impl<S> Layer<S> for TimeoutLayer {
+    type Service = Timeout<S>;
+
+    fn layer(&self, inner: S) -> Timeout<S> {
+        Timeout { inner }
+    }
+}
+
+/// Fails an attempt that has not finished by its deadline; the attempt is dropped (and with
+/// it any child process the tool started, which tools spawn with `kill_on_drop`).
+#[derive(Debug, Clone)]
+pub struct Timeout<S> {
+    inner: S,
+}
+
+impl<S> Service<Call> for Timeout<S>
+where
+    S: Service<Call, Response = Value, Error = Error>,
+    S::Future: Send + 'static,
+{
+    type Response = Value;
+    type Error = Error;
+    type Future = BoxFuture<'static, Result<Value>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, call: Call) -> Self::Future {
+        let limit = call.timeout;
+        let tool = call.tool_name();
+        let fut = self.inner.call(call);
+        Box::pin(async move {
+            match tokio::time::timeout(limit, fut).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::new(
+                    ErrorCode::Timeout,
+                    format!("{tool} did not finish within {} ms", limit.as_millis()),
+                )
+                .with_details(json!({ "tool": tool, "timeout_ms": limit.as_millis() as u64 }))),
+            }
+        })
+    }
+}

@@ -1,0 +1,454 @@
+//! The one entry point: [`Harness::execute`].
+//!
+//! A call flows one way:
+//!
+//! ```text
+//! lookup -> validate (contract) -> policy (house + mode) -> approve (when policy asks)
+//!        -> execute (Simple: timeout; otherwise limit, breaker, retry, timeout) -> record
+//! ```
+//!
+//! Nothing with a side effect happens before validation and policy have passed. Every call
+//! that names a known tool leaves a provenance record, refused or not.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::approval::{self, Approval, ApprovalRequest, Approver, DenyAll};
+use crate::config::Config;
+use crate::error::{Error, ErrorCode, Result};
+use crate::executor::{Call, Executor};
+use crate::houses::{self, CallFacts, House, HousePolicy, Mode};
+use crate::provenance::{self, MemoryLog, ProvenanceLog, Record};
+use crate::tools::{Registry, Roots, ToolContext, ToolEnv};
+
+/// One call, with everything beyond the tool name and arguments optional.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// Tool name.
+    pub tool: String,
+    /// Arguments, checked against the tool's input schema.
+    pub args: Value,
+    /// Session the call belongs to; the harness's own session when absent.
+    pub session: Option<String>,
+    /// Provenance id of a prior successful check (Bezalel's proof).
+    pub proof: Option<String>,
+    /// Makes a non-idempotent call safe to retry.
+    pub idempotency_key: Option<String>,
+    /// Report what would change; change nothing.
+    pub dry_run: bool,
+    /// Per-attempt timeout; the contract's default (or the config override) when absent.
+    pub timeout: Option<Duration>,
+    /// An approval obtained beforehand; otherwise the approver is asked when needed.
+    pub approval: Option<Approval>,
+}
+
+impl Request {
+    /// A request for `tool` with `args` and nothing else.
+    pub fn new(tool: impl Into<String>, args: Value) -> Request {
+        Request { tool: tool.into(), args, ..Request::default() }
+    }
+}
+
+/// What a successful call returns.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outcome {
+    /// This call's id.
+    pub request_id: String,
+    /// The provenance record's id (cite it as a proof).
+    pub provenance_id: String,
+    /// Session of the call.
+    pub session: String,
+    /// Tool run.
+    pub tool: String,
+    /// Calling house.
+    pub house: House,
+    /// Mode the call ran in.
+    pub mode: Mode,
+    /// The tool's output, matching its output schema.
+    pub output: Value,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// Attempts made (more than one when retried).
+    pub attempts: u32,
+    /// Wall time in microseconds.
+    pub duration_us: u64,
+    /// Why the call ran in a lesser mode than asked, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
+    /// Things the caller should know (never secrets).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Builds a [`Harness`].
+pub struct HarnessBuilder {
+    house: House,
+    mode: Mode,
+    config: Config,
+    registry: Option<Registry>,
+    log: Option<Arc<dyn ProvenanceLog>>,
+    approver: Arc<dyn Approver>,
+    policy: Option<HousePolicy>,
+    session: Option<String>,
+}
+
+impl std::fmt::Debug for HarnessBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HarnessBuilder").field("house", &self.house).field("mode", &self.mode).finish_non_exhaustive()
+    }
+}
+
+impl HarnessBuilder {
+    /// The calling house (default Timmy).
+    pub fn house(mut self, house: House) -> Self {
+        self.house = house;
+        self
+    }
+
+    /// The mode (default Intelligent).
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The configuration (default: [`Config::default`]).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The tools (default: every built-in tool).
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Where provenance goes (default: a bounded in-memory log).
+    pub fn provenance(mut self, log: Arc<dyn ProvenanceLog>) -> Self {
+        self.log = Some(log);
+        self
+    }
+
+    /// Who approves (default: nobody, so calls needing approval fail closed).
+    pub fn approver(mut self, approver: Arc<dyn Approver>) -> Self {
+        self.approver = approver;
+        self
+    }
+
+    /// Narrows the house's built-in policy. Only narrowing is accepted: a policy that would
+    /// loosen a rule of SYSTEM.md §1 is refused.
+    pub fn policy(mut self, policy: HousePolicy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// The session calls belong to when a request names none (default: a fresh id).
+    pub fn session(mut self, session: impl Into<String>) -> Self {
+        self.session = Some(session.into());
+        self
+    }
+
+    /// Builds the harness.
+    ///
+    /// # Errors
+    /// E4001 for an invalid config or a loosened policy, E4003 for an unusable file root.
+    pub fn build(self) -> Result<Harness> {
+        self.config.validate()?;
+        let base = HousePolicy::default_for(self.house);
+        let policy = match self.policy {
+            Some(p) => {
+                narrows(&base, &p)?;
+                p
+            }
+            None => base,
+        };
+        let roots = Roots::new(&self.config.file_roots)?;
+        let mut env = ToolEnv::new(roots);
+        env.git = self.config.git_binary.clone();
+        let registry = match self.registry {
+            Some(r) => r,
+            None => Registry::builtin()?,
+        };
+        Ok(Harness {
+            inner: Arc::new(Inner {
+                house: self.house,
+                mode: self.mode,
+                node: self.config.node_name(),
+                executor: Executor::new(&self.config.executor),
+                env: Arc::new(env),
+                registry,
+                policy,
+                log: self.log.unwrap_or_else(|| Arc::new(MemoryLog::default())),
+                approver: self.approver,
+                session: self.session.unwrap_or_else(provenance::new_id),
+                config: self.config,
+            }),
+        })
+    }
+}
+
+fn narrows(base: &HousePolicy, p: &HousePolicy) -> Result<()> {
+    let loosened = |field: &str| {
+        Err(Error::new(ErrorCode::ConfigInvalid, format!("house policy may only narrow the built-in one: `{field}` loosens it"))
+            .with_details(json!({ "field": field })))
+    };
+    if p.allowed_categories.iter().any(|c| !base.allowed_categories.contains(c)) {
+        return loosened("allowed_categories");
+    }
+    if base.denied_tools.iter().any(|t| !p.denied_tools.contains(t)) {
+        return loosened("denied_tools");
+    }
+    if base.read_before_write && !p.read_before_write {
+        return loosened("read_before_write");
+    }
+    if base.proof_required && !p.proof_required {
+        return loosened("proof_required");
+    }
+    if base.production_needs_approval && !p.production_needs_approval {
+        return loosened("production_needs_approval");
+    }
+    Ok(())
+}
+
+/// Runs tools for one house in one mode. Cheap to clone; share it.
+#[derive(Clone)]
+pub struct Harness {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    house: House,
+    mode: Mode,
+    node: String,
+    executor: Executor,
+    env: Arc<ToolEnv>,
+    registry: Registry,
+    policy: HousePolicy,
+    log: Arc<dyn ProvenanceLog>,
+    approver: Arc<dyn Approver>,
+    session: String,
+    config: Config,
+}
+
+impl std::fmt::Debug for Harness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Harness")
+            .field("house", &self.inner.house)
+            .field("mode", &self.inner.mode)
+            .field("node", &self.inner.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Harness {
+    /// Starts building a harness.
+    pub fn builder() -> HarnessBuilder {
+        HarnessBuilder {
+            house: House::Timmy,
+            mode: Mode::default(),
+            config: Config::default(),
+            registry: None,
+            log: None,
+            approver: Arc::new(DenyAll),
+            policy: None,
+            session: None,
+        }
+    }
+
+    /// The calling house.
+    pub fn house(&self) -> House {
+        self.inner.house
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> Mode {
+        self.inner.mode
+    }
+
+    /// The default session.
+    pub fn session(&self) -> &str {
+        &self.inner.session
+    }
+
+    /// The tools.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// The executor (breaker state, for status pages and tests).
+    pub fn executor(&self) -> &Executor {
+        &self.inner.executor
+    }
+
+    /// The provenance log.
+    pub fn provenance(&self) -> &Arc<dyn ProvenanceLog> {
+        &self.inner.log
+    }
+
+    /// Runs `tool` with `args` in the harness's session.
+    ///
+    /// # Errors
+    /// E1xxx for bad input, E2xxx when policy refuses, E3xxx when execution fails; the error
+    /// carries the request id.
+    pub async fn execute(&self, tool: &str, args: Value) -> Result<Outcome> {
+        self.execute_request(Request::new(tool, args)).await
+    }
+
+    /// Runs one request.
+    ///
+    /// # Errors
+    /// As [`Harness::execute`].
+    pub async fn execute_request(&self, req: Request) -> Result<Outcome> {
+        let request_id = provenance::new_id();
+        self.run(&request_id, req).await.map_err(|e| e.with_request_id(request_id))
+    }
+
+    /// Runs requests in parallel (bounded by the executor's concurrency limit outside Simple
+    /// mode); results come back in the order of the requests.
+    pub async fn execute_many(&self, requests: Vec<Request>) -> Vec<Result<Outcome>> {
+        let handles: Vec<_> = requests
+            .into_iter()
+            .map(|r| {
+                let h = self.clone();
+                tokio::spawn(async move { h.execute_request(r).await })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(handles.len());
+        for h in handles {
+            out.push(h.await.unwrap_or_else(|e| {
+                Err(Error::new(ErrorCode::ToolFailed, format!("call task ended abnormally: {e}")))
+            }));
+        }
+        out
+    }
+
+    async fn run(&self, request_id: &str, req: Request) -> Result<Outcome> {
+        let inner = &*self.inner;
+        let started = Instant::now();
+        let started_ms = provenance::now_ms();
+        let tool = inner.registry.get(&req.tool).cloned().ok_or_else(|| {
+            let known: Vec<&str> = inner.registry.iter().map(|t| t.contract().name).collect();
+            Error::new(ErrorCode::UnknownTool, format!("unknown tool `{}`", req.tool))
+                .with_details(json!({ "tool": req.tool, "known": known }))
+        })?;
+        let contract = tool.contract();
+        let session = req.session.clone().unwrap_or_else(|| inner.session.clone());
+        let target: Arc<str> = Arc::from(tool.target(&req.args));
+        let args_sha256 = approval::args_sha256(&req.args);
+
+        let dry_run = req.dry_run;
+        let result = self.checked_call(request_id, req, &tool, &session, &target, &args_sha256).await;
+
+        let duration_us = started.elapsed().as_micros() as u64;
+        let record = Record {
+            id: provenance::new_id(),
+            seq: 0,
+            session: session.clone(),
+            house: inner.house,
+            mode: inner.mode,
+            tool: contract.name.to_owned(),
+            target: target.to_string(),
+            read_only: contract.annotations.read_only,
+            dry_run,
+            ok: result.is_ok(),
+            error_code: result.as_ref().err().map(|e| e.code.as_str().to_owned()),
+            args_sha256,
+            started_ms,
+            duration_us,
+        };
+        let provenance_id = record.id.clone();
+        inner.log.append(record);
+        let (output, attempts) = result?;
+        Ok(Outcome {
+            request_id: request_id.to_owned(),
+            provenance_id,
+            session,
+            tool: contract.name.to_owned(),
+            house: inner.house,
+            mode: inner.mode,
+            output,
+            dry_run,
+            attempts,
+            duration_us,
+            degraded: None,
+            warnings: Vec::new(),
+        })
+    }
+
+    async fn checked_call(
+        &self,
+        request_id: &str,
+        req: Request,
+        tool: &Arc<dyn crate::tools::Tool>,
+        session: &str,
+        target: &Arc<str>,
+        args_sha256: &str,
+    ) -> Result<(Value, u32)> {
+        let inner = &*self.inner;
+        let contract = tool.contract();
+        contract.validate_input(&req.args)?;
+        let read_only = contract.annotations.read_only;
+        if req.dry_run && !read_only && !contract.dry_run {
+            return Err(Error::new(ErrorCode::DryRunUnsupported, format!("{} cannot do a dry run", contract.name))
+                .with_details(json!({ "tool": contract.name })));
+        }
+        let facts = CallFacts {
+            house: inner.house,
+            mode: inner.mode,
+            contract,
+            args: &req.args,
+            changes_nothing: read_only || req.dry_run,
+            changes_production: tool.changes_production(&req.args),
+            target,
+            session,
+            proof: req.proof.as_deref(),
+        };
+        let needs = houses::check(&inner.policy, &facts, &*inner.log)?;
+        if needs.approval {
+            let ask = ApprovalRequest {
+                request_id: request_id.to_owned(),
+                house: inner.house,
+                mode: inner.mode,
+                tool: contract.name.to_owned(),
+                args: approval::redact(&req.args),
+                args_sha256: args_sha256.to_owned(),
+                reason: if inner.mode == Mode::Sovereign && !read_only {
+                    "Sovereign mode: not read-only".into()
+                } else {
+                    "changes production".into()
+                },
+            };
+            let granted = match &req.approval {
+                Some(a) => a.clone(),
+                None => inner.approver.approve(&ask).await?,
+            };
+            approval::verify(&granted, &ask)?;
+        }
+
+        let call = Call {
+            tool: tool.clone(),
+            ctx: Arc::new(ToolContext::new(inner.env.clone(), inner.house, req.dry_run, request_id)),
+            args: Arc::new(req.args),
+            target: target.clone(),
+            timeout: self.timeout_for(contract.name, contract.default_timeout, req.timeout),
+            idempotency_key: req.idempotency_key.as_deref().map(Arc::from),
+            attempts: Arc::new(AtomicU32::new(0)),
+        };
+        let attempts = call.attempts.clone();
+        let output = match inner.mode {
+            Mode::Simple => inner.executor.run_simple(call).await?,
+            Mode::Intelligent | Mode::Sovereign => inner.executor.run_full(call).await?,
+        };
+        Ok((output, attempts.load(std::sync::atomic::Ordering::Relaxed)))
+    }
+
+    fn timeout_for(&self, tool: &str, default: Duration, asked: Option<Duration>) -> Duration {
+        let config = &self.inner.config;
+        let base = config.timeouts_ms.get(tool).map_or(default, |ms| Duration::from_millis(*ms));
+        asked.unwrap_or(base).min(config.max_timeout())
+    }
+}

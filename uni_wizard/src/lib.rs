@@ -1,0 +1,45 @@
+//! uni-wizard: one call, [`Harness::execute`], runs any operational tool under house policy.
+//!
+//! ```no_run
+//! # async fn demo() -> uni_wizard::Result<()> {
+//! use uni_wizard::{Config, Harness, House, Mode};
+//! let harness = Harness::builder()
+//!     .house(House::Timmy)
+//!     .mode(Mode::Simple)
+//!     .config(Config::default())
+//!     .build()?;
+//! let outcome = harness.execute("system_info", serde_json::json!({})).await?;
+//! println!("{}", outcome.output["hostname"]);
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`harness`]: the one entry point; the path of a call from lookup to record.
+//! - [`houses`]: houses, modes and the per-house policy of SYSTEM.md §1.
+//! - [`approval`]: the [`Approver`] trait; only Timmy approves; argument hashing and redaction.
+//! - [`tools`]: the [`Tool`](tools::Tool) trait, contracts, the registry, one module per tool.
+//! - [`executor`]: the tower layers (limit, breaker, retry, timeout) and their order.
+//! - [`provenance`]: execution records and the ids policies cite.
+//! - [`config`]: library settings with defaults.
+//! - [`error`]: stable error codes E1xxx–E5xxx.
+//!
+//! The library knows nothing of gRPC, YAML files or processes other than the tools' own
+//! argv-only children; daemons and the CLI live in the `uni_wizard_daemons` crate.
+
+#![forbid(unsafe_code)]
+
+pub mod approval;
+pub mod config;
+pub mod error;
+pub mod executor;
+pub mod harness;
+pub mod houses;
+pub mod provenance;
+pub mod tools;
+
+pub use approval::{Approval, ApprovalRequest, Approver};
+pub use config::Config;
+pub use error::{Category as ErrorCategory, Error, ErrorCode, Result};
+pub use harness::{Harness, HarnessBuilder, Outcome, Request};
+pub use houses::{House, HousePolicy, Mode};

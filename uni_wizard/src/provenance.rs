@@ -1,0 +1,191 @@
+//! Provenance: a record of every execution, and the ids that house policies cite.
+//!
+//! Bezalel's proof rule looks records up by id and asks for the last write to a target in a
+//! session; both go through [`ProvenanceLog`], so the store behind it can change (an in-memory
+//! ring here, a hash-chained SQLite store for audits) without touching the policy.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::houses::{House, Mode};
+
+/// One execution, as the policy and the audit see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Time-ordered id (see [`new_id`]).
+    pub id: String,
+    /// Monotonic sequence within this log; orders records that share a millisecond.
+    pub seq: u64,
+    /// The session the call belonged to.
+    pub session: String,
+    /// The calling house.
+    pub house: House,
+    /// The harness mode.
+    pub mode: Mode,
+    /// The tool run.
+    pub tool: String,
+    /// The tool's target (path, repository, host).
+    pub target: String,
+    /// Whether the tool is read-only.
+    pub read_only: bool,
+    /// Whether the call was a dry run (a dry run is never a write).
+    pub dry_run: bool,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// The error code when it failed.
+    pub error_code: Option<String>,
+    /// SHA-256 of the canonical arguments.
+    pub args_sha256: String,
+    /// Start, milliseconds since the Unix epoch.
+    pub started_ms: u64,
+    /// Duration in microseconds.
+    pub duration_us: u64,
+}
+
+impl Record {
+    /// Whether this record changed its target.
+    pub fn is_write(&self) -> bool {
+        self.ok && !self.read_only && !self.dry_run
+    }
+}
+
+/// Where execution records go and how policies find them again.
+pub trait ProvenanceLog: Send + Sync {
+    /// Appends a record. `record.seq` is assigned by the log and returned.
+    fn append(&self, record: Record) -> u64;
+    /// The record with this id, if the log still holds it.
+    fn get(&self, id: &str) -> Option<Record>;
+    /// The newest successful write to `target` in `session`.
+    fn last_write(&self, session: &str, target: &str) -> Option<Record>;
+}
+
+/// A bounded in-memory log: the newest `capacity` records, indexed by id.
+#[derive(Debug)]
+pub struct MemoryLog {
+    capacity: usize,
+    inner: Mutex<MemoryInner>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryInner {
+    next_seq: u64,
+    order: VecDeque<String>,
+    by_id: HashMap<String, Record>,
+    last_write: HashMap<(String, String), String>,
+}
+
+impl MemoryLog {
+    /// A log that keeps the newest `capacity` records (at least one).
+    pub fn new(capacity: usize) -> MemoryLog {
+        MemoryLog { capacity: capacity.max(1), inner: Mutex::new(MemoryInner::default()) }
+    }
+}
+
+impl Default for MemoryLog {
+    fn default() -> MemoryLog {
+        MemoryLog::new(10_000)
+    }
+}
+
+impl ProvenanceLog for MemoryLog {
+    fn append(&self, mut record: Record) -> u64 {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.next_seq += 1;
+        record.seq = inner.next_seq;
+        if record.is_write() {
+            inner.last_write.insert((record.session.clone(), record.target.clone()), record.id.clone());
+        }
+        inner.order.push_back(record.id.clone());
+        inner.by_id.insert(record.id.clone(), record);
+        while inner.order.len() > self.capacity {
+            if let Some(old) = inner.order.pop_front()
+                && let Some(r) = inner.by_id.remove(&old)
+            {
+                let key = (r.session, r.target);
+                if inner.last_write.get(&key) == Some(&old) {
+                    inner.last_write.remove(&key);
+                }
+            }
+        }
+        inner.next_seq
+    }
+
+    fn get(&self, id: &str) -> Option<Record> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.by_id.get(id).cloned()
+    }
+
+    fn last_write(&self, session: &str, target: &str) -> Option<Record> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let id = inner.last_write.get(&(session.to_owned(), target.to_owned()))?;
+        inner.by_id.get(id).cloned()
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before 1970).
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A new time-ordered id: 12 hex digits of milliseconds, 6 of a process counter, 6 random.
+///
+/// Ids sort by creation time within a process and are unique across processes with high
+/// probability; 24 characters, safe in paths and URLs.
+pub fn new_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed) & 0xff_ffff;
+    let r: u32 = rand::random::<u32>() & 0xff_ffff;
+    format!("{:012x}{n:06x}{r:06x}", now_ms() & 0xffff_ffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, session: &str, target: &str, read_only: bool) -> Record {
+        Record {
+            id: id.into(),
+            seq: 0,
+            session: session.into(),
+            house: House::Bezalel,
+            mode: Mode::Simple,
+            tool: "t".into(),
+            target: target.into(),
+            read_only,
+            dry_run: false,
+            ok: true,
+            error_code: None,
+            args_sha256: String::new(),
+            started_ms: 0,
+            duration_us: 0,
+        }
+    }
+
+    /// Proves the log keeps only its capacity and forgets the last write of an evicted record.
+    #[test]
+    fn memory_log_is_bounded_and_tracks_last_write() {
+        let log = MemoryLog::new(2);
+        log.append(record("a", "s", "x", false));
+        assert_eq!(log.last_write("s", "x").map(|r| r.id), Some("a".into()));
+        log.append(record("b", "s", "y", true));
+        log.append(record("c", "s", "y", true));
+        assert!(log.get("a").is_none());
+        assert!(log.last_write("s", "x").is_none());
+        assert_eq!(log.get("c").map(|r| r.seq), Some(3));
+    }
+
+    /// Proves ids are unique and sort in creation order.
+    #[test]
+    fn ids_are_unique_and_time_ordered() {
+        let ids: Vec<String> = (0..1000).map(|_| new_id()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), ids.len());
+        assert!(ids.windows(2).all(|w| w[0][..12] <= w[1][..12]));
+    }
+}

@@ -1,0 +1,418 @@
+//! Tools: the [`Tool`] trait, each tool's [`Contract`], and the [`Registry`] of all of them.
+//!
+//! Every tool is one module with the same shape: `Input` and `Output` types, a `contract()`
+//! with its JSON Schemas, and an async `run(ctx, input)` — the bare tool function. The
+//! [`Typed`] adapter turns that shape into a `dyn Tool` that takes and returns JSON, so the
+//! harness never knows how a tool works and a tool never knows about houses or modes.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::error::{Error, ErrorCode, Result};
+use crate::houses::House;
+
+pub mod confine;
+pub mod schema;
+
+pub mod file_list;
+pub mod file_read;
+pub mod file_search;
+pub mod file_write;
+pub mod git;
+pub mod git_status;
+pub mod system_info;
+pub mod walk;
+
+pub use confine::Roots;
+pub use schema::{Compiled, Violation};
+
+/// A tool's family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    /// Host facts and services.
+    System,
+    /// Git repositories.
+    Git,
+    /// HTTP and Gitea.
+    Network,
+    /// Files under the configured roots.
+    File,
+}
+
+/// The MCP tool hints, stated honestly for each tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Annotations {
+    /// Changes nothing anywhere.
+    pub read_only: bool,
+    /// May destroy or overwrite something that cannot be recovered from the call itself.
+    pub destructive: bool,
+    /// Calling twice with the same arguments has the same effect as once.
+    pub idempotent: bool,
+    /// Talks to something outside this host.
+    pub open_world: bool,
+}
+
+/// How much harm a call can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Risk {
+    /// Reads only.
+    Low,
+    /// Changes local state that can be undone.
+    Medium,
+    /// Changes production or shared state.
+    High,
+    /// Never allowed.
+    Blocked,
+}
+
+/// Everything a caller may know about a tool before calling it.
+#[derive(Debug)]
+pub struct Contract {
+    /// Unique name, e.g. `file_read`.
+    pub name: &'static str,
+    /// Family.
+    pub category: Category,
+    /// One sentence.
+    pub description: &'static str,
+    /// JSON Schema of the arguments.
+    pub input_schema: Value,
+    /// JSON Schema of the output.
+    pub output_schema: Value,
+    /// MCP hints.
+    pub annotations: Annotations,
+    /// Risk level.
+    pub risk: Risk,
+    /// Timeout when the call and config give none.
+    pub default_timeout: Duration,
+    /// Whether a `dry_run` call reports what would change and changes nothing.
+    pub dry_run: bool,
+    /// Whether the tool accepts `expected_sha256` and refuses when the target changed since.
+    pub content_guard: bool,
+    input: Compiled,
+    output: Compiled,
+}
+
+/// The static parts of a contract, as a tool module writes them.
+#[derive(Debug)]
+pub struct ContractSpec {
+    /// See [`Contract::name`].
+    pub name: &'static str,
+    /// See [`Contract::category`].
+    pub category: Category,
+    /// See [`Contract::description`].
+    pub description: &'static str,
+    /// See [`Contract::input_schema`].
+    pub input_schema: Value,
+    /// See [`Contract::output_schema`].
+    pub output_schema: Value,
+    /// See [`Contract::annotations`].
+    pub annotations: Annotations,
+    /// See [`Contract::risk`].
+    pub risk: Risk,
+    /// See [`Contract::default_timeout`].
+    pub default_timeout: Duration,
+    /// See [`Contract::dry_run`].
+    pub dry_run: bool,
+    /// See [`Contract::content_guard`].
+    pub content_guard: bool,
+}
+
+impl Contract {
+    /// Compiles a spec's schemas. A schema error is a bug in the tool, reported by name.
+    ///
+    /// # Errors
+    /// E4001 naming the tool and the schema fault.
+    pub fn new(spec: ContractSpec) -> Result<Contract> {
+        let bad = |which: &str, e: String| {
+            Error::new(ErrorCode::ConfigInvalid, format!("tool {} has an invalid {which} schema: {e}", spec.name))
+        };
+        let input = Compiled::compile(&spec.input_schema).map_err(|e| bad("input", e))?;
+        let output = Compiled::compile(&spec.output_schema).map_err(|e| bad("output", e))?;
+        Ok(Contract {
+            name: spec.name,
+            category: spec.category,
+            description: spec.description,
+            input_schema: spec.input_schema,
+            output_schema: spec.output_schema,
+            annotations: spec.annotations,
+            risk: spec.risk,
+            default_timeout: spec.default_timeout,
+            dry_run: spec.dry_run,
+            content_guard: spec.content_guard,
+            input,
+            output,
+        })
+    }
+
+    /// Checks arguments against the input schema.
+    ///
+    /// # Errors
+    /// E1003 naming the field (as a JSON pointer) and what is wrong with it.
+    pub fn validate_input(&self, args: &Value) -> Result<()> {
+        self.input.validate(args).map_err(|v| {
+            let field = v.pointer.trim_start_matches('/').replace('/', ".");
+            let shown = if field.is_empty() { "arguments".to_owned() } else { format!("`{field}`") };
+            Error::new(ErrorCode::InvalidArguments, format!("{}: {shown} {}", self.name, v.message))
+                .with_details(json!({ "tool": self.name, "field": field, "pointer": v.pointer, "problem": v.message }))
+        })
+    }
+
+    /// Checks an output against the output schema (used by tests and debug builds).
+    ///
+    /// # Errors
+    /// The first violation.
+    pub fn validate_output(&self, output: &Value) -> Result<(), Violation> {
+        self.output.validate(output)
+    }
+
+    /// The contract as JSON, as `uni-wizard tools --json` prints it.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "category": self.category,
+            "description": self.description,
+            "input_schema": self.input_schema,
+            "output_schema": self.output_schema,
+            "annotations": self.annotations,
+            "risk": self.risk,
+            "default_timeout_ms": self.default_timeout.as_millis() as u64,
+            "dry_run": self.dry_run,
+            "content_guard": self.content_guard,
+        })
+    }
+}
+
+/// What a tool may use while it runs. Shared by every call; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ToolEnv {
+    /// Directories the file tools are confined to.
+    pub roots: Arc<Roots>,
+    /// The `git` executable (argv only, never a shell).
+    pub git: PathBuf,
+}
+
+impl ToolEnv {
+    /// An environment with these roots and `git` from `PATH`.
+    pub fn new(roots: Roots) -> ToolEnv {
+        ToolEnv { roots: Arc::new(roots), git: PathBuf::from("git") }
+    }
+}
+
+/// The per-call context handed to a tool.
+#[derive(Debug, Clone)]
+pub struct ToolContext {
+    /// Shared resources.
+    pub env: Arc<ToolEnv>,
+    /// The calling house (for messages and provenance; tools do not decide policy).
+    pub house: House,
+    /// Report what would change; change nothing.
+    pub dry_run: bool,
+    /// The request this call serves.
+    pub request_id: Arc<str>,
+}
+
+impl ToolContext {
+    /// A context for one call.
+    pub fn new(env: Arc<ToolEnv>, house: House, dry_run: bool, request_id: impl Into<Arc<str>>) -> ToolContext {
+        ToolContext { env, house, dry_run, request_id: request_id.into() }
+    }
+}
+
+/// A boxed future, as returned by object-safe async methods.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A tool as the harness sees it: JSON in, JSON out.
+pub trait Tool: Send + Sync + 'static {
+    /// The tool's contract.
+    fn contract(&self) -> &Contract;
+
+    /// The thing the call acts on (path, repository, host): keys breakers and proofs.
+    fn target(&self, args: &Value) -> String;
+
+    /// Whether this call changes production (service restarts, pushes to protected branches).
+    fn changes_production(&self, args: &Value) -> bool;
+
+    /// Runs the tool on validated arguments.
+    fn call<'a>(&'a self, ctx: &'a ToolContext, args: &'a Value) -> BoxFuture<'a, Result<Value>>;
+}
+
+/// The shape every tool module implements; [`Typed`] adapts it to [`Tool`].
+pub trait TypedTool: Send + Sync + 'static {
+    /// Arguments, deserialised after schema validation.
+    type Input: DeserializeOwned + Send;
+    /// Result, serialised into the outcome.
+    type Output: Serialize + Send;
+
+    /// The contract's static parts.
+    fn spec() -> ContractSpec;
+
+    /// See [`Tool::target`]; by default the tool's name (one breaker per tool).
+    fn target(args: &Value) -> String {
+        let _ = args;
+        String::new()
+    }
+
+    /// See [`Tool::changes_production`]; by default, high-risk tools do.
+    fn changes_production(args: &Value) -> bool {
+        let _ = args;
+        Self::spec().risk >= Risk::High
+    }
+
+    /// The bare tool function.
+    fn run(ctx: &ToolContext, input: Self::Input) -> impl Future<Output = Result<Self::Output>> + Send;
+}
+
+/// Adapts a [`TypedTool`] to the JSON-level [`Tool`] trait.
+pub struct Typed<T> {
+    contract: Contract,
+    _tool: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: TypedTool> Typed<T> {
+    /// Compiles the tool's contract.
+    ///
+    /// # Errors
+    /// E4001 when the tool's own schemas are invalid (a bug in the tool).
+    pub fn new() -> Result<Typed<T>> {
+        Ok(Typed { contract: Contract::new(T::spec())?, _tool: std::marker::PhantomData })
+    }
+}
+
+impl<T: TypedTool> Tool for Typed<T> {
+    fn contract(&self) -> &Contract {
+        &self.contract
+    }
+
+    fn target(&self, args: &Value) -> String {
+        T::target(args)
+    }
+
+    fn changes_production(&self, args: &Value) -> bool {
+        self.contract.risk >= Risk::High || T::changes_production(args)
+    }
+
+    fn call<'a>(&'a self, ctx: &'a ToolContext, args: &'a Value) -> BoxFuture<'a, Result<Value>> {
+        Box::pin(async move {
+            let input = T::Input::deserialize(args).map_err(|e| {
+                Error::new(ErrorCode::InvalidArguments, format!("{}: {e}", self.contract.name))
+                    .with_details(json!({ "tool": self.contract.name, "problem": e.to_string() }))
+            })?;
+            let output = T::run(ctx, input).await?;
+            serde_json::to_value(output).map_err(|e| {
+                Error::new(ErrorCode::ToolFailed, format!("{}: output not serialisable: {e}", self.contract.name))
+            })
+        })
+    }
+}
+
+/// All tools by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    tools: BTreeMap<&'static str, Arc<dyn Tool>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.tools.keys()).finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn empty() -> Registry {
+        Registry::default()
+    }
+
+    /// Every built-in tool.
+    ///
+    /// # Errors
+    /// E4001 when a built-in contract fails to compile (a bug, caught by the tests).
+    pub fn builtin() -> Result<Registry> {
+        let mut r = Registry::empty();
+        r.add_typed::<system_info::SystemInfo>()?;
+        r.add_typed::<git_status::GitStatus>()?;
+        r.add_typed::<file_read::FileRead>()?;
+        r.add_typed::<file_write::FileWrite>()?;
+        r.add_typed::<file_list::FileList>()?;
+        r.add_typed::<file_search::FileSearch>()?;
+        Ok(r)
+    }
+
+    /// Adds a typed tool.
+    ///
+    /// # Errors
+    /// E4001 when its contract fails to compile.
+    pub fn add_typed<T: TypedTool>(&mut self) -> Result<&mut Registry> {
+        Ok(self.add(Arc::new(Typed::<T>::new()?)))
+    }
+
+    /// Adds (or replaces) a tool.
+    pub fn add(&mut self, tool: Arc<dyn Tool>) -> &mut Registry {
+        self.tools.insert(tool.contract().name, tool);
+        self
+    }
+
+    /// The tool of that name.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
+        self.tools.get(name)
+    }
+
+    /// All tools, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Tool>> {
+        self.tools.values()
+    }
+
+    /// How many tools there are.
+    pub fn len(&self) -> usize {
+        self.tools.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.tools.is_empty()
+    }
+}
+
+/// SHA-256 of bytes as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Reads a string field from validated arguments (empty when absent).
+pub fn arg_str<'a>(args: &'a Value, field: &str) -> &'a str {
+    args.get(field).and_then(Value::as_str).unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves every built-in contract compiles and every schema is an object schema that
+    /// refuses unknown fields, so typos in arguments are caught.
+    #[test]
+    fn builtin_contracts_compile_and_are_closed() {
+        let r = Registry::builtin().expect("builtin contracts compile");
+        assert!(!r.is_empty());
+        for t in r.iter() {
+            let c = t.contract();
+            assert_eq!(c.input_schema["type"], "object", "{}", c.name);
+            assert_eq!(c.input_schema["additionalProperties"], false, "{}", c.name);
+            assert!(!c.description.is_empty());
+            if c.annotations.read_only {
+                assert!(!c.annotations.destructive, "{} is read-only and destructive", c.name);
+                assert_eq!(c.risk, Risk::Low, "{} is read-only so low risk", c.name);
+            }
+        }
+    }
+}
