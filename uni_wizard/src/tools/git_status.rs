@@ -474,12 +474,7 @@ mod tests {
     use crate::tools::{Contract, Roots};
 
     fn ctx() -> ToolContext {
-        ToolContext {
-            env: ToolEnv::new(Roots::new::<&str>(&[]).unwrap()),
-            house: House::Timmy,
-            dry_run: false,
-            request_id: "t".into(),
-        }
+        ToolContext::new(Arc::new(ToolEnv::new(Roots::new::<&str>(&[]).unwrap())), House::Timmy, false, "t")
     }
 
     fn entry(path: &str, status: &'static str) -> Entry {

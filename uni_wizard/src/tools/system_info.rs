@@ -589,12 +589,7 @@ mod tests {
     use crate::tools::{Contract, Roots, ToolEnv};
 
     fn ctx() -> ToolContext {
-        ToolContext {
-            env: ToolEnv::new(Roots::new::<&str>(&[]).unwrap()),
-            house: House::Timmy,
-            dry_run: false,
-            request_id: "t".into(),
-        }
+        ToolContext::new(Arc::new(ToolEnv::new(Roots::new::<&str>(&[]).unwrap())), House::Timmy, false, "t")
     }
 
     const MEMINFO: &str = "MemTotal:       24683656 kB\nMemFree:        24561964 kB\n\

@@ -1,0 +1,235 @@
+//! The `uni-wizard` operator command.
+//!
+//! Local by default: the harness runs in this process with embedded defaults, state under
+//! `$UNI_WIZARD_HOME` (default `~/.local/share/uni-wizard`), and file tools confined to the
+//! current directory unless `--root` or `UNI_WIZARD_ROOTS` says otherwise.
+//!
+//! # Exit codes
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | internal error (a bug or an unexpected I/O failure of the CLI itself) |
+//! | 2 | usage or contract error (E1xxx): bad flags, unknown tool or house, invalid arguments |
+//! | 3 | refused by policy (E2xxx) |
+//! | 4 | execution failed (E3xxx) |
+//! | 5 | authentication failed (E5xxx) |
+//! | 64 | configuration error (E4xxx) |
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Map, Value, json};
+use uni_wizard::error::Category;
+use uni_wizard::tools::Registry;
+use uni_wizard::{Config, Error, ErrorCode, Harness, House, Mode, Request};
+
+pub mod render;
+
+/// `uni-wizard`: run and inspect uni-wizard tools.
+#[derive(Debug, Parser)]
+#[command(name = "uni-wizard", version, about = "Run operational tools under house policy", long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one tool as a house, locally.
+    Test(TestArgs),
+    /// List the tools and their contracts.
+    Tools(ToolsArgs),
+}
+
+/// Flags of `uni-wizard test`.
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// The calling house: timmy, allegro, ezra or bezalel.
+    #[arg(long)]
+    pub house: String,
+    /// The tool to run (see `uni-wizard tools`).
+    #[arg(long)]
+    pub tool: String,
+    /// An argument as key=value; the value is typed by the tool's schema (repeatable).
+    #[arg(long = "arg", value_name = "KEY=VALUE")]
+    pub args: Vec<String>,
+    /// All arguments as one JSON object (merged under any --arg).
+    #[arg(long, value_name = "JSON")]
+    pub args_json: Option<String>,
+    /// simple, intelligent or sovereign.
+    #[arg(long, default_value = "intelligent")]
+    pub mode: String,
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Report what would change; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Session id (groups calls for proofs).
+    #[arg(long)]
+    pub session: Option<String>,
+    /// Provenance id of a prior successful check (Bezalel's proof).
+    #[arg(long)]
+    pub proof: Option<String>,
+    /// Makes a non-idempotent call safe to retry.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Per-attempt timeout in milliseconds.
+    #[arg(long)]
+    pub timeout_ms: Option<u64>,
+    /// A directory the file tools may touch (repeatable; default: `UNI_WIZARD_ROOTS`, colon
+    /// separated, else the current directory).
+    #[arg(long = "root", value_name = "DIR")]
+    pub roots: Vec<PathBuf>,
+}
+
+/// Flags of `uni-wizard tools`.
+#[derive(Debug, Args)]
+pub struct ToolsArgs {
+    /// Print the full contracts as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the CLI and returns the process exit code.
+pub async fn run(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Test(a) => test(a).await,
+        Command::Tools(a) => tools(&a),
+    }
+}
+
+/// The exit code for an error, by its family.
+pub fn exit_code(e: &Error) -> i32 {
+    match e.category {
+        Category::Contract => 2,
+        Category::Policy => 3,
+        Category::Execution => 4,
+        Category::Auth => 5,
+        Category::Config => 64,
+    }
+}
+
+async fn test(a: TestArgs) -> i32 {
+    let json_out = a.json;
+    match run_test(a).await {
+        Ok(outcome) => {
+            render::outcome(&outcome, json_out);
+            0
+        }
+        Err(e) => {
+            render::error(&e, json_out);
+            exit_code(&e)
+        }
+    }
+}
+
+async fn run_test(a: TestArgs) -> Result<uni_wizard::Outcome, Error> {
+    let house: House = a.house.parse()?;
+    let mode: Mode = a.mode.parse()?;
+    let registry = Registry::builtin()?;
+    let tool = registry.get(&a.tool).ok_or_else(|| {
+        let known: Vec<&str> = registry.iter().map(|t| t.contract().name).collect();
+        Error::new(ErrorCode::UnknownTool, format!("unknown tool `{}`", a.tool))
+            .with_details(json!({ "tool": a.tool, "known": known }))
+    })?;
+    let args = parse_args(&a.args, a.args_json.as_deref(), &tool.contract().input_schema)?;
+    let config = Config { file_roots: roots(&a.roots)?, ..Config::default() };
+    let mut builder = Harness::builder().house(house).mode(mode).config(config).registry(registry);
+    if let Some(s) = &a.session {
+        builder = builder.session(s.clone());
+    }
+    let harness = builder.build()?;
+    let request = Request {
+        tool: a.tool,
+        args,
+        session: a.session,
+        proof: a.proof,
+        idempotency_key: a.idempotency_key,
+        dry_run: a.dry_run,
+        timeout: a.timeout_ms.map(Duration::from_millis),
+        approval: None,
+    };
+    harness.execute_request(request).await
+}
+
+fn roots(flags: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
+    if !flags.is_empty() {
+        return Ok(flags.to_vec());
+    }
+    if let Some(v) = std::env::var_os("UNI_WIZARD_ROOTS").filter(|v| !v.is_empty()) {
+        return Ok(std::env::split_paths(&v).collect());
+    }
+    std::env::current_dir().map(|d| vec![d]).map_err(|e| {
+        Error::new(ErrorCode::RootUnavailable, format!("current directory is unusable as a file root: {e}"))
+    })
+}
+
+/// Builds the arguments object from `--args-json` and `--arg key=value` flags. A value is
+/// taken as a string when the schema says the field is a string, and parsed as JSON otherwise.
+///
+/// # Errors
+/// E1005 for a flag without `=`, JSON that does not parse, or `--args-json` that is not an object.
+pub fn parse_args(pairs: &[String], args_json: Option<&str>, schema: &Value) -> Result<Value, Error> {
+    let bad = |msg: String, field: &str| Err(Error::new(ErrorCode::InvalidInput, msg).with_details(json!({ "field": field })));
+    let mut map = match args_json {
+        None => Map::new(),
+        Some(text) => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => return bad("--args-json must be a JSON object".into(), "args_json"),
+            Err(e) => return bad(format!("--args-json is not valid JSON: {e}"), "args_json"),
+        },
+    };
+    for pair in pairs {
+        let Some((key, raw)) = pair.split_once('=') else {
+            return bad(format!("--arg `{pair}` must look like key=value"), pair);
+        };
+        let declared = schema["properties"][key]["type"].clone();
+        let is_string = declared == "string" || declared.as_array().is_some_and(|t| t.first() == Some(&json!("string")));
+        let value = if is_string || declared.is_null() && serde_json::from_str::<Value>(raw).is_err() {
+            Value::String(raw.to_owned())
+        } else {
+            match serde_json::from_str(raw) {
+                Ok(v) => v,
+                Err(e) => return bad(format!("--arg {key}: `{raw}` is not valid JSON for a {declared} field: {e}"), key),
+            }
+        };
+        map.insert(key.to_owned(), value);
+    }
+    Ok(Value::Object(map))
+}
+
+fn tools(a: &ToolsArgs) -> i32 {
+    let registry = match Registry::builtin() {
+        Ok(r) => r,
+        Err(e) => {
+            render::error(&e, a.json);
+            return exit_code(&e);
+        }
+    };
+    render::tools(&registry, a.json);
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves `--arg` values follow the schema's types and malformed flags give E1005.
+    #[test]
+    fn args_are_typed_by_schema() {
+        let schema = json!({"properties": {"path": {"type": "string"}, "max_bytes": {"type": "integer"}}});
+        let v = parse_args(&["path=123".into(), "max_bytes=10".into()], None, &schema).expect("parses");
+        assert_eq!(v, json!({"path": "123", "max_bytes": 10}));
+        let e = parse_args(&["oops".into()], None, &schema).expect_err("no =");
+        assert_eq!(e.code, ErrorCode::InvalidInput);
+        let e = parse_args(&[], Some("[1]"), &schema).expect_err("not an object");
+        assert_eq!(e.code, ErrorCode::InvalidInput);
+        let v = parse_args(&["path=b".into()], Some(r#"{"path": "a", "x": true}"#), &schema).expect("merges");
+        assert_eq!(v, json!({"path": "b", "x": true}));
+    }
+}
