@@ -36,14 +36,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     let fds = protox::compile(&files, [INCLUDE_ROOT])?;
 
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").ok_or("OUT_DIR is not set")?);
-    fs::write(
-        out_dir.join(format!("{DESCRIPTOR_NAME}.bin")),
-        fds.encode_to_vec(),
-    )?;
+    fs::write(out_dir.join(format!("{DESCRIPTOR_NAME}.bin")), fds.encode_to_vec())?;
 
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .compile_fds(fds)?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
     Ok(())
 }

@@ -36,19 +36,14 @@ pub mod v1 {
     // enum value or rpc in a `.proto` file has no comment. The allowed lints are ones that
     // generated code can trip without anyone having written Rust: .proto comments are not
     // written as Markdown, and oneofs hold messages of very different sizes.
-    #![allow(
-        clippy::doc_lazy_continuation,
-        clippy::doc_overindented_list_items,
-        clippy::large_enum_variant
-    )]
+    #![allow(clippy::doc_lazy_continuation, clippy::doc_overindented_list_items, clippy::large_enum_variant)]
     tonic::include_proto!("uniwizard.v1");
 }
 
 /// The encoded `google.protobuf.FileDescriptorSet` of every file in `uniwizard.v1`
 /// (with source comments), for gRPC server reflection:
 /// `tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)`.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    tonic::include_file_descriptor_set!("uniwizard_v1_descriptor");
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("uniwizard_v1_descriptor");
 
 #[cfg(test)]
 mod tests {
@@ -57,9 +52,8 @@ mod tests {
 
     use super::FILE_DESCRIPTOR_SET;
     use super::v1::{
-        ErrorDetail, ExecuteResponse, House, Mode, Outcome, SubmitRequest, TelemetryEvent,
-        ToolCall, execute_response, router_server, sovereign_server, telemetry_event,
-        telemetry_server, worker_server,
+        ErrorDetail, ExecuteResponse, House, Mode, Outcome, SubmitRequest, TelemetryEvent, ToolCall, execute_response,
+        router_server, sovereign_server, telemetry_event, telemetry_server, worker_server,
     };
 
     /// Proves the embedded descriptor set decodes and declares the four services that reflection will serve.
@@ -70,11 +64,7 @@ mod tests {
             .file
             .iter()
             .filter(|file| file.package() == "uniwizard.v1")
-            .flat_map(|file| {
-                file.service
-                    .iter()
-                    .map(move |svc| format!("{}.{}", file.package(), svc.name()))
-            })
+            .flat_map(|file| file.service.iter().map(move |svc| format!("{}.{}", file.package(), svc.name())))
             .collect();
         services.sort();
         let mut expected = vec![
@@ -93,9 +83,7 @@ mod tests {
         let fds = FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).expect("descriptor set decodes");
         let has_comments = fds.file.iter().any(|file| {
             file.source_code_info.as_ref().is_some_and(|info| {
-                info.location
-                    .iter()
-                    .any(|loc| loc.leading_comments().contains("per-node sequence"))
+                info.location.iter().any(|loc| loc.leading_comments().contains("per-node sequence"))
             })
         });
         assert!(has_comments);
@@ -145,8 +133,7 @@ mod tests {
             })),
         };
         for response in [ok, err] {
-            let decoded =
-                ExecuteResponse::decode(response.encode_to_vec().as_slice()).expect("decodes");
+            let decoded = ExecuteResponse::decode(response.encode_to_vec().as_slice()).expect("decodes");
             assert_eq!(decoded, response);
         }
 
@@ -154,15 +141,13 @@ mod tests {
             node: "allegro-1".into(),
             seq: 42,
             time_unix_ms: 1_700_000_000_000,
-            kind: Some(telemetry_event::Kind::HermesTokenUsage(
-                super::v1::HermesTokenUsage {
-                    session_id: "20260101_000000_abcdef".into(),
-                    input_tokens: 1_200,
-                    actual_cost_usd: None,
-                    estimated_cost_usd: Some(0.0042),
-                    ..Default::default()
-                },
-            )),
+            kind: Some(telemetry_event::Kind::HermesTokenUsage(super::v1::HermesTokenUsage {
+                session_id: "20260101_000000_abcdef".into(),
+                input_tokens: 1_200,
+                actual_cost_usd: None,
+                estimated_cost_usd: Some(0.0042),
+                ..Default::default()
+            })),
         };
         let decoded = TelemetryEvent::decode(event.encode_to_vec().as_slice()).expect("decodes");
         assert_eq!(decoded, event);

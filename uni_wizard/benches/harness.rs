@@ -1,1 +1,82 @@
-fn main(){}
+//! `Harness::execute` against the bare tool function, on `file_read` of a 1 KiB file.
+//!
+//! Run: `cargo bench -p uni_wizard --bench harness`. Criterion measures each variant; at the
+//! end the bench reads criterion's own estimates back and prints each mode's ratio to the bare
+//! function (targets, SYSTEM.md §7: Simple <= 1.10x, Intelligent <= 1.30x).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group};
+use serde_json::json;
+use uni_wizard::tools::file_read::{self, FileRead};
+use uni_wizard::tools::{Roots, ToolContext, ToolEnv, TypedTool};
+use uni_wizard::{Config, Harness, House, Mode};
+
+const GROUP: &str = "file_read_1KiB";
+
+fn harness(dir: &Path, mode: Mode) -> Harness {
+    let config = Config { file_roots: vec![dir.to_path_buf()], ..Config::default() };
+    Harness::builder().house(House::Timmy).mode(mode).config(config).build().expect("harness")
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("one_kib.txt"), "x".repeat(1024)).expect("write");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let env = Arc::new(ToolEnv::new(Roots::new(&[dir.path()]).expect("roots")));
+    let ctx = ToolContext::new(env, House::Timmy, false, "bench");
+    let simple = harness(dir.path(), Mode::Simple);
+    let intelligent = harness(dir.path(), Mode::Intelligent);
+
+    let mut g = c.benchmark_group(GROUP);
+    g.measurement_time(Duration::from_secs(8));
+    g.bench_function("bare", |b| {
+        b.to_async(&rt).iter(|| async {
+            let input = file_read::Input { path: "one_kib.txt".into(), max_bytes: file_read::DEFAULT_MAX_BYTES };
+            FileRead::run(&ctx, input).await.expect("read")
+        })
+    });
+    g.bench_function("simple", |b| {
+        b.to_async(&rt)
+            .iter(|| async { simple.execute("file_read", json!({"path": "one_kib.txt"})).await.expect("read") })
+    });
+    g.bench_function("intelligent", |b| {
+        b.to_async(&rt)
+            .iter(|| async { intelligent.execute("file_read", json!({"path": "one_kib.txt"})).await.expect("read") })
+    });
+    g.finish();
+}
+
+/// Criterion's point estimate of the mean, in nanoseconds, for one benchmark of this group.
+fn mean_ns(name: &str) -> Option<f64> {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"), Into::into);
+    let text = std::fs::read_to_string(dir.join("criterion").join(GROUP).join(name).join("new/estimates.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["mean"]["point_estimate"].as_f64()
+}
+
+fn report() {
+    let Some(bare) = mean_ns("bare") else {
+        eprintln!("no estimates found for {GROUP}/bare (run without a filter)");
+        return;
+    };
+    println!("\n{GROUP}: bare {:.2} µs", bare / 1000.0);
+    for (name, target) in [("simple", 1.10), ("intelligent", 1.30)] {
+        if let Some(t) = mean_ns(name) {
+            let ratio = t / bare;
+            let verdict = if ratio <= target { "meets" } else { "MISSES" };
+            println!("{GROUP}: {name:<11} {:.2} µs  ratio {ratio:.3}x  ({verdict} target <= {target:.2}x)", t / 1000.0);
+        }
+    }
+}
+
+criterion_group!(benches, bench);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    report();
+}

@@ -64,7 +64,9 @@ impl Approver for DenyAll {
                 ErrorCode::ApprovalRequired,
                 format!("{} needs Timmy's approval ({}) and no approver is configured", request.tool, request.reason),
             )
-            .with_details(json!({ "tool": request.tool, "reason": request.reason, "args_sha256": request.args_sha256 })))
+            .with_details(
+                json!({ "tool": request.tool, "reason": request.reason, "args_sha256": request.args_sha256 }),
+            ))
         })
     }
 }
@@ -141,7 +143,12 @@ mod tests {
     #[test]
     fn only_timmy_approving_these_arguments_passes() {
         let req = request();
-        let good = Approval { approver: House::Timmy, tool: "file_write".into(), args_sha256: req.args_sha256.clone(), note: String::new() };
+        let good = Approval {
+            approver: House::Timmy,
+            tool: "file_write".into(),
+            args_sha256: req.args_sha256.clone(),
+            note: String::new(),
+        };
         assert!(verify(&good, &req).is_ok());
         for bad in [
             Approval { approver: House::Allegro, ..good.clone() },

@@ -169,13 +169,7 @@ pub struct Error {
 impl Error {
     /// A new error with no details.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Error {
-        Error {
-            code,
-            category: code.category(),
-            message: message.into(),
-            details: Value::Null,
-            request_id: None,
-        }
+        Error { code, category: code.category(), message: message.into(), details: Value::Null, request_id: None }
     }
 
     /// Attaches machine-readable details.
@@ -202,8 +196,12 @@ impl Error {
         use std::io::ErrorKind as K;
         let code = match err.kind() {
             K::NotFound => ErrorCode::NotFound,
-            K::Interrupted | K::WouldBlock | K::TimedOut | K::ConnectionReset
-            | K::ConnectionAborted | K::ResourceBusy => ErrorCode::ToolFailedTransient,
+            K::Interrupted
+            | K::WouldBlock
+            | K::TimedOut
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::ResourceBusy => ErrorCode::ToolFailedTransient,
             _ => ErrorCode::ToolFailed,
         };
         let context = context.into();

@@ -58,7 +58,8 @@ impl Request {
 pub struct Outcome {
     /// This call's id.
     pub request_id: String,
-    /// The provenance record's id (cite it as a proof).
+    /// The provenance record's id (cite it as a proof). Locally this is the request id, so a
+    /// failed call's record is found from the `request_id` its error carries.
     pub provenance_id: String,
     /// Session of the call.
     pub session: String,
@@ -193,8 +194,11 @@ impl HarnessBuilder {
 
 fn narrows(base: &HousePolicy, p: &HousePolicy) -> Result<()> {
     let loosened = |field: &str| {
-        Err(Error::new(ErrorCode::ConfigInvalid, format!("house policy may only narrow the built-in one: `{field}` loosens it"))
-            .with_details(json!({ "field": field })))
+        Err(Error::new(
+            ErrorCode::ConfigInvalid,
+            format!("house policy may only narrow the built-in one: `{field}` loosens it"),
+        )
+        .with_details(json!({ "field": field })))
     };
     if p.allowed_categories.iter().any(|c| !base.allowed_categories.contains(c)) {
         return loosened("allowed_categories");
@@ -345,7 +349,7 @@ impl Harness {
 
         let duration_us = started.elapsed().as_micros() as u64;
         let record = Record {
-            id: provenance::new_id(),
+            id: request_id.to_owned(),
             seq: 0,
             session: session.clone(),
             house: inner.house,

@@ -70,13 +70,10 @@ impl FromStr for House {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<House> {
-        House::ALL
-            .into_iter()
-            .find(|h| h.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| {
-                Error::new(ErrorCode::UnknownHouse, format!("unknown house `{s}`"))
-                    .with_details(json!({ "house": s, "known": ["timmy", "allegro", "ezra", "bezalel"] }))
-            })
+        House::ALL.into_iter().find(|h| h.as_str().eq_ignore_ascii_case(s)).ok_or_else(|| {
+            Error::new(ErrorCode::UnknownHouse, format!("unknown house `{s}`"))
+                .with_details(json!({ "house": s, "known": ["timmy", "allegro", "ezra", "bezalel"] }))
+        })
     }
 }
 
@@ -219,21 +216,15 @@ pub struct CallFacts<'a> {
 pub fn check(policy: &HousePolicy, facts: &CallFacts<'_>, log: &dyn ProvenanceLog) -> Result<Requirements> {
     let c = facts.contract;
     if !policy.allowed_categories.contains(&c.category) || policy.denied_tools.iter().any(|t| t == c.name) {
-        return Err(Error::new(
-            ErrorCode::ToolNotAllowed,
-            format!("house {} may not use {}", facts.house, c.name),
-        )
-        .with_details(json!({ "house": facts.house, "tool": c.name })));
+        return Err(Error::new(ErrorCode::ToolNotAllowed, format!("house {} may not use {}", facts.house, c.name))
+            .with_details(json!({ "house": facts.house, "tool": c.name })));
     }
     let mutating = !c.annotations.read_only;
     if mutating && policy.read_before_write {
         if !c.content_guard {
             return Err(Error::new(
                 ErrorCode::ToolNotAllowed,
-                format!(
-                    "house {} must read before it writes, and {} cannot check what was read",
-                    facts.house, c.name
-                ),
+                format!("house {} must read before it writes, and {} cannot check what was read", facts.house, c.name),
             )
             .with_details(json!({ "house": facts.house, "tool": c.name })));
         }

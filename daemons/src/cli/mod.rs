@@ -40,7 +40,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one tool as a house, locally.
-    Test(TestArgs),
+    Test(Box<TestArgs>),
     /// List the tools and their contracts.
     Tools(ToolsArgs),
 }
@@ -98,7 +98,7 @@ pub struct ToolsArgs {
 /// Runs the CLI and returns the process exit code.
 pub async fn run(cli: Cli) -> i32 {
     match cli.command {
-        Command::Test(a) => test(a).await,
+        Command::Test(a) => test(*a).await,
         Command::Tools(a) => tools(&a),
     }
 }
@@ -175,7 +175,9 @@ fn roots(flags: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
 /// # Errors
 /// E1005 for a flag without `=`, JSON that does not parse, or `--args-json` that is not an object.
 pub fn parse_args(pairs: &[String], args_json: Option<&str>, schema: &Value) -> Result<Value, Error> {
-    let bad = |msg: String, field: &str| Err(Error::new(ErrorCode::InvalidInput, msg).with_details(json!({ "field": field })));
+    let bad = |msg: String, field: &str| {
+        Err(Error::new(ErrorCode::InvalidInput, msg).with_details(json!({ "field": field })))
+    };
     let mut map = match args_json {
         None => Map::new(),
         Some(text) => match serde_json::from_str::<Value>(text) {
@@ -189,13 +191,16 @@ pub fn parse_args(pairs: &[String], args_json: Option<&str>, schema: &Value) -> 
             return bad(format!("--arg `{pair}` must look like key=value"), pair);
         };
         let declared = schema["properties"][key]["type"].clone();
-        let is_string = declared == "string" || declared.as_array().is_some_and(|t| t.first() == Some(&json!("string")));
+        let is_string =
+            declared == "string" || declared.as_array().is_some_and(|t| t.first() == Some(&json!("string")));
         let value = if is_string || declared.is_null() && serde_json::from_str::<Value>(raw).is_err() {
             Value::String(raw.to_owned())
         } else {
             match serde_json::from_str(raw) {
                 Ok(v) => v,
-                Err(e) => return bad(format!("--arg {key}: `{raw}` is not valid JSON for a {declared} field: {e}"), key),
+                Err(e) => {
+                    return bad(format!("--arg {key}: `{raw}` is not valid JSON for a {declared} field: {e}"), key);
+                }
             }
         };
         map.insert(key.to_owned(), value);

@@ -16,7 +16,8 @@ pub fn outcome(o: &Outcome, as_json: bool) {
     }
     let ms = o.duration_us as f64 / 1000.0;
     let dry = if o.dry_run { "  [dry run]" } else { "" };
-    let _ = writeln!(out, "ok  {}  house={} mode={}  {ms:.1} ms  attempts={}{dry}", o.tool, o.house, o.mode, o.attempts);
+    let _ =
+        writeln!(out, "ok  {}  house={} mode={}  {ms:.1} ms  attempts={}{dry}", o.tool, o.house, o.mode, o.attempts);
     let _ = writeln!(out, "    request {}  provenance {}  session {}", o.request_id, o.provenance_id, o.session);
     if let Some(d) = &o.degraded {
         let _ = writeln!(out, "    degraded: {d}");
@@ -52,10 +53,18 @@ pub fn tools(r: &Registry, as_json: bool) {
     let mut out = std::io::stdout().lock();
     if as_json {
         let all: Vec<Value> = r.iter().map(|t| t.contract().to_json()).collect();
-        let _ = writeln!(out, "{}", serde_json::to_string_pretty(&json!({ "count": all.len(), "tools": all })).unwrap_or_default());
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&json!({ "count": all.len(), "tools": all })).unwrap_or_default()
+        );
         return;
     }
-    let _ = writeln!(out, "{:<20} {:<8} {:<8} {:<9} {:>8}  description", "tool", "category", "risk", "read-only", "timeout");
+    let _ = writeln!(
+        out,
+        "{:<20} {:<8} {:<8} {:<9} {:>8}  description",
+        "tool", "category", "risk", "read-only", "timeout"
+    );
     for t in r.iter() {
         let c = t.contract();
         let _ = writeln!(

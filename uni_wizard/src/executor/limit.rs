@@ -88,7 +88,10 @@ where
                     _ => {
                         return Err(Error::new(
                             ErrorCode::Saturated,
-                            format!("executor saturated: {max} calls running, no slot freed within {} ms", wait.as_millis()),
+                            format!(
+                                "executor saturated: {max} calls running, no slot freed within {} ms",
+                                wait.as_millis()
+                            ),
                         )
                         .with_details(json!({ "max_concurrency": max, "queue_timeout_ms": wait.as_millis() as u64 })));
                     }

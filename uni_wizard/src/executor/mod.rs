@@ -37,7 +37,7 @@ pub mod limit;
 pub mod retry;
 pub mod timeout;
 
-pub use breaker::{BreakerConfig, BreakerLayer, Breakers, BreakerState};
+pub use breaker::{BreakerConfig, BreakerLayer, BreakerState, Breakers};
 pub use limit::{LimitConfig, LimitLayer};
 pub use retry::{RetryConfig, RetryLayer, RetryPolicy};
 pub use timeout::TimeoutLayer;

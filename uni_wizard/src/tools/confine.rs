@@ -106,7 +106,10 @@ impl Roots {
                 .iter()
                 .enumerate()
                 .find_map(|(i, r)| {
-                    let rel = p.strip_prefix(&r.path).ok().or_else(|| r.alias.as_ref().and_then(|a| p.strip_prefix(a).ok()))?;
+                    let rel = p
+                        .strip_prefix(&r.path)
+                        .ok()
+                        .or_else(|| r.alias.as_ref().and_then(|a| p.strip_prefix(a).ok()))?;
                     Some((i, rel))
                 })
                 .ok_or_else(|| outside("absolute path under no root"))?
@@ -242,7 +245,10 @@ mod tests {
         std::os::unix::fs::symlink(outside.path().join("secret"), d.path().join("out")).expect("symlink");
         std::os::unix::fs::symlink("inside", d.path().join("in")).expect("symlink");
         let out = r.resolve("out").expect("resolves lexically");
-        assert_eq!(r.open(&out, OFlags::RDONLY, Mode::empty()).map(|_| ()).map_err(|e| e.code), Err(ErrorCode::PathOutsideRoots));
+        assert_eq!(
+            r.open(&out, OFlags::RDONLY, Mode::empty()).map(|_| ()).map_err(|e| e.code),
+            Err(ErrorCode::PathOutsideRoots)
+        );
         let inside = r.resolve("in").expect("resolves");
         assert!(r.open(&inside, OFlags::RDONLY, Mode::empty()).is_ok());
     }

@@ -158,14 +158,10 @@ impl TypedTool for FileSearch {
 
 fn matcher(input: &Input) -> Result<Regex> {
     let pattern = if input.regex { input.query.clone() } else { regex::escape(&input.query) };
-    RegexBuilder::new(&pattern)
-        .case_insensitive(input.case_insensitive)
-        .size_limit(1 << 20)
-        .build()
-        .map_err(|e| {
-            Error::new(ErrorCode::InvalidArguments, format!("file_search: `query` is not a valid regular expression: {e}"))
-                .with_details(json!({ "field": "query", "problem": e.to_string() }))
-        })
+    RegexBuilder::new(&pattern).case_insensitive(input.case_insensitive).size_limit(1 << 20).build().map_err(|e| {
+        Error::new(ErrorCode::InvalidArguments, format!("file_search: `query` is not a valid regular expression: {e}"))
+            .with_details(json!({ "field": "query", "problem": e.to_string() }))
+    })
 }
 
 /// Searches beneath the roots (blocking).
@@ -189,7 +185,8 @@ pub fn search(roots: &super::Roots, input: &Input) -> Result<Output> {
         if e.kind != Kind::File {
             return Ok(Flow::Continue);
         }
-        let Ok(fd) = open_beneath(e.dir, Path::new(e.name), OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY, Mode::empty())
+        let Ok(fd) =
+            open_beneath(e.dir, Path::new(e.name), OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY, Mode::empty())
         else {
             out.files_skipped += 1;
             return Ok(Flow::Continue);

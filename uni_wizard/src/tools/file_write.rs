@@ -129,8 +129,11 @@ impl TypedTool for FileWrite {
 /// directory is missing or the file is missing and `create` is false, E3003 for I/O failures.
 pub fn write(roots: &super::Roots, input: &Input, dry_run: bool) -> Result<Output> {
     if input.content.len() > MAX_CONTENT_BYTES {
-        return Err(Error::new(ErrorCode::InvalidArguments, format!("content is larger than {MAX_CONTENT_BYTES} bytes"))
-            .with_details(json!({ "field": "content", "limit": MAX_CONTENT_BYTES })));
+        return Err(Error::new(
+            ErrorCode::InvalidArguments,
+            format!("content is larger than {MAX_CONTENT_BYTES} bytes"),
+        )
+        .with_details(json!({ "field": "content", "limit": MAX_CONTENT_BYTES })));
     }
     let r = roots.resolve(&input.path)?;
     let shown = roots.display(&r);
@@ -152,8 +155,11 @@ pub fn write(roots: &super::Roots, input: &Input, dry_run: bool) -> Result<Outpu
             if ft == FileType::Symlink {
                 // Find out whether it leads out (E2008) before refusing to replace a link.
                 roots.open(&r, OFlags::RDONLY, Mode::empty())?;
-                return Err(Error::new(ErrorCode::ToolFailed, format!("{shown_s} is a symlink; write to its target instead"))
-                    .with_details(json!({ "path": shown_s })));
+                return Err(Error::new(
+                    ErrorCode::ToolFailed,
+                    format!("{shown_s} is a symlink; write to its target instead"),
+                )
+                .with_details(json!({ "path": shown_s })));
             }
             if ft != FileType::RegularFile {
                 return Err(Error::new(ErrorCode::ToolFailed, format!("{shown_s} is not a regular file"))

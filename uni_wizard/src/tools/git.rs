@@ -111,11 +111,7 @@ impl GitOutput {
     /// # Errors
     /// See [`GitOutput::to_error`].
     pub fn check(self) -> Result<GitOutput> {
-        if self.success() {
-            Ok(self)
-        } else {
-            Err(self.to_error())
-        }
+        if self.success() { Ok(self) } else { Err(self.to_error()) }
     }
 
     /// The error a failed command maps to:
@@ -124,11 +120,7 @@ impl GitOutput {
     /// `exit_code` (null when killed by a signal), `signal`, `args` and `repo`.
     pub fn to_error(&self) -> Error {
         let stderr = self.stderr_str();
-        let first_line = stderr
-            .lines()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim();
+        let first_line = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
         let shown = redact(&clip(stderr.trim(), STDERR_IN_DETAILS)).into_owned();
         let args: Vec<String> = self.args.iter().map(|a| redact(a).into_owned()).collect();
         let details = json!({
@@ -138,13 +130,9 @@ impl GitOutput {
             "args": args,
             "repo": self.repo.display().to_string(),
         });
-        let not_a_repo =
-            stderr.contains("not a git repository") || stderr.contains("cannot change to");
+        let not_a_repo = stderr.contains("not a git repository") || stderr.contains("cannot change to");
         let (code, what) = if not_a_repo {
-            (
-                ErrorCode::NotFound,
-                format!("{} is not a git repository", self.repo.display()),
-            )
+            (ErrorCode::NotFound, format!("{} is not a git repository", self.repo.display()))
         } else {
             let command = self.args.first().map(String::as_str).unwrap_or("");
             let how = match self.exit_code() {
@@ -153,11 +141,7 @@ impl GitOutput {
             };
             (ErrorCode::ToolFailed, format!("git {command} {how}"))
         };
-        let message = if first_line.is_empty() {
-            what
-        } else {
-            format!("{what}: {}", redact(first_line))
-        };
+        let message = if first_line.is_empty() { what } else { format!("{what}: {}", redact(first_line)) };
         Error::new(code, message).with_details(details)
     }
 }
@@ -205,17 +189,11 @@ pub async fn exec(env: &ToolEnv, repo: &Path, args: &[&str], access: Access) -> 
     }
     let mut child = cmd.spawn().map_err(|e| spawn_error(&env.git, &e))?;
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err(Error::new(
-            ErrorCode::ToolFailed,
-            "git: child pipes were not created",
-        ));
+        return Err(Error::new(ErrorCode::ToolFailed, "git: child pipes were not created"));
     };
-    let (out, err, status) = tokio::try_join!(
-        read_capped(stdout, OUTPUT_CAP),
-        read_capped(stderr, OUTPUT_CAP),
-        child.wait()
-    )
-    .map_err(|e| Error::from_io("git: reading output", &e))?;
+    let (out, err, status) =
+        tokio::try_join!(read_capped(stdout, OUTPUT_CAP), read_capped(stderr, OUTPUT_CAP), child.wait())
+            .map_err(|e| Error::from_io("git: reading output", &e))?;
     if out.1 || err.1 {
         tracing::debug!(repo = %repo.display(), args = ?args, "git output truncated at {OUTPUT_CAP} bytes");
     }
@@ -249,15 +227,10 @@ pub async fn repo_path(raw: &str) -> Result<PathBuf> {
         )
         .with_details(json!({ "field": "repo_path", "problem": "must be an absolute path" })));
     }
-    let meta = tokio::fs::metadata(&path)
-        .await
-        .map_err(|e| Error::from_io(format!("repository {raw}"), &e))?;
+    let meta = tokio::fs::metadata(&path).await.map_err(|e| Error::from_io(format!("repository {raw}"), &e))?;
     if !meta.is_dir() {
-        return Err(Error::new(
-            ErrorCode::NotFound,
-            format!("repository {raw} is not a directory"),
-        )
-        .with_details(json!({ "repo": raw, "problem": "not a directory" })));
+        return Err(Error::new(ErrorCode::NotFound, format!("repository {raw} is not a directory"))
+            .with_details(json!({ "repo": raw, "problem": "not a directory" })));
     }
     Ok(path)
 }
@@ -266,21 +239,17 @@ pub async fn repo_path(raw: &str) -> Result<PathBuf> {
 fn spawn_error(git: &Path, e: &std::io::Error) -> Error {
     use std::io::ErrorKind as K;
     match e.kind() {
-        K::NotFound | K::PermissionDenied => Error::new(
-            ErrorCode::Unsupported,
-            format!("git executable {} cannot be run: {e}", git.display()),
-        )
-        .with_details(json!({ "git": git.display().to_string(), "io_error": e.to_string() })),
+        K::NotFound | K::PermissionDenied => {
+            Error::new(ErrorCode::Unsupported, format!("git executable {} cannot be run: {e}", git.display()))
+                .with_details(json!({ "git": git.display().to_string(), "io_error": e.to_string() }))
+        }
         _ => Error::from_io(format!("spawning {}", git.display()), e),
     }
 }
 
 /// Reads a pipe to its end, keeping at most `cap` bytes; the rest is read and dropped so the
 /// child never blocks on a full pipe. Returns the bytes and whether any were dropped.
-async fn read_capped<R: AsyncRead + Unpin>(
-    mut r: R,
-    cap: usize,
-) -> std::io::Result<(Vec<u8>, bool)> {
+async fn read_capped<R: AsyncRead + Unpin>(mut r: R, cap: usize) -> std::io::Result<(Vec<u8>, bool)> {
     let mut kept = Vec::new();
     let mut truncated = false;
     let mut buf = vec![0u8; 64 * 1024];
@@ -318,9 +287,8 @@ pub fn redact(s: &str) -> Cow<'_, str> {
     while let Some(i) = rest.find("://") {
         let (head, tail) = rest.split_at(i + 3);
         out.push_str(head);
-        let authority_end = tail
-            .find(|c: char| c == '/' || c.is_whitespace() || c == '\'' || c == '"')
-            .unwrap_or(tail.len());
+        let authority_end =
+            tail.find(|c: char| c == '/' || c.is_whitespace() || c == '\'' || c == '"').unwrap_or(tail.len());
         match tail[..authority_end].rfind('@') {
             Some(at) => {
                 out.push_str("***");
@@ -335,6 +303,7 @@ pub fn redact(s: &str) -> Cow<'_, str> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails loudly on any unexpected error")]
 mod tests {
     use super::*;
     use crate::tools::Roots;
@@ -348,24 +317,13 @@ mod tests {
         let out = std::process::Command::new("git")
             .arg("-C")
             .arg(dir)
-            .args([
-                "-c",
-                "user.name=Test",
-                "-c",
-                "user.email=test@example.invalid",
-                "-c",
-                "commit.gpgsign=false",
-            ])
+            .args(["-c", "user.name=Test", "-c", "user.email=test@example.invalid", "-c", "commit.gpgsign=false"])
             .args(args)
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// Proves a successful command returns its stdout and exit status 0.
@@ -373,9 +331,7 @@ mod tests {
     async fn run_captures_stdout() {
         let dir = tempfile::tempdir().unwrap();
         git(dir.path(), &["init", "-q"]);
-        let out = run(&env(), dir.path(), &["rev-parse", "--is-inside-work-tree"])
-            .await
-            .unwrap();
+        let out = run(&env(), dir.path(), &["rev-parse", "--is-inside-work-tree"]).await.unwrap();
         assert!(out.success());
         assert_eq!(out.stdout_str().trim(), "true");
         assert!(!out.stdout_truncated && !out.stderr_truncated);
@@ -387,14 +343,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = run(&env(), dir.path(), &["status"]).await.unwrap_err();
         assert_eq!(err.code, ErrorCode::NotFound, "{err}");
-        assert!(
-            err.details["git_stderr"]
-                .as_str()
-                .unwrap()
-                .contains("not a git repository"),
-            "{}",
-            err.details
-        );
+        assert!(err.details["git_stderr"].as_str().unwrap().contains("not a git repository"), "{}", err.details);
     }
 
     /// Proves any other non-zero exit maps to E3003 with stderr, exit code and args in details.
@@ -402,19 +351,10 @@ mod tests {
     async fn other_failures_are_tool_failed_with_details() {
         let dir = tempfile::tempdir().unwrap();
         git(dir.path(), &["init", "-q"]);
-        let err = run(
-            &env(),
-            dir.path(),
-            &["rev-parse", "--verify", "no-such-ref"],
-        )
-        .await
-        .unwrap_err();
+        let err = run(&env(), dir.path(), &["rev-parse", "--verify", "no-such-ref"]).await.unwrap_err();
         assert_eq!(err.code, ErrorCode::ToolFailed, "{err}");
         assert_eq!(err.details["exit_code"], 128);
-        assert_eq!(
-            err.details["args"],
-            json!(["rev-parse", "--verify", "no-such-ref"])
-        );
+        assert_eq!(err.details["args"], json!(["rev-parse", "--verify", "no-such-ref"]));
         assert!(!err.details["git_stderr"].as_str().unwrap().is_empty());
     }
 
@@ -423,14 +363,7 @@ mod tests {
     async fn exec_returns_non_zero_exits() {
         let dir = tempfile::tempdir().unwrap();
         git(dir.path(), &["init", "-q"]);
-        let out = exec(
-            &env(),
-            dir.path(),
-            &["rev-parse", "--verify", "-q", "HEAD"],
-            Access::ReadOnly,
-        )
-        .await
-        .unwrap();
+        let out = exec(&env(), dir.path(), &["rev-parse", "--verify", "-q", "HEAD"], Access::ReadOnly).await.unwrap();
         assert_eq!(out.exit_code(), Some(1));
         assert_eq!(out.check().unwrap_err().code, ErrorCode::ToolFailed);
     }
@@ -439,10 +372,7 @@ mod tests {
     #[tokio::test]
     async fn missing_git_binary_is_unsupported() {
         let dir = tempfile::tempdir().unwrap();
-        let env = ToolEnv {
-            git: dir.path().join("no-git-here"),
-            ..env()
-        };
+        let env = ToolEnv { git: dir.path().join("no-git-here"), ..env() };
         let err = run(&env, dir.path(), &["status"]).await.unwrap_err();
         assert_eq!(err.code, ErrorCode::Unsupported, "{err}");
     }
@@ -454,9 +384,7 @@ mod tests {
         git(dir.path(), &["init", "-q"]);
         let marker = dir.path().join("pwned");
         let evil = format!("$(touch {})", marker.display());
-        let out = run(&env(), dir.path(), &["rev-parse", "--sq-quote", &evil])
-            .await
-            .unwrap();
+        let out = run(&env(), dir.path(), &["rev-parse", "--sq-quote", &evil]).await.unwrap();
         assert!(out.stdout_str().contains("$(touch"));
         assert!(!marker.exists());
     }
@@ -480,23 +408,11 @@ mod tests {
         let root = dir.path().to_str().unwrap();
         assert_eq!(repo_path(root).await.unwrap(), dir.path());
         let missing = format!("{root}/missing");
-        assert_eq!(
-            repo_path(&missing).await.unwrap_err().code,
-            ErrorCode::NotFound
-        );
+        assert_eq!(repo_path(&missing).await.unwrap_err().code, ErrorCode::NotFound);
         std::fs::write(dir.path().join("f"), "x").unwrap();
-        assert_eq!(
-            repo_path(&format!("{root}/f")).await.unwrap_err().code,
-            ErrorCode::NotFound
-        );
-        assert_eq!(
-            repo_path("relative/repo").await.unwrap_err().code,
-            ErrorCode::InvalidArguments
-        );
-        assert_eq!(
-            repo_path("").await.unwrap_err().code,
-            ErrorCode::InvalidArguments
-        );
+        assert_eq!(repo_path(&format!("{root}/f")).await.unwrap_err().code, ErrorCode::NotFound);
+        assert_eq!(repo_path("relative/repo").await.unwrap_err().code, ErrorCode::InvalidArguments);
+        assert_eq!(repo_path("").await.unwrap_err().code, ErrorCode::InvalidArguments);
     }
 
     /// Proves credentials in URLs are redacted and text without them is untouched.
@@ -506,10 +422,7 @@ mod tests {
             redact("fatal: unable to access 'https://bob:s3cret@git.example/x.git/': 403"),
             "fatal: unable to access 'https://***@git.example/x.git/': 403"
         );
-        assert_eq!(
-            redact("https://token@h/a and ssh://git@h:22/b"),
-            "https://***@h/a and ssh://***@h:22/b"
-        );
+        assert_eq!(redact("https://token@h/a and ssh://git@h:22/b"), "https://***@h/a and ssh://***@h:22/b");
         assert_eq!(redact("git@github.com:o/r.git"), "git@github.com:o/r.git");
         assert_eq!(redact("https://h/a@b"), "https://h/a@b");
     }

@@ -2,22 +2,28 @@
 //! the whole state.
 //!
 //! The tool runs `git status --porcelain=v2 --branch -z` (see [`STATUS_ARGS`]) through the
-//! shared [`git`](super::git) runner and parses it with the pure [`parse_porcelain_v2`].
+//! shared [`git`] runner and parses it with the pure [`parse_porcelain_v2`].
 //!
 //! # `state_sha256`: the read Ezra cites before writing
 //!
 //! `state_sha256` is the SHA-256 (lowercase hex) of the **exact bytes** git printed for
 //! `git -C <repo> status` with [`STATUS_ARGS`]: branch headers (commit, branch, upstream,
 //! ahead/behind) and every staged, unstaged, untracked and conflicted entry with its modes
-//! and object ids. Any commit, checkout, fetch that moves the upstream, edit, stage or new
-//! file changes it.
+//! and its HEAD and index object ids. So it changes with any commit, checkout, reset, fetch
+//! that moves the upstream, change to what is staged (the index ids cover staged content),
+//! and any path that becomes modified, deleted, untracked or conflicted.
+//!
+//! What it does **not** see is content the status format carries no id for: a second edit
+//! to a file that is already modified-but-unstaged, or an edit to an untracked file, leaves
+//! the hash as it was. That is exact for the index (what a plain `git commit` records) and for
+//! refs (what `git_pull`/`git_push` move), but not for the work-tree bytes of files already dirty.
 //!
 //! Ezra reads before it writes: it passes this value as `expected_sha256` to the mutating git
 //! tools (`git_commit`, `git_pull`, `git_push`), which recompute it with [`state_sha256`]
 //! just before they act and refuse with E2005 (stale read) when it differs. Both sides must
 //! therefore hash the same command's output, which is why the arguments live in one constant.
 //!
-//! Repository paths are not confined to the file roots (see [`git`](super::git)).
+//! Repository paths are not confined to the file roots (see [`git`]).
 
 use std::path::Path;
 use std::time::Duration;
@@ -26,23 +32,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::git;
-use super::{
-    Annotations, Category, ContractSpec, Risk, ToolContext, ToolEnv, TypedTool, arg_str, sha256_hex,
-};
+use super::{Annotations, Category, ContractSpec, Risk, ToolContext, ToolEnv, TypedTool, arg_str, sha256_hex};
 use crate::error::{Error, ErrorCode, Result};
 
 /// The `git status` arguments whose output is parsed and hashed into `state_sha256`.
 ///
 /// Untracked files and rename detection are stated explicitly so a user's `status.*` config
 /// cannot change what the tool reports or the hash it computes.
-pub const STATUS_ARGS: &[&str] = &[
-    "status",
-    "--porcelain=v2",
-    "--branch",
-    "-z",
-    "--untracked-files=normal",
-    "--find-renames",
-];
+pub const STATUS_ARGS: &[&str] =
+    &["status", "--porcelain=v2", "--branch", "-z", "--untracked-files=normal", "--find-renames"];
 
 /// Arguments of `git_status`.
 #[derive(Debug, Clone, Deserialize)]
@@ -96,15 +94,7 @@ pub struct Entry {
 }
 
 /// The `status` of a staged or unstaged entry.
-pub const CHANGE_KINDS: &[&str] = &[
-    "modified",
-    "type_changed",
-    "added",
-    "deleted",
-    "renamed",
-    "copied",
-    "unmerged",
-];
+pub const CHANGE_KINDS: &[&str] = &["modified", "type_changed", "added", "deleted", "renamed", "copied", "unmerged"];
 
 /// The `status` of a conflicted entry, from git's two-letter unmerged codes.
 pub const CONFLICT_KINDS: &[&str] = &[
@@ -143,12 +133,7 @@ impl TypedTool for GitStatus {
                 "additionalProperties": false
             }),
             output_schema: output_schema(),
-            annotations: Annotations {
-                read_only: true,
-                destructive: false,
-                idempotent: true,
-                open_world: false,
-            },
+            annotations: Annotations { read_only: true, destructive: false, idempotent: true, open_world: false },
             risk: Risk::Low,
             default_timeout: Duration::from_secs(15),
             dry_run: false,
@@ -195,25 +180,13 @@ pub async fn snapshot(env: &ToolEnv, repo: &Path) -> Result<(Status, String)> {
     if out.stdout_truncated {
         return Err(Error::new(
             ErrorCode::OutputTooLarge,
-            format!(
-                "git status of {} is longer than {} bytes",
-                repo.display(),
-                git::OUTPUT_CAP
-            ),
+            format!("git status of {} is longer than {} bytes", repo.display(), git::OUTPUT_CAP),
         )
-        .with_details(
-            json!({ "repo": repo.display().to_string(), "limit_bytes": git::OUTPUT_CAP }),
-        ));
+        .with_details(json!({ "repo": repo.display().to_string(), "limit_bytes": git::OUTPUT_CAP })));
     }
     let status = parse_porcelain_v2(&out.stdout).map_err(|problem| {
-        Error::new(
-            ErrorCode::ToolFailed,
-            format!(
-                "git status of {}: unexpected output: {problem}",
-                repo.display()
-            ),
-        )
-        .with_details(json!({ "repo": repo.display().to_string(), "problem": problem }))
+        Error::new(ErrorCode::ToolFailed, format!("git status of {}: unexpected output: {problem}", repo.display()))
+            .with_details(json!({ "repo": repo.display().to_string(), "problem": problem }))
     })?;
     Ok((status, sha256_hex(&out.stdout)))
 }
@@ -253,10 +226,7 @@ pub struct Status {
 impl Status {
     /// Whether no path is staged, unstaged, untracked or conflicted.
     pub fn is_clean(&self) -> bool {
-        self.staged.is_empty()
-            && self.unstaged.is_empty()
-            && self.untracked.is_empty()
-            && self.conflicted.is_empty()
+        self.staged.is_empty() && self.unstaged.is_empty() && self.untracked.is_empty() && self.conflicted.is_empty()
     }
 }
 
@@ -298,16 +268,8 @@ pub fn parse_porcelain_v2(raw: &[u8]) -> Result<Status, String> {
                 if f.len() != 9 {
                     return Err(bad());
                 }
-                let orig = records
-                    .next()
-                    .ok_or_else(|| format!("rename of {path:?} has no original path"))?;
-                push_changes(
-                    &mut s,
-                    xy,
-                    path,
-                    Some(String::from_utf8_lossy(orig).into_owned()),
-                )
-                .ok_or_else(bad)?;
+                let orig = records.next().ok_or_else(|| format!("rename of {path:?} has no original path"))?;
+                push_changes(&mut s, xy, path, Some(String::from_utf8_lossy(orig).into_owned())).ok_or_else(bad)?;
             }
             "u" => {
                 // u XY sub m1 m2 m3 mW h1 h2 h3 path
@@ -319,17 +281,9 @@ pub fn parse_porcelain_v2(raw: &[u8]) -> Result<Status, String> {
                     return Err(bad());
                 }
                 let status = conflict_kind(xy).ok_or_else(bad)?;
-                s.conflicted.push(Entry {
-                    path: path.to_owned(),
-                    status,
-                    orig_path: None,
-                });
+                s.conflicted.push(Entry { path: path.to_owned(), status, orig_path: None });
             }
-            "?" => s.untracked.push(Entry {
-                path: rest.to_owned(),
-                status: "untracked",
-                orig_path: None,
-            }),
+            "?" => s.untracked.push(Entry { path: rest.to_owned(), status: "untracked", orig_path: None }),
             "!" => {}
             _ => return Err(bad()),
         }
@@ -347,14 +301,8 @@ fn parse_header(s: &mut Status, rest: &str) -> Result<(), String> {
         "branch.ab" => {
             let bad = || format!("malformed branch.ab header {value:?}");
             let (a, b) = value.split_once(' ').ok_or_else(bad)?;
-            s.ahead = a
-                .strip_prefix('+')
-                .and_then(|n| n.parse().ok())
-                .ok_or_else(bad)?;
-            s.behind = b
-                .strip_prefix('-')
-                .and_then(|n| n.parse().ok())
-                .ok_or_else(bad)?;
+            s.ahead = a.strip_prefix('+').and_then(|n| n.parse().ok()).ok_or_else(bad)?;
+            s.behind = b.strip_prefix('-').and_then(|n| n.parse().ok()).ok_or_else(bad)?;
         }
         _ => {}
     }
@@ -372,16 +320,8 @@ fn push_changes(s: &mut Status, xy: &str, path: &str, orig: Option<String>) -> O
     let (x, y) = (change_kind(x)?, change_kind(y)?);
     for (kind, list) in [(x, &mut s.staged), (y, &mut s.unstaged)] {
         if let Some(status) = kind {
-            let orig_path = if matches!(status, "renamed" | "copied") {
-                orig.clone()
-            } else {
-                None
-            };
-            list.push(Entry {
-                path: path.to_owned(),
-                status,
-                orig_path,
-            });
+            let orig_path = if matches!(status, "renamed" | "copied") { orig.clone() } else { None };
+            list.push(Entry { path: path.to_owned(), status, orig_path });
         }
     }
     Some(())
@@ -435,8 +375,7 @@ fn output_schema() -> Value {
         })
     };
     let list = |kinds: Value| json!({"type": "array", "items": entry(kinds)});
-    let nullable =
-        |description: &str| json!({"type": ["string", "null"], "description": description});
+    let nullable = |description: &str| json!({"type": ["string", "null"], "description": description});
     json!({
         "type": "object",
         "properties": {
@@ -466,8 +405,10 @@ fn output_schema() -> Value {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails loudly on any unexpected error")]
 mod tests {
     use std::path::PathBuf;
+    use std::sync::Arc;
 
     use super::*;
     use crate::houses::House;
@@ -478,11 +419,7 @@ mod tests {
     }
 
     fn entry(path: &str, status: &'static str) -> Entry {
-        Entry {
-            path: path.into(),
-            status,
-            orig_path: None,
-        }
+        Entry { path: path.into(), status, orig_path: None }
     }
 
     /// Recorded from git 2.47 mid-merge on a branch one ahead and one behind its upstream:
@@ -501,25 +438,15 @@ u UU N... 100644 100644 100644 100644 587be6b4c3f93f93c489c0111bba5596147a26cb b
     #[test]
     fn parses_recorded_output() {
         let s = parse_porcelain_v2(RECORDED).unwrap();
-        assert_eq!(
-            s.head.as_deref(),
-            Some("960dce81bc9ce891b7441eec8a0251269445d7dc")
-        );
+        assert_eq!(s.head.as_deref(), Some("960dce81bc9ce891b7441eec8a0251269445d7dc"));
         assert_eq!(s.branch.as_deref(), Some("main"));
         assert_eq!(s.upstream.as_deref(), Some("origin/main"));
         assert_eq!((s.ahead, s.behind), (1, 1));
-        let renamed = Entry {
-            path: "e f.txt".into(),
-            status: "renamed",
-            orig_path: Some("c d.txt".into()),
-        };
+        let renamed = Entry { path: "e f.txt".into(), status: "renamed", orig_path: Some("c d.txt".into()) };
         assert_eq!(s.staged, vec![renamed, entry("new.txt", "added")]);
         assert_eq!(s.unstaged, vec![entry("a.txt", "modified")]);
         assert_eq!(s.conflicted, vec![entry("conflict.txt", "both_modified")]);
-        assert_eq!(
-            s.untracked,
-            vec![entry("dir/", "untracked"), entry("u v.txt", "untracked")]
-        );
+        assert_eq!(s.untracked, vec![entry("dir/", "untracked"), entry("u v.txt", "untracked")]);
         assert!(!s.is_clean());
     }
 
@@ -530,10 +457,7 @@ u UU N... 100644 100644 100644 100644 587be6b4c3f93f93c489c0111bba5596147a26cb b
         let initial = b"# branch.oid (initial)\0# branch.head main\0\
 1 A. N... 000000 100644 100644 0000000000000000000000000000000000000000 587be6b4c3f93f93c489c0111bba5596147a26cb x\0? y\0";
         let s = parse_porcelain_v2(initial).unwrap();
-        assert_eq!(
-            (s.head, s.branch.as_deref(), s.upstream),
-            (None, Some("main"), None)
-        );
+        assert_eq!((s.head, s.branch.as_deref(), s.upstream), (None, Some("main"), None));
         assert_eq!(s.staged, vec![entry("x", "added")]);
         assert_eq!(s.untracked, vec![entry("y", "untracked")]);
 
@@ -541,10 +465,7 @@ u UU N... 100644 100644 100644 100644 587be6b4c3f93f93c489c0111bba5596147a26cb b
 1 MM N... 100644 100644 100644 61780798228d17af2d34fce4cfbdf35556832472 63d7d705891b78daf172fb11da13d666fd5062cd b.txt\0";
         let s = parse_porcelain_v2(detached).unwrap();
         assert_eq!(s.branch, None);
-        assert_eq!(
-            s.head.as_deref(),
-            Some("a84fa51f737423147c2333e6fad561f1e9b1e405")
-        );
+        assert_eq!(s.head.as_deref(), Some("a84fa51f737423147c2333e6fad561f1e9b1e405"));
         assert_eq!(s.staged, vec![entry("b.txt", "modified")]);
         assert_eq!(s.unstaged, vec![entry("b.txt", "modified")]);
     }
@@ -552,10 +473,8 @@ u UU N... 100644 100644 100644 100644 587be6b4c3f93f93c489c0111bba5596147a26cb b
     /// Proves clean output parses to a clean status and malformed records are refused.
     #[test]
     fn clean_output_and_malformed_records() {
-        let s = parse_porcelain_v2(
-            b"# branch.oid 960dce81bc9ce891b7441eec8a0251269445d7dc\0# branch.head main\0",
-        )
-        .unwrap();
+        let s =
+            parse_porcelain_v2(b"# branch.oid 960dce81bc9ce891b7441eec8a0251269445d7dc\0# branch.head main\0").unwrap();
         assert!(s.is_clean());
         assert!(parse_porcelain_v2(b"").unwrap().is_clean());
         for bad in [
@@ -565,11 +484,7 @@ u UU N... 100644 100644 100644 100644 587be6b4c3f93f93c489c0111bba5596147a26cb b
             b"# branch.ab 1 2\0",
             b"2 R. N... 1 2 3 a b R100 p\0",
         ] {
-            assert!(
-                parse_porcelain_v2(bad).is_err(),
-                "{}",
-                String::from_utf8_lossy(bad)
-            );
+            assert!(parse_porcelain_v2(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }
 
@@ -578,28 +493,14 @@ u UU N... 100644 100644 100644 100644 587be6b4c3f93f93c489c0111bba5596147a26cb b
         let out = std::process::Command::new("git")
             .arg("-C")
             .arg(dir)
-            .args([
-                "-c",
-                "user.name=Test",
-                "-c",
-                "user.email=test@example.invalid",
-            ])
-            .args([
-                "-c",
-                "commit.gpgsign=false",
-                "-c",
-                "init.defaultBranch=main",
-            ])
+            .args(["-c", "user.name=Test", "-c", "user.email=test@example.invalid"])
+            .args(["-c", "commit.gpgsign=false", "-c", "init.defaultBranch=main"])
             .args(args)
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -614,13 +515,7 @@ u UU N... 100644 100644 100644 100644 587be6b4c3f93f93c489c0111bba5596147a26cb b
     }
 
     async fn status(dir: &Path) -> Result<Output> {
-        GitStatus::run(
-            &ctx(),
-            Input {
-                repo_path: dir.to_str().unwrap().to_owned(),
-            },
-        )
-        .await
+        GitStatus::run(&ctx(), Input { repo_path: dir.to_str().unwrap().to_owned() }).await
     }
 
     /// Proves a fresh repository with a commit is clean, on `main`, at the real HEAD, with no
@@ -632,22 +527,14 @@ u UU N... 100644 100644 100644 100644 587be6b4c3f93f93c489c0111bba5596147a26cb b
         let out = status(dir.path()).await.unwrap();
         assert!(out.clean);
         assert_eq!(out.branch.as_deref(), Some("main"));
-        assert_eq!(
-            out.head.as_deref(),
-            Some(git(dir.path(), &["rev-parse", "HEAD"]).trim())
-        );
-        assert_eq!(
-            (out.upstream.as_deref(), out.ahead, out.behind),
-            (None, 0, 0)
-        );
+        assert_eq!(out.head.as_deref(), Some(git(dir.path(), &["rev-parse", "HEAD"]).trim()));
+        assert_eq!((out.upstream.as_deref(), out.ahead, out.behind), (None, 0, 0));
         let contract = Contract::new(GitStatus::spec()).unwrap();
-        contract
-            .validate_output(&serde_json::to_value(&out).unwrap())
-            .unwrap();
+        contract.validate_output(&serde_json::to_value(&out).unwrap()).unwrap();
     }
 
     /// Proves edits, staged edits, adds, deletes, renames and untracked files are each reported
-    /// where they belong, that the hash is of git's exact output, and that it moves with the state.
+    /// where they belong, that the hash is of git's exact output, and exactly when it moves.
     #[tokio::test]
     async fn changes_are_classified_and_hashed() {
         let dir = tempfile::tempdir().unwrap();
@@ -666,50 +553,32 @@ u UU N... 100644 100644 100644 100644 587be6b4c3f93f93c489c0111bba5596147a26cb b
 
         let out = status(d).await.unwrap();
         assert!(!out.clean);
-        let renamed = Entry {
-            path: "renamed.txt".into(),
-            status: "renamed",
-            orig_path: Some("c.txt".into()),
-        };
-        assert_eq!(
-            out.staged,
-            vec![
-                entry("b.txt", "modified"),
-                entry("new.txt", "added"),
-                renamed
-            ]
-        );
-        assert_eq!(
-            out.unstaged,
-            vec![entry("a.txt", "modified"), entry("new.txt", "deleted")]
-        );
+        let renamed = Entry { path: "renamed.txt".into(), status: "renamed", orig_path: Some("c.txt".into()) };
+        assert_eq!(out.staged, vec![entry("b.txt", "modified"), entry("new.txt", "added"), renamed]);
+        assert_eq!(out.unstaged, vec![entry("a.txt", "modified"), entry("new.txt", "deleted")]);
         assert_eq!(out.untracked, vec![entry("loose file.txt", "untracked")]);
         assert!(out.conflicted.is_empty());
 
-        let raw = std::process::Command::new("git")
-            .arg("-C")
-            .arg(d)
-            .args(STATUS_ARGS)
-            .output()
-            .unwrap()
-            .stdout;
+        let raw = std::process::Command::new("git").arg("-C").arg(d).args(STATUS_ARGS).output().unwrap().stdout;
         assert_eq!(out.state_sha256, sha256_hex(&raw));
         assert_ne!(out.state_sha256, clean_hash);
+        assert_eq!(state_sha256(&ctx().env, d).await.unwrap(), out.state_sha256, "unchanged state, same hash");
+        std::fs::write(d.join("a.txt"), "edited again\n").unwrap();
         assert_eq!(
             state_sha256(&ctx().env, d).await.unwrap(),
             out.state_sha256,
-            "unchanged state, same hash"
+            "porcelain v2 has no work-tree ids: re-editing a dirty file is invisible (documented)"
         );
-        std::fs::write(d.join("a.txt"), "edited again\n").unwrap();
+        git(d, &["add", "a.txt"]);
+        let staged = state_sha256(&ctx().env, d).await.unwrap();
+        assert_ne!(staged, out.state_sha256, "staging moves the hash");
+        std::fs::write(d.join("a.txt"), "edited once more\n").unwrap();
         assert_ne!(
             state_sha256(&ctx().env, d).await.unwrap(),
-            out.state_sha256,
-            "any edit moves the hash"
+            staged,
+            "editing a path with no unstaged change moves the hash"
         );
-        Contract::new(GitStatus::spec())
-            .unwrap()
-            .validate_output(&serde_json::to_value(&out).unwrap())
-            .unwrap();
+        Contract::new(GitStatus::spec()).unwrap().validate_output(&serde_json::to_value(&out).unwrap()).unwrap();
     }
 
     /// Proves an unborn branch reports a null head and a detached HEAD a null branch.
@@ -719,25 +588,16 @@ u UU N... 100644 100644 100644 100644 587be6b4c3f93f93c489c0111bba5596147a26cb b
         git(dir.path(), &["init", "-q"]);
         std::fs::write(dir.path().join("x"), "x\n").unwrap();
         let out = status(dir.path()).await.unwrap();
-        assert_eq!(
-            (out.branch.as_deref(), out.head.as_deref()),
-            (Some("main"), None)
-        );
+        assert_eq!((out.branch.as_deref(), out.head.as_deref()), (Some("main"), None));
         assert_eq!(out.untracked, vec![entry("x", "untracked")]);
-        Contract::new(GitStatus::spec())
-            .unwrap()
-            .validate_output(&serde_json::to_value(&out).unwrap())
-            .unwrap();
+        Contract::new(GitStatus::spec()).unwrap().validate_output(&serde_json::to_value(&out).unwrap()).unwrap();
 
         let dir = tempfile::tempdir().unwrap();
         repo_with_commit(dir.path());
         git(dir.path(), &["checkout", "-q", "--detach"]);
         let out = status(dir.path()).await.unwrap();
         assert_eq!(out.branch, None);
-        assert_eq!(
-            out.head.as_deref(),
-            Some(git(dir.path(), &["rev-parse", "HEAD"]).trim())
-        );
+        assert_eq!(out.head.as_deref(), Some(git(dir.path(), &["rev-parse", "HEAD"]).trim()));
         assert!(out.clean);
     }
 
@@ -749,15 +609,7 @@ u UU N... 100644 100644 100644 100644 587be6b4c3f93f93c489c0111bba5596147a26cb b
         repo_with_commit(origin.path());
         let parent = tempfile::tempdir().unwrap();
         let clone: PathBuf = parent.path().join("clone");
-        git(
-            parent.path(),
-            &[
-                "clone",
-                "-q",
-                origin.path().to_str().unwrap(),
-                clone.to_str().unwrap(),
-            ],
-        );
+        git(parent.path(), &["clone", "-q", origin.path().to_str().unwrap(), clone.to_str().unwrap()]);
 
         std::fs::write(clone.join("a.txt"), "local\n").unwrap();
         git(&clone, &["commit", "-q", "-am", "local"]);
@@ -771,10 +623,7 @@ u UU N... 100644 100644 100644 100644 587be6b4c3f93f93c489c0111bba5596147a26cb b
         let out = status(&clone).await.unwrap();
         assert_eq!((out.ahead, out.behind), (1, 1));
         assert!(out.clean);
-        assert_ne!(
-            out.state_sha256, before_fetch.state_sha256,
-            "a fetch that moves the upstream moves the hash"
-        );
+        assert_ne!(out.state_sha256, before_fetch.state_sha256, "a fetch that moves the upstream moves the hash");
     }
 
     /// Proves a merge conflict is reported under `conflicted` and not as a staged change.
@@ -789,52 +638,31 @@ u UU N... 100644 100644 100644 100644 587be6b4c3f93f93c489c0111bba5596147a26cb b
         git(d, &["checkout", "-q", "main"]);
         std::fs::write(d.join("a.txt"), "main\n").unwrap();
         git(d, &["commit", "-q", "-am", "main"]);
-        let merge = std::process::Command::new("git")
-            .arg("-C")
-            .arg(d)
-            .args(["merge", "-q", "side"])
-            .output()
-            .unwrap();
+        let merge = std::process::Command::new("git").arg("-C").arg(d).args(["merge", "-q", "side"]).output().unwrap();
         assert!(!merge.status.success(), "the merge must conflict");
 
         let out = status(d).await.unwrap();
         assert_eq!(out.conflicted, vec![entry("a.txt", "both_modified")]);
         assert!(out.staged.is_empty() && out.unstaged.is_empty());
         assert!(!out.clean);
-        Contract::new(GitStatus::spec())
-            .unwrap()
-            .validate_output(&serde_json::to_value(&out).unwrap())
-            .unwrap();
+        Contract::new(GitStatus::spec()).unwrap().validate_output(&serde_json::to_value(&out).unwrap()).unwrap();
     }
 
     /// Proves a directory that is not a repository, and a path that does not exist, are E3006.
     #[tokio::test]
     async fn non_repository_and_missing_path_are_not_found() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(
-            status(dir.path()).await.unwrap_err().code,
-            ErrorCode::NotFound
-        );
-        assert_eq!(
-            status(&dir.path().join("missing")).await.unwrap_err().code,
-            ErrorCode::NotFound
-        );
+        assert_eq!(status(dir.path()).await.unwrap_err().code, ErrorCode::NotFound);
+        assert_eq!(status(&dir.path().join("missing")).await.unwrap_err().code, ErrorCode::NotFound);
     }
 
     /// Proves the breaker/proof target is the repository path and the input schema is closed.
     #[test]
     fn target_is_the_repository_and_input_is_closed() {
-        assert_eq!(
-            GitStatus::target(&json!({"repo_path": "/srv/repo"})),
-            "/srv/repo"
-        );
+        assert_eq!(GitStatus::target(&json!({"repo_path": "/srv/repo"})), "/srv/repo");
         let c = Contract::new(GitStatus::spec()).unwrap();
-        c.validate_input(&json!({"repo_path": "/srv/repo"}))
-            .unwrap();
+        c.validate_input(&json!({"repo_path": "/srv/repo"})).unwrap();
         assert!(c.validate_input(&json!({})).is_err());
-        assert!(
-            c.validate_input(&json!({"repo_path": "/srv/repo", "branch": "x"}))
-                .is_err()
-        );
+        assert!(c.validate_input(&json!({"repo_path": "/srv/repo", "branch": "x"})).is_err());
     }
 }

@@ -6,6 +6,10 @@
 //! words a file differently is caught by a unit test rather than in production.
 //!
 //! Linux only: on a host without `/proc` the tool fails with E3007 (unsupported).
+//!
+//! A mount that hangs `statvfs` (a dead NFS server) holds one blocking-pool thread until the
+//! kernel gives up; the call itself still ends at its timeout. Pass `include_disks: false` to
+//! skip the mounts entirely.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -28,9 +32,7 @@ pub struct Input {
 
 impl Default for Input {
     fn default() -> Input {
-        Input {
-            include_disks: true,
-        }
+        Input { include_disks: true }
     }
 }
 
@@ -143,12 +145,7 @@ impl TypedTool for SystemInfo {
                 "additionalProperties": false
             }),
             output_schema: output_schema(),
-            annotations: Annotations {
-                read_only: true,
-                destructive: false,
-                idempotent: true,
-                open_world: false,
-            },
+            annotations: Annotations { read_only: true, destructive: false, idempotent: true, open_world: false },
             risk: Risk::Low,
             default_timeout: Duration::from_secs(5),
             dry_run: false,
@@ -163,12 +160,7 @@ impl TypedTool for SystemInfo {
     async fn run(_ctx: &ToolContext, input: Input) -> Result<Output> {
         tokio::task::spawn_blocking(move || collect(Path::new("/"), input.include_disks))
             .await
-            .map_err(|e| {
-                Error::new(
-                    ErrorCode::ToolFailed,
-                    format!("system_info: reader task failed: {e}"),
-                )
-            })?
+            .map_err(|e| Error::new(ErrorCode::ToolFailed, format!("system_info: reader task failed: {e}")))?
     }
 }
 
@@ -243,26 +235,17 @@ fn collect(root: &Path, include_disks: bool) -> Result<Output> {
     .and_then(|t| parse_os_release(&t))
     .unwrap_or_else(|| "unknown".to_owned());
 
-    let uptime_secs =
-        parse_uptime(&read_proc(&root.join("proc/uptime"))?).ok_or_else(|| unparsable("uptime"))?;
-    let load = parse_loadavg(&read_proc(&root.join("proc/loadavg"))?)
-        .ok_or_else(|| unparsable("loadavg"))?;
+    let uptime_secs = parse_uptime(&read_proc(&root.join("proc/uptime"))?).ok_or_else(|| unparsable("uptime"))?;
+    let load = parse_loadavg(&read_proc(&root.join("proc/loadavg"))?).ok_or_else(|| unparsable("loadavg"))?;
     let cpuinfo = parse_cpuinfo(&read_proc(&root.join("proc/cpuinfo"))?);
     let count = if cpuinfo.count > 0 {
         cpuinfo.count
     } else {
         // Some kernels (or container shims) list no `processor` lines; ask the scheduler.
-        std::thread::available_parallelism()
-            .map(|n| n.get() as u64)
-            .unwrap_or(1)
+        std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1)
     };
-    let meminfo = parse_meminfo(&read_proc(&root.join("proc/meminfo"))?)
-        .ok_or_else(|| unparsable("meminfo"))?;
-    let disks = if include_disks {
-        disks(&read_proc(&root.join("proc/self/mounts"))?)
-    } else {
-        Vec::new()
-    };
+    let meminfo = parse_meminfo(&read_proc(&root.join("proc/meminfo"))?).ok_or_else(|| unparsable("meminfo"))?;
+    let disks = if include_disks { disks(&read_proc(&root.join("proc/self/mounts"))?) } else { Vec::new() };
 
     Ok(Output {
         hostname: text(uname.nodename()),
@@ -271,10 +254,7 @@ fn collect(root: &Path, include_disks: bool) -> Result<Output> {
         arch: text(uname.machine()),
         uptime_secs,
         load,
-        cpu: Cpu {
-            count,
-            model: cpuinfo.model.unwrap_or_else(|| "unknown".to_owned()),
-        },
+        cpu: Cpu { count, model: cpuinfo.model.unwrap_or_else(|| "unknown".to_owned()) },
         memory: meminfo.memory,
         swap: meminfo.swap,
         disks,
@@ -286,14 +266,8 @@ fn read_proc(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| {
         let err = Error::from_io(format!("system_info: reading {}", path.display()), &e);
         if e.kind() == std::io::ErrorKind::NotFound {
-            Error::new(
-                ErrorCode::Unsupported,
-                format!(
-                    "system_info needs Linux /proc: {} is missing",
-                    path.display()
-                ),
-            )
-            .with_details(err.details)
+            Error::new(ErrorCode::Unsupported, format!("system_info needs Linux /proc: {} is missing", path.display()))
+                .with_details(err.details)
         } else {
             err
         }
@@ -305,19 +279,13 @@ fn read_optional(path: &Path) -> Result<Option<String>> {
     match std::fs::read_to_string(path) {
         Ok(t) => Ok(Some(t)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::from_io(
-            format!("system_info: reading {}", path.display()),
-            &e,
-        )),
+        Err(e) => Err(Error::from_io(format!("system_info: reading {}", path.display()), &e)),
     }
 }
 
 fn unparsable(file: &str) -> Error {
-    Error::new(
-        ErrorCode::ToolFailed,
-        format!("system_info: /proc/{file} is not in the expected format"),
-    )
-    .with_details(json!({ "file": format!("/proc/{file}") }))
+    Error::new(ErrorCode::ToolFailed, format!("system_info: /proc/{file} is not in the expected format"))
+        .with_details(json!({ "file": format!("/proc/{file}") }))
 }
 
 /// Sizes each mount with `statvfs`, skipping those that cannot be read or have no blocks.
@@ -333,11 +301,7 @@ fn disks(mounts: &str) -> Vec<Disk> {
         if st.f_blocks == 0 {
             continue;
         }
-        let unit = if st.f_frsize > 0 {
-            st.f_frsize
-        } else {
-            st.f_bsize
-        };
+        let unit = if st.f_frsize > 0 { st.f_frsize } else { st.f_bsize };
         out.push(Disk {
             mount: m.mount,
             fs_type: m.fs_type,
@@ -363,10 +327,7 @@ fn unquote(v: &str) -> String {
     if let Some(inner) = v.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')) {
         return inner.to_owned();
     }
-    let inner = v
-        .strip_prefix('"')
-        .and_then(|s| s.strip_suffix('"'))
-        .unwrap_or(v);
+    let inner = v.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(v);
     let mut out = String::with_capacity(inner.len());
     let mut chars = inner.chars();
     while let Some(c) = chars.next() {
@@ -389,14 +350,8 @@ fn parse_uptime(text: &str) -> Option<f64> {
 
 /// The first three fields of `/proc/loadavg`.
 fn parse_loadavg(text: &str) -> Option<Load> {
-    let mut it = text
-        .split_whitespace()
-        .map(|f| f.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0));
-    Some(Load {
-        one: it.next()??,
-        five: it.next()??,
-        fifteen: it.next()??,
-    })
+    let mut it = text.split_whitespace().map(|f| f.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0));
+    Some(Load { one: it.next()??, five: it.next()??, fifteen: it.next()?? })
 }
 
 /// What `/proc/cpuinfo` says.
@@ -424,17 +379,10 @@ fn parse_cpuinfo(text: &str) -> CpuInfo {
             models.entry(key).or_insert(value);
         }
     }
-    let model = [
-        "model name",
-        "cpu model",
-        "Hardware",
-        "Model",
-        "cpu",
-        "uarch",
-    ]
-    .iter()
-    .find_map(|k| models.get(k))
-    .map(|m| (*m).to_owned());
+    let model = ["model name", "cpu model", "Hardware", "Model", "cpu", "uarch"]
+        .iter()
+        .find_map(|k| models.get(k))
+        .map(|m| (*m).to_owned());
     CpuInfo { count, model }
 }
 
@@ -468,19 +416,12 @@ fn parse_meminfo(text: &str) -> Option<MemInfo> {
     let total = get("MemTotal")?;
     let available = get("MemAvailable")
         .or_else(|| {
-            Some(get("MemFree")? + get("Buffers").unwrap_or(0) + get("Cached").unwrap_or(0))
+            Some(get("MemFree")?.saturating_add(get("Buffers").unwrap_or(0)).saturating_add(get("Cached").unwrap_or(0)))
         })?
         .min(total);
     Some(MemInfo {
-        memory: Memory {
-            total_bytes: total,
-            available_bytes: available,
-            used_bytes: total - available,
-        },
-        swap: Swap {
-            total_bytes: get("SwapTotal").unwrap_or(0),
-            free_bytes: get("SwapFree").unwrap_or(0),
-        },
+        memory: Memory { total_bytes: total, available_bytes: available, used_bytes: total - available },
+        swap: Swap { total_bytes: get("SwapTotal").unwrap_or(0), free_bytes: get("SwapFree").unwrap_or(0) },
     })
 }
 
@@ -534,11 +475,7 @@ fn parse_mounts(text: &str) -> Vec<Mount> {
         if PSEUDO_FS.contains(&fs_type) {
             continue;
         }
-        let m = Mount {
-            device: unescape_mount(device),
-            mount: unescape_mount(mount),
-            fs_type: fs_type.to_owned(),
-        };
+        let m = Mount { device: unescape_mount(device), mount: unescape_mount(mount), fs_type: fs_type.to_owned() };
         if m.device.contains('/') {
             if let Some(seen) = out.iter_mut().find(|o| o.device == m.device) {
                 if m.mount.len() < seen.mount.len() {
@@ -546,10 +483,7 @@ fn parse_mounts(text: &str) -> Vec<Mount> {
                 }
                 continue;
             }
-        } else if out
-            .iter()
-            .any(|o| o.mount == m.mount && o.device == m.device)
-        {
+        } else if out.iter().any(|o| o.mount == m.mount && o.device == m.device) {
             continue;
         }
         out.push(m);
@@ -567,9 +501,7 @@ fn unescape_mount(field: &str) -> String {
             && let Some(oct) = bytes.get(i + 1..i + 4)
             && oct.iter().all(|b| (b'0'..=b'7').contains(b))
         {
-            let v = oct
-                .iter()
-                .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
+            let v = oct.iter().fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
             if let Ok(byte) = u8::try_from(v) {
                 out.push(byte);
                 i += 4;
@@ -583,9 +515,12 @@ fn unescape_mount(field: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a test fails loudly on any unexpected error")]
 mod tests {
     use super::*;
     use crate::houses::House;
+    use std::sync::Arc;
+
     use crate::tools::{Contract, Roots, ToolEnv};
 
     fn ctx() -> ToolContext {
@@ -604,13 +539,7 @@ mod tests {
         assert_eq!(m.memory.total_bytes, 24_683_656 * 1024);
         assert_eq!(m.memory.available_bytes, 24_465_364 * 1024);
         assert_eq!(m.memory.used_bytes, (24_683_656 - 24_465_364) * 1024);
-        assert_eq!(
-            m.swap,
-            Swap {
-                total_bytes: 2_097_148 * 1024,
-                free_bytes: 2_000_000 * 1024
-            }
-        );
+        assert_eq!(m.swap, Swap { total_bytes: 2_097_148 * 1024, free_bytes: 2_000_000 * 1024 });
     }
 
     /// Proves a pre-3.14 meminfo without MemAvailable falls back to free + buffers + cached,
@@ -620,13 +549,7 @@ mod tests {
         let old = "MemTotal: 1000 kB\nMemFree: 100 kB\nBuffers: 20 kB\nCached: 30 kB\n";
         let m = parse_meminfo(old).unwrap();
         assert_eq!(m.memory.available_bytes, 150 * 1024);
-        assert_eq!(
-            m.swap,
-            Swap {
-                total_bytes: 0,
-                free_bytes: 0
-            }
-        );
+        assert_eq!(m.swap, Swap { total_bytes: 0, free_bytes: 0 });
         assert_eq!(parse_meminfo("MemFree: 100 kB\n"), None);
     }
 
@@ -636,14 +559,7 @@ mod tests {
         assert_eq!(parse_uptime("3085.47 6142.45\n"), Some(3085.47));
         assert_eq!(parse_uptime("soon"), None);
         let l = parse_loadavg("0.52 1.25 2.00 3/812 29541\n").unwrap();
-        assert_eq!(
-            l,
-            Load {
-                one: 0.52,
-                five: 1.25,
-                fifteen: 2.0
-            }
-        );
+        assert_eq!(l, Load { one: 0.52, five: 1.25, fifteen: 2.0 });
         assert_eq!(parse_loadavg("0.5 1.0\n"), None);
     }
 
@@ -652,29 +568,11 @@ mod tests {
     fn cpuinfo_counts_processors_and_finds_the_model() {
         let x86 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel\t\t: 1\nmodel name\t: AMD EPYC\n\n\
                    processor\t: 1\nmodel name\t: AMD EPYC\n\n";
-        assert_eq!(
-            parse_cpuinfo(x86),
-            CpuInfo {
-                count: 2,
-                model: Some("AMD EPYC".into())
-            }
-        );
+        assert_eq!(parse_cpuinfo(x86), CpuInfo { count: 2, model: Some("AMD EPYC".into()) });
         let arm = "processor\t: 0\nBogoMIPS\t: 108.00\n\nprocessor\t: 1\n\nprocessor\t: 2\n\n\
                    processor\t: 3\n\nHardware\t: BCM2835\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n";
-        assert_eq!(
-            parse_cpuinfo(arm),
-            CpuInfo {
-                count: 4,
-                model: Some("BCM2835".into())
-            }
-        );
-        assert_eq!(
-            parse_cpuinfo(""),
-            CpuInfo {
-                count: 0,
-                model: None
-            }
-        );
+        assert_eq!(parse_cpuinfo(arm), CpuInfo { count: 4, model: Some("BCM2835".into()) });
+        assert_eq!(parse_cpuinfo(""), CpuInfo { count: 0, model: None });
     }
 
     /// Proves PRETTY_NAME is unquoted in its double-, single- and unquoted forms, and that a
@@ -682,22 +580,10 @@ mod tests {
     #[test]
     fn os_release_pretty_name_is_unquoted() {
         let deb = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\n";
-        assert_eq!(
-            parse_os_release(deb).as_deref(),
-            Some("Debian GNU/Linux 12 (bookworm)")
-        );
-        assert_eq!(
-            parse_os_release("PRETTY_NAME='Alpine Linux v3.20'\n").as_deref(),
-            Some("Alpine Linux v3.20")
-        );
-        assert_eq!(
-            parse_os_release("PRETTY_NAME=Arch\n").as_deref(),
-            Some("Arch")
-        );
-        assert_eq!(
-            parse_os_release("PRETTY_NAME=\"say \\\"hi\\\"\"\n").as_deref(),
-            Some("say \"hi\"")
-        );
+        assert_eq!(parse_os_release(deb).as_deref(), Some("Debian GNU/Linux 12 (bookworm)"));
+        assert_eq!(parse_os_release("PRETTY_NAME='Alpine Linux v3.20'\n").as_deref(), Some("Alpine Linux v3.20"));
+        assert_eq!(parse_os_release("PRETTY_NAME=Arch\n").as_deref(), Some("Arch"));
+        assert_eq!(parse_os_release("PRETTY_NAME=\"say \\\"hi\\\"\"\n").as_deref(), Some("say \"hi\""));
         assert_eq!(parse_os_release("NAME=x\n"), None);
     }
 
@@ -717,10 +603,8 @@ mod tests {
             overlay /var/lib/docker/overlay2/a/merged overlay rw 0 0\n\
             overlay /var/lib/docker/overlay2/b/merged overlay rw 0 0\n";
         let parsed = parse_mounts(mounts);
-        let got: Vec<(&str, &str, &str)> = parsed
-            .iter()
-            .map(|m| (m.device.as_str(), m.mount.as_str(), m.fs_type.as_str()))
-            .collect();
+        let got: Vec<(&str, &str, &str)> =
+            parsed.iter().map(|m| (m.device.as_str(), m.mount.as_str(), m.fs_type.as_str())).collect();
         assert_eq!(
             got,
             vec![
@@ -738,10 +622,8 @@ mod tests {
     async fn live_output_agrees_with_proc() {
         let out = SystemInfo::run(&ctx(), Input::default()).await.unwrap();
         let read = |p: &str| std::fs::read_to_string(p).unwrap();
-        let processors = read("/proc/cpuinfo")
-            .lines()
-            .filter(|l| l.split(':').next().map(str::trim) == Some("processor"))
-            .count();
+        let processors =
+            read("/proc/cpuinfo").lines().filter(|l| l.split(':').next().map(str::trim) == Some("processor")).count();
         assert_eq!(out.cpu.count, processors as u64);
         let mem_total_kb: u64 = read("/proc/meminfo")
             .lines()
@@ -757,10 +639,7 @@ mod tests {
         assert!(out.uptime_secs > 0.0);
         assert!(!out.disks.is_empty(), "the root filesystem at least");
         for d in &out.disks {
-            assert!(
-                d.total_bytes >= d.used_bytes && d.total_bytes >= d.available_bytes,
-                "{d:?}"
-            );
+            assert!(d.total_bytes >= d.used_bytes && d.total_bytes >= d.available_bytes, "{d:?}");
         }
     }
 
@@ -770,18 +649,12 @@ mod tests {
     async fn live_output_matches_the_contract() {
         let contract = Contract::new(SystemInfo::spec()).unwrap();
         contract.validate_input(&json!({})).unwrap();
-        contract
-            .validate_input(&json!({"include_disks": false}))
-            .unwrap();
+        contract.validate_input(&json!({"include_disks": false})).unwrap();
         assert!(contract.validate_input(&json!({"disks": false})).is_err());
         for include_disks in [true, false] {
-            let out = SystemInfo::run(&ctx(), Input { include_disks })
-                .await
-                .unwrap();
+            let out = SystemInfo::run(&ctx(), Input { include_disks }).await.unwrap();
             assert_eq!(out.disks.is_empty(), !include_disks);
-            contract
-                .validate_output(&serde_json::to_value(out).unwrap())
-                .unwrap();
+            contract.validate_output(&serde_json::to_value(out).unwrap()).unwrap();
         }
     }
 

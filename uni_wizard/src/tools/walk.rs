@@ -67,7 +67,12 @@ pub enum Flow {
 ///
 /// # Errors
 /// Errors opening `start` (E2008, E3006, E3003); unreadable subdirectories are skipped.
-pub fn walk(roots: &Roots, start: &Resolved, limits: Limits, visit: &mut dyn FnMut(&Entry<'_>) -> Result<Flow>) -> Result<()> {
+pub fn walk(
+    roots: &Roots,
+    start: &Resolved,
+    limits: Limits,
+    visit: &mut dyn FnMut(&Entry<'_>) -> Result<Flow>,
+) -> Result<()> {
     let fd = roots.open(start, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
     let base = if start.rel == Path::new(".") { PathBuf::new() } else { start.rel.clone() };
     walk_dir(&fd, &base, 1, limits, visit).map(|_| ()).map_err(|e| match e {

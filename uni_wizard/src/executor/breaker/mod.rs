@@ -48,12 +48,15 @@ pub fn counts_as_failure(err: &Error) -> bool {
     matches!(err.code, ErrorCode::Timeout | ErrorCode::ToolFailed | ErrorCode::ToolFailedTransient)
 }
 
+/// Breakers by (tool, target).
+type BreakerMap = HashMap<(&'static str, Arc<str>), Arc<Breaker>>;
+
 /// All breakers, keyed by tool and target. Bounded: when full, idle breakers are dropped; if
 /// none is idle, calls share one overflow breaker per tool.
 #[derive(Debug, Clone)]
 pub struct Breakers {
     config: BreakerConfig,
-    map: Arc<Mutex<HashMap<(&'static str, Arc<str>), Arc<Breaker>>>>,
+    map: Arc<Mutex<BreakerMap>>,
 }
 
 impl Breakers {
@@ -79,7 +82,8 @@ impl Breakers {
         if map.len() >= self.config.max_breakers.max(1) {
             map.retain(|_, b| !b.is_idle());
         }
-        let key = if map.len() >= self.config.max_breakers.max(1) { (tool, Arc::from("*")) } else { (tool, target.clone()) };
+        let key =
+            if map.len() >= self.config.max_breakers.max(1) { (tool, Arc::from("*")) } else { (tool, target.clone()) };
         map.entry(key).or_insert_with(|| self.make()).clone()
     }
 
@@ -160,7 +164,9 @@ where
         Box::pin(async move {
             let permit = breaker.acquire(Instant::now()).map_err(|wait| {
                 Error::new(ErrorCode::BreakerOpen, format!("circuit breaker for {tool} on {} is open", call.target))
-                    .with_details(json!({ "tool": tool, "target": &*call.target, "retry_after_ms": wait.as_millis() as u64 }))
+                    .with_details(
+                        json!({ "tool": tool, "target": &*call.target, "retry_after_ms": wait.as_millis() as u64 }),
+                    )
             })?;
             let mut guard = Guard { breaker, permit, done: false };
             let r = inner.oneshot(call).await;

@@ -171,7 +171,8 @@ mod tests {
     /// Proves cool-downs double from the base and stop at the max.
     #[test]
     fn cooldowns_double_and_cap() {
-        let c: Vec<u64> = Cooldowns::new(Duration::from_secs(1), Duration::from_secs(5)).take(5).map(|d| d.as_secs()).collect();
+        let c: Vec<u64> =
+            Cooldowns::new(Duration::from_secs(1), Duration::from_secs(5)).take(5).map(|d| d.as_secs()).collect();
         assert_eq!(c, vec![1, 2, 4, 5, 5]);
     }
 

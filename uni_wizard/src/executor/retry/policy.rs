@@ -48,8 +48,7 @@ impl RetryPolicy {
     /// Whether this call may be repeated at all: the tool is idempotent, or the caller gave
     /// an idempotency key that makes a repeat safe.
     pub fn may_repeat(&self, call: &Call) -> bool {
-        self.config.max_retries > 0
-            && (call.tool.contract().annotations.idempotent || call.idempotency_key.is_some())
+        self.config.max_retries > 0 && (call.tool.contract().annotations.idempotent || call.idempotency_key.is_some())
     }
 
     /// Whether this error is worth another attempt (transient failures only).
