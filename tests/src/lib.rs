@@ -1,1 +1,57 @@
-//! p
+//! Support for the cross-process tests: finding the real binaries and running them.
+//!
+//! Tests here start the real `uni-wizard` binaries as separate processes. The binaries are
+//! built by `cargo test --workspace` (or `scripts/test`); a missing one is a clear failure.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// The path of a workspace binary next to the running test executable.
+///
+/// # Panics
+/// When the binary has not been built: the message says how to build it.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target profile dir");
+    let path = profile_dir.join(name);
+    assert!(path.exists(), "{} is not built; run `cargo build --workspace --bins` first", path.display());
+    path
+}
+
+/// A `uni-wizard` command with a private, empty state directory.
+pub fn cli(home: &std::path::Path) -> Command {
+    let mut c = Command::new(bin("uni-wizard"));
+    c.env("UNI_WIZARD_HOME", home).env_remove("UNI_WIZARD_ROOTS").env("NO_COLOR", "1");
+    c
+}
+
+/// Runs a command to completion.
+///
+/// # Panics
+/// When the process cannot be started.
+pub fn run(mut c: Command) -> Output {
+    c.output().expect("process starts")
+}
+
+/// Parses stdout as one JSON document.
+///
+/// # Panics
+/// When stdout is not JSON; the panic shows stdout and stderr.
+pub fn json_stdout(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n--- stdout\n{}\n--- stderr\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+}
+
+/// SHA-256 of bytes as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}

@@ -148,7 +148,7 @@ fn config(retry: RetryConfig, breaker: BreakerConfig, limit: LimitConfig) -> Con
     c
 }
 
-/// Retry as in the issue: 3 retries from 100 ms up to 1 s.
+/// Retry settings: `max_retries` after the first attempt, delays from `min` up to `max` ms.
 fn retry(max_retries: usize, min_delay_ms: u64, max_delay_ms: u64, jitter: bool) -> RetryConfig {
     RetryConfig { max_retries, min_delay_ms, max_delay_ms, jitter }
 }
