@@ -242,6 +242,15 @@ mod tests {
         }
     }
 
+    /// Proves docs/ERRORS.md documents every code under its own heading (the CLI links there).
+    #[test]
+    fn every_code_is_documented() {
+        let doc = include_str!("../../docs/ERRORS.md");
+        for code in ErrorCode::ALL {
+            assert!(doc.contains(&format!("\n## {code}\n")), "docs/ERRORS.md lacks a `## {code}` section");
+        }
+    }
+
     /// Proves no two variants share a code string.
     #[test]
     fn codes_are_unique() {

@@ -43,6 +43,22 @@ pub enum Command {
     Test(Box<TestArgs>),
     /// List the tools and their contracts.
     Tools(ToolsArgs),
+    /// Work with configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `uni-wizard config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a config file without starting anything; exits 64 naming file, line and field.
+    Check {
+        /// The YAML file.
+        file: PathBuf,
+        /// Print machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Flags of `uni-wizard test`.
@@ -81,8 +97,11 @@ pub struct TestArgs {
     /// Per-attempt timeout in milliseconds.
     #[arg(long)]
     pub timeout_ms: Option<u64>,
-    /// A directory the file tools may touch (repeatable; default: `UNI_WIZARD_ROOTS`, colon
-    /// separated, else the current directory).
+    /// Library config file (YAML); embedded defaults when absent.
+    #[arg(long, env = "UNI_WIZARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A directory the file tools may touch (repeatable; default: the config's `file_roots`,
+    /// else `UNI_WIZARD_ROOTS` (colon separated), else the current directory).
     #[arg(long = "root", value_name = "DIR")]
     pub roots: Vec<PathBuf>,
 }
@@ -100,6 +119,7 @@ pub async fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Test(a) => test(*a).await,
         Command::Tools(a) => tools(&a),
+        Command::Config(ConfigCommand::Check { file, json }) => config_check(&file, json),
     }
 }
 
@@ -138,7 +158,13 @@ async fn run_test(a: TestArgs) -> Result<uni_wizard::Outcome, Error> {
             .with_details(json!({ "tool": a.tool, "known": known }))
     })?;
     let args = parse_args(&a.args, a.args_json.as_deref(), &tool.contract().input_schema)?;
-    let config = Config { file_roots: roots(&a.roots)?, ..Config::default() };
+    let mut config = match &a.config {
+        Some(path) => crate::config::load_library(path)?,
+        None => Config::default(),
+    };
+    if !a.roots.is_empty() || config.file_roots.is_empty() {
+        config.file_roots = roots(&a.roots)?;
+    }
     let mut builder = Harness::builder().house(house).mode(mode).config(config).registry(registry);
     if let Some(s) = &a.session {
         builder = builder.session(s.clone());
@@ -206,6 +232,23 @@ pub fn parse_args(pairs: &[String], args_json: Option<&str>, schema: &Value) -> 
         map.insert(key.to_owned(), value);
     }
     Ok(Value::Object(map))
+}
+
+fn config_check(file: &std::path::Path, as_json: bool) -> i32 {
+    match crate::config::load_library(file) {
+        Ok(_) => {
+            if as_json {
+                println!("{}", json!({ "ok": true, "file": file.display().to_string() }));
+            } else {
+                println!("ok  {} is valid", file.display());
+            }
+            0
+        }
+        Err(e) => {
+            render::error(&e, as_json);
+            exit_code(&e)
+        }
+    }
 }
 
 fn tools(a: &ToolsArgs) -> i32 {
