@@ -2,6 +2,12 @@
 //!
 //! Tests here start the real `uni-wizard` binaries as separate processes. The binaries are
 //! built by `cargo test --workspace` (or `scripts/test`); a missing one is a clear failure.
+//!
+//! - [`gitea_server`]: a Gitea API v1 test server that answers as the spec subset says.
+//! - [`openapi`]: a validator of requests and responses against that spec subset.
+
+pub mod gitea_server;
+pub mod openapi;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

@@ -94,10 +94,10 @@ pub fn verify(approval: &Approval, request: &ApprovalRequest) -> Result<()> {
 
 /// Field names whose values are secrets: redacted before hashing, logging or asking.
 pub fn is_secret_field(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    ["token", "password", "secret", "authorization", "api_key", "apikey", "private_key", "cookie"]
-        .iter()
-        .any(|s| n.contains(s))
+    const SECRET: [&str; 8] =
+        ["token", "password", "secret", "authorization", "api_key", "apikey", "private_key", "cookie"];
+    let n = name.as_bytes();
+    SECRET.iter().any(|s| n.windows(s.len()).any(|w| w.eq_ignore_ascii_case(s.as_bytes())))
 }
 
 /// A copy of `args` with secret fields replaced by `"[redacted]"`, at any depth.
@@ -117,10 +117,56 @@ pub fn redact(args: &Value) -> Value {
 }
 
 /// SHA-256 of the canonical JSON of the redacted arguments (object keys sorted).
+///
+/// The JSON is streamed into the hasher with secrets replaced on the way, so hashing copies
+/// nothing, even for a large `file_write` body. serde_json's map is ordered by key (no
+/// `preserve_order`), so the text is canonical.
 pub fn args_sha256(args: &Value) -> String {
-    // serde_json's map is ordered by key (no `preserve_order`), so this text is canonical.
-    let text = redact(args).to_string();
-    crate::tools::sha256_hex(text.as_bytes())
+    use sha2::Digest;
+    struct Hashing(sha2::Sha256);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut w = Hashing(sha2::Sha256::new());
+    // Writing to a hasher cannot fail, and a `Value` always serialises.
+    let _ = serde_json::to_writer(&mut w, &Redacted(args));
+    hex::encode(w.0.finalize())
+}
+
+/// Serialises a value as [`redact`] would return it, without building the copy.
+struct Redacted<'a>(&'a Value);
+
+impl serde::Serialize for Redacted<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            Value::Object(map) => {
+                let mut m = s.serialize_map(Some(map.len()))?;
+                for (k, v) in map {
+                    if is_secret_field(k) {
+                        m.serialize_entry(k, "[redacted]")?;
+                    } else {
+                        m.serialize_entry(k, &Redacted(v))?;
+                    }
+                }
+                m.end()
+            }
+            Value::Array(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for v in items {
+                    seq.serialize_element(&Redacted(v))?;
+                }
+                seq.end()
+            }
+            other => other.serialize(s),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -166,5 +212,7 @@ mod tests {
         let b = json!({"a": {"x": [1, {"password": "other"}], "auth_token": "s2"}, "b": 1});
         assert_eq!(args_sha256(&a), args_sha256(&b));
         assert!(!redact(&a).to_string().contains("s1"));
+        let copy = crate::tools::sha256_hex(redact(&a).to_string().as_bytes());
+        assert_eq!(args_sha256(&a), copy, "streamed hash equals the hash of the redacted copy");
     }
 }

@@ -32,6 +32,10 @@ pub struct Config {
     pub timeouts_ms: BTreeMap<String, u64>,
     /// Ceiling on any timeout, whether from a contract, an override or a call.
     pub max_timeout_ms: u64,
+    /// What the HTTP tools may reach, per house; a house without a list reaches nothing.
+    pub egress: crate::tools::egress::EgressConfig,
+    /// The Gitea server the Gitea tools talk to; without it they refuse with E4001.
+    pub gitea: Option<crate::tools::gitea::GiteaConfig>,
 }
 
 impl Default for Config {
@@ -44,6 +48,8 @@ impl Default for Config {
             executor: ExecutorConfig::default(),
             timeouts_ms: BTreeMap::new(),
             max_timeout_ms: 600_000,
+            egress: crate::tools::egress::EgressConfig::default(),
+            gitea: None,
         }
     }
 }
@@ -96,6 +102,7 @@ impl Config {
                 return bad(&format!("timeouts_ms.{tool}"), "must be between 1 and max_timeout_ms");
             }
         }
+        self.egress.validate()?;
         Ok(())
     }
 }

@@ -170,6 +170,11 @@ impl HarnessBuilder {
         let roots = Roots::new(&self.config.file_roots)?;
         let mut env = ToolEnv::new(roots);
         env.git = self.config.git_binary.clone();
+        env.egress = Arc::new(crate::tools::egress::Egress::for_house(&self.config.egress, self.house)?);
+        env.gitea = match &self.config.gitea {
+            Some(g) => Some(Arc::new(crate::tools::gitea::GiteaClient::new(g)?)),
+            None => None,
+        };
         let registry = match self.registry {
             Some(r) => r,
             None => Registry::builtin()?,

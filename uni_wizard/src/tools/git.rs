@@ -11,7 +11,14 @@
 //!   caller's back) and `-c core.fsmonitor=false` (a repository's own config cannot make a
 //!   read run an fsmonitor hook program);
 //! - `GIT_DIR`, `GIT_WORK_TREE` and the other repository-locating variables are removed from
-//!   the child's environment, so the repository is always the one named by the call;
+//!   the child's environment, so the repository is always the one named by the call (a
+//!   tool may set some of them again on purpose through [`Extra::env`], as `git_commit`'s dry
+//!   run does to stage into a throw-away index);
+//! - `GIT_LITERAL_PATHSPECS=1`, so a path argument is always that path: `*`, `:(top)` and
+//!   the other pathspec magic are never interpreted;
+//! - a caller-supplied ref, remote or path that starts with `-` is refused by
+//!   [`refuse_option`] (E1003 naming the field), and the tools put `--end-of-options` before
+//!   revisions and `--` before paths, so no argument can become an option;
 //! - stdout and stderr are each captured up to [`OUTPUT_CAP`]; the rest is drained and
 //!   dropped, and the truncation is reported;
 //! - the child is killed when the call's future is dropped (a timeout), never left behind.
@@ -28,6 +35,7 @@
 //! so callers must never put secrets in argv — which is also what keeps them out of `ps`.
 
 use std::borrow::Cow;
+use std::ffi::OsStr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -56,6 +64,10 @@ const REPO_LOCATING_ENV: &[&str] = &[
     "GIT_NAMESPACE",
     "GIT_PREFIX",
 ];
+
+/// Subcommands that talk to a remote: their failures are never blamed on the local
+/// repository (a remote path that is not a repository is E3003, not E3006).
+const REMOTE_COMMANDS: &[&str] = &["push", "pull", "fetch", "ls-remote"];
 
 /// Whether a git command only reads the repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,33 +129,65 @@ impl GitOutput {
     /// The error a failed command maps to:
     /// E3006 when the path is not a repository (or cannot be entered), E3003 otherwise.
     /// `details` carries `git_stderr` (trimmed, at most 4 KiB, URL credentials redacted),
-    /// `exit_code` (null when killed by a signal), `signal`, `args` and `repo`.
+    /// `exit_code` (null when killed by a signal), `signal`, `args` and `repo`; when git said
+    /// nothing on stderr (as `git commit` with nothing to commit), also `git_stdout`.
+    ///
+    /// The message ends with git's own words: the first `fatal:`/`error:` line of stderr (git
+    /// often prints progress and hints first), else its first line, else the last line of
+    /// stdout (where `git commit` puts "nothing to commit").
     pub fn to_error(&self) -> Error {
         let stderr = self.stderr_str();
-        let first_line = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+        let stdout = self.stdout_str();
+        let said = git_says(&stderr, &stdout);
         let shown = redact(&clip(stderr.trim(), STDERR_IN_DETAILS)).into_owned();
         let args: Vec<String> = self.args.iter().map(|a| redact(a).into_owned()).collect();
-        let details = json!({
+        let mut details = json!({
             "git_stderr": shown,
             "exit_code": self.exit_code(),
             "signal": self.status.signal(),
             "args": args,
             "repo": self.repo.display().to_string(),
         });
-        let not_a_repo = stderr.contains("not a git repository") || stderr.contains("cannot change to");
+        if stderr.trim().is_empty() {
+            details["git_stdout"] = json!(redact(&clip(stdout.trim(), STDERR_IN_DETAILS)));
+        }
+        let command = self.args.first().map(String::as_str).unwrap_or("");
+        // `git diff` outside a repository says "Not a git repository" (capitalised).
+        let lower = stderr.to_ascii_lowercase();
+        let not_a_repo = !REMOTE_COMMANDS.contains(&command)
+            && (lower.contains("not a git repository") || lower.contains("cannot change to"));
         let (code, what) = if not_a_repo {
             (ErrorCode::NotFound, format!("{} is not a git repository", self.repo.display()))
         } else {
-            let command = self.args.first().map(String::as_str).unwrap_or("");
             let how = match self.exit_code() {
                 Some(c) => format!("exited with {c}"),
                 None => "was killed".to_owned(),
             };
             (ErrorCode::ToolFailed, format!("git {command} {how}"))
         };
-        let message = if first_line.is_empty() { what } else { format!("{what}: {}", redact(first_line)) };
+        let message = if said.is_empty() { what } else { format!("{what}: {}", redact(said)) };
         Error::new(code, message).with_details(details)
     }
+}
+
+/// The line of a failed command's output that best says what went wrong.
+fn git_says<'a>(stderr: &'a str, stdout: &'a str) -> &'a str {
+    let lines = || stderr.lines().map(str::trim).filter(|l| !l.is_empty());
+    lines()
+        .find(|l| l.starts_with("fatal:") || l.starts_with("error:"))
+        .or_else(|| lines().next())
+        .or_else(|| stdout.lines().map(str::trim).rfind(|l| !l.is_empty()))
+        .unwrap_or("")
+}
+
+/// Per-command additions to what [`exec`] sets up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extra<'a> {
+    /// `-c key=value` settings placed before the subcommand.
+    pub config: &'a [(&'a str, &'a str)],
+    /// Environment variables set for the child, after the repository-locating ones are removed
+    /// (so a tool can point `GIT_INDEX_FILE` at a throw-away index on purpose).
+    pub env: &'a [(&'a str, &'a OsStr)],
 }
 
 /// Runs a read-only `git -C <repo> <args>` and fails unless it exits 0.
@@ -171,14 +215,32 @@ pub async fn run_mutating(env: &ToolEnv, repo: &Path, args: &[&str]) -> Result<G
 /// E3007 when the git executable cannot be found or run; an I/O error while reading
 /// the pipes, mapped with [`Error::from_io`].
 pub async fn exec(env: &ToolEnv, repo: &Path, args: &[&str], access: Access) -> Result<GitOutput> {
+    exec_with(env, repo, args, access, Extra::default()).await
+}
+
+/// [`exec`] with `-c` settings and environment variables of the caller's choosing.
+///
+/// # Errors
+/// As [`exec`].
+pub async fn exec_with(
+    env: &ToolEnv,
+    repo: &Path,
+    args: &[&str],
+    access: Access,
+    extra: Extra<'_>,
+) -> Result<GitOutput> {
     let mut cmd = Command::new(&env.git);
     cmd.arg("-C").arg(repo);
     if access == Access::ReadOnly {
         cmd.args(["-c", "core.fsmonitor=false"]);
         cmd.env("GIT_OPTIONAL_LOCKS", "0");
     }
+    for (key, value) in extra.config {
+        cmd.arg("-c").arg(format!("{key}={value}"));
+    }
     cmd.args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_LITERAL_PATHSPECS", "1")
         .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -186,6 +248,9 @@ pub async fn exec(env: &ToolEnv, repo: &Path, args: &[&str], access: Access) -> 
         .kill_on_drop(true);
     for var in REPO_LOCATING_ENV {
         cmd.env_remove(var);
+    }
+    for (key, value) in extra.env {
+        cmd.env(key, value);
     }
     let mut child = cmd.spawn().map_err(|e| spawn_error(&env.git, &e))?;
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
@@ -233,6 +298,76 @@ pub async fn repo_path(raw: &str) -> Result<PathBuf> {
             .with_details(json!({ "repo": raw, "problem": "not a directory" })));
     }
     Ok(path)
+}
+
+/// Refuses a caller-supplied ref, remote or path that git would read as an option.
+///
+/// # Errors
+/// E1003 naming `field` when `value` starts with `-`.
+pub fn refuse_option(field: &str, value: &str) -> Result<()> {
+    if !value.starts_with('-') {
+        return Ok(());
+    }
+    let problem = "must not start with `-` (git would read it as an option; write a path as ./-name)";
+    Err(Error::new(ErrorCode::InvalidArguments, format!("`{field}` {problem}: {value:?}"))
+        .with_details(json!({ "field": field, "problem": problem })))
+}
+
+/// The commit HEAD points at, `None` on an unborn branch (no commit yet).
+///
+/// # Errors
+/// As [`run`] (E3006 when `repo` is not a repository).
+pub async fn head(env: &ToolEnv, repo: &Path) -> Result<Option<String>> {
+    resolve(env, repo, "HEAD").await
+}
+
+/// The commit a revision names, `None` when it names none.
+///
+/// # Errors
+/// As [`run`] (E3006 when `repo` is not a repository).
+pub async fn resolve(env: &ToolEnv, repo: &Path, rev: &str) -> Result<Option<String>> {
+    let rev = format!("{rev}^{{commit}}");
+    let out =
+        exec(env, repo, &["rev-parse", "--verify", "--quiet", "--end-of-options", &rev], Access::ReadOnly).await?;
+    if out.exit_code() == Some(1) && out.stderr.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(out.check()?.stdout_str().trim().to_owned()))
+}
+
+/// The checked-out branch's short name, `None` when HEAD is detached.
+///
+/// # Errors
+/// As [`run`].
+pub async fn current_branch(env: &ToolEnv, repo: &Path) -> Result<Option<String>> {
+    let out = exec(env, repo, &["symbolic-ref", "--quiet", "--short", "HEAD"], Access::ReadOnly).await?;
+    if out.exit_code() == Some(1) && out.stderr.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(out.check()?.stdout_str().trim().to_owned()))
+}
+
+/// How many commits `rev-list` counts for these revisions (e.g. `["^old", "new"]`).
+///
+/// # Errors
+/// As [`run`]; E3003 when git's answer is not a number.
+pub async fn count(env: &ToolEnv, repo: &Path, revs: &[&str]) -> Result<u64> {
+    let mut args = vec!["rev-list", "--count", "--end-of-options"];
+    args.extend_from_slice(revs);
+    let out = run(env, repo, &args).await?;
+    out.stdout_str().trim().parse().map_err(|_| {
+        Error::new(ErrorCode::ToolFailed, format!("git rev-list --count printed {:?}", out.stdout_str().trim()))
+    })
+}
+
+/// Checks that `remote` names a remote configured in the repository (a URL or path given as
+/// a remote is refused the same way, so a caller cannot make git talk to a place the
+/// repository's own configuration does not name).
+///
+/// # Errors
+/// E3003 carrying git's own "No such remote" message; E3006 when `repo` is not a repository.
+pub async fn require_remote(env: &ToolEnv, repo: &Path, remote: &str) -> Result<()> {
+    run(env, repo, &["remote", "get-url", "--", remote]).await.map(drop)
 }
 
 /// A failed spawn: a missing or unusable git executable means this host cannot run git tools.
@@ -413,6 +548,93 @@ mod tests {
         assert_eq!(repo_path(&format!("{root}/f")).await.unwrap_err().code, ErrorCode::NotFound);
         assert_eq!(repo_path("relative/repo").await.unwrap_err().code, ErrorCode::InvalidArguments);
         assert_eq!(repo_path("").await.unwrap_err().code, ErrorCode::InvalidArguments);
+    }
+
+    /// Proves the error message quotes git's `fatal:`/`error:` line over progress and hints,
+    /// and falls back to stdout's last line when stderr is empty (`nothing to commit`).
+    #[test]
+    fn error_message_quotes_the_line_that_matters() {
+        let stderr = "From /tmp/remote\n * branch main -> FETCH_HEAD\nerror: Your local changes would be overwritten\n";
+        assert_eq!(git_says(stderr, ""), "error: Your local changes would be overwritten");
+        assert_eq!(git_says("hint: one\nhint: two\n", ""), "hint: one");
+        assert_eq!(
+            git_says("  \n", "On branch main\n\nnothing to commit, working tree clean\n\n"),
+            "nothing to commit, working tree clean"
+        );
+        assert_eq!(git_says("", ""), "");
+    }
+
+    /// Proves a failure with nothing on stderr carries stdout in details and its last line in
+    /// the message.
+    #[tokio::test]
+    async fn stdout_explains_a_silent_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        git(dir.path(), &["init", "-q"]);
+        git(dir.path(), &["commit", "-q", "--allow-empty", "-m", "first"]);
+        let err = run(&env(), dir.path(), &["commit", "-m", "nothing"]).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::ToolFailed);
+        assert!(err.message.contains("nothing to commit"), "{}", err.message);
+        assert!(err.details["git_stdout"].as_str().unwrap().contains("nothing to commit"), "{}", err.details);
+    }
+
+    /// Proves values that git would read as options are refused naming the field, and others pass.
+    #[test]
+    fn option_like_values_are_refused() {
+        let e = refuse_option("ref", "--output=/tmp/x").unwrap_err();
+        assert_eq!((e.code, e.details["field"].as_str()), (ErrorCode::InvalidArguments, Some("ref")));
+        refuse_option("path", "./-x").unwrap();
+        refuse_option("ref", "main~1").unwrap();
+    }
+
+    /// Proves head, resolve, current_branch and count answer from a real repository, with
+    /// `None` for an unborn branch, a detached HEAD and a missing revision.
+    #[tokio::test]
+    async fn small_queries_answer_from_the_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        git(d, &["init", "-q", "-b", "trunk"]);
+        let env = env();
+        assert_eq!(head(&env, d).await.unwrap(), None);
+        assert_eq!(current_branch(&env, d).await.unwrap().as_deref(), Some("trunk"));
+        git(d, &["commit", "-q", "--allow-empty", "-m", "one"]);
+        git(d, &["commit", "-q", "--allow-empty", "-m", "two"]);
+        let tip = head(&env, d).await.unwrap().unwrap();
+        assert_eq!(tip.len(), 40);
+        assert_eq!(resolve(&env, d, "trunk").await.unwrap().as_deref(), Some(tip.as_str()));
+        assert_eq!(resolve(&env, d, "no-such-branch").await.unwrap(), None);
+        assert_eq!(count(&env, d, &[&tip]).await.unwrap(), 2);
+        assert_eq!(count(&env, d, &["^trunk~1", "trunk"]).await.unwrap(), 1);
+        git(d, &["checkout", "-q", "--detach"]);
+        assert_eq!(current_branch(&env, d).await.unwrap(), None);
+    }
+
+    /// Proves require_remote accepts a configured remote and refuses a missing one, or a URL,
+    /// with git's own message (E3003), and a non-repository with E3006.
+    #[tokio::test]
+    async fn remotes_must_be_configured_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        git(d, &["init", "-q"]);
+        git(d, &["remote", "add", "origin", "https://git.example.invalid/x.git"]);
+        let env = env();
+        require_remote(&env, d, "origin").await.unwrap();
+        for bad in ["nosuch", "https://git.example.invalid/x.git", "/tmp"] {
+            let e = require_remote(&env, d, bad).await.unwrap_err();
+            assert_eq!(e.code, ErrorCode::ToolFailed, "{bad}");
+            assert!(e.message.contains("No such remote"), "{}", e.message);
+        }
+        let plain = tempfile::tempdir().unwrap();
+        assert_eq!(require_remote(&env, plain.path(), "origin").await.unwrap_err().code, ErrorCode::NotFound);
+    }
+
+    /// Proves a remote command's "not a git repository" (about the remote) is E3003, not E3006.
+    #[tokio::test]
+    async fn remote_failures_are_not_blamed_on_the_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = tempfile::tempdir().unwrap();
+        git(dir.path(), &["init", "-q"]);
+        let err = run(&env(), dir.path(), &["fetch", "--", plain.path().to_str().unwrap()]).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::ToolFailed, "{err}");
     }
 
     /// Proves credentials in URLs are redacted and text without them is untouched.

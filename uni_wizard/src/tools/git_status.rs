@@ -6,26 +6,41 @@
 //!
 //! # `state_sha256`: the read Ezra cites before writing
 //!
-//! `state_sha256` is the SHA-256 (lowercase hex) of the **exact bytes** git printed for
-//! `git -C <repo> status` with [`STATUS_ARGS`]: branch headers (commit, branch, upstream,
-//! ahead/behind) and every staged, unstaged, untracked and conflicted entry with its modes
-//! and its HEAD and index object ids. So it changes with any commit, checkout, reset, fetch
-//! that moves the upstream, change to what is staged (the index ids cover staged content),
-//! and any path that becomes modified, deleted, untracked or conflicted.
+//! `state_sha256` is the SHA-256 (lowercase hex) of, in this order:
 //!
-//! What it does **not** see is content the status format carries no id for: a second edit
-//! to a file that is already modified-but-unstaged, or an edit to an untracked file, leaves
-//! the hash as it was. That is exact for the index (what a plain `git commit` records) and for
-//! refs (what `git_pull`/`git_push` move), but not for the work-tree bytes of files already dirty.
+//! 1. the **exact bytes** git printed for `git -C <repo> status` with [`STATUS_ARGS`]: branch
+//!    headers (commit, branch, upstream, ahead/behind) and every staged, unstaged, untracked
+//!    and conflicted entry with its modes and its HEAD and index object ids;
+//! 2. for every path whose **work-tree content** is not in the index — each unstaged or
+//!    conflicted entry, and every untracked file (untracked directories expanded with
+//!    `git ls-files --others --exclude-standard`, so ignored files are left out as git leaves
+//!    them out) — sorted by its bytes: the path, a NUL, a tag, a NUL. The tag is
+//!    `file <sha256 of the bytes>`, `symlink <sha256 of the link target>`, `directory`
+//!    (a submodule or nested repository), `missing`, `other` (fifo, socket, device) or
+//!    `unreadable`. Files are opened without following a final symlink and are never read
+//!    unless they are regular files.
+//!
+//! So it changes with any commit, checkout, reset, fetch that moves the upstream, change to
+//! what is staged, any path that becomes modified, deleted, untracked or conflicted, **and**
+//! any further edit to a file that is already modified or untracked — the status format
+//! carries no id for work-tree bytes, which is why part 2 exists. A clean tree has no part 2,
+//! so its hash is the SHA-256 of the status output alone. Files git ignores, and the insides
+//! of submodules, are not covered.
 //!
 //! Ezra reads before it writes: it passes this value as `expected_sha256` to the mutating git
-//! tools (`git_commit`, `git_pull`, `git_push`), which recompute it with [`state_sha256`]
+//! tools (`git_commit`, `git_pull`, `git_push`), which recompute it with [`check_expected`]
 //! just before they act and refuse with E2005 (stale read) when it differs. Both sides must
-//! therefore hash the same command's output, which is why the arguments live in one constant.
+//! therefore compute it the same way, which is why it lives in one function, [`snapshot`].
+//! (A change landing between that check and git's own action is not caught: git has no
+//! compare-and-swap for the work tree.)
 //!
 //! Repository paths are not confined to the file roots (see [`git`]).
 
-use std::path::Path;
+use std::ffi::OsStr;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -76,7 +91,8 @@ pub struct Output {
     pub untracked: Vec<Entry>,
     /// Paths with unresolved merge conflicts.
     pub conflicted: Vec<Entry>,
-    /// SHA-256 of the raw status output; see the module docs. Ezra's `expected_sha256`.
+    /// SHA-256 of the status output and of the work-tree content of every changed and
+    /// untracked path; see the module docs. Ezra's `expected_sha256`.
     pub state_sha256: String,
 }
 
@@ -170,25 +186,40 @@ impl TypedTool for GitStatus {
 }
 
 /// Runs `git status` with [`STATUS_ARGS`] and returns the parsed status and its
-/// `state_sha256`.
+/// `state_sha256` (see the module docs for exactly what it covers).
 ///
 /// # Errors
-/// As [`git::run`]; E3009 when the output exceeds [`git::OUTPUT_CAP`] (the hash would not
-/// cover the whole state); E3003 when git prints something the parser does not understand.
+/// As [`git::run`]; E3009 when the status or the untracked-file listing exceeds
+/// [`git::OUTPUT_CAP`] (the hash would not cover the whole state); E3003 when git prints
+/// something the parser does not understand.
 pub async fn snapshot(env: &ToolEnv, repo: &Path) -> Result<(Status, String)> {
     let out = git::run(env, repo, STATUS_ARGS).await?;
     if out.stdout_truncated {
-        return Err(Error::new(
-            ErrorCode::OutputTooLarge,
-            format!("git status of {} is longer than {} bytes", repo.display(), git::OUTPUT_CAP),
-        )
-        .with_details(json!({ "repo": repo.display().to_string(), "limit_bytes": git::OUTPUT_CAP })));
+        return Err(too_large(repo, "git status"));
     }
     let status = parse_porcelain_v2(&out.stdout).map_err(|problem| {
         Error::new(ErrorCode::ToolFailed, format!("git status of {}: unexpected output: {problem}", repo.display()))
             .with_details(json!({ "repo": repo.display().to_string(), "problem": problem }))
     })?;
-    Ok((status, sha256_hex(&out.stdout)))
+    if status.dirty_paths.is_empty() && status.untracked.is_empty() {
+        return Ok((status, sha256_hex(&out.stdout)));
+    }
+    let top = toplevel(env, repo).await?;
+    let mut paths = status.dirty_paths.clone();
+    if !status.untracked.is_empty() {
+        let listed = git::run(env, &top, &["ls-files", "-z", "--others", "--exclude-standard"]).await?;
+        if listed.stdout_truncated {
+            return Err(too_large(repo, "git ls-files --others"));
+        }
+        paths.extend(listed.stdout.split(|b| *b == 0).filter(|p| !p.is_empty()).map(<[u8]>::to_vec));
+    }
+    paths.sort();
+    paths.dedup();
+    let status_bytes = out.stdout;
+    let hash = tokio::task::spawn_blocking(move || hash_state(&status_bytes, &top, &paths))
+        .await
+        .map_err(|e| Error::new(ErrorCode::ToolFailed, format!("hashing the work tree ended abnormally: {e}")))?;
+    Ok((status, hash))
 }
 
 /// The current `state_sha256` of a repository, as a mutating git tool recomputes it to
@@ -198,6 +229,113 @@ pub async fn snapshot(env: &ToolEnv, repo: &Path) -> Result<(Status, String)> {
 /// As [`snapshot`].
 pub async fn state_sha256(env: &ToolEnv, repo: &Path) -> Result<String> {
     Ok(snapshot(env, repo).await?.1)
+}
+
+/// Refuses to go on when the caller read the repository in another state than it is in now.
+/// Without an `expected_sha256` there is nothing to compare and the call proceeds (policy
+/// decides whether one was required).
+///
+/// # Errors
+/// E2005 (stale read) with `expected_sha256` and `actual_sha256` in `details`; as
+/// [`snapshot`] when the state cannot be read.
+pub async fn check_expected(env: &ToolEnv, repo: &Path, expected: Option<&str>) -> Result<()> {
+    let Some(expected) = expected else {
+        return Ok(());
+    };
+    let actual = state_sha256(env, repo).await?;
+    if actual == expected {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorCode::StaleRead,
+        format!("repository {} changed since it was read (expected_sha256 no longer matches)", repo.display()),
+    )
+    .with_details(json!({
+        "repo": repo.display().to_string(),
+        "expected_sha256": expected,
+        "actual_sha256": actual,
+        "field": "expected_sha256",
+    })))
+}
+
+/// The top of the work tree, where status paths are relative to.
+async fn toplevel(env: &ToolEnv, repo: &Path) -> Result<PathBuf> {
+    let out = git::run(env, repo, &["rev-parse", "--show-toplevel"]).await?;
+    let raw = out.stdout.strip_suffix(b"\n").unwrap_or(&out.stdout);
+    Ok(PathBuf::from(OsStr::from_bytes(raw)))
+}
+
+fn too_large(repo: &Path, what: &str) -> Error {
+    Error::new(
+        ErrorCode::OutputTooLarge,
+        format!("{what} of {} is longer than {} bytes", repo.display(), git::OUTPUT_CAP),
+    )
+    .with_details(json!({ "repo": repo.display().to_string(), "limit_bytes": git::OUTPUT_CAP }))
+}
+
+/// SHA-256 of the status bytes followed by `path NUL tag NUL` for each path (see the module
+/// docs), as lowercase hex.
+fn hash_state(status: &[u8], top: &Path, paths: &[Vec<u8>]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(status);
+    for path in paths {
+        h.update(path);
+        h.update([0]);
+        h.update(content_tag(&top.join(OsStr::from_bytes(path))).as_bytes());
+        h.update([0]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// What is at one work-tree path, as hashed into `state_sha256`.
+fn content_tag(path: &Path) -> String {
+    use std::io::ErrorKind;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => return "missing".into(),
+        Err(_) => return "unreadable".into(),
+    };
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        return match std::fs::read_link(path) {
+            Ok(target) => format!("symlink {}", sha256_hex(target.as_os_str().as_bytes())),
+            Err(_) => "unreadable".into(),
+        };
+    }
+    if ft.is_dir() {
+        return "directory".into();
+    }
+    if !ft.is_file() {
+        return "other".into();
+    }
+    match file_sha256(path) {
+        Ok(hex) => format!("file {hex}"),
+        Err(_) => "unreadable".into(),
+    }
+}
+
+/// SHA-256 of a regular file's bytes, read without following a final symlink and without
+/// blocking on anything that turned out not to be a regular file.
+fn file_sha256(path: &Path) -> std::io::Result<String> {
+    use rustix::fs::OFlags;
+    use sha2::{Digest, Sha256};
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(h.finalize()));
+        }
+        h.update(&buf[..n]);
+    }
 }
 
 /// What `git status --porcelain=v2 --branch -z` says, parsed.
@@ -221,6 +359,10 @@ pub struct Status {
     pub untracked: Vec<Entry>,
     /// See [`Output::conflicted`].
     pub conflicted: Vec<Entry>,
+    /// The paths, as git printed them (bytes, not lossily decoded), of the tracked entries
+    /// whose work-tree content differs from the index: every unstaged and conflicted entry.
+    /// Their content is hashed into `state_sha256`.
+    pub dirty_paths: Vec<Vec<u8>>,
 }
 
 impl Status {
@@ -258,6 +400,7 @@ pub fn parse_porcelain_v2(raw: &[u8]) -> Result<Status, String> {
                     return Err(bad());
                 }
                 push_changes(&mut s, xy, path, None).ok_or_else(bad)?;
+                note_dirty(&mut s, xy, record, 8);
             }
             "2" => {
                 // 2 XY sub mH mI mW hH hI Xscore path NUL origPath
@@ -270,6 +413,7 @@ pub fn parse_porcelain_v2(raw: &[u8]) -> Result<Status, String> {
                 }
                 let orig = records.next().ok_or_else(|| format!("rename of {path:?} has no original path"))?;
                 push_changes(&mut s, xy, path, Some(String::from_utf8_lossy(orig).into_owned())).ok_or_else(bad)?;
+                note_dirty(&mut s, xy, record, 9);
             }
             "u" => {
                 // u XY sub m1 m2 m3 mW h1 h2 h3 path
@@ -282,6 +426,7 @@ pub fn parse_porcelain_v2(raw: &[u8]) -> Result<Status, String> {
                 }
                 let status = conflict_kind(xy).ok_or_else(bad)?;
                 s.conflicted.push(Entry { path: path.to_owned(), status, orig_path: None });
+                s.dirty_paths.extend(after_spaces(record, 10).map(<[u8]>::to_vec));
             }
             "?" => s.untracked.push(Entry { path: rest.to_owned(), status: "untracked", orig_path: None }),
             "!" => {}
@@ -289,6 +434,20 @@ pub fn parse_porcelain_v2(raw: &[u8]) -> Result<Status, String> {
         }
     }
     Ok(s)
+}
+
+/// Records the raw path of an ordinary or rename entry whose work tree differs from the index
+/// (`Y` is not `.`); the path follows the `fields`-th space of the record.
+fn note_dirty(s: &mut Status, xy: &str, record: &[u8], fields: usize) {
+    if xy.as_bytes().get(1).is_some_and(|y| *y != b'.') {
+        s.dirty_paths.extend(after_spaces(record, fields).map(<[u8]>::to_vec));
+    }
+}
+
+/// The bytes of a record after its `n`-th space (the path, which may itself hold spaces).
+fn after_spaces(record: &[u8], n: usize) -> Option<&[u8]> {
+    let (i, _) = record.iter().enumerate().filter(|(_, b)| **b == b' ').nth(n - 1)?;
+    record.get(i + 1..)
 }
 
 /// Applies one `# branch.*` header; other headers (e.g. `# stash`) are ignored.
@@ -393,7 +552,7 @@ fn output_schema() -> Value {
             "state_sha256": {
                 "type": "string",
                 "pattern": "^[0-9a-f]{64}$",
-                "description": "SHA-256 of the raw `git status --porcelain=v2 --branch -z` output; pass as expected_sha256 to mutating git tools."
+                "description": "SHA-256 of the raw `git status --porcelain=v2 --branch -z` output and of the work-tree content of every changed and untracked path; pass as expected_sha256 to git_commit, git_pull and git_push."
             }
         },
         "required": [
@@ -447,6 +606,7 @@ u UU N... 100644 100644 100644 100644 587be6b4c3f93f93c489c0111bba5596147a26cb b
         assert_eq!(s.unstaged, vec![entry("a.txt", "modified")]);
         assert_eq!(s.conflicted, vec![entry("conflict.txt", "both_modified")]);
         assert_eq!(s.untracked, vec![entry("dir/", "untracked"), entry("u v.txt", "untracked")]);
+        assert_eq!(s.dirty_paths, vec![b"a.txt".to_vec(), b"conflict.txt".to_vec()], "unstaged and conflicted");
         assert!(!s.is_clean());
     }
 
@@ -529,6 +689,8 @@ u UU N... 100644 100644 100644 100644 587be6b4c3f93f93c489c0111bba5596147a26cb b
         assert_eq!(out.branch.as_deref(), Some("main"));
         assert_eq!(out.head.as_deref(), Some(git(dir.path(), &["rev-parse", "HEAD"]).trim()));
         assert_eq!((out.upstream.as_deref(), out.ahead, out.behind), (None, 0, 0));
+        let raw = std::process::Command::new("git").arg("-C").arg(dir.path()).args(STATUS_ARGS).output().unwrap();
+        assert_eq!(out.state_sha256, sha256_hex(&raw.stdout), "a clean tree hashes the status output alone");
         let contract = Contract::new(GitStatus::spec()).unwrap();
         contract.validate_output(&serde_json::to_value(&out).unwrap()).unwrap();
     }
@@ -559,19 +721,14 @@ u UU N... 100644 100644 100644 100644 587be6b4c3f93f93c489c0111bba5596147a26cb b
         assert_eq!(out.untracked, vec![entry("loose file.txt", "untracked")]);
         assert!(out.conflicted.is_empty());
 
-        let raw = std::process::Command::new("git").arg("-C").arg(d).args(STATUS_ARGS).output().unwrap().stdout;
-        assert_eq!(out.state_sha256, sha256_hex(&raw));
         assert_ne!(out.state_sha256, clean_hash);
         assert_eq!(state_sha256(&ctx().env, d).await.unwrap(), out.state_sha256, "unchanged state, same hash");
         std::fs::write(d.join("a.txt"), "edited again\n").unwrap();
-        assert_eq!(
-            state_sha256(&ctx().env, d).await.unwrap(),
-            out.state_sha256,
-            "porcelain v2 has no work-tree ids: re-editing a dirty file is invisible (documented)"
-        );
+        let re_edited = state_sha256(&ctx().env, d).await.unwrap();
+        assert_ne!(re_edited, out.state_sha256, "re-editing an already-modified file moves the hash");
         git(d, &["add", "a.txt"]);
         let staged = state_sha256(&ctx().env, d).await.unwrap();
-        assert_ne!(staged, out.state_sha256, "staging moves the hash");
+        assert_ne!(staged, re_edited, "staging moves the hash");
         std::fs::write(d.join("a.txt"), "edited once more\n").unwrap();
         assert_ne!(
             state_sha256(&ctx().env, d).await.unwrap(),
@@ -579,6 +736,53 @@ u UU N... 100644 100644 100644 100644 587be6b4c3f93f93c489c0111bba5596147a26cb b
             "editing a path with no unstaged change moves the hash"
         );
         Contract::new(GitStatus::spec()).unwrap().validate_output(&serde_json::to_value(&out).unwrap()).unwrap();
+    }
+
+    /// Proves edits inside untracked files and untracked directories, and to a dirty file's
+    /// content seen from a subdirectory, move the hash, while ignored files do not.
+    #[tokio::test]
+    async fn hash_covers_untracked_and_dirty_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        repo_with_commit(d);
+        std::fs::write(d.join(".gitignore"), "*.log\n").unwrap();
+        std::fs::create_dir_all(d.join("newdir/deep")).unwrap();
+        std::fs::write(d.join("newdir/deep/x.txt"), "1").unwrap();
+        std::fs::write(d.join("loose.txt"), "1").unwrap();
+        std::fs::write(d.join("a.txt"), "dirty 1").unwrap();
+        let env = ctx().env;
+        let mut seen = vec![state_sha256(&env, d).await.unwrap()];
+        let sub = d.join("newdir");
+        assert_eq!(state_sha256(&env, &sub).await.unwrap(), seen[0], "the same state from a subdirectory");
+        for (file, content) in [("newdir/deep/x.txt", "2"), ("loose.txt", "2"), ("a.txt", "dirty 2")] {
+            std::fs::write(d.join(file), content).unwrap();
+            let now = state_sha256(&env, d).await.unwrap();
+            assert!(!seen.contains(&now), "editing {file} must move the hash");
+            assert_eq!(state_sha256(&env, &sub).await.unwrap(), now, "{file}: same from a subdirectory");
+            seen.push(now);
+        }
+        std::fs::write(d.join("ignored.log"), "1").unwrap();
+        assert_eq!(state_sha256(&env, d).await.unwrap(), *seen.last().unwrap(), "ignored files are not covered");
+        std::os::unix::fs::symlink("a.txt", d.join("link")).unwrap();
+        assert!(!seen.contains(&state_sha256(&env, d).await.unwrap()), "a new symlink moves the hash");
+    }
+
+    /// Proves check_expected passes the current hash and refuses an old one with E2005
+    /// carrying both hashes.
+    #[tokio::test]
+    async fn check_expected_refuses_a_stale_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        repo_with_commit(d);
+        let env = ctx().env;
+        let read = state_sha256(&env, d).await.unwrap();
+        check_expected(&env, d, Some(&read)).await.unwrap();
+        check_expected(&env, d, None).await.unwrap();
+        std::fs::write(d.join("b.txt"), "changed\n").unwrap();
+        let err = check_expected(&env, d, Some(&read)).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::StaleRead);
+        assert_eq!(err.details["expected_sha256"], json!(read));
+        assert_eq!(err.details["actual_sha256"], json!(state_sha256(&env, d).await.unwrap()));
     }
 
     /// Proves an unborn branch reports a null head and a detached HEAD a null branch.

@@ -22,13 +22,27 @@ use crate::houses::House;
 pub mod confine;
 pub mod schema;
 
+pub mod egress;
 pub mod file_list;
 pub mod file_read;
 pub mod file_search;
 pub mod file_write;
 pub mod git;
+pub mod git_commit;
+pub mod git_diff;
+pub mod git_log;
+pub mod git_pull;
+pub mod git_push;
 pub mod git_status;
+pub mod gitea;
+pub mod http;
+pub mod http_get;
+pub mod http_post;
+pub mod process_list;
+pub mod service_restart;
+pub mod service_status;
 pub mod system_info;
+pub mod systemctl;
 pub mod walk;
 
 pub use confine::Roots;
@@ -199,12 +213,21 @@ pub struct ToolEnv {
     pub roots: Arc<Roots>,
     /// The `git` executable (argv only, never a shell).
     pub git: PathBuf,
+    /// What the HTTP tools may reach: the calling house's egress policy.
+    pub egress: Arc<egress::Egress>,
+    /// The Gitea API client, when `gitea` is configured (the Gitea tools refuse with E4001 otherwise).
+    pub gitea: Option<Arc<gitea::GiteaClient>>,
 }
 
 impl ToolEnv {
     /// An environment with these roots and `git` from `PATH`.
     pub fn new(roots: Roots) -> ToolEnv {
-        ToolEnv { roots: Arc::new(roots), git: PathBuf::from("git") }
+        ToolEnv {
+            roots: Arc::new(roots),
+            git: PathBuf::from("git"),
+            egress: Arc::new(egress::Egress::deny_all()),
+            gitea: None,
+        }
     }
 }
 
@@ -340,11 +363,24 @@ impl Registry {
     pub fn builtin() -> Result<Registry> {
         let mut r = Registry::empty();
         r.add_typed::<system_info::SystemInfo>()?;
+        r.add_typed::<process_list::ProcessList>()?;
+        r.add_typed::<service_status::ServiceStatus>()?;
+        r.add_typed::<service_restart::ServiceRestart>()?;
         r.add_typed::<git_status::GitStatus>()?;
+        r.add_typed::<git_log::GitLog>()?;
+        r.add_typed::<git_diff::GitDiff>()?;
+        r.add_typed::<git_pull::GitPull>()?;
+        r.add_typed::<git_commit::GitCommit>()?;
+        r.add_typed::<git_push::GitPush>()?;
         r.add_typed::<file_read::FileRead>()?;
         r.add_typed::<file_write::FileWrite>()?;
         r.add_typed::<file_list::FileList>()?;
         r.add_typed::<file_search::FileSearch>()?;
+        r.add_typed::<http_get::HttpGet>()?;
+        r.add_typed::<http_post::HttpPost>()?;
+        r.add_typed::<gitea::list_issues::GiteaListIssues>()?;
+        r.add_typed::<gitea::update_issue::GiteaUpdateIssue>()?;
+        r.add_typed::<gitea::create_pr::GiteaCreatePr>()?;
         Ok(r)
     }
 
