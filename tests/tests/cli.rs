@@ -40,7 +40,7 @@ fn system_info_agrees_with_proc() {
     assert!(text.contains(&proc_text("/proc/sys/kernel/osrelease")), "{text}");
 }
 
-/// Proves `tools --json` lists every tool with its full contract.
+/// Proves `tools --json` lists exactly the 19 tools (4 System, 6 Git, 5 Network, 4 File) with full contracts.
 #[test]
 fn tools_json_lists_full_contracts() {
     let home = tempfile::tempdir().expect("home");
@@ -55,6 +55,9 @@ fn tools_json_lists_full_contracts() {
     for want in ["file_read", "file_write", "file_list", "file_search", "system_info", "git_status"] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
+    assert_eq!(tools.len(), 19, "{names:?}");
+    let count = |cat: &str| tools.iter().filter(|t| t["category"] == cat).count();
+    assert_eq!([count("system"), count("git"), count("network"), count("file")], [4, 6, 5, 4]);
     for t in tools {
         let name = t["name"].as_str().unwrap_or("?");
         for field in ["category", "description", "risk"] {

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uni_wizard::tools::Registry;
 use uni_wizard::{Config, Harness, House, Mode, Request};
+use uni_wizard_tests::gitea_server::{GiteaServer, OWNER, REPO};
 
 fn git(dir: &Path, args: &[&str]) {
     let out = std::process::Command::new("git")
@@ -107,8 +108,13 @@ async fn every_tool_output_matches_its_declared_schema() {
     let work = repos(base.path());
     let repo = work.to_str().expect("utf8").to_owned();
     let http = server().await;
+    let gitea = GiteaServer::start().await;
+    gitea.add_label(OWNER, REPO, "bug", "ee0701");
+    let issue = gitea.add_issue(OWNER, REPO, "Crash on start", "It crashes.", &[]);
+    gitea.add_branch(OWNER, REPO, "feature");
     let config: Config = serde_json::from_value(json!({
         "file_roots": [files],
+        "gitea": { "base_url": gitea.url(), "token": gitea.token() },
         "egress": { "timmy": { "rules": [
             { "host": "127.0.0.1", "schemes": ["http"], "ports": [http.port], "allow_private": true }
         ] } }
@@ -134,6 +140,13 @@ async fn every_tool_output_matches_its_declared_schema() {
         ("git_pull", json!({"repo_path": repo}), false),
         ("http_get", json!({"url": url}), false),
         ("http_post", json!({"url": url, "json": {"a": 1}}), false),
+        ("gitea_list_issues", json!({"owner": OWNER, "repo": REPO}), false),
+        ("gitea_update_issue", json!({"owner": OWNER, "repo": REPO, "number": issue, "add_labels": ["bug"]}), false),
+        (
+            "gitea_create_pr",
+            json!({"owner": OWNER, "repo": REPO, "head": "feature", "base": "main", "title": "Fix the crash"}),
+            false,
+        ),
     ];
     let mut seen = BTreeMap::new();
     for (tool, args, dry_run) in table {

@@ -131,8 +131,7 @@ async fn client_reads_version_and_current_user() {
     assert_conformant(&server);
 }
 
-/// Proves listing walks every page (50 + 50 + 20) following `Link`, sends `type=issues` so no
-/// pull request comes back, and returns newest first with Gitea's total.
+/// Proves listing walks all pages (50+50+20) via `Link`, sends `type=issues` (no PRs), newest first, with the total.
 #[tokio::test]
 async fn client_lists_issues_across_pages_without_pulls() {
     let server = GiteaServer::start().await;
@@ -185,8 +184,7 @@ async fn client_caps_page_size_and_bounds_items() {
     assert_conformant(&server);
 }
 
-/// Proves `since` filters on the updated time, inclusively, at whole-second resolution, and
-/// `state` selects closed issues.
+/// Proves `since` filters on updated time, inclusive, at whole-second resolution, and `state` selects closed issues.
 #[tokio::test]
 async fn client_filters_by_since_and_state() {
     let server = GiteaServer::start().await;
@@ -228,8 +226,7 @@ async fn client_filters_by_labels() {
     assert_conformant(&server);
 }
 
-/// Proves get/create/edit: `PATCH` answers 201 and is accepted, `assignees` replaces the whole
-/// set, `state` closes, and Gitea's `null` assignees read as none.
+/// Proves create/get/edit: PATCH's 201 is accepted, `assignees` replaces the set, `state` closes, null reads as none.
 #[tokio::test]
 async fn client_creates_gets_and_edits_issues() {
     let server = GiteaServer::start().await;
@@ -268,8 +265,7 @@ async fn client_creates_gets_and_edits_issues() {
     assert_conformant(&server);
 }
 
-/// Proves labels: create (and Gitea's 422 for a bad colour), list, add by name and by id
-/// (answer: the full set), replace, remove (204), and Gitea's 422 for an unknown label id.
+/// Proves labels: create (422 bad colour), list, add by name/id (full set back), replace, remove 204, 422 unknown id.
 #[tokio::test]
 async fn client_manages_labels() {
     let server = GiteaServer::start().await;
@@ -318,7 +314,7 @@ async fn client_manages_labels() {
     assert_conformant(&server);
 }
 
-/// Labels are paged with `X-Total-Count` only (no `Link`): the client still reads them all.
+/// Proves labels, paged with `X-Total-Count` only (no `Link`), are still read in full.
 #[tokio::test]
 async fn client_pages_labels_by_total_count() {
     let server = GiteaServer::start().await;
@@ -331,8 +327,7 @@ async fn client_pages_labels_by_total_count() {
     assert_conformant(&server);
 }
 
-/// Proves comments and pull requests: create/list comments, create/get/list pulls, and the
-/// failure answers (409 duplicate, 404 missing branch, 404 for an issue number as a pull).
+/// Proves comments and pulls: create/list comments, create/get/list pulls, and their 409/404/422 failures.
 #[tokio::test]
 async fn client_comments_and_pulls() {
     let server = GiteaServer::start().await;
@@ -383,8 +378,7 @@ async fn client_comments_and_pulls() {
     assert_conformant(&server);
 }
 
-/// Proves the error mapping against the server: a wrong token is E4001 naming `gitea.token`
-/// (401), a read-only token writing is E4001 (403), a missing issue or repository is E3006.
+/// Proves error mapping: wrong token E4001 (401), read-only writing E4001 (403), missing issue or repository E3006.
 #[tokio::test]
 async fn client_maps_gitea_errors() {
     let server = GiteaServer::start().await;
@@ -413,8 +407,7 @@ async fn client_maps_gitea_errors() {
     assert_conformant(&server);
 }
 
-/// Proves transport failures map to codes: nothing listening is transient (E3004), a server
-/// that never answers is a timeout (E3001).
+/// Proves transport failures map to codes: nothing listening is E3004, a server that never answers is E3001.
 #[tokio::test]
 async fn client_maps_transport_failures() {
     let closed = {
@@ -444,8 +437,7 @@ async fn client_maps_transport_failures() {
 // The tools, through the real Harness
 // ---------------------------------------------------------------------------------------------
 
-/// Proves `gitea_list_issues` returns all 120 issues over three pages, no pull request, with
-/// bodies cut to `max_body_chars`.
+/// Proves `gitea_list_issues` returns all 120 issues over three pages, no pull request, bodies cut to the limit.
 #[tokio::test]
 async fn tool_list_issues_paginates_and_excludes_pulls() {
     let server = GiteaServer::start().await;
@@ -474,8 +466,7 @@ async fn tool_list_issues_paginates_and_excludes_pulls() {
     assert_conformant(&server);
 }
 
-/// Proves label filtering through the tool, and that an unknown label lists nothing (Gitea
-/// would drop the filter and list everything) while naming it.
+/// Proves the tool's label filter, and that an unknown label lists nothing (Gitea would list all) and is named.
 #[tokio::test]
 async fn tool_list_issues_filters_labels_and_refuses_to_overmatch() {
     let server = GiteaServer::start().await;
@@ -494,8 +485,7 @@ async fn tool_list_issues_filters_labels_and_refuses_to_overmatch() {
     assert_conformant(&server);
 }
 
-/// Proves `gitea_list_issues` failure paths: unknown repository E3006, wrong token E4001,
-/// a malformed `since` E1003 before any request.
+/// Proves `gitea_list_issues` failures: unknown repository E3006, malformed `since` E1003, wrong token E4001.
 #[tokio::test]
 async fn tool_list_issues_failures() {
     let server = GiteaServer::start().await;
@@ -511,8 +501,7 @@ async fn tool_list_issues_failures() {
     assert_conformant(&server);
 }
 
-/// Proves `gitea_update_issue` adds labels by name and by id, removes one, replaces the
-/// assignee set, closes the issue and comments, with Gitea's 201 to the PATCH handled.
+/// Proves `gitea_update_issue` adds labels by name and id, removes, replaces assignees, closes, comments (PATCH 201).
 #[tokio::test]
 async fn tool_update_issue_changes_everything_asked() {
     let server = GiteaServer::start().await;
@@ -592,8 +581,7 @@ async fn tool_update_issue_dry_run_changes_nothing() {
     assert_conformant(&server);
 }
 
-/// Proves `gitea_update_issue` failure paths: a missing issue is E3006, an unknown label is
-/// E3003 before anything changes, a wrong token is E4001, adding and removing one label is E1003.
+/// Proves `gitea_update_issue` failures: missing issue E3006, unknown label E3003 before any change, E1003, E4001.
 #[tokio::test]
 async fn tool_update_issue_failures() {
     let server = GiteaServer::start().await;
@@ -631,8 +619,7 @@ async fn tool_update_issue_failures() {
     assert_conformant(&server);
 }
 
-/// Proves `gitea_create_pr` opens a pull request, and its dry run creates nothing but finds
-/// the one that now exists (Gitea would answer 409).
+/// Proves `gitea_create_pr` opens a pull request, and its dry run creates nothing but finds the one that now exists.
 #[tokio::test]
 async fn tool_create_pr_and_dry_run() {
     let server = GiteaServer::start().await;
@@ -659,8 +646,7 @@ async fn tool_create_pr_and_dry_run() {
     assert_conformant(&server);
 }
 
-/// Proves `gitea_create_pr` failure paths: a duplicate is E3003 (Gitea's 409), a missing
-/// branch E3006, head equal to base E1003, an unknown repository E3006 even in a dry run.
+/// Proves `gitea_create_pr` failures: duplicate E3003 (409), missing branch E3006, head = base E1003, dry-run E3006.
 #[tokio::test]
 async fn tool_create_pr_failures() {
     let server = GiteaServer::start().await;
@@ -718,8 +704,7 @@ async fn raw_get(server: &GiteaServer, path_and_query: &str, token: Option<&str>
     req.send().await.expect("request")
 }
 
-/// Proves the server caps `limit` at 50 silently, counts pages from 1, and sends Gitea's
-/// `X-Total-Count` and `Link` headers.
+/// Proves the server caps `limit` at 50 silently, counts pages from 1, and sends Gitea's `X-Total-Count` and `Link`.
 #[tokio::test]
 async fn server_pages_like_gitea() {
     let server = GiteaServer::start().await;
@@ -757,8 +742,7 @@ async fn server_pages_like_gitea() {
     assert_conformant(&server);
 }
 
-/// Proves authentication as Gitea does it: no token 401 (but `/version` is public), a wrong
-/// token 401, each with Gitea's error body.
+/// Proves the server's auth: no token 401 (`/version` is public), a wrong token 401, with Gitea's error body.
 #[tokio::test]
 async fn server_requires_a_token() {
     let server = GiteaServer::start().await;
@@ -780,9 +764,7 @@ async fn server_requires_a_token() {
 // Conformance
 // ---------------------------------------------------------------------------------------------
 
-/// Proves conformance as a whole: every client method, successes and failures, in one run;
-/// every request matches a spec operation and every response validates, and together they
-/// cover every operation the client uses, plus the webhook operations the server offers.
+/// Proves conformance: every client call (successes and failures) matches the spec, covering all of its operations.
 #[tokio::test]
 async fn conformance_of_every_client_operation() {
     let server = GiteaServer::start().await;
@@ -841,7 +823,12 @@ async fn conformance_of_every_client_operation() {
     let made = http
         .post(&hooks)
         .header("authorization", &auth)
-        .json(&json!({"type": "gitea", "config": {"url": "http://127.0.0.1:9/hook", "content_type": "json"}, "events": ["issues"], "active": true}))
+        .json(&json!({
+            "type": "gitea",
+            "config": {"url": "http://127.0.0.1:9/hook", "content_type": "json"},
+            "events": ["issues"],
+            "active": true
+        }))
         .send()
         .await
         .expect("create hook");
@@ -885,8 +872,7 @@ async fn conformance_of_every_client_operation() {
     }
 }
 
-/// Proves the validator is not vacuous: it refuses a wrong type, an undeclared status, an
-/// undeclared member, a malformed error body, a body on 204, and bad requests of every kind.
+/// Proves the validator is not vacuous: wrong types, undeclared statuses/members, bad error bodies and requests fail.
 #[tokio::test]
 async fn validator_catches_wrong_responses_and_requests() {
     let server = GiteaServer::start().await;
@@ -981,8 +967,7 @@ async fn validator_catches_wrong_responses_and_requests() {
     assert!(spec().check_request(&post).is_err(), "undeclared body member");
 }
 
-/// Proves the validator's strict rules fit real Gitea shapes: the webhook samples' issue,
-/// comment, repository and user objects validate against the spec's definitions.
+/// Proves the validator's strict rules fit real Gitea shapes: the webhook samples validate against the definitions.
 #[test]
 fn validator_accepts_real_gitea_shapes() {
     let dir = uni_wizard_tests::openapi::spec_path().parent().expect("dir").join("webhook-samples");
