@@ -24,7 +24,32 @@ pub fn bin(name: &str) -> PathBuf {
     let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target profile dir");
     let path = profile_dir.join(name);
     assert!(path.exists(), "{} is not built; run `cargo build --workspace --bins` first", path.display());
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).expect("binary mtime");
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if let Some(newer) = newest_source(&workspace, built) {
+        panic!(
+            "{} is older than {}: run `cargo build --workspace --bins` (scripts/test does) so the test runs the code you see",
+            path.display(),
+            newer.display()
+        );
+    }
     path
+}
+
+/// A Rust source of the library or daemons modified after `than`, if any.
+fn newest_source(workspace: &std::path::Path, than: std::time::SystemTime) -> Option<PathBuf> {
+    let mut stack = vec![workspace.join("uni_wizard/src"), workspace.join("daemons/src"), workspace.join("proto/src")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).ok()?.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t > than) {
+                return Some(path);
+            }
+        }
+    }
+    None
 }
 
 /// A `uni-wizard` command with a private, empty state directory.
