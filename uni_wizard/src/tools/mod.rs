@@ -285,10 +285,12 @@ pub trait TypedTool: Send + Sync + 'static {
         String::new()
     }
 
-    /// See [`Tool::changes_production`]; by default, high-risk tools do.
+    /// Whether this call changes production *in addition to* what the risk level says: a
+    /// high-risk tool always counts (the adapter checks that), so a tool overrides this only
+    /// when some of its calls count, e.g. pushes to protected branches. Runs on every call.
     fn changes_production(args: &Value) -> bool {
         let _ = args;
-        Self::spec().risk >= Risk::High
+        false
     }
 
     /// The bare tool function.
