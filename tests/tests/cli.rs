@@ -174,3 +174,197 @@ fn config_examples_load_and_errors_name_the_place() {
     assert_eq!(v["error"]["details"]["line"], 4);
     assert_eq!(v["error"]["details"]["field"], "executor.retry.max_retries");
 }
+
+fn predict(home: &std::path::Path, tool: &str, house: &str) -> serde_json::Value {
+    let mut c = cli(home);
+    c.args(["predict", "--tool", tool, "--house", house, "--json"]);
+    let o = run(c);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    json_stdout(&o)
+}
+
+/// Proves `predict --tool deploy --house bezalel` answers with the prior and n=0, and that
+/// after recorded `test` runs of `file_read` the prediction moves the way the outcomes went.
+#[test]
+fn predict_starts_at_the_prior_and_follows_recorded_runs() {
+    let home = tempfile::tempdir().expect("home");
+    let root = tempfile::tempdir().expect("root");
+    std::fs::write(root.path().join("present.txt"), "hello").expect("seed");
+
+    let v = predict(home.path(), "deploy", "bezalel");
+    assert_eq!(v["samples"], 0);
+    assert_eq!(v["p_success"], 0.5);
+    assert_eq!(v["timeout_ms"], serde_json::Value::Null, "deploy is not a tool of this build");
+    let mut c = cli(home.path());
+    c.args(["predict", "--tool", "deploy", "--house", "bezalel"]);
+    let o = run(c);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("n=0"), "{}", String::from_utf8_lossy(&o.stdout));
+
+    let read = |path: &str| {
+        let mut c = cli(home.path());
+        c.current_dir(root.path()).args(["test", "--house", "timmy", "--tool", "file_read", "--json"]);
+        c.args(["--arg", &format!("path={path}")]);
+        run(c)
+    };
+    for _ in 0..4 {
+        assert!(read("present.txt").status.success());
+    }
+    let up = predict(home.path(), "file_read", "timmy");
+    assert_eq!(up["samples"], 4);
+    assert!(up["p_success"].as_f64().expect("p") > 0.8, "{up}");
+    assert!(up["latency_p50_ms"].as_f64().is_some());
+    for _ in 0..6 {
+        assert_eq!(read("missing.txt").status.code(), Some(4));
+    }
+    let down = predict(home.path(), "file_read", "timmy");
+    assert_eq!(down["samples"], 10);
+    assert!(down["p_success"].as_f64().expect("p") < 0.5, "{down}");
+    assert_eq!(predict(home.path(), "file_read", "ezra")["samples"], 0, "per house");
+}
+
+fn ok_or_show(o: &std::process::Output) {
+    assert!(
+        o.status.success(),
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Proves every CLI run lands in `$UNI_WIZARD_HOME/audit.db`, `audit verify` passes on it, and
+/// changing one byte of a stored record in the file makes it exit 4 naming that record.
+#[test]
+fn audit_verify_names_a_record_changed_in_the_file() {
+    let home = tempfile::tempdir().expect("home");
+    for session in ["sess-mark-1", "sess-mark-2", "sess-mark-3"] {
+        let mut c = cli(home.path());
+        c.args(["test", "--house", "timmy", "--tool", "system_info", "--json", "--session", session]);
+        ok_or_show(&run(c));
+    }
+    let mut c = cli(home.path());
+    c.args(["audit", "show", "--json"]);
+    let o = run(c);
+    ok_or_show(&o);
+    let shown = json_stdout(&o);
+    assert_eq!(shown["count"], 3);
+    let second = shown["records"][1]["id"].as_str().expect("id").to_owned();
+    let mut c = cli(home.path());
+    c.args(["audit", "show", "--json", "--session", "sess-mark-2"]);
+    assert_eq!(json_stdout(&run(c))["records"][0]["id"], second.as_str());
+
+    let mut c = cli(home.path());
+    c.args(["audit", "verify", "--json"]);
+    let o = run(c);
+    ok_or_show(&o);
+    assert_eq!(json_stdout(&o)["verification"]["records"], 3);
+
+    // The CLI's connection closed, so the WAL is checkpointed into audit.db: edit the bytes.
+    let db = home.path().join("audit.db");
+    let mut bytes = std::fs::read(&db).expect("read db");
+    let (from, to) = (b"sess-mark-2", b"sess-mark-7");
+    let mut hits = 0;
+    for i in 0..bytes.len().saturating_sub(from.len()) {
+        if &bytes[i..i + from.len()] == from {
+            bytes[i..i + from.len()].copy_from_slice(to);
+            hits += 1;
+        }
+    }
+    assert!(hits > 0, "the session text is in the file");
+    std::fs::write(&db, bytes).expect("write db");
+
+    let mut c = cli(home.path());
+    c.args(["audit", "verify", "--json"]);
+    let o = run(c);
+    assert_eq!(o.status.code(), Some(4), "{}", String::from_utf8_lossy(&o.stdout));
+    let broken = &json_stdout(&o)["verification"]["broken"];
+    assert_eq!(broken["seq"], 2);
+    assert_eq!(broken["id"], second.as_str());
+    let mut c = cli(home.path());
+    c.args(["audit", "verify"]);
+    let text = String::from_utf8_lossy(&run(c).stdout).into_owned();
+    assert!(text.contains(&second) && text.contains("hash mismatch"), "{text}");
+}
+
+fn sovereign_write(
+    root: &std::path::Path,
+    home: &std::path::Path,
+    content: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut c = cli(home);
+    c.current_dir(root).args(["test", "--house", "allegro", "--tool", "file_write", "--mode", "sovereign", "--json"]);
+    c.args(["--arg", "path=out.txt", "--arg", &format!("content={content}")]).args(extra);
+    run(c)
+}
+
+/// Proves `keygen` + `approve --sign` + `test --mode sovereign --approval-token` runs a write once:
+/// without a token it is refused (no terminal), a token for other content or reused is refused,
+/// and the approval is in the audit record.
+#[test]
+fn signed_token_approves_one_sovereign_write_end_to_end() {
+    let home = tempfile::tempdir().expect("home");
+    let root = tempfile::tempdir().expect("root");
+    let out = root.path().join("out.txt");
+    let mut c = cli(home.path());
+    c.args(["keygen"]);
+    ok_or_show(&run(c));
+    assert!(home.path().join("timmy.key").exists() && home.path().join("timmy.pub").exists());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(home.path().join("timmy.key")).expect("key file").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the secret key is private");
+
+    let o = sovereign_write(root.path(), home.path(), "hello", &[]);
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(json_stdout(&o)["error"]["code"], "E2002");
+    assert!(!out.exists());
+
+    let sign = |content: &str| {
+        let mut c = cli(home.path());
+        c.args(["approve", "--sign", "--tool", "file_write", "--arg", "path=out.txt"]);
+        c.args(["--arg", &format!("content={content}"), "--ttl-secs", "60"]);
+        let o = run(c);
+        ok_or_show(&o);
+        String::from_utf8_lossy(&o.stdout).trim().to_owned()
+    };
+    let other = sign("goodbye");
+    let o = sovereign_write(root.path(), home.path(), "hello", &["--approval-token", &other]);
+    assert_eq!(json_stdout(&o)["error"]["code"], "E2003");
+    assert!(!out.exists());
+
+    let token = sign("hello");
+    let o = sovereign_write(root.path(), home.path(), "hello", &["--approval-token", &token]);
+    ok_or_show(&o);
+    assert_eq!(std::fs::read_to_string(&out).expect("written"), "hello");
+    let id = json_stdout(&o)["outcome"]["provenance_id"].as_str().expect("id").to_owned();
+
+    std::fs::remove_file(&out).expect("remove");
+    let o = sovereign_write(root.path(), home.path(), "hello", &["--approval-token", &token]);
+    assert_eq!(json_stdout(&o)["error"]["code"], "E2003", "a token works once");
+    assert!(!out.exists());
+
+    let mut c = cli(home.path());
+    c.args(["audit", "show", "--json"]);
+    let shown = json_stdout(&run(c));
+    let record = shown["records"].as_array().expect("records").iter().find(|r| r["id"] == id.as_str()).cloned();
+    let record = record.expect("the approved write is recorded");
+    assert_eq!(record["approvals"][0]["approver"], "timmy");
+    let mut c = cli(home.path());
+    c.args(["audit", "verify"]);
+    ok_or_show(&run(c));
+}
+
+/// Proves a Sovereign `file_write` fails closed (E3008, exit 4) when the audit DB cannot be
+/// written, and the file is unchanged. `audit.db` is made a directory: SQLite cannot open it
+/// even as root, where a chmod would not stop writes.
+#[test]
+fn sovereign_write_fails_closed_without_an_audit_db() {
+    let home = tempfile::tempdir().expect("home");
+    let root = tempfile::tempdir().expect("root");
+    std::fs::create_dir(home.path().join("audit.db")).expect("block the db path");
+    std::fs::write(root.path().join("out.txt"), "before").expect("seed");
+    let o = sovereign_write(root.path(), home.path(), "after", &[]);
+    assert_eq!(o.status.code(), Some(4), "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(json_stdout(&o)["error"]["code"], "E3008");
+    assert_eq!(std::fs::read_to_string(root.path().join("out.txt")).expect("read"), "before");
+}

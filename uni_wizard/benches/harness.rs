@@ -16,8 +16,14 @@ use uni_wizard::{Config, Harness, House, Mode};
 
 const GROUP: &str = "file_read_1KiB";
 
+/// A harness on `dir`; Intelligent mode with the pattern DB enabled (`dir/patterns.db`), so the
+/// recorder is in the measured path.
 fn harness(dir: &Path, mode: Mode) -> Harness {
-    let config = Config { file_roots: vec![dir.to_path_buf()], ..Config::default() };
+    let mut config = Config { file_roots: vec![dir.to_path_buf()], ..Config::default() };
+    if mode == Mode::Intelligent {
+        config.intelligence.enabled = true;
+        config.intelligence.db_path = Some(dir.join("patterns.db"));
+    }
     Harness::builder().house(House::Timmy).mode(mode).config(config).build().expect("harness")
 }
 

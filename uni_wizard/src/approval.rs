@@ -42,6 +42,9 @@ pub struct ApprovalRequest {
     pub args_sha256: String,
     /// Why approval is needed.
     pub reason: String,
+    /// A signed approval token the caller brought (see [`crate::tokens`]); never serialised.
+    #[serde(skip)]
+    pub token: Option<String>,
 }
 
 /// Something that can obtain Timmy's decision on a call.
@@ -182,6 +185,7 @@ mod tests {
             args: json!({}),
             args_sha256: args_sha256(&json!({"path": "a"})),
             reason: "test".into(),
+            token: None,
         }
     }
 

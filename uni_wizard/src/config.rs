@@ -36,6 +36,8 @@ pub struct Config {
     pub egress: crate::tools::egress::EgressConfig,
     /// The Gitea server the Gitea tools talk to; without it they refuse with E4001.
     pub gitea: Option<crate::tools::gitea::GiteaConfig>,
+    /// Intelligent mode: pattern DB, predictions, adaptive policies.
+    pub intelligence: crate::intelligence::IntelligenceConfig,
 }
 
 impl Default for Config {
@@ -50,6 +52,7 @@ impl Default for Config {
             max_timeout_ms: 600_000,
             egress: crate::tools::egress::EgressConfig::default(),
             gitea: None,
+            intelligence: crate::intelligence::IntelligenceConfig::default(),
         }
     }
 }
@@ -103,6 +106,7 @@ impl Config {
             }
         }
         self.egress.validate()?;
+        self.intelligence.validate()?;
         Ok(())
     }
 }

@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::error::{Error, ErrorCode, Result};
 use crate::executor::{Call, Executor};
 use crate::houses::{self, CallFacts, House, HousePolicy, Mode};
+use crate::intelligence::{CallNotes, Intelligence};
 use crate::provenance::{self, MemoryLog, ProvenanceLog, Record};
 use crate::tools::{Registry, Roots, ToolContext, ToolEnv};
 
@@ -44,6 +45,10 @@ pub struct Request {
     pub timeout: Option<Duration>,
     /// An approval obtained beforehand; otherwise the approver is asked when needed.
     pub approval: Option<Approval>,
+    /// A signed approval token for the approver to check (see `tokens`).
+    pub approval_token: Option<String>,
+    /// The call this one is made on behalf of (recorded as the provenance parent id).
+    pub parent: Option<String>,
 }
 
 impl Request {
@@ -95,6 +100,7 @@ pub struct HarnessBuilder {
     approver: Arc<dyn Approver>,
     policy: Option<HousePolicy>,
     session: Option<String>,
+    intelligence: Option<Arc<Intelligence>>,
 }
 
 impl std::fmt::Debug for HarnessBuilder {
@@ -153,6 +159,13 @@ impl HarnessBuilder {
         self
     }
 
+    /// The pattern DB and model behind Intelligent mode, shared if the caller keeps a handle
+    /// (default: opened from `config.intelligence` when enabled there, else none).
+    pub fn intelligence(mut self, intelligence: Arc<Intelligence>) -> Self {
+        self.intelligence = Some(intelligence);
+        self
+    }
+
     /// Builds the harness.
     ///
     /// # Errors
@@ -179,8 +192,18 @@ impl HarnessBuilder {
             Some(r) => r,
             None => Registry::builtin()?,
         };
+        let intelligence = match self.intelligence {
+            Some(i) => Some(i),
+            None if self.config.intelligence.enabled => {
+                let c = &self.config.intelligence;
+                let path = c.db_path.clone().unwrap_or_else(|| self.config.home_dir().join("patterns.db"));
+                Some(Intelligence::open(c, path, &self.config.node_name())?)
+            }
+            None => None,
+        };
         Ok(Harness {
             inner: Arc::new(Inner {
+                intelligence,
                 house: self.house,
                 mode: self.mode,
                 node: self.config.node_name(),
@@ -241,6 +264,7 @@ struct Inner {
     approver: Arc<dyn Approver>,
     session: String,
     config: Config,
+    intelligence: Option<Arc<Intelligence>>,
 }
 
 impl std::fmt::Debug for Harness {
@@ -265,6 +289,7 @@ impl Harness {
             approver: Arc::new(DenyAll),
             policy: None,
             session: None,
+            intelligence: None,
         }
     }
 
@@ -291,6 +316,11 @@ impl Harness {
     /// The executor (breaker state, for status pages and tests).
     pub fn executor(&self) -> &Executor {
         &self.inner.executor
+    }
+
+    /// Intelligent mode's pattern DB and model, when the harness has them.
+    pub fn intelligence(&self) -> Option<&Arc<Intelligence>> {
+        self.inner.intelligence.as_ref()
     }
 
     /// The provenance log.
@@ -350,15 +380,25 @@ impl Harness {
         let args_sha256 = approval::args_sha256(&req.args);
 
         let dry_run = req.dry_run;
-        let result = self.checked_call(request_id, req, &tool, &session, &target, &args_sha256).await;
+        let parent_id = req.parent.clone();
+        let mut approvals = Vec::new();
+        let mut notes = CallNotes::default();
+        let result = self
+            .checked_call(request_id, req, &tool, &session, &target, &args_sha256, &mut approvals, &mut notes)
+            .await;
 
         let duration_us = started.elapsed().as_micros() as u64;
+        if let Some(intel) = &inner.intelligence {
+            intel.finish(&mut notes, contract.name, inner.house, result.as_ref().err(), duration_us);
+        }
         let record = Record {
             id: request_id.to_owned(),
             seq: 0,
+            parent_id,
             session: session.clone(),
             house: inner.house,
             mode: inner.mode,
+            node: inner.node.clone(),
             tool: contract.name.to_owned(),
             target: target.to_string(),
             read_only: contract.annotations.read_only,
@@ -366,11 +406,22 @@ impl Harness {
             ok: result.is_ok(),
             error_code: result.as_ref().err().map(|e| e.code.as_str().to_owned()),
             args_sha256,
+            result_sha256: result.as_ref().ok().map(|(out, _)| crate::tools::sha256_hex(out.to_string().as_bytes())),
+            approvals,
             started_ms,
+            ended_ms: provenance::now_ms(),
             duration_us,
         };
         let provenance_id = record.id.clone();
-        inner.log.append(record);
+        let mut warnings = std::mem::take(&mut notes.warnings);
+        if let Err(e) = inner.log.append(record) {
+            // Sovereign: a result nobody recorded is not returned (fail closed).
+            if inner.mode == Mode::Sovereign {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, "provenance record not written");
+            warnings.push(format!("provenance record not written: {}", e.message));
+        }
         let (output, attempts) = result?;
         Ok(Outcome {
             request_id: request_id.to_owned(),
@@ -383,11 +434,12 @@ impl Harness {
             dry_run,
             attempts,
             duration_us,
-            degraded: None,
-            warnings: Vec::new(),
+            degraded: notes.degraded,
+            warnings,
         })
     }
 
+    #[allow(clippy::too_many_arguments)] // the call's facts, computed once in `run`
     async fn checked_call(
         &self,
         request_id: &str,
@@ -396,6 +448,8 @@ impl Harness {
         session: &str,
         target: &Arc<str>,
         args_sha256: &str,
+        approvals: &mut Vec<Approval>,
+        notes: &mut CallNotes,
     ) -> Result<(Value, u32)> {
         let inner = &*self.inner;
         let contract = tool.contract();
@@ -430,25 +484,40 @@ impl Harness {
                 } else {
                     "changes production".into()
                 },
+                token: req.approval_token.clone(),
             };
             let granted = match &req.approval {
                 Some(a) => a.clone(),
                 None => inner.approver.approve(&ask).await?,
             };
             approval::verify(&granted, &ask)?;
+            approvals.push(granted);
+        }
+        if inner.mode == Mode::Sovereign {
+            // Fail closed: no tool runs in Sovereign mode unless its record can be written.
+            inner.log.ready()?;
         }
 
+        let timeout = self.timeout_for(contract.name, contract.default_timeout, req.timeout);
+        let (mode, timeout) = match &inner.intelligence {
+            Some(intel) => {
+                let max = inner.config.max_timeout();
+                intel.plan(notes, contract, inner.house, inner.mode, &req.args, timeout, req.timeout.is_some(), max)?
+            }
+            None => (inner.mode, timeout),
+        };
         let call = Call {
             tool: tool.clone(),
             ctx: Arc::new(ToolContext::new(inner.env.clone(), inner.house, req.dry_run, request_id)),
             args: Arc::new(req.args),
             target: target.clone(),
-            timeout: self.timeout_for(contract.name, contract.default_timeout, req.timeout),
+            timeout,
             idempotency_key: req.idempotency_key.as_deref().map(Arc::from),
             attempts: Arc::new(AtomicU32::new(0)),
+            max_retries: notes.max_retries,
         };
         let attempts = call.attempts.clone();
-        let output = match inner.mode {
+        let output = match mode {
             Mode::Simple => inner.executor.run_simple(call).await?,
             Mode::Intelligent | Mode::Sovereign => inner.executor.run_full(call).await?,
         };

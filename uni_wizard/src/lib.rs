@@ -21,6 +21,9 @@
 //! - [`tools`]: the [`Tool`](tools::Tool) trait, contracts, the registry, one module per tool.
 //! - [`executor`]: the tower layers (limit, breaker, retry, timeout) and their order.
 //! - [`provenance`]: execution records and the ids policies cite.
+//! - [`intelligence`]: Intelligent mode: pattern DB, calibrated predictions, adaptive policies.
+//! - [`audit`]: the hash-chained, append-only SQLite provenance store and its verification.
+//! - [`tokens`]: approval tokens signed with Timmy's ed25519 key, single-use.
 //! - [`config`]: library settings with defaults.
 //! - [`error`]: stable error codes E1xxx–E5xxx.
 //!
@@ -30,12 +33,15 @@
 #![forbid(unsafe_code)]
 
 pub mod approval;
+pub mod audit;
 pub mod config;
 pub mod error;
 pub mod executor;
 pub mod harness;
 pub mod houses;
+pub mod intelligence;
 pub mod provenance;
+pub mod tokens;
 pub mod tools;
 
 pub use approval::{Approval, ApprovalRequest, Approver};
@@ -43,3 +49,4 @@ pub use config::Config;
 pub use error::{Category as ErrorCategory, Error, ErrorCode, Result};
 pub use harness::{Harness, HarnessBuilder, Outcome, Request};
 pub use houses::{House, HousePolicy, Mode};
+pub use intelligence::{Intelligence, IntelligenceConfig};

@@ -2,7 +2,12 @@
 //!
 //! Bezalel's proof rule looks records up by id and asks for the last write to a target in a
 //! session; both go through [`ProvenanceLog`], so the store behind it can change (an in-memory
-//! ring here, a hash-chained SQLite store for audits) without touching the policy.
+//! ring here, the hash-chained SQLite [`AuditStore`](crate::audit::AuditStore) for audits)
+//! without touching the policy.
+//!
+//! Appending is fallible: a durable store can fail to write, and Sovereign mode then fails the
+//! call closed (E3008) instead of returning a result nobody recorded. [`ProvenanceLog::ready`]
+//! lets the harness prove the store writable *before* a Sovereign call runs its tool.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -11,6 +16,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::approval::Approval;
+use crate::error::Result;
 use crate::houses::{House, Mode};
 
 /// One execution, as the policy and the audit see it.
@@ -20,12 +27,18 @@ pub struct Record {
     pub id: String,
     /// Monotonic sequence within this log; orders records that share a millisecond.
     pub seq: u64,
+    /// The call this one was made on behalf of, if any.
+    #[serde(default)]
+    pub parent_id: Option<String>,
     /// The session the call belonged to.
     pub session: String,
     /// The calling house.
     pub house: House,
     /// The harness mode.
     pub mode: Mode,
+    /// The node that ran the call.
+    #[serde(default)]
+    pub node: String,
     /// The tool run.
     pub tool: String,
     /// The tool's target (path, repository, host).
@@ -38,10 +51,19 @@ pub struct Record {
     pub ok: bool,
     /// The error code when it failed.
     pub error_code: Option<String>,
-    /// SHA-256 of the canonical arguments.
+    /// SHA-256 of the canonical arguments, secrets redacted.
     pub args_sha256: String,
+    /// SHA-256 of the canonical output JSON when the call succeeded.
+    #[serde(default)]
+    pub result_sha256: Option<String>,
+    /// Timmy's approvals the call ran under.
+    #[serde(default)]
+    pub approvals: Vec<Approval>,
     /// Start, milliseconds since the Unix epoch.
     pub started_ms: u64,
+    /// End, milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub ended_ms: u64,
     /// Duration in microseconds.
     pub duration_us: u64,
 }
@@ -56,7 +78,17 @@ impl Record {
 /// Where execution records go and how policies find them again.
 pub trait ProvenanceLog: Send + Sync {
     /// Appends a record. `record.seq` is assigned by the log and returned.
-    fn append(&self, record: Record) -> u64;
+    ///
+    /// # Errors
+    /// E3008 when a durable log cannot commit the record.
+    fn append(&self, record: Record) -> Result<u64>;
+    /// Proves the log can take a write now; Sovereign mode asks before running a tool.
+    ///
+    /// # Errors
+    /// E3008 when the log cannot be written.
+    fn ready(&self) -> Result<()> {
+        Ok(())
+    }
     /// The record with this id, if the log still holds it.
     fn get(&self, id: &str) -> Option<Record>;
     /// The newest successful write to `target` in `session`.
@@ -92,7 +124,7 @@ impl Default for MemoryLog {
 }
 
 impl ProvenanceLog for MemoryLog {
-    fn append(&self, mut record: Record) -> u64 {
+    fn append(&self, mut record: Record) -> Result<u64> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.next_seq += 1;
         record.seq = inner.next_seq;
@@ -111,7 +143,7 @@ impl ProvenanceLog for MemoryLog {
                 }
             }
         }
-        inner.next_seq
+        Ok(inner.next_seq)
     }
 
     fn get(&self, id: &str) -> Option<Record> {
@@ -150,9 +182,11 @@ mod tests {
         Record {
             id: id.into(),
             seq: 0,
+            parent_id: None,
             session: session.into(),
             house: House::Bezalel,
             mode: Mode::Simple,
+            node: String::new(),
             tool: "t".into(),
             target: target.into(),
             read_only,
@@ -160,7 +194,10 @@ mod tests {
             ok: true,
             error_code: None,
             args_sha256: String::new(),
+            result_sha256: None,
+            approvals: Vec::new(),
             started_ms: 0,
+            ended_ms: 0,
             duration_us: 0,
         }
     }
@@ -169,10 +206,10 @@ mod tests {
     #[test]
     fn memory_log_is_bounded_and_tracks_last_write() {
         let log = MemoryLog::new(2);
-        log.append(record("a", "s", "x", false));
+        log.append(record("a", "s", "x", false)).expect("append");
         assert_eq!(log.last_write("s", "x").map(|r| r.id), Some("a".into()));
-        log.append(record("b", "s", "y", true));
-        log.append(record("c", "s", "y", true));
+        log.append(record("b", "s", "y", true)).expect("append");
+        log.append(record("c", "s", "y", true)).expect("append");
         assert!(log.get("a").is_none());
         assert!(log.last_write("s", "x").is_none());
         assert_eq!(log.get("c").map(|r| r.seq), Some(3));

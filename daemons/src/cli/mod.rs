@@ -25,6 +25,9 @@ use uni_wizard::error::Category;
 use uni_wizard::tools::Registry;
 use uni_wizard::{Config, Error, ErrorCode, Harness, House, Mode, Request};
 
+pub mod approve;
+pub mod audit;
+pub mod predict;
 pub mod render;
 
 /// `uni-wizard`: run and inspect uni-wizard tools.
@@ -43,9 +46,18 @@ pub enum Command {
     Test(Box<TestArgs>),
     /// List the tools and their contracts.
     Tools(ToolsArgs),
+    /// What the pattern DB predicts for a tool run by a house.
+    Predict(predict::PredictArgs),
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Check and read the provenance chain (`$UNI_WIZARD_HOME/audit.db`).
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Issue an approval token signed with Timmy's key (`approve --sign`).
+    Approve(approve::ApproveArgs),
+    /// Generate Timmy's ed25519 key pair (`timmy.key`, `timmy.pub`).
+    Keygen(approve::KeygenArgs),
 }
 
 /// `uni-wizard config ...`.
@@ -104,6 +116,15 @@ pub struct TestArgs {
     /// else `UNI_WIZARD_ROOTS` (colon separated), else the current directory).
     #[arg(long = "root", value_name = "DIR")]
     pub roots: Vec<PathBuf>,
+    /// An approval token from `uni-wizard approve --sign` (Sovereign mode, unattended).
+    #[arg(long, value_name = "TOKEN")]
+    pub approval_token: Option<String>,
+    /// Timmy's public key file (default: `$UNI_WIZARD_HOME/timmy.pub`).
+    #[arg(long, value_name = "FILE")]
+    pub timmy_pubkey: Option<PathBuf>,
+    /// The provenance id of the call this one is made on behalf of.
+    #[arg(long)]
+    pub parent: Option<String>,
 }
 
 /// Flags of `uni-wizard tools`.
@@ -119,7 +140,11 @@ pub async fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Test(a) => test(*a).await,
         Command::Tools(a) => tools(&a),
+        Command::Predict(a) => predict::run(&a),
         Command::Config(ConfigCommand::Check { file, json }) => config_check(&file, json),
+        Command::Audit(c) => audit::run(c),
+        Command::Approve(a) => approve::approve(&a),
+        Command::Keygen(a) => approve::keygen(&a),
     }
 }
 
@@ -162,10 +187,24 @@ async fn run_test(a: TestArgs) -> Result<uni_wizard::Outcome, Error> {
         Some(path) => crate::config::load_library(path)?,
         None => Config::default(),
     };
+    if a.config.is_none() {
+        // The CLI records every run in `$UNI_WIZARD_HOME/patterns.db`; a config file decides itself.
+        config.intelligence.enabled = true;
+    }
     if !a.roots.is_empty() || config.file_roots.is_empty() {
         config.file_roots = roots(&a.roots)?;
     }
-    let mut builder = Harness::builder().house(house).mode(mode).config(config).registry(registry);
+    // Every run is recorded in the hash-chained audit store (see `uni-wizard audit`).
+    let home = config.home_dir();
+    let store = approve::open_store(&home)?;
+    let approver = approve::approver(a.approval_token.as_deref(), a.timmy_pubkey.as_deref(), &home, &store)?;
+    let mut builder = Harness::builder()
+        .house(house)
+        .mode(mode)
+        .config(config)
+        .registry(registry)
+        .provenance(store)
+        .approver(approver);
     if let Some(s) = &a.session {
         builder = builder.session(s.clone());
     }
@@ -179,6 +218,8 @@ async fn run_test(a: TestArgs) -> Result<uni_wizard::Outcome, Error> {
         dry_run: a.dry_run,
         timeout: a.timeout_ms.map(Duration::from_millis),
         approval: None,
+        approval_token: a.approval_token,
+        parent: a.parent,
     };
     harness.execute_request(request).await
 }

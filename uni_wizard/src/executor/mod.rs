@@ -59,6 +59,8 @@ pub struct Call {
     pub idempotency_key: Option<Arc<str>>,
     /// Attempts made so far (shared by the clones retry makes).
     pub attempts: Arc<AtomicU32>,
+    /// A per-call cap on retries (Intelligent mode's adapted budget); never raises the policy's.
+    pub max_retries: Option<usize>,
 }
 
 impl std::fmt::Debug for Call {

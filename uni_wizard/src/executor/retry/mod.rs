@@ -66,7 +66,7 @@ where
         Box::pin(async move {
             let attempt = || inner.clone().oneshot(call.clone());
             attempt
-                .retry(policy.backoff())
+                .retry(policy.backoff().with_max_times(policy.retries_for(&call)))
                 .sleep(tokio::time::sleep)
                 .when(|e| policy.is_retryable(e))
                 .notify(|e, d| tracing::debug!(code = %e.code, delay_ms = d.as_millis() as u64, "retrying"))

@@ -48,7 +48,12 @@ impl RetryPolicy {
     /// Whether this call may be repeated at all: the tool is idempotent, or the caller gave
     /// an idempotency key that makes a repeat safe.
     pub fn may_repeat(&self, call: &Call) -> bool {
-        self.config.max_retries > 0 && (call.tool.contract().annotations.idempotent || call.idempotency_key.is_some())
+        self.retries_for(call) > 0 && (call.tool.contract().annotations.idempotent || call.idempotency_key.is_some())
+    }
+
+    /// Retries allowed for this call: the configured budget, lowered by the call's own cap.
+    pub fn retries_for(&self, call: &Call) -> usize {
+        call.max_retries.map_or(self.config.max_retries, |cap| cap.min(self.config.max_retries))
     }
 
     /// Whether this error is worth another attempt (transient failures only).

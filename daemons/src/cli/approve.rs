@@ -1,0 +1,229 @@
+//! Timmy's approvals from the CLI: `keygen`, `approve --sign`, and the CLI's approvers.
+//!
+//! # Keys
+//!
+//! `uni-wizard keygen [--out DIR]` (default `$UNI_WIZARD_HOME`) writes `timmy.key`, the hex of
+//! Timmy's 32-byte ed25519 secret seed, mode 0600, and `timmy.pub`, the hex of the public key.
+//! Keep `timmy.key` with Timmy only; copy `timmy.pub` to every node that runs Sovereign calls
+//! (default location `$UNI_WIZARD_HOME/timmy.pub`, or `--timmy-pubkey FILE`).
+//!
+//! # Approving
+//!
+//! - Attended: `uni-wizard test --mode sovereign ...` without a token asks at the terminal
+//!   ([`PromptApprover`]): the operator at the terminal answers for Timmy. Without a terminal on
+//!   stdin it refuses (E2002), so scripts never hang on a prompt.
+//! - Unattended: `uni-wizard approve --sign --tool T --arg k=v ... [--ttl-secs N]` prints a token
+//!   bound to that tool, those exact arguments (same `--arg` typing as `test`) and an expiry;
+//!   `uni-wizard test ... --approval-token TOKEN` spends it, once.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Args;
+use serde_json::json;
+use uni_wizard::approval::{Approval, ApprovalRequest, Approver};
+use uni_wizard::audit::AuditStore;
+use uni_wizard::tokens::{self, Claims, TokenApprover};
+use uni_wizard::tools::{BoxFuture, Registry};
+use uni_wizard::{Error, ErrorCode, House};
+
+/// Flags of `uni-wizard keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Directory for `timmy.key` and `timmy.pub` (default: `$UNI_WIZARD_HOME`).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Replace an existing key pair.
+    #[arg(long)]
+    pub force: bool,
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `uni-wizard approve`.
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// Sign a token with Timmy's key (the only way to approve from here).
+    #[arg(long, required = true)]
+    pub sign: bool,
+    /// Timmy's secret key file (default: `$UNI_WIZARD_HOME/timmy.key`).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// The tool approved.
+    #[arg(long)]
+    pub tool: String,
+    /// An argument as key=value, typed as `uni-wizard test` types it (repeatable).
+    #[arg(long = "arg", value_name = "KEY=VALUE")]
+    pub args: Vec<String>,
+    /// All arguments as one JSON object (merged under any --arg).
+    #[arg(long, value_name = "JSON")]
+    pub args_json: Option<String>,
+    /// How long the token is valid, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub ttl_secs: u64,
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn home() -> PathBuf {
+    uni_wizard::Config::default().home_dir()
+}
+
+fn io_error(code: ErrorCode, what: &str, path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::new(code, format!("{what} {}: {e}", path.display()))
+        .with_details(json!({ "path": path.display().to_string() }))
+}
+
+/// Creates the state directory if needed and opens the audit store in it.
+///
+/// # Errors
+/// E4002 when the directory cannot be created; E3008 when the store cannot be opened.
+pub fn open_store(home: &Path) -> Result<Arc<AuditStore>, Error> {
+    std::fs::create_dir_all(home).map_err(|e| io_error(ErrorCode::HomeUnavailable, "cannot create", home, e))?;
+    Ok(Arc::new(AuditStore::open(home.join("audit.db"))?))
+}
+
+/// The approver for `uni-wizard test`: a token checked against Timmy's public key when one is
+/// given, else the terminal prompt.
+///
+/// # Errors
+/// E4001 when a token is given and Timmy's public key cannot be read.
+pub fn approver(
+    token: Option<&str>,
+    pubkey: Option<&Path>,
+    home: &Path,
+    store: &Arc<AuditStore>,
+) -> Result<Arc<dyn Approver>, Error> {
+    if token.is_none() {
+        return Ok(Arc::new(PromptApprover));
+    }
+    let path = pubkey.map_or_else(|| home.join("timmy.pub"), Path::to_path_buf);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| io_error(ErrorCode::ConfigInvalid, "cannot read Timmy's public key", &path, e))?;
+    let key = tokens::parse_verifying_key(&text)?;
+    Ok(Arc::new(TokenApprover::new(key, store.clone())))
+}
+
+/// Asks the operator at the terminal; refuses (E2002) when stdin is not a terminal.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PromptApprover;
+
+impl Approver for PromptApprover {
+    fn approve<'a>(&'a self, request: &'a ApprovalRequest) -> BoxFuture<'a, uni_wizard::Result<Approval>> {
+        Box::pin(async move {
+            let refuse = |why: &str| {
+                Error::new(
+                    ErrorCode::ApprovalRequired,
+                    format!("{} needs Timmy's approval ({}): {why}", request.tool, request.reason),
+                )
+                .with_details(
+                    json!({ "tool": request.tool, "reason": request.reason, "args_sha256": request.args_sha256 }),
+                )
+            };
+            if !std::io::stdin().is_terminal() {
+                return Err(refuse("no terminal to ask; pass --approval-token from `uni-wizard approve --sign`"));
+            }
+            let question = format!(
+                "Approve as Timmy: {} by {} ({})\n  args: {}\n  args sha256: {}\nApprove? [y/N] ",
+                request.tool, request.house, request.reason, request.args, request.args_sha256
+            );
+            let answer = tokio::task::spawn_blocking(move || {
+                let mut err = std::io::stderr().lock();
+                let _ = err.write_all(question.as_bytes());
+                let _ = err.flush();
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line).map(|_| line)
+            })
+            .await;
+            match answer {
+                Ok(Ok(line)) if matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes") => Ok(Approval {
+                    approver: House::Timmy,
+                    tool: request.tool.clone(),
+                    args_sha256: request.args_sha256.clone(),
+                    note: "approved at the terminal".into(),
+                }),
+                _ => Err(refuse("refused at the terminal")),
+            }
+        })
+    }
+}
+
+/// `uni-wizard keygen`.
+pub fn keygen(a: &KeygenArgs) -> i32 {
+    let dir = a.out.clone().unwrap_or_else(home);
+    let (key_path, pub_path) = (dir.join("timmy.key"), dir.join("timmy.pub"));
+    let result = (|| -> Result<(), Error> {
+        std::fs::create_dir_all(&dir).map_err(|e| io_error(ErrorCode::HomeUnavailable, "cannot create", &dir, e))?;
+        if key_path.exists() && !a.force {
+            return Err(io_error(
+                ErrorCode::ConfigInvalid,
+                "refusing to replace",
+                &key_path,
+                "it exists (use --force)",
+            ));
+        }
+        let (secret, public) = tokens::key_files(&tokens::generate_key());
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f =
+            opts.open(&key_path).map_err(|e| io_error(ErrorCode::HomeUnavailable, "cannot write", &key_path, e))?;
+        writeln!(f, "{secret}").map_err(|e| io_error(ErrorCode::HomeUnavailable, "cannot write", &key_path, e))?;
+        std::fs::write(&pub_path, format!("{public}\n"))
+            .map_err(|e| io_error(ErrorCode::HomeUnavailable, "cannot write", &pub_path, e))?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => {
+            if a.json {
+                println!(
+                    "{}",
+                    json!({ "ok": true, "key": key_path.display().to_string(), "pub": pub_path.display().to_string() })
+                );
+            } else {
+                println!("ok  wrote {} (secret, 0600) and {}", key_path.display(), pub_path.display());
+            }
+            0
+        }
+        Err(e) => {
+            super::render::error(&e, a.json);
+            super::exit_code(&e)
+        }
+    }
+}
+
+/// `uni-wizard approve --sign`.
+pub fn approve(a: &ApproveArgs) -> i32 {
+    let result = (|| -> Result<(String, Claims), Error> {
+        let registry = Registry::builtin()?;
+        let tool = registry.get(&a.tool).ok_or_else(|| {
+            Error::new(ErrorCode::UnknownTool, format!("unknown tool `{}`", a.tool))
+                .with_details(json!({ "tool": a.tool }))
+        })?;
+        let args = super::parse_args(&a.args, a.args_json.as_deref(), &tool.contract().input_schema)?;
+        let path = a.key.clone().unwrap_or_else(|| home().join("timmy.key"));
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| io_error(ErrorCode::ConfigInvalid, "cannot read Timmy's key", &path, e))?;
+        let key = tokens::parse_signing_key(&text)?;
+        let claims = Claims::new(&a.tool, &args, a.ttl_secs.saturating_mul(1000));
+        Ok((tokens::sign(&key, &claims), claims))
+    })();
+    match result {
+        Ok((token, claims)) => {
+            if a.json {
+                println!("{}", json!({ "ok": true, "token": token, "claims": claims }));
+            } else {
+                println!("{token}");
+            }
+            0
+        }
+        Err(e) => {
+            super::render::error(&e, a.json);
+            super::exit_code(&e)
+        }
+    }
+}

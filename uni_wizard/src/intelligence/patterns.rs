@@ -1,0 +1,357 @@
+//! The pattern DB: a SQLite file (WAL) with versioned migrations, behind the small
+//! [`PatternStore`] trait, and the writer thread that batches rows into it.
+//!
+//! The writer owns the connection. It receives rows through a bounded queue (the hot path only
+//! ever `try_send`s), writes each batch in one transaction, and reports health through
+//! [`Shared::db_ok`]: false after a failed write or when the file it opened is gone or replaced
+//! (checked by inode before each batch and every `health_interval` while idle); it then retries
+//! opening (creating if needed) the file and sets the flag back once that works. A removed file
+//! whose directory is intact is simply recreated, empty; a directory that cannot hold the file
+//! keeps the DB down until it can.
+
+use std::borrow::Cow;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, params};
+
+use super::predictions::OutcomeClass;
+use crate::houses::{House, Mode};
+
+/// Schema migrations; `PRAGMA user_version` says how many have been applied.
+const MIGRATIONS: &[&str] = &["CREATE TABLE executions (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        time_ms    INTEGER NOT NULL,
+        tool       TEXT NOT NULL,
+        house      TEXT NOT NULL,
+        mode       TEXT NOT NULL,
+        fingerprint INTEGER NOT NULL,
+        outcome    TEXT NOT NULL,
+        error_code TEXT,
+        latency_us INTEGER NOT NULL,
+        node       TEXT NOT NULL
+    );
+    CREATE INDEX executions_tool_house ON executions (tool, house);"];
+
+/// One execution as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// Wall-clock start, ms since the epoch (informational; the model ignores it).
+    pub time_ms: u64,
+    /// Tool name.
+    pub tool: Cow<'static, str>,
+    /// Calling house.
+    pub house: House,
+    /// Mode the call ran in.
+    pub mode: Mode,
+    /// Argument fingerprint (see [`super::fingerprint`]).
+    pub fingerprint: u64,
+    /// Outcome class.
+    pub class: OutcomeClass,
+    /// Error code when it failed.
+    pub error_code: Option<&'static str>,
+    /// Wall time in µs.
+    pub latency_us: u64,
+    /// Node that ran it.
+    pub node: std::sync::Arc<str>,
+}
+
+/// Where rows go. The writer thread is generic over it so tests can swap the store.
+pub trait PatternStore: Send {
+    /// Appends rows in one transaction.
+    ///
+    /// # Errors
+    /// A description of the failure; nothing of the batch was written.
+    fn append(&mut self, rows: &[Row]) -> Result<(), String>;
+    /// Whether the store is still the one it opened (for a file: same path, same inode).
+    fn intact(&self) -> bool;
+}
+
+/// The SQLite pattern store.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+    ino: u64,
+}
+
+impl SqliteStore {
+    /// Opens or creates the DB at `path` (creating its directory), in WAL mode, migrated.
+    ///
+    /// # Errors
+    /// A description when the file cannot be opened, created or migrated.
+    pub fn open(path: &Path) -> Result<SqliteStore, String> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        let conn = Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| e.to_string())?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| e.to_string())?;
+        conn.busy_timeout(Duration::from_secs(2)).map_err(|e| e.to_string())?;
+        migrate(&conn)?;
+        let ino = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?.ino();
+        Ok(SqliteStore { conn, path: path.to_owned(), ino })
+    }
+
+    /// Every stored row, in the order written.
+    ///
+    /// # Errors
+    /// A description when the table cannot be read.
+    pub fn rows(&self) -> Result<Vec<Row>, String> {
+        read_rows(&self.conn)
+    }
+}
+
+fn migrate(conn: &Connection) -> Result<(), String> {
+    let version: usize =
+        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)).map_err(|e| e.to_string())? as usize;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.unchecked_transaction().map_err(|e| e.to_string())?;
+        tx.execute_batch(sql).map_err(|e| format!("migration {}: {e}", i + 1))?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(|e| e.to_string())?;
+        tx.commit().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn read_rows(conn: &Connection) -> Result<Vec<Row>, String> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT time_ms, tool, house, mode, fingerprint, outcome, error_code, latency_us, node
+             FROM executions ORDER BY seq",
+        )
+        .map_err(|e| e.to_string())?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, i64>(7)?,
+                r.get::<_, String>(8)?,
+            ))
+        })
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (time_ms, tool, house, mode, fp, outcome, code, latency, node) = r.map_err(|e| e.to_string())?;
+        // Rows this version cannot read (an unknown house or class) are skipped, not fatal.
+        let (Ok(house), Ok(mode), Some(class)) = (house.parse(), mode.parse(), OutcomeClass::parse(&outcome)) else {
+            continue;
+        };
+        out.push(Row {
+            time_ms: time_ms as u64,
+            tool: Cow::Owned(tool),
+            house,
+            mode,
+            fingerprint: fp as u64,
+            class,
+            error_code: code.as_deref().and_then(crate::error::ErrorCode::parse).map(|c| c.as_str()),
+            latency_us: latency as u64,
+            node: node.into(),
+        });
+    }
+    Ok(out)
+}
+
+/// Reads the rows of the DB at `path` without creating or changing anything; no rows when
+/// the file does not exist.
+///
+/// # Errors
+/// A description when the file exists but cannot be read.
+pub fn load(path: &Path) -> Result<Vec<Row>, String> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let has_table: bool = conn
+        .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'executions'", [], |r| r.get::<_, i64>(0))
+        .map_err(|e| e.to_string())?
+        > 0;
+    if !has_table {
+        return Ok(Vec::new());
+    }
+    read_rows(&conn)
+}
+
+impl PatternStore for SqliteStore {
+    fn append(&mut self, rows: &[Row]) -> Result<(), String> {
+        if !self.intact() {
+            return Err(format!("{} was removed or replaced", self.path.display()));
+        }
+        let tx = self.conn.transaction().map_err(|e| e.to_string())?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO executions (time_ms, tool, house, mode, fingerprint, outcome, error_code, latency_us, node)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )
+                .map_err(|e| e.to_string())?;
+            for r in rows {
+                stmt.execute(params![
+                    r.time_ms as i64,
+                    r.tool.as_ref(),
+                    r.house.as_str(),
+                    r.mode.as_str(),
+                    r.fingerprint as i64,
+                    r.class.as_str(),
+                    r.error_code,
+                    r.latency_us as i64,
+                    r.node.as_ref(),
+                ])
+                .map_err(|e| e.to_string())?;
+            }
+        }
+        tx.commit().map_err(|e| e.to_string())
+    }
+
+    fn intact(&self) -> bool {
+        std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.ino)
+    }
+}
+
+/// Counters of the recorder, for a daemon to export as metrics. All are monotonic totals.
+#[derive(Debug, Default)]
+pub struct PatternStats {
+    /// Rows committed to the DB.
+    pub recorded: AtomicU64,
+    /// Rows lost: the queue was full, or a failed batch outgrew the retry buffer.
+    pub dropped: AtomicU64,
+    /// Intelligent calls that ran as Simple because the DB was down or the queue saturated.
+    pub degraded_calls: AtomicU64,
+    /// Failed writes or (re)opens of the DB.
+    pub db_errors: AtomicU64,
+}
+
+/// State shared by the hot path and the writer.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Whether the DB is usable; Intelligent calls degrade while it is false.
+    pub db_ok: AtomicBool,
+    /// Rows sent and not yet taken by the writer.
+    pub queued: AtomicUsize,
+    /// Counters.
+    pub stats: PatternStats,
+}
+
+/// What the writer receives.
+#[derive(Debug)]
+pub enum Msg {
+    /// A row to write.
+    Row(Box<Row>),
+    /// Write everything pending, then answer whether the DB is healthy and nothing is pending.
+    Flush(Sender<bool>),
+}
+
+/// Writer settings.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// The DB file.
+    pub path: PathBuf,
+    /// Rows per transaction at most.
+    pub batch_size: usize,
+    /// Rows kept for retry after a failed write; beyond it they are dropped and counted.
+    pub retry_buffer: usize,
+    /// How often an idle writer checks the file and retries a down DB.
+    pub health_interval: Duration,
+    /// How long the writer gathers rows after the first of a batch before committing.
+    pub linger: Duration,
+}
+
+/// The writer thread's body: runs until every sender is gone, then writes what is left.
+///
+/// It blocks only for the first row of a batch; then it sleeps `linger` and drains whatever
+/// arrived meanwhile without blocking. While it sleeps, senders never wake it, so the hot path
+/// pays a futex wake at most once per batch and SQLite commits at most once per `linger`.
+pub fn writer(mut store: Option<SqliteStore>, rx: Receiver<Msg>, shared: &Shared, cfg: &WriterConfig) {
+    let mut pending: Vec<Row> = Vec::with_capacity(cfg.batch_size);
+    let mut acks: Vec<Sender<bool>> = Vec::new();
+    loop {
+        let first = rx.recv_timeout(cfg.health_interval);
+        let mut disconnected = false;
+        match first {
+            Ok(Msg::Row(r)) => {
+                shared.queued.fetch_sub(1, Ordering::Relaxed);
+                pending.push(*r);
+                std::thread::sleep(cfg.linger);
+            }
+            Ok(Msg::Flush(ack)) => acks.push(ack),
+            Err(RecvTimeoutError::Timeout) => {
+                if store.as_ref().is_none_or(|s| !s.intact()) || !pending.is_empty() {
+                    write(&mut store, &mut pending, shared, cfg);
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => disconnected = true,
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(Msg::Row(r)) => {
+                    shared.queued.fetch_sub(1, Ordering::Relaxed);
+                    pending.push(*r);
+                    if pending.len() >= cfg.batch_size {
+                        write(&mut store, &mut pending, shared, cfg);
+                    }
+                }
+                Ok(Msg::Flush(ack)) => acks.push(ack),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    disconnected = true;
+                    break;
+                }
+            }
+        }
+        write(&mut store, &mut pending, shared, cfg);
+        let healthy = shared.db_ok.load(Ordering::Acquire) && pending.is_empty();
+        for ack in acks.drain(..) {
+            let _ = ack.send(healthy);
+        }
+        if disconnected {
+            return;
+        }
+    }
+}
+
+/// Writes `pending` (reopening the store if needed); on failure keeps up to `retry_buffer`
+/// rows for the next attempt and marks the DB down.
+fn write(store: &mut Option<SqliteStore>, pending: &mut Vec<Row>, shared: &Shared, cfg: &WriterConfig) {
+    if store.as_ref().is_none_or(|s| !s.intact()) {
+        *store = None;
+        match SqliteStore::open(&cfg.path) {
+            Ok(s) => *store = Some(s),
+            Err(e) => return fail(pending, shared, cfg, &e),
+        }
+    }
+    let Some(s) = store.as_mut() else { return };
+    if !pending.is_empty() {
+        if let Err(e) = s.append(pending) {
+            *store = None;
+            return fail(pending, shared, cfg, &e);
+        }
+        shared.stats.recorded.fetch_add(pending.len() as u64, Ordering::Relaxed);
+        pending.clear();
+    }
+    if !shared.db_ok.swap(true, Ordering::AcqRel) {
+        tracing::info!(path = %cfg.path.display(), "pattern DB available");
+    }
+}
+
+fn fail(pending: &mut Vec<Row>, shared: &Shared, cfg: &WriterConfig, why: &str) {
+    shared.stats.db_errors.fetch_add(1, Ordering::Relaxed);
+    if shared.db_ok.swap(false, Ordering::AcqRel) {
+        tracing::warn!(path = %cfg.path.display(), error = why, "pattern DB unavailable; Intelligent calls degrade to Simple");
+    }
+    if pending.len() > cfg.retry_buffer {
+        let extra = pending.len() - cfg.retry_buffer;
+        pending.drain(..extra);
+        shared.stats.dropped.fetch_add(extra as u64, Ordering::Relaxed);
+    }
+}
