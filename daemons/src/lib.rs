@@ -4,10 +4,29 @@
 //!
 //! - [`cli`]: the `uni-wizard` operator command: argument parsing, rendering, exit codes.
 //! - [`config`]: YAML loading with `${ENV}` expansion and errors naming file, line and field.
+//! - [`fleet`]: the daemon config: `houses:` (endpoints, tokens, roles), this node, each role.
+//! - [`live`]: the live config every service reads, and its hot reload.
+//! - [`auth`]: per-house tokens on every RPC, checked in constant time by one tower layer.
+//! - [`wire`]: conversions between library and `uniwizard.v1` types, errors to statuses.
+//! - [`peers`]: client channels to the other houses, with credentials and TLS.
+//! - [`serve`]: health, reflection, TLS, `/metrics`, `/health`, signals, watchdog.
+//! - [`daemon`]: `uni-wizardd` main in fixed phases.
+//! - [`router`], [`health`], [`worker`], [`sovereign`]: one folder per daemon.
 //!
 //! Binaries in `src/bin/` are thin: they call into this library and print errors once.
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod fleet;
+pub mod health;
+pub mod live;
+pub mod peers;
+pub mod router;
+pub mod serve;
+pub mod sovereign;
+pub mod wire;
+pub mod worker;

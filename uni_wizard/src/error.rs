@@ -113,6 +113,12 @@ error_codes! {
     OutputTooLarge = "E3009", Execution, false;
     /// Predicted success is below the policy threshold, so Intelligent mode refused.
     PredictedFailure = "E3010", Execution, false;
+    /// No house that fits the task is up (router).
+    NoHealthyHouse = "E3011", Execution, true;
+    /// The worker could not be reached, or was lost while running the call (router).
+    WorkerUnavailable = "E3012", Execution, true;
+    /// The dispatching router's fencing token is older than one the worker has seen.
+    FencedOut = "E3013", Execution, false;
 
     /// The configuration is invalid; `details` names the field.
     ConfigInvalid = "E4001", Config, false;
@@ -125,6 +131,8 @@ error_codes! {
     Unauthenticated = "E5001", Auth, false;
     /// The caller is authenticated as one house but claims to be another.
     Impersonation = "E5002", Auth, false;
+    /// The caller is authenticated but its house may not make this call.
+    Forbidden = "E5003", Auth, false;
 }
 
 impl fmt::Display for ErrorCode {

@@ -1,0 +1,531 @@
+//! The daemon configuration: the fleet (`houses:`), this node's identity and each role's settings.
+//!
+//! One YAML file per node (`configs/houses.yaml` is the commented example). The `houses:`
+//! section is the same on every node: each house's endpoint, its auth token (from the
+//! environment, `${TIMMY_TOKEN}`), its role and its priority. The rest says what this node is:
+//! which house it serves as, where it listens, whether it speaks TLS, and the settings of the
+//! roles it runs. [`DaemonConfig::load`] expands, parses strictly and validates, naming file,
+//! line and field for the first problem.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uni_wizard::{Error, ErrorCode, House, Mode};
+
+/// Everything one node's daemons read from their config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// The house this node serves as.
+    pub house: House,
+    /// This node's name in logs, provenance and telemetry (default: the host name).
+    #[serde(default)]
+    pub node: Option<String>,
+    /// Which roles run in this process (default: the house's usual ones, see [`Role`]).
+    #[serde(default)]
+    pub roles: Vec<Role>,
+    /// Where this node listens.
+    pub listen: Listen,
+    /// TLS for every gRPC link (server and client side). Without it, only loopback plaintext.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Allows plaintext gRPC; accepted only when every address involved is loopback.
+    #[serde(default)]
+    pub plaintext_loopback: bool,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// The fleet, the same on every node.
+    pub houses: BTreeMap<House, HouseEntry>,
+    /// Router settings.
+    #[serde(default)]
+    pub router: RouterConfig,
+    /// Health prober settings.
+    #[serde(default)]
+    pub health: HealthConfig,
+    /// Worker settings.
+    #[serde(default)]
+    pub worker: WorkerConfig,
+    /// Sovereign (approval) service settings; Timmy only.
+    #[serde(default)]
+    pub sovereign: SovereignConfig,
+    /// How long draining may take after SIGTERM before in-flight calls are cut, milliseconds.
+    #[serde(default = "default_grace_ms")]
+    pub shutdown_grace_ms: u64,
+}
+
+fn default_grace_ms() -> u64 {
+    10_000
+}
+
+/// A role a daemon process can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Accepts tasks and routes them to workers.
+    Router,
+    /// Probes the fleet and keeps the membership view (runs beside a router).
+    Health,
+    /// Executes tools through the harness.
+    Worker,
+    /// Timmy's approval service.
+    Sovereign,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 4] = [Role::Router, Role::Health, Role::Worker, Role::Sovereign];
+
+    /// The lowercase name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Router => "router",
+            Role::Health => "health",
+            Role::Worker => "worker",
+            Role::Sovereign => "sovereign",
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Role, Error> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
+            Error::new(ErrorCode::ConfigInvalid, format!("unknown role `{s}`"))
+                .with_details(json!({ "role": s, "known": ["router", "health", "worker", "sovereign"] }))
+        })
+    }
+}
+
+/// Listening addresses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// gRPC (every service of the node, health and reflection included).
+    pub grpc: SocketAddr,
+    /// HTTP: `/metrics` and `/health`.
+    pub http: SocketAddr,
+}
+
+/// One house of the fleet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HouseEntry {
+    /// Its gRPC endpoint, `host:port`.
+    pub endpoint: String,
+    /// The secret it authenticates with; compared in constant time, never logged.
+    pub auth_token: Secret,
+    /// Its role in one word (free text for operators, e.g. `sovereign`, `dispatch`).
+    #[serde(default)]
+    pub role: String,
+    /// Lower goes first when several houses fit a task equally.
+    #[serde(default)]
+    pub priority: u32,
+}
+
+/// A secret string: `Debug` and `Serialize` never show it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    /// The secret itself, for the one place that must send or compare it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("[redacted]")
+    }
+}
+
+/// TLS files (PEM).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The fleet's CA: verifies peers' certificates, both ways.
+    pub ca: PathBuf,
+    /// This node's certificate chain.
+    pub cert: PathBuf,
+    /// This node's private key.
+    pub key: PathBuf,
+    /// The name to expect in peers' server certificates (default: the endpoint's host).
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+/// Log format and level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// An `EnvFilter` directive such as `info` or `uni_wizard=debug,info`; `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Router settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterConfig {
+    /// Houses in order of preference per tool name or category (`file`, `git`, `system`,
+    /// `network`); a tool's own entry wins over its category's. Houses not listed are not used;
+    /// listed houses without an entry in `houses` are skipped (a partial fleet).
+    pub routes: BTreeMap<String, Vec<House>>,
+    /// Houses allowed to submit tasks (default: all four).
+    pub submitters: Vec<House>,
+    /// Finished tasks kept for `Status` and idempotency, at most.
+    pub max_tasks: usize,
+    /// How long `Submit` waits for the result before answering with the task still running.
+    pub submit_wait_ms: u64,
+    /// Deadline of one dispatch to a worker when the call gives none.
+    pub dispatch_timeout_ms: u64,
+}
+
+impl Default for RouterConfig {
+    fn default() -> RouterConfig {
+        let mut routes = BTreeMap::new();
+        routes.insert("system".into(), vec![House::Timmy, House::Allegro]);
+        routes.insert("git".into(), vec![House::Bezalel, House::Timmy]);
+        routes.insert("network".into(), vec![House::Allegro, House::Timmy]);
+        routes.insert("file".into(), vec![House::Ezra, House::Bezalel, House::Timmy]);
+        routes.insert("file_write".into(), vec![House::Bezalel, House::Timmy]);
+        routes.insert("service_restart".into(), vec![House::Timmy]);
+        RouterConfig {
+            routes,
+            submitters: House::ALL.to_vec(),
+            max_tasks: 100_000,
+            submit_wait_ms: 60_000,
+            dispatch_timeout_ms: 120_000,
+        }
+    }
+}
+
+/// Health prober settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Time between probes of each peer.
+    pub interval_ms: u64,
+    /// Deadline of one probe.
+    pub timeout_ms: u64,
+    /// Consecutive failed probes that mark a peer down.
+    pub down_after: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> HealthConfig {
+        HealthConfig { interval_ms: 500, timeout_ms: 400, down_after: 2 }
+    }
+}
+
+/// Worker settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Calls executed at once; more wait for a slot.
+    pub max_concurrency: u32,
+    /// Calls waiting for a slot before new ones are refused (E3005).
+    pub max_queued: u32,
+    /// Mode for calls that name none.
+    pub default_mode: Mode,
+    /// Houses whose routers may dispatch here (default: Timmy and Allegro).
+    pub dispatchers: Vec<House>,
+    /// The library config of the embedded harness (file roots, egress, executor, ...).
+    pub library: uni_wizard::Config,
+    /// Timmy's public key file: Sovereign-mode calls are approved remotely by Timmy's
+    /// Sovereign service and the token it signs is checked against this key.
+    pub timmy_pubkey: Option<PathBuf>,
+    /// How long a worker waits for Timmy's decision on a Sovereign call.
+    pub approval_wait_ms: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> WorkerConfig {
+        WorkerConfig {
+            max_concurrency: 64,
+            max_queued: 1024,
+            default_mode: Mode::Intelligent,
+            dispatchers: vec![House::Timmy, House::Allegro],
+            library: uni_wizard::Config::default(),
+            timmy_pubkey: None,
+            approval_wait_ms: 300_000,
+        }
+    }
+}
+
+/// Timmy's approval service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SovereignConfig {
+    /// Timmy's signing key (`uni-wizard keygen`), 0600.
+    pub key_file: Option<PathBuf>,
+    /// How long an approved token stays valid.
+    pub token_ttl_ms: u64,
+    /// How long a request waits for a decision before it expires.
+    pub pending_ttl_ms: u64,
+    /// Pending requests kept at most; more are refused.
+    pub max_pending: usize,
+}
+
+impl Default for SovereignConfig {
+    fn default() -> SovereignConfig {
+        SovereignConfig { key_file: None, token_ttl_ms: 600_000, pending_ttl_ms: 3_600_000, max_pending: 1024 }
+    }
+}
+
+impl DaemonConfig {
+    /// Reads, expands, parses and validates a config file.
+    ///
+    /// # Errors
+    /// E4001 naming the file, the line and the field.
+    pub fn load(path: &Path) -> Result<DaemonConfig, Error> {
+        let config: DaemonConfig = crate::config::load(path)?;
+        config.validate().map_err(|e| in_file(path, e))?;
+        Ok(config)
+    }
+
+    /// Parses and validates text already read (`file` names it in errors).
+    ///
+    /// # Errors
+    /// As [`DaemonConfig::load`].
+    pub fn parse(text: &str, file: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<DaemonConfig, Error> {
+        let expanded = crate::config::expand(text, file, lookup)?;
+        let config: DaemonConfig = crate::config::parse(&expanded, file)?;
+        config.validate().map_err(|e| in_file(Path::new(file), e))?;
+        Ok(config)
+    }
+
+    /// The roles this process runs: configured, else the house's usual set.
+    pub fn roles(&self) -> Vec<Role> {
+        if !self.roles.is_empty() {
+            return self.roles.clone();
+        }
+        match self.house {
+            House::Timmy => vec![Role::Router, Role::Health, Role::Worker, Role::Sovereign],
+            House::Allegro => vec![Role::Router, Role::Health, Role::Worker],
+            House::Ezra | House::Bezalel => vec![Role::Worker],
+        }
+    }
+
+    /// The node name: configured, else the host name.
+    pub fn node_name(&self) -> String {
+        self.node.clone().unwrap_or_else(|| self.worker.library.node_name())
+    }
+
+    /// This node's own entry in `houses:`.
+    pub fn me(&self) -> &HouseEntry {
+        // validate() insists the entry exists; a config is never used unvalidated.
+        &self.houses[&self.house]
+    }
+
+    /// Checks what the types alone do not.
+    ///
+    /// # Errors
+    /// E4001 naming the field.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |field: &str, problem: String| {
+            Err(Error::new(ErrorCode::ConfigInvalid, format!("field `{field}`: {problem}"))
+                .with_details(json!({ "field": field, "problem": problem })))
+        };
+        if !self.houses.contains_key(&self.house) {
+            return bad("houses", format!("this node's house `{}` has no entry", self.house));
+        }
+        for (house, entry) in &self.houses {
+            let field = format!("houses.{house}");
+            if entry.auth_token.expose().len() < 16 {
+                return bad(&format!("{field}.auth_token"), "must be at least 16 characters".into());
+            }
+            if let Err(e) = parse_endpoint(&entry.endpoint) {
+                return bad(&format!("{field}.endpoint"), e);
+            }
+        }
+        let mut tokens: Vec<&str> = self.houses.values().map(|e| e.auth_token.expose()).collect();
+        tokens.sort_unstable();
+        if tokens.windows(2).any(|w| w[0] == w[1]) {
+            return bad("houses", "two houses share an auth_token; each house needs its own".into());
+        }
+        if self.tls.is_none() {
+            if !self.plaintext_loopback {
+                return bad("tls", "no TLS configured: set `tls` (or `plaintext_loopback: true` on loopback)".into());
+            }
+            if !self.listen.grpc.ip().is_loopback() {
+                return bad("listen.grpc", "plaintext is allowed only on a loopback address".into());
+            }
+            for (house, entry) in &self.houses {
+                let host = parse_endpoint(&entry.endpoint).map(|(h, _)| h).unwrap_or_default();
+                if !is_loopback_host(&host) {
+                    return bad(
+                        &format!("houses.{house}.endpoint"),
+                        "plaintext is allowed only to loopback endpoints; configure `tls`".into(),
+                    );
+                }
+            }
+        }
+        if self.roles().contains(&Role::Sovereign) && self.house != House::Timmy {
+            return bad("roles", "only Timmy runs the sovereign role".into());
+        }
+        for (key, houses) in &self.router.routes {
+            if houses.is_empty() {
+                return bad(&format!("router.routes.{key}"), "lists no house".into());
+            }
+        }
+        if self.health.interval_ms == 0 || self.health.timeout_ms == 0 || self.health.down_after == 0 {
+            return bad("health", "interval_ms, timeout_ms and down_after must be positive".into());
+        }
+        if self.worker.max_concurrency == 0 {
+            return bad("worker.max_concurrency", "must be positive".into());
+        }
+        if self.router.max_tasks == 0 {
+            return bad("router.max_tasks", "must be positive".into());
+        }
+        self.worker.library.validate().map_err(|e| {
+            let field = format!("worker.library.{}", e.details["field"].as_str().unwrap_or(""));
+            Error::new(ErrorCode::ConfigInvalid, format!("field `{field}`: {}", e.message))
+                .with_details(json!({ "field": field }))
+        })?;
+        Ok(())
+    }
+
+    /// The health prober's interval.
+    pub fn probe_interval(&self) -> Duration {
+        Duration::from_millis(self.health.interval_ms)
+    }
+}
+
+fn in_file(path: &Path, e: Error) -> Error {
+    let file = path.display().to_string();
+    let field = e.details["field"].as_str().unwrap_or("").to_owned();
+    let line = find_line(path, &field);
+    let place = match line {
+        Some(l) => format!("{file}:{l}"),
+        None => file.clone(),
+    };
+    Error::new(ErrorCode::ConfigInvalid, format!("{place}: {}", e.message))
+        .with_details(json!({ "file": file, "line": line, "field": field }))
+}
+
+/// The line of the last key of a dotted field path, found by scanning the file's keys in order.
+fn find_line(path: &Path, field: &str) -> Option<usize> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut line_no = 0;
+    let mut lines = text.lines().enumerate();
+    for key in field.split('.').filter(|k| !k.is_empty()) {
+        let (i, _) = lines.find(|(_, l)| {
+            let t = l.trim_start().trim_start_matches("- ");
+            t.strip_prefix(key).is_some_and(|rest| rest.starts_with(':'))
+        })?;
+        line_no = i + 1;
+    }
+    (line_no > 0).then_some(line_no)
+}
+
+/// Splits `host:port` (`[v6]:port` for IPv6).
+///
+/// # Errors
+/// A sentence saying what is wrong.
+pub fn parse_endpoint(endpoint: &str) -> Result<(String, u16), String> {
+    let (host, port) = endpoint.rsplit_once(':').ok_or_else(|| format!("`{endpoint}` is not host:port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("`{endpoint}` has no host"));
+    }
+    let port: u16 = port.parse().map_err(|_| format!("`{endpoint}` has no valid port"))?;
+    Ok((host.to_owned(), port))
+}
+
+/// Whether a host name or address is loopback (`localhost`, 127.0.0.0/8, ::1).
+pub fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "house: ezra
+listen: {grpc: 127.0.0.1:7403, http: 127.0.0.1:7483}
+plaintext_loopback: true
+houses:
+  timmy: {endpoint: 127.0.0.1:7401, auth_token: ${TIMMY_TOKEN}, role: sovereign, priority: 1}
+  ezra: {endpoint: 127.0.0.1:7403, auth_token: ezra-token-0123456789, role: archivist, priority: 3}
+";
+
+    fn env(name: &str) -> Option<String> {
+        (name == "TIMMY_TOKEN").then(|| "timmy-token-0123456789".to_owned())
+    }
+
+    /// Proves a minimal config parses, expands its secrets and picks the house's usual roles.
+    #[test]
+    fn minimal_config_parses_with_defaults() {
+        let c = DaemonConfig::parse(GOOD, "houses.yaml", &env).expect("valid");
+        assert_eq!(c.house, House::Ezra);
+        assert_eq!(c.roles(), vec![Role::Worker]);
+        assert_eq!(c.houses[&House::Timmy].auth_token.expose(), "timmy-token-0123456789");
+        assert!(!format!("{c:?}").contains("timmy-token"), "secrets never shown by Debug");
+    }
+
+    /// Proves plaintext to a non-loopback endpoint is refused, naming the field.
+    #[test]
+    fn plaintext_off_loopback_is_refused() {
+        let text = GOOD.replace("127.0.0.1:7401", "10.1.2.3:7401");
+        let e = DaemonConfig::parse(&text, "houses.yaml", &env).expect_err("refused");
+        assert_eq!(e.code, ErrorCode::ConfigInvalid);
+        assert!(e.message.contains("houses.timmy.endpoint"), "{}", e.message);
+    }
+
+    /// Proves a shared token, a short token and a sovereign role off Timmy are each refused.
+    #[test]
+    fn weak_or_wrong_settings_are_refused() {
+        let shared = GOOD.replace("ezra-token-0123456789", "timmy-token-0123456789");
+        assert!(DaemonConfig::parse(&shared, "f", &env).is_err());
+        let short = GOOD.replace("ezra-token-0123456789", "short");
+        let e = DaemonConfig::parse(&short, "f", &env).expect_err("short");
+        assert!(e.message.contains("auth_token"), "{}", e.message);
+        let sovereign = format!("{GOOD}roles: [sovereign]\n");
+        assert!(DaemonConfig::parse(&sovereign, "f", &env).is_err());
+    }
+
+    /// Proves endpoints split into host and port, IPv6 included, and loopback is recognised.
+    #[test]
+    fn endpoints_split_and_loopback_is_known() {
+        assert_eq!(parse_endpoint("[::1]:80"), Ok(("::1".into(), 80)));
+        assert!(parse_endpoint("nohost").is_err());
+        assert!(is_loopback_host("127.0.0.2") && is_loopback_host("localhost") && !is_loopback_host("10.0.0.1"));
+    }
+}

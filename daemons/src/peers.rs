@@ -1,0 +1,164 @@
+//! Client channels to the other houses, with this node's credentials and TLS.
+//!
+//! One lazily connected channel per house endpoint, shared by every client of that house
+//! (router dispatch, health probes, approval requests). A hot reload that moves a house to a
+//! new endpoint gets a new channel on the next call; the old one is dropped with its last user.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use uni_wizard::{Error, ErrorCode, House};
+use uni_wizard_proto::v1::{router_client::RouterClient, sovereign_client::SovereignClient, worker_client::WorkerClient};
+
+use crate::auth::{Authed, Credentials};
+use crate::fleet::{DaemonConfig, TlsConfig, parse_endpoint};
+use crate::live::Live;
+
+/// TLS material for client connections, read once.
+#[derive(Clone)]
+pub struct ClientTls {
+    ca: Certificate,
+    identity: Identity,
+    server_name: Option<String>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls").field("server_name", &self.server_name).finish_non_exhaustive()
+    }
+}
+
+impl ClientTls {
+    /// Reads the CA, certificate and key files.
+    ///
+    /// # Errors
+    /// E4001 naming the unreadable file.
+    pub fn load(tls: &TlsConfig) -> Result<ClientTls, Error> {
+        Ok(ClientTls {
+            ca: Certificate::from_pem(read(&tls.ca)?),
+            identity: Identity::from_pem(read(&tls.cert)?, read(&tls.key)?),
+            server_name: tls.server_name.clone(),
+        })
+    }
+}
+
+/// Reads a PEM file for TLS.
+///
+/// # Errors
+/// E4001 naming the file.
+pub fn read(path: &std::path::Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| {
+        Error::new(ErrorCode::ConfigInvalid, format!("cannot read TLS file {}: {e}", path.display()))
+            .with_details(serde_json::json!({ "file": path.display().to_string() }))
+    })
+}
+
+/// A channel to `endpoint`, TLS when `tls` is given (plaintext otherwise: loopback only,
+/// which config validation has already insisted on).
+///
+/// # Errors
+/// E4001 when the endpoint or TLS settings are unusable.
+pub fn channel(endpoint: &str, tls: Option<&ClientTls>, connect_timeout: Duration) -> Result<Channel, Error> {
+    let bad = |e: String| Error::new(ErrorCode::ConfigInvalid, format!("endpoint `{endpoint}`: {e}"));
+    let (host, _) = parse_endpoint(endpoint).map_err(bad)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut ep = Endpoint::from_shared(format!("{scheme}://{endpoint}"))
+        .map_err(|e| bad(e.to_string()))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5));
+    if let Some(t) = tls {
+        let name = t.server_name.clone().unwrap_or(host);
+        let cfg = ClientTlsConfig::new().ca_certificate(t.ca.clone()).identity(t.identity.clone()).domain_name(name);
+        ep = ep.tls_config(cfg).map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(ep.connect_lazy())
+}
+
+/// Channels to every house, as this node.
+#[derive(Clone)]
+pub struct Peers {
+    live: Live,
+    tls: Option<ClientTls>,
+    channels: Arc<Mutex<HashMap<House, (String, Channel)>>>,
+}
+
+impl std::fmt::Debug for Peers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peers").finish_non_exhaustive()
+    }
+}
+
+impl Peers {
+    /// Peers of the node `live` describes.
+    ///
+    /// # Errors
+    /// E4001 when the TLS files cannot be read.
+    pub fn new(live: Live) -> Result<Peers, Error> {
+        let tls = match &live.get().tls {
+            Some(t) => Some(ClientTls::load(t)?),
+            None => None,
+        };
+        Ok(Peers { live, tls, channels: Arc::new(Mutex::new(HashMap::new())) })
+    }
+
+    /// This node's credentials, from the live config.
+    ///
+    /// # Errors
+    /// E4001 when the token cannot travel as metadata.
+    pub fn credentials(&self) -> Result<Credentials, Error> {
+        let c = self.live.get();
+        Credentials::new(c.house, &c.me().auth_token)
+    }
+
+    fn channel(&self, house: House) -> Result<Channel, Error> {
+        let config: Arc<DaemonConfig> = self.live.get();
+        let entry = config.houses.get(&house).ok_or_else(|| {
+            Error::new(ErrorCode::ConfigInvalid, format!("house {house} has no entry in `houses`"))
+        })?;
+        let mut map = self.channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((ep, ch)) = map.get(&house)
+            && *ep == entry.endpoint
+        {
+            return Ok(ch.clone());
+        }
+        let ch = channel(&entry.endpoint, self.tls.as_ref(), Duration::from_millis(config.health.timeout_ms.max(200)))?;
+        map.insert(house, (entry.endpoint.clone(), ch.clone()));
+        Ok(ch)
+    }
+
+    /// The raw channel to `house`, with credentials (for the health client).
+    ///
+    /// # Errors
+    /// E4001 when `house` is unknown or its endpoint unusable.
+    pub fn authed(&self, house: House) -> Result<Authed, Error> {
+        Ok(tonic::service::interceptor::InterceptedService::new(self.channel(house)?, self.credentials()?))
+    }
+
+    /// A worker client for `house`.
+    ///
+    /// # Errors
+    /// As [`Peers::authed`].
+    pub fn worker(&self, house: House) -> Result<WorkerClient<Authed>, Error> {
+        Ok(WorkerClient::new(self.authed(house)?))
+    }
+
+    /// A router client for `house`.
+    ///
+    /// # Errors
+    /// As [`Peers::authed`].
+    pub fn router(&self, house: House) -> Result<RouterClient<Authed>, Error> {
+        Ok(RouterClient::new(self.authed(house)?))
+    }
+
+    /// Timmy's Sovereign service.
+    ///
+    /// # Errors
+    /// As [`Peers::authed`].
+    pub fn sovereign(&self) -> Result<SovereignClient<Authed>, Error> {
+        Ok(SovereignClient::new(self.authed(House::Timmy)?))
+    }
+}

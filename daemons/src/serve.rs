@@ -1,0 +1,143 @@
+//! What every daemon serves besides its own services: `grpc.health.v1`, reflection, TLS and
+//! auth on the gRPC port; `/metrics` and `/health` on the HTTP port; signals, readiness and
+//! the systemd watchdog.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use uni_wizard::{Error, ErrorCode};
+
+use crate::fleet::TlsConfig;
+use crate::peers::read;
+
+/// Installs the process-wide Prometheus recorder (once) and returns its handle.
+///
+/// # Errors
+/// When another recorder is already installed in this process.
+pub fn install_metrics() -> Result<PrometheusHandle, Error> {
+    let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&buckets)
+        .and_then(|b| b.install_recorder())
+        .map_err(|e| Error::new(ErrorCode::ConfigInvalid, format!("cannot install the metrics recorder: {e}")))
+}
+
+/// The server-side TLS config: this node's identity, and client certificates required and
+/// verified against the fleet's CA (mutual TLS).
+///
+/// # Errors
+/// E4001 naming an unreadable file.
+pub fn server_tls(tls: &TlsConfig) -> Result<ServerTlsConfig, Error> {
+    Ok(ServerTlsConfig::new()
+        .identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?))
+        .client_ca_root(Certificate::from_pem(read(&tls.ca)?))
+        .client_auth_optional(false)
+        .timeout(Duration::from_secs(5)))
+}
+
+/// The reflection services (v1 and v1alpha, which older clients such as grpcurl and
+/// grpcio-reflection still ask), knowing `uniwizard.v1` and `grpc.health.v1`.
+///
+/// # Errors
+/// E4001 when the embedded descriptors do not decode (a build bug).
+pub fn reflection() -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<impl tonic_reflection::server::v1alpha::ServerReflection>,
+    ),
+    Error,
+> {
+    let bad = |e: tonic_reflection::server::Error| Error::new(ErrorCode::ConfigInvalid, format!("reflection: {e}"));
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(uni_wizard_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    Ok((builder().build_v1().map_err(bad)?, builder().build_v1alpha().map_err(bad)?))
+}
+
+/// What `/health` reports, refreshed by the daemon.
+pub type HealthFn = Arc<dyn Fn(bool) -> serde_json::Value + Send + Sync>;
+
+#[derive(Clone)]
+struct HttpState {
+    metrics: PrometheusHandle,
+    health: HealthFn,
+    draining: watch::Receiver<bool>,
+}
+
+/// The HTTP side: `GET /metrics` (Prometheus text format) and `GET /health` (JSON; 503 while
+/// draining). `extra` adds routes (the triage daemon's webhook).
+pub fn http_app(metrics: PrometheusHandle, health: HealthFn, draining: watch::Receiver<bool>) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", axum::routing::get(metrics_page))
+        .route("/health", axum::routing::get(health_page))
+        .with_state(HttpState { metrics, health, draining })
+}
+
+async fn metrics_page(State(s): State<HttpState>) -> impl IntoResponse {
+    s.metrics.run_upkeep();
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render())
+}
+
+async fn health_page(State(s): State<HttpState>) -> impl IntoResponse {
+    let draining = *s.draining.borrow();
+    let code = if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let body = (s.health)(draining).to_string();
+    (code, [(axum::http::header::CONTENT_TYPE, "application/json")], body)
+}
+
+/// Serves `app` on `listener` until `stop` turns true, then finishes open requests.
+pub async fn serve_http(listener: tokio::net::TcpListener, app: axum::Router, mut stop: watch::Receiver<bool>) {
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        tracing::error!(error = %e, "HTTP server failed");
+    }
+}
+
+/// Binds a TCP listener, naming the address in the error.
+///
+/// # Errors
+/// E4001 with the address and the OS error (in use, not permitted).
+pub async fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListener, Error> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        Error::new(ErrorCode::ConfigInvalid, format!("cannot listen for {what} on {addr}: {e}"))
+            .with_details(serde_json::json!({ "field": format!("listen.{what}"), "addr": addr.to_string() }))
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers the daemon can still be stopped by SIGKILL; wait forever.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = int.recv() => tracing::info!("SIGINT: draining"),
+    }
+}
+
+/// Pings the systemd watchdog at half its interval, when the unit has one, until `stop`.
+pub async fn watchdog(mut stop: watch::Receiver<bool>) {
+    let Some(every) = sd_notify::watchdog_enabled() else { return };
+    let every = every / 2;
+    loop {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Timmy's Sovereign service (approvals over gRPC) and the [`RemoteApprover`] workers use.
+//!
+//! A worker whose call needs Timmy's approval asks `RequestApproval` and waits (bounded). The
+//! request waits in Timmy's pending list until Timmy's operator decides (`uni-wizard approve
+//! --list / --decide`, authenticated as Timmy: no other house may decide). An approval is
+//! answered with a token signed by Timmy's key, bound to the tool, the argument hash and an
+//! expiry; the worker checks that token against Timmy's public key and spends its nonce in its
+//! own audit store, exactly as for a token brought on the command line, so a remote approval
+//! is no weaker than a local one and works once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use tokio::sync::watch;
+use uni_wizard::approval::{Approval, ApprovalRequest, Approver};
+use uni_wizard::provenance::now_ms;
+use uni_wizard::tokens::{self, Claims, TokenApprover};
+use uni_wizard::tools::BoxFuture;
+use uni_wizard::{Error, ErrorCode, House};
+use uni_wizard_proto::v1::sovereign_server::Sovereign;
+use uni_wizard_proto::v1::{
+    self, ApprovalDecision, ApprovalResponse, DecideRequest, DecideResponse, ListPendingRequest, ListPendingResponse,
+    PendingApproval,
+};
+
+use crate::auth;
+use crate::fleet::SovereignConfig;
+use crate::peers::Peers;
+use crate::wire;
+
+#[derive(Debug, Clone)]
+struct Decision {
+    decision: ApprovalDecision,
+    token: Vec<u8>,
+    note: String,
+}
+
+struct Entry {
+    id: String,
+    request: v1::ApprovalRequest,
+    requested_ms: u64,
+    expires_ms: u64,
+    decision: watch::Sender<Decision>,
+}
+
+/// Timmy's approval service.
+#[derive(Clone)]
+pub struct SovereignService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    key: SigningKey,
+    config: SovereignConfig,
+    entries: Mutex<HashMap<String, Arc<Entry>>>,
+}
+
+impl std::fmt::Debug for SovereignService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SovereignService").finish_non_exhaustive()
+    }
+}
+
+impl SovereignService {
+    /// The service, signing with the key in `config.key_file`.
+    ///
+    /// # Errors
+    /// E4001 when no key file is configured or it cannot be read.
+    pub fn new(config: &SovereignConfig) -> Result<SovereignService, Error> {
+        let path = config.key_file.as_ref().ok_or_else(|| {
+            Error::new(ErrorCode::ConfigInvalid, "the sovereign role needs `sovereign.key_file` (uni-wizard keygen)")
+                .with_details(serde_json::json!({ "field": "sovereign.key_file" }))
+        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::new(ErrorCode::ConfigInvalid, format!("cannot read {}: {e}", path.display()))
+                .with_details(serde_json::json!({ "field": "sovereign.key_file" }))
+        })?;
+        Ok(SovereignService::with_key(tokens::parse_signing_key(&text)?, config.clone()))
+    }
+
+    /// The service with a key in hand.
+    pub fn with_key(key: SigningKey, config: SovereignConfig) -> SovereignService {
+        SovereignService { inner: Arc::new(Inner { key, config, entries: Mutex::new(HashMap::new()) }) }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Entry>>> {
+        self.inner.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Expires undecided entries past their time and forgets decided ones past theirs.
+    fn prune(&self, entries: &mut HashMap<String, Arc<Entry>>) {
+        let now = now_ms();
+        entries.retain(|_, e| {
+            let pending = e.decision.borrow().decision == ApprovalDecision::Pending;
+            if pending && now >= e.expires_ms {
+                e.decision.send_modify(|d| d.decision = ApprovalDecision::Expired);
+            }
+            now < e.expires_ms.saturating_add(self.inner.config.pending_ttl_ms)
+        });
+    }
+}
+
+fn answer(entry: &Entry, d: &Decision) -> ApprovalResponse {
+    ApprovalResponse {
+        approval_id: entry.id.clone(),
+        decision: d.decision.into(),
+        approval_token: d.token.clone(),
+        approver: if d.decision == ApprovalDecision::Pending { String::new() } else { House::Timmy.to_string() },
+        note: d.note.clone(),
+    }
+}
+
+fn invalid(field: &str, why: &str) -> tonic::Status {
+    wire::status(
+        &Error::new(ErrorCode::InvalidInput, format!("`{field}` {why}")).with_details(serde_json::json!({ "field": field })),
+    )
+}
+
+#[tonic::async_trait]
+impl Sovereign for SovereignService {
+    async fn request_approval(
+        &self,
+        request: tonic::Request<v1::ApprovalRequest>,
+    ) -> Result<tonic::Response<ApprovalResponse>, tonic::Status> {
+        let peer = auth::peer(&request)?;
+        let req = request.into_inner();
+        if wire::house_from_wire(req.requesting_house) != Some(peer.house) {
+            return Err(wire::status(&Error::new(
+                ErrorCode::Impersonation,
+                format!("authenticated as {} but asks for another house", peer.house),
+            )));
+        }
+        if req.request_id.is_empty() || req.request_id.len() > 128 {
+            return Err(invalid("request_id", "must be 1 to 128 characters"));
+        }
+        if req.tool.is_empty() || req.tool.len() > 64 {
+            return Err(invalid("tool", "must be 1 to 64 characters"));
+        }
+        if req.args_sha256.len() != 64 || !req.args_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid("args_sha256", "must be 64 hex digits"));
+        }
+        if req.args_json.len() > 64 * 1024 || req.reason.len() > 1024 {
+            return Err(invalid("args_json", "or `reason` is too long"));
+        }
+        let id = format!("{}:{}", peer.house, req.request_id);
+        let wait = Duration::from_millis(u64::from(req.wait_timeout_ms));
+        let entry = {
+            let mut entries = self.entries();
+            self.prune(&mut entries);
+            match entries.get(&id) {
+                Some(e) => e.clone(),
+                None => {
+                    let pending = entries.values().filter(|e| e.decision.borrow().decision == ApprovalDecision::Pending);
+                    if pending.count() >= self.inner.config.max_pending {
+                        return Err(wire::status(&Error::new(ErrorCode::Saturated, "too many approvals are pending")));
+                    }
+                    let now = now_ms();
+                    let decision = Decision { decision: ApprovalDecision::Pending, token: Vec::new(), note: String::new() };
+                    let e = Arc::new(Entry {
+                        id: id.clone(),
+                        request: req,
+                        requested_ms: now,
+                        expires_ms: now.saturating_add(self.inner.config.pending_ttl_ms),
+                        decision: watch::channel(decision).0,
+                    });
+                    tracing::info!(approval = %id, tool = %e.request.tool, house = %peer.house, "approval requested");
+                    metrics::counter!("uw_sovereign_requests_total").increment(1);
+                    entries.insert(id, e.clone());
+                    e
+                }
+            }
+        };
+        let mut rx = entry.decision.subscribe();
+        let _ = tokio::time::timeout(wait, rx.wait_for(|d| d.decision != ApprovalDecision::Pending)).await;
+        let d = rx.borrow().clone();
+        Ok(tonic::Response::new(answer(&entry, &d)))
+    }
+
+    async fn list_pending(
+        &self,
+        request: tonic::Request<ListPendingRequest>,
+    ) -> Result<tonic::Response<ListPendingResponse>, tonic::Status> {
+        auth::require(auth::peer(&request)?, &[House::Timmy], "list pending approvals")?;
+        let mut entries = self.entries();
+        self.prune(&mut entries);
+        let mut pending: Vec<PendingApproval> = entries
+            .values()
+            .filter(|e| e.decision.borrow().decision == ApprovalDecision::Pending)
+            .map(|e| PendingApproval {
+                approval_id: e.id.clone(),
+                request: Some(e.request.clone()),
+                requested_at_unix_ms: e.requested_ms as i64,
+                expires_at_unix_ms: e.expires_ms as i64,
+            })
+            .collect();
+        pending.sort_by_key(|p| (p.requested_at_unix_ms, p.approval_id.clone()));
+        Ok(tonic::Response::new(ListPendingResponse { pending }))
+    }
+
+    async fn decide(&self, request: tonic::Request<DecideRequest>) -> Result<tonic::Response<DecideResponse>, tonic::Status> {
+        auth::require(auth::peer(&request)?, &[House::Timmy], "decide approvals")?;
+        let req = request.into_inner();
+        let entry = {
+            let mut entries = self.entries();
+            self.prune(&mut entries);
+            entries.get(&req.approval_id).cloned()
+        }
+        .ok_or_else(|| wire::status(&Error::new(ErrorCode::NotFound, format!("no approval `{}`", req.approval_id))))?;
+        let current = entry.decision.borrow().decision;
+        if current == ApprovalDecision::Pending {
+            let decision = if req.approve {
+                let claims = Claims {
+                    v: 1,
+                    approver: House::Timmy,
+                    tool: entry.request.tool.clone(),
+                    args_sha256: entry.request.args_sha256.clone(),
+                    expires_ms: now_ms().saturating_add(self.inner.config.token_ttl_ms),
+                    nonce: hex::encode(rand::random::<[u8; 16]>()),
+                };
+                let token = tokens::sign(&self.inner.key, &claims).into_bytes();
+                Decision { decision: ApprovalDecision::Approved, token, note: req.note.clone() }
+            } else {
+                Decision { decision: ApprovalDecision::Denied, token: Vec::new(), note: req.note.clone() }
+            };
+            tracing::info!(approval = %entry.id, approved = req.approve, "approval decided");
+            let label = if req.approve { "approved" } else { "denied" };
+            metrics::counter!("uw_sovereign_decisions_total", "decision" => label).increment(1);
+            entry.decision.send_replace(decision);
+        }
+        let d = entry.decision.borrow().clone();
+        Ok(tonic::Response::new(DecideResponse {
+            approval_id: entry.id.clone(),
+            decision: d.decision.into(),
+            approver: House::Timmy.to_string(),
+        }))
+    }
+}
+
+/// Asks Timmy's Sovereign service, then checks the signed token it sends like any other.
+pub struct RemoteApprover {
+    peers: Peers,
+    house: House,
+    wait: Duration,
+    tokens: TokenApprover,
+}
+
+impl RemoteApprover {
+    /// An approver for calls of `house`, asking through `peers`, checking tokens with `tokens`.
+    pub fn new(peers: Peers, house: House, wait: Duration, tokens: TokenApprover) -> RemoteApprover {
+        RemoteApprover { peers, house, wait, tokens }
+    }
+
+    async fn ask(&self, request: &ApprovalRequest) -> Result<Approval, Error> {
+        if let Some(token) = &request.token {
+            return self.tokens.check(token, request);
+        }
+        let mut client = self.peers.sovereign()?;
+        let ask = v1::ApprovalRequest {
+            request_id: request.request_id.clone(),
+            requesting_house: wire::house_to_wire(self.house).into(),
+            tool: request.tool.clone(),
+            args_sha256: request.args_sha256.clone(),
+            args_json: request.args.to_string(),
+            reason: request.reason.clone(),
+            wait_timeout_ms: u32::try_from(self.wait.as_millis()).unwrap_or(u32::MAX),
+        };
+        let mut rpc = tonic::Request::new(ask);
+        rpc.set_timeout(self.wait + Duration::from_secs(5));
+        let answer = client.request_approval(rpc).await.map_err(|s| {
+            let e = wire::error_from_status(&s);
+            Error::new(ErrorCode::ApprovalRequired, format!("{} needs Timmy's approval and Timmy could not be asked: {}", request.tool, e.message))
+                .with_details(serde_json::json!({ "cause": e.code.as_str() }))
+        })?;
+        let answer = answer.into_inner();
+        match answer.decision() {
+            ApprovalDecision::Approved => {
+                let token = String::from_utf8(answer.approval_token)
+                    .map_err(|_| Error::new(ErrorCode::ApprovalInvalid, "Timmy's token is not text"))?;
+                self.tokens.check(&token, request)
+            }
+            ApprovalDecision::Denied => Err(Error::new(
+                ErrorCode::ApprovalRequired,
+                format!("Timmy denied {} ({})", request.tool, if answer.note.is_empty() { "no note" } else { &answer.note }),
+            )
+            .with_details(serde_json::json!({ "approval_id": answer.approval_id, "decision": "denied" }))),
+            other => Err(Error::new(
+                ErrorCode::ApprovalRequired,
+                format!("Timmy did not decide on {} in time ({other:?})", request.tool),
+            )
+            .with_details(serde_json::json!({ "approval_id": answer.approval_id, "decision": format!("{other:?}") }))),
+        }
+    }
+}
+
+impl Approver for RemoteApprover {
+    fn approve<'a>(&'a self, request: &'a ApprovalRequest) -> BoxFuture<'a, Result<Approval, Error>> {
+        Box::pin(self.ask(request))
+    }
+}

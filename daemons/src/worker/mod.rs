@@ -1,0 +1,233 @@
+//! The worker daemon: runs dispatched tool calls through the node's [`Harness`].
+//!
+//! A thin gRPC handler: authenticate the dispatcher (one of `worker.dispatchers`), check the
+//! call is for this worker's house and that the fencing token is not stale, take a slot of
+//! the bounded pool, convert, call the library, convert back. A refused or failed call is an
+//! `ErrorDetail` in the response (the RPC worked); only auth, fencing and a wrong house are
+//! gRPC errors.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Instant;
+
+use tokio::sync::Semaphore;
+use uni_wizard::audit::AuditStore;
+use uni_wizard::tools::Registry;
+use uni_wizard::{Approver, Error, ErrorCode, Harness, House, Mode};
+use uni_wizard_proto::v1::worker_server::Worker;
+use uni_wizard_proto::v1::{CapacityRequest, CapacityResponse, ExecuteRequest, ExecuteResponse, execute_response};
+
+use crate::auth;
+use crate::fleet::DaemonConfig;
+use crate::live::Live;
+use crate::wire;
+
+/// The Worker service of one node.
+#[derive(Clone)]
+pub struct WorkerService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    live: Live,
+    house: House,
+    node: String,
+    default_mode: Mode,
+    simple: Harness,
+    intelligent: Harness,
+    sovereign: Harness,
+    slots: Arc<Semaphore>,
+    max_concurrency: u32,
+    max_queued: u32,
+    in_flight: AtomicU32,
+    queued: AtomicU32,
+    fence: AtomicU64,
+}
+
+impl std::fmt::Debug for WorkerService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerService").field("house", &self.inner.house).finish_non_exhaustive()
+    }
+}
+
+impl WorkerService {
+    /// The worker's library config: `worker.library` with the node name filled in.
+    pub fn library(config: &DaemonConfig) -> uni_wizard::Config {
+        let mut library = config.worker.library.clone();
+        if library.node.is_none() {
+            library.node = Some(config.node_name());
+        }
+        library
+    }
+
+    /// Opens the node's audit store, `<home>/audit.db` (provenance and spent token nonces).
+    ///
+    /// # Errors
+    /// E4002 when the state directory cannot be created, E3008 when the store cannot open.
+    pub fn open_store(config: &DaemonConfig) -> Result<Arc<AuditStore>, Error> {
+        let home = WorkerService::library(config).home_dir();
+        std::fs::create_dir_all(&home).map_err(|e| {
+            Error::new(ErrorCode::HomeUnavailable, format!("cannot create state directory {}: {e}", home.display()))
+        })?;
+        Ok(Arc::new(AuditStore::open(home.join("audit.db"))?))
+    }
+
+    /// A worker for the node `live` describes, with every built-in tool, provenance in
+    /// `store` and approvals from `approver`.
+    ///
+    /// # Errors
+    /// E4xxx when the harness cannot be built (roots, state directory, pattern DB).
+    pub fn new(live: Live, store: Arc<AuditStore>, approver: Arc<dyn Approver>) -> Result<WorkerService, Error> {
+        WorkerService::with_registry(live, store, approver, Registry::builtin()?)
+    }
+
+    /// As [`WorkerService::new`] with a chosen set of tools (benches add a no-op tool).
+    ///
+    /// # Errors
+    /// As [`WorkerService::new`].
+    pub fn with_registry(
+        live: Live,
+        store: Arc<AuditStore>,
+        approver: Arc<dyn Approver>,
+        registry: Registry,
+    ) -> Result<WorkerService, Error> {
+        let config: Arc<DaemonConfig> = live.get();
+        let library = WorkerService::library(&config);
+        let home = library.home_dir();
+        let intelligence = if library.intelligence.enabled {
+            let path = library.intelligence.db_path.clone().unwrap_or_else(|| home.join("patterns.db"));
+            Some(uni_wizard::Intelligence::open(&library.intelligence, path, &library.node_name())?)
+        } else {
+            None
+        };
+        let build = |mode: Mode| {
+            let mut b = Harness::builder()
+                .house(config.house)
+                .mode(mode)
+                .config(library.clone())
+                .registry(registry.clone())
+                .provenance(store.clone())
+                .approver(approver.clone());
+            if let Some(i) = &intelligence {
+                b = b.intelligence(i.clone());
+            }
+            b.build()
+        };
+        let max = config.worker.max_concurrency;
+        Ok(WorkerService {
+            inner: Arc::new(Inner {
+                house: config.house,
+                node: config.node_name(),
+                default_mode: config.worker.default_mode,
+                simple: build(Mode::Simple)?,
+                intelligent: build(Mode::Intelligent)?,
+                sovereign: build(Mode::Sovereign)?,
+                slots: Arc::new(Semaphore::new(max as usize)),
+                max_concurrency: max,
+                max_queued: config.worker.max_queued,
+                in_flight: AtomicU32::new(0),
+                queued: AtomicU32::new(0),
+                fence: AtomicU64::new(0),
+                live,
+            }),
+        })
+    }
+
+    /// The pattern DB and model of this worker's harnesses, when intelligence is on.
+    pub fn intelligence(&self) -> Option<Arc<uni_wizard::Intelligence>> {
+        self.inner.intelligent.intelligence().cloned()
+    }
+
+    fn harness(&self, mode: Mode) -> &Harness {
+        match mode {
+            Mode::Simple => &self.inner.simple,
+            Mode::Intelligent => &self.inner.intelligent,
+            Mode::Sovereign => &self.inner.sovereign,
+        }
+    }
+
+    /// Runs one call, waiting for a slot of the pool.
+    async fn run(&self, req: ExecuteRequest) -> Result<uni_wizard::Outcome, Error> {
+        let inner = &*self.inner;
+        let mode = wire::mode_from_wire(req.mode)?.unwrap_or(inner.default_mode);
+        let mut request = wire::request_from_wire(req.call.as_ref())?;
+        if !req.task_id.is_empty() {
+            request.parent = Some(req.task_id.clone());
+        }
+        if inner.queued.fetch_add(1, Ordering::AcqRel) >= inner.max_queued {
+            inner.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::new(ErrorCode::Saturated, format!("worker {} has {} calls queued", inner.node, inner.max_queued)));
+        }
+        let permit = inner.slots.clone().acquire_owned().await;
+        inner.queued.fetch_sub(1, Ordering::AcqRel);
+        let _permit = permit.map_err(|_| Error::new(ErrorCode::Saturated, "worker is shutting down"))?;
+        inner.in_flight.fetch_add(1, Ordering::AcqRel);
+        let started = Instant::now();
+        let result = self.harness(mode).execute_request(request).await;
+        inner.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.code.as_str(),
+        };
+        metrics::counter!("uw_worker_calls_total", "result" => outcome).increment(1);
+        metrics::histogram!("uw_worker_call_seconds").record(started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+#[tonic::async_trait]
+impl Worker for WorkerService {
+    async fn execute(&self, request: tonic::Request<ExecuteRequest>) -> Result<tonic::Response<ExecuteResponse>, tonic::Status> {
+        let peer = auth::peer(&request)?;
+        auth::require(peer, &self.inner.live.get().worker.dispatchers, "dispatch to a worker")?;
+        let req = request.into_inner();
+        let inner = &*self.inner;
+        if wire::house_from_wire(req.house) != Some(inner.house) {
+            return Err(wire::status(
+                &Error::new(ErrorCode::Forbidden, format!("this worker executes as {}, not as the house asked", inner.house))
+                    .with_details(serde_json::json!({ "worker_house": inner.house, "asked": req.house })),
+            ));
+        }
+        let seen = inner.fence.fetch_max(req.fencing_token, Ordering::AcqRel);
+        if req.fencing_token < seen {
+            metrics::counter!("uw_worker_fenced_total").increment(1);
+            return Err(wire::status(
+                &Error::new(ErrorCode::FencedOut, format!("fencing token {} is older than {seen}", req.fencing_token))
+                    .with_details(serde_json::json!({ "token": req.fencing_token, "seen": seen })),
+            ));
+        }
+        let result = match self.run(req).await {
+            Ok(o) => execute_response::Result::Outcome(wire::outcome_to_wire(&o)),
+            Err(e) => execute_response::Result::Error(wire::error_to_wire(&e)),
+        };
+        Ok(tonic::Response::new(ExecuteResponse { result: Some(result) }))
+    }
+
+    async fn capacity(&self, request: tonic::Request<CapacityRequest>) -> Result<tonic::Response<CapacityResponse>, tonic::Status> {
+        auth::peer(&request)?;
+        let inner = &*self.inner;
+        // Intelligent and Sovereign share the full executor stack's breakers per harness; a tool
+        // with any open breaker (for some target) is reported unhealthy.
+        let open: Vec<String> = [&inner.intelligent, &inner.sovereign]
+            .iter()
+            .flat_map(|h| h.executor().breakers().not_closed())
+            .filter(|(_, _, state)| *state == uni_wizard::executor::BreakerState::Open)
+            .map(|(tool, _, _)| tool)
+            .collect();
+        let healthy_tools = inner
+            .intelligent
+            .registry()
+            .iter()
+            .map(|t| t.contract().name.to_owned())
+            .filter(|name| !open.contains(name))
+            .collect();
+        Ok(tonic::Response::new(CapacityResponse {
+            max_concurrency: inner.max_concurrency,
+            in_flight: inner.in_flight.load(Ordering::Acquire),
+            queued: inner.queued.load(Ordering::Acquire),
+            node: inner.node.clone(),
+            house: wire::house_to_wire(inner.house).into(),
+            healthy_tools,
+        }))
+    }
+}
