@@ -3,9 +3,11 @@
 //! Tests here start the real `uni-wizard` binaries as separate processes. The binaries are
 //! built by `cargo test --workspace` (or `scripts/test`); a missing one is a clear failure.
 //!
+//! - [`fleet`]: real `uni-wizardd` processes for the four houses on loopback.
 //! - [`gitea_server`]: a Gitea API v1 test server that answers as the spec subset says.
 //! - [`openapi`]: a validator of requests and responses against that spec subset.
 
+pub mod fleet;
 pub mod gitea_server;
 pub mod openapi;
 

@@ -1,0 +1,279 @@
+//! A fleet of real `uni-wizardd` processes on loopback, for the cross-process tests.
+//!
+//! [`Fleet::start`] writes one config per house into a temp dir (ports picked free on
+//! 127.0.0.1, tokens random, each house its own state directory and file root), starts each
+//! house as its own process, and waits (bounded) until every one answers `/health`. Dropping
+//! the fleet kills every process it started; [`Node::kill`] and [`Node::start`] stop and start
+//! one. Nothing here mocks a daemon: the processes are the binaries an operator runs.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The four houses, Timmy first.
+pub const HOUSES: [&str; 4] = ["timmy", "allegro", "ezra", "bezalel"];
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+///
+/// # Panics
+/// When no port can be bound.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A random token of 32 hex digits.
+pub fn token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = String::new();
+    for _ in 0..2 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
+}
+
+/// One house's process and its addresses.
+pub struct Node {
+    /// The house.
+    pub house: String,
+    /// gRPC `host:port`.
+    pub grpc: String,
+    /// HTTP `host:port`.
+    pub http: String,
+    /// Its config file.
+    pub config: PathBuf,
+    /// Its state directory (`worker.library.home`).
+    pub home: PathBuf,
+    /// Its file root.
+    pub root: PathBuf,
+    /// Its auth token.
+    pub token: String,
+    child: Option<Child>,
+    log: Arc<Mutex<String>>,
+}
+
+impl Node {
+    /// Starts (or restarts) the process and waits until `/health` answers.
+    ///
+    /// # Panics
+    /// When it does not come up within 20 s; the panic shows its log.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} is already running", self.house);
+        let mut child = Command::new(crate::bin("uni-wizardd"))
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("uni-wizardd starts");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http_get(&self.http, "/health").is_none() {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("{} exited with {status} before serving:\n{}", self.house, self.log());
+            }
+            assert!(Instant::now() < deadline, "{} did not serve within 20 s:\n{}", self.house, self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    ///
+    /// # Panics
+    /// When the process does not exit within 15 s.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("{} did not exit within 15 s of SIGTERM:\n{}", self.house, self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the process wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Its `/health` JSON.
+    pub fn health(&self) -> Option<serde_json::Value> {
+        http_get(&self.http, "/health").and_then(|(_, body)| serde_json::from_str(&body).ok())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Four houses, each its own process.
+pub struct Fleet {
+    /// The temp dir holding configs, state and roots.
+    pub dir: tempfile::TempDir,
+    /// The nodes by house name.
+    pub nodes: BTreeMap<String, Node>,
+}
+
+/// Extra YAML appended to one house's config (router settings, TLS...).
+pub type Extra<'a> = &'a dyn Fn(&str) -> String;
+
+impl Fleet {
+    /// Writes the configs of `houses` (a subset of [`HOUSES`]) without starting anything.
+    ///
+    /// # Panics
+    /// When the temp dir cannot be written.
+    pub fn configure(houses: &[&str], extra: Extra<'_>) -> Fleet {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports: BTreeMap<&str, (u16, u16)> = houses.iter().map(|h| (*h, (free_port(), free_port()))).collect();
+        let tokens: BTreeMap<&str, String> = houses.iter().map(|h| (*h, format!("{h}-{}", token()))).collect();
+        let mut fleet_yaml = String::from("houses:\n");
+        for (i, h) in houses.iter().enumerate() {
+            fleet_yaml.push_str(&format!(
+                "  {h}: {{endpoint: \"127.0.0.1:{}\", auth_token: \"{}\", role: {h}, priority: {}}}\n",
+                ports[h].0, tokens[h], i + 1
+            ));
+        }
+        let mut nodes = BTreeMap::new();
+        for h in houses {
+            let home = dir.path().join(h).join("home");
+            let root = dir.path().join(h).join("root");
+            std::fs::create_dir_all(&home).expect("home");
+            std::fs::create_dir_all(&root).expect("root");
+            std::fs::write(root.join("hello.txt"), format!("hello from {h}\n")).expect("root file");
+            let config = dir.path().join(h).join("node.yaml");
+            let text = format!(
+                "house: {h}\nnode: {h}-node\nplaintext_loopback: true\nlisten: {{grpc: \"127.0.0.1:{}\", http: \"127.0.0.1:{}\"}}\n\
+                 health: {{interval_ms: 200, timeout_ms: 300, down_after: 2}}\n\
+                 shutdown_grace_ms: 5000\n\
+                 worker:\n  library:\n    home: {}\n    file_roots: [{}]\n    intelligence: {{enabled: false}}\n{}{}",
+                ports[h].0,
+                ports[h].1,
+                home.display(),
+                root.display(),
+                extra(h),
+                fleet_yaml
+            );
+            std::fs::write(&config, text).expect("config");
+            nodes.insert(
+                (*h).to_owned(),
+                Node {
+                    house: (*h).to_owned(),
+                    grpc: format!("127.0.0.1:{}", ports[h].0),
+                    http: format!("127.0.0.1:{}", ports[h].1),
+                    config,
+                    home,
+                    root,
+                    token: tokens[h].clone(),
+                    child: None,
+                    log: Arc::new(Mutex::new(String::new())),
+                },
+            );
+        }
+        Fleet { dir, nodes }
+    }
+
+    /// Configures and starts `houses`.
+    pub fn start(houses: &[&str], extra: Extra<'_>) -> Fleet {
+        let mut f = Fleet::configure(houses, extra);
+        for n in f.nodes.values_mut() {
+            n.start();
+        }
+        f
+    }
+
+    /// One node.
+    ///
+    /// # Panics
+    /// When the house is not in the fleet.
+    pub fn node(&mut self, house: &str) -> &mut Node {
+        self.nodes.get_mut(house).unwrap_or_else(|| panic!("no {house} in the fleet"))
+    }
+
+    /// Waits (bounded by `within`) until `watcher`'s `/health` shows `house` in `state`;
+    /// returns how long that took.
+    ///
+    /// # Panics
+    /// When it does not happen in time.
+    pub fn wait_peer_state(&self, watcher: &str, house: &str, state: &str, within: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            let seen = self.nodes[watcher].health().and_then(|v| v["peers"][house]["state"].as_str().map(str::to_owned));
+            if seen.as_deref() == Some(state) {
+                return start.elapsed();
+            }
+            assert!(start.elapsed() < within, "{watcher} never saw {house} {state} within {within:?} (saw {seen:?})");
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+/// A plain HTTP/1.1 GET to `addr` (loopback); `(status, body)`, or `None` when nothing answers.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    Some((status, if chunked { dechunk(body) } else { body.to_owned() }))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Writes `text` to `path` atomically (temp file + rename), as an editor would.
+///
+/// # Panics
+/// When the file cannot be written.
+pub fn rewrite(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write temp");
+    std::fs::rename(&tmp, path).expect("rename");
+}
