@@ -42,18 +42,38 @@ pub struct KeygenArgs {
     pub json: bool,
 }
 
-/// Flags of `uni-wizard approve`.
+/// Flags of `uni-wizard approve`: `--sign` a token locally, or `--list` and `--decide` the
+/// requests waiting at Timmy's Sovereign service (`--sovereign ADDR`, as Timmy).
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("action").required(true).args(["sign", "list", "decide"])))]
 pub struct ApproveArgs {
-    /// Sign a token with Timmy's key (the only way to approve from here).
-    #[arg(long, required = true)]
+    /// Sign a token with Timmy's key for `--tool` and its arguments.
+    #[arg(long, requires = "tool")]
     pub sign: bool,
+    /// List the approvals waiting at Timmy's Sovereign service.
+    #[arg(long, requires = "sovereign")]
+    pub list: bool,
+    /// Decide one waiting approval (approves unless `--deny`).
+    #[arg(long, value_name = "APPROVAL_ID", requires = "sovereign")]
+    pub decide: Option<String>,
+    /// With --decide: deny instead of approve.
+    #[arg(long, requires = "decide")]
+    pub deny: bool,
+    /// With --decide: a note for the requester and the audit trail.
+    #[arg(long, default_value = "")]
+    pub note: String,
+    /// Timmy's Sovereign service, `host:port`.
+    #[arg(long, value_name = "ADDR")]
+    pub sovereign: Option<String>,
+    /// How to reach it (the token must be Timmy's).
+    #[command(flatten)]
+    pub connect: super::remote::Connect,
     /// Timmy's secret key file (default: `$UNI_WIZARD_HOME/timmy.key`).
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
     /// The tool approved.
     #[arg(long)]
-    pub tool: String,
+    pub tool: Option<String>,
     /// An argument as key=value, typed as `uni-wizard test` types it (repeatable).
     #[arg(long = "arg", value_name = "KEY=VALUE")]
     pub args: Vec<String>,
@@ -196,20 +216,65 @@ pub fn keygen(a: &KeygenArgs) -> i32 {
     }
 }
 
-/// `uni-wizard approve --sign`.
-pub fn approve(a: &ApproveArgs) -> i32 {
+/// `uni-wizard approve`.
+pub async fn approve(a: &ApproveArgs) -> i32 {
+    if a.list || a.decide.is_some() {
+        let addr = a.sovereign.clone().unwrap_or_default();
+        let result = match &a.decide {
+            Some(id) => super::remote::decide(&a.connect, &addr, id, !a.deny, &a.note).await,
+            None => super::remote::pending(&a.connect, &addr).await,
+        };
+        return match result {
+            Ok(v) => {
+                print_remote(&v, a.json);
+                0
+            }
+            Err(e) => {
+                super::render::error(&e, a.json);
+                super::exit_code(&e)
+            }
+        };
+    }
+    sign(a)
+}
+
+fn print_remote(v: &serde_json::Value, as_json: bool) {
+    if as_json {
+        println!("{v}");
+        return;
+    }
+    if let Some(list) = v["pending"].as_array() {
+        if list.is_empty() {
+            println!("no approvals pending");
+        }
+        for p in list {
+            println!(
+                "{}  {} wants {}  {}  ({})",
+                p["approval_id"].as_str().unwrap_or(""),
+                p["house"].as_str().unwrap_or("?"),
+                p["tool"].as_str().unwrap_or(""),
+                p["args"],
+                p["reason"].as_str().unwrap_or("")
+            );
+        }
+    } else {
+        println!("{}  {}", v["decision"].as_str().unwrap_or(""), v["approval_id"].as_str().unwrap_or(""));
+    }
+}
+
+fn sign(a: &ApproveArgs) -> i32 {
     let result = (|| -> Result<(String, Claims), Error> {
         let registry = Registry::builtin()?;
-        let tool = registry.get(&a.tool).ok_or_else(|| {
-            Error::new(ErrorCode::UnknownTool, format!("unknown tool `{}`", a.tool))
-                .with_details(json!({ "tool": a.tool }))
+        let name = a.tool.clone().unwrap_or_default();
+        let tool = registry.get(&name).ok_or_else(|| {
+            Error::new(ErrorCode::UnknownTool, format!("unknown tool `{name}`")).with_details(json!({ "tool": name }))
         })?;
         let args = super::parse_args(&a.args, a.args_json.as_deref(), &tool.contract().input_schema)?;
         let path = a.key.clone().unwrap_or_else(|| home().join("timmy.key"));
         let text = std::fs::read_to_string(&path)
             .map_err(|e| io_error(ErrorCode::ConfigInvalid, "cannot read Timmy's key", &path, e))?;
         let key = tokens::parse_signing_key(&text)?;
-        let claims = Claims::new(&a.tool, &args, a.ttl_secs.saturating_mul(1000));
+        let claims = Claims::new(&name, &args, a.ttl_secs.saturating_mul(1000));
         Ok((tokens::sign(&key, &claims), claims))
     })();
     match result {

@@ -28,6 +28,7 @@ use uni_wizard::{Config, Error, ErrorCode, Harness, House, Mode, Request};
 pub mod approve;
 pub mod audit;
 pub mod predict;
+pub mod remote;
 pub mod render;
 
 /// `uni-wizard`: run and inspect uni-wizard tools.
@@ -54,10 +55,13 @@ pub enum Command {
     /// Check and read the provenance chain (`$UNI_WIZARD_HOME/audit.db`).
     #[command(subcommand)]
     Audit(audit::AuditCommand),
-    /// Issue an approval token signed with Timmy's key (`approve --sign`).
+    /// Approve: sign a token with Timmy's key (`--sign`), or list and decide the requests
+    /// waiting at Timmy's Sovereign service (`--list`, `--decide`).
     Approve(approve::ApproveArgs),
     /// Generate Timmy's ed25519 key pair (`timmy.key`, `timmy.pub`).
     Keygen(approve::KeygenArgs),
+    /// Probe every house of a fleet: gRPC health and worker capacity.
+    Health(remote::HealthArgs),
 }
 
 /// `uni-wizard config ...`.
@@ -88,9 +92,9 @@ pub struct TestArgs {
     /// All arguments as one JSON object (merged under any --arg).
     #[arg(long, value_name = "JSON")]
     pub args_json: Option<String>,
-    /// simple, intelligent or sovereign.
-    #[arg(long, default_value = "intelligent")]
-    pub mode: String,
+    /// simple, intelligent or sovereign (default: intelligent; with --router, the worker's default).
+    #[arg(long)]
+    pub mode: Option<String>,
     /// Print machine-readable JSON.
     #[arg(long)]
     pub json: bool,
@@ -125,6 +129,19 @@ pub struct TestArgs {
     /// The provenance id of the call this one is made on behalf of.
     #[arg(long)]
     pub parent: Option<String>,
+    /// Run through the router at this address (`host:port`) instead of locally; the call
+    /// authenticates as `--house` with `--token`.
+    #[arg(long, value_name = "ADDR")]
+    pub router: Option<String>,
+    /// With --router: the house to prefer for running the task.
+    #[arg(long, value_name = "HOUSE", requires = "router")]
+    pub on: Option<String>,
+    /// With --router: the task's idempotency key (default: the --idempotency-key, else fresh).
+    #[arg(long, value_name = "KEY", requires = "router")]
+    pub task_key: Option<String>,
+    /// How to reach the router.
+    #[command(flatten)]
+    pub connect: remote::Connect,
 }
 
 /// Flags of `uni-wizard tools`.
@@ -143,8 +160,18 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Predict(a) => predict::run(&a),
         Command::Config(ConfigCommand::Check { file, json }) => config_check(&file, json),
         Command::Audit(c) => audit::run(c),
-        Command::Approve(a) => approve::approve(&a),
+        Command::Approve(a) => approve::approve(&a).await,
         Command::Keygen(a) => approve::keygen(&a),
+        Command::Health(a) => match remote::health(&a).await {
+            Ok((v, all_up)) => {
+                remote::print_health(&v, a.json);
+                if all_up { 0 } else { 4 }
+            }
+            Err(e) => {
+                render::error(&e, a.json);
+                exit_code(&e)
+            }
+        },
     }
 }
 
@@ -161,6 +188,18 @@ pub fn exit_code(e: &Error) -> i32 {
 
 async fn test(a: TestArgs) -> i32 {
     let json_out = a.json;
+    if a.router.is_some() {
+        return match run_remote(a).await {
+            Ok(v) => {
+                remote::print_submitted(&v, json_out);
+                0
+            }
+            Err(e) => {
+                render::error(&e, json_out);
+                exit_code(&e)
+            }
+        };
+    }
     match run_test(a).await {
         Ok(outcome) => {
             render::outcome(&outcome, json_out);
@@ -175,7 +214,7 @@ async fn test(a: TestArgs) -> i32 {
 
 async fn run_test(a: TestArgs) -> Result<uni_wizard::Outcome, Error> {
     let house: House = a.house.parse()?;
-    let mode: Mode = a.mode.parse()?;
+    let mode: Mode = a.mode.as_deref().unwrap_or("intelligent").parse()?;
     let registry = Registry::builtin()?;
     let tool = registry.get(&a.tool).ok_or_else(|| {
         let known: Vec<&str> = registry.iter().map(|t| t.contract().name).collect();
@@ -222,6 +261,32 @@ async fn run_test(a: TestArgs) -> Result<uni_wizard::Outcome, Error> {
         parent: a.parent,
     };
     harness.execute_request(request).await
+}
+
+async fn run_remote(a: TestArgs) -> Result<Value, Error> {
+    let house: House = a.house.parse()?;
+    let mode: Option<Mode> = a.mode.as_deref().map(str::parse).transpose()?;
+    let on = a.on.as_deref().map(str::parse::<House>).transpose()?;
+    let registry = Registry::builtin()?;
+    let schema = registry.get(&a.tool).map(|t| t.contract().input_schema.clone()).unwrap_or(Value::Null);
+    let args = parse_args(&a.args, a.args_json.as_deref(), &schema)?;
+    let call = uni_wizard_proto::v1::ToolCall {
+        tool: a.tool.clone(),
+        args_json: args.to_string(),
+        session: a.session.clone().unwrap_or_default(),
+        proof: a.proof.clone().unwrap_or_default(),
+        idempotency_key: a.idempotency_key.clone().unwrap_or_default(),
+        dry_run: a.dry_run,
+        timeout_ms: a.timeout_ms.map_or(0, |ms| u32::try_from(ms).unwrap_or(u32::MAX)),
+    };
+    let submit = remote::Submit {
+        router: a.router.clone().unwrap_or_default(),
+        house,
+        mode,
+        on,
+        task_key: a.task_key.clone().or_else(|| a.idempotency_key.clone()),
+    };
+    remote::submit(&a.connect, submit, call).await
 }
 
 fn roots(flags: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {

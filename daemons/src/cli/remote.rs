@@ -1,0 +1,264 @@
+//! The CLI's wire side: `test --router ADDR`, `health`, and `approve --list / --decide`.
+//!
+//! Every call authenticates as a house with its token (`--token`, else `UNI_WIZARD_TOKEN`);
+//! TLS with `--tls-ca/--tls-cert/--tls-key` (plaintext is refused unless the address is
+//! loopback).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use serde_json::{Value, json};
+use uni_wizard::{Error, ErrorCode, House};
+use uni_wizard_proto::v1::{
+    self, ApprovalDecision, DecideRequest, ListPendingRequest, SubmitRequest, ToolCall, router_client::RouterClient,
+    sovereign_client::SovereignClient,
+};
+
+use crate::auth::{Authed, Credentials};
+use crate::fleet::{DaemonConfig, Secret, TlsConfig, is_loopback_host, parse_endpoint};
+use crate::peers::{ClientTls, channel};
+use crate::wire;
+
+/// How the CLI reaches a daemon.
+#[derive(Debug, Clone, Args)]
+pub struct Connect {
+    /// The caller's house token (default: `UNI_WIZARD_TOKEN`).
+    #[arg(long, env = "UNI_WIZARD_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// The fleet CA (PEM), for TLS.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+    /// This client's certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// This client's key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Connect {
+    /// An authenticated channel to `addr` as `house`.
+    ///
+    /// # Errors
+    /// E5001 without a token; E4001 for plaintext off loopback or unusable TLS files.
+    pub fn open(&self, addr: &str, house: House) -> Result<Authed, Error> {
+        let token = self.token.clone().filter(|t| !t.is_empty()).ok_or_else(|| {
+            Error::new(ErrorCode::Unauthenticated, format!("no token for {house}: pass --token or set UNI_WIZARD_TOKEN"))
+        })?;
+        let tls = match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
+            (Some(ca), Some(cert), Some(key)) => Some(ClientTls::load(&TlsConfig {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+                server_name: None,
+            })?),
+            _ => None,
+        };
+        let (host, _) = parse_endpoint(addr).map_err(|e| Error::new(ErrorCode::InvalidInput, e))?;
+        if tls.is_none() && !is_loopback_host(&host) {
+            return Err(Error::new(
+                ErrorCode::ConfigInvalid,
+                format!("{addr} is not loopback: plaintext is refused, pass --tls-ca/--tls-cert/--tls-key"),
+            ));
+        }
+        let ch = channel(addr, tls.as_ref(), Duration::from_secs(5))?;
+        Ok(tonic::service::interceptor::InterceptedService::new(ch, Credentials::new(house, &Secret::new(token))?))
+    }
+}
+
+/// What `test --router` sends besides the call itself.
+#[derive(Debug)]
+pub struct Submit {
+    /// Router address.
+    pub router: String,
+    /// The caller.
+    pub house: House,
+    /// The mode, when given.
+    pub mode: Option<uni_wizard::Mode>,
+    /// The house to prefer.
+    pub on: Option<House>,
+    /// The task key (a fresh one when absent).
+    pub task_key: Option<String>,
+}
+
+/// Submits one call through the router; the JSON document the CLI prints on success.
+///
+/// # Errors
+/// The router's refusal or the task's error, with its E-code.
+pub async fn submit(connect: &Connect, s: Submit, call: ToolCall) -> Result<Value, Error> {
+    let mut client = RouterClient::new(connect.open(&s.router, s.house)?);
+    let key = s.task_key.clone().unwrap_or_else(uni_wizard::provenance::new_id);
+    let req = SubmitRequest {
+        call: Some(call),
+        idempotency_key: key,
+        preferred_house: s.on.map_or(v1::House::Unspecified, wire::house_to_wire).into(),
+        caller_house: wire::house_to_wire(s.house).into(),
+        mode: s.mode.map_or(v1::Mode::Unspecified, wire::mode_to_wire).into(),
+    };
+    let resp = client.submit(req).await.map_err(|st| wire::error_from_status(&st))?.into_inner();
+    let assigned = wire::house_from_wire(resp.assigned_house);
+    match resp.result {
+        Some(v1::submit_response::Result::Outcome(o)) => Ok(json!({
+            "ok": true,
+            "task_id": resp.task_id,
+            "assigned_house": assigned,
+            "node": resp.node,
+            "deduplicated": resp.deduplicated,
+            "outcome": wire::outcome_json(&o),
+        })),
+        Some(v1::submit_response::Result::Error(d)) => {
+            let mut e = wire::error_from_wire(&d);
+            if let Value::Object(m) = &mut e.details {
+                m.insert("task_id".into(), json!(resp.task_id));
+                m.insert("assigned_house".into(), json!(assigned));
+            } else {
+                e.details = json!({ "task_id": resp.task_id, "assigned_house": assigned, "details": e.details });
+            }
+            Err(e)
+        }
+        None => Err(Error::new(
+            ErrorCode::Timeout,
+            format!("task {} is still running; ask the router for its status later", resp.task_id),
+        )
+        .with_details(json!({ "task_id": resp.task_id }))),
+    }
+}
+
+/// Prints a remote outcome.
+pub fn print_submitted(v: &Value, as_json: bool) {
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        let _ = writeln!(out, "{v}");
+        return;
+    }
+    let o = &v["outcome"];
+    let dedup = if v["deduplicated"] == true { "  [deduplicated]" } else { "" };
+    let _ = writeln!(
+        out,
+        "ok  {}  house={} node={} mode={}  {:.1} ms  attempts={}{dedup}",
+        o["tool"].as_str().unwrap_or(""),
+        v["assigned_house"].as_str().unwrap_or(""),
+        v["node"].as_str().unwrap_or(""),
+        o["mode"].as_str().unwrap_or(""),
+        o["duration_us"].as_f64().unwrap_or(0.0) / 1000.0,
+        o["attempts"]
+    );
+    let _ = writeln!(out, "    task {}  request {}", v["task_id"].as_str().unwrap_or(""), o["request_id"].as_str().unwrap_or(""));
+    let _ = writeln!(out, "{}", serde_json::to_string_pretty(&o["output"]).unwrap_or_default());
+}
+
+/// Flags of `uni-wizard health`.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// A node's daemon config: its `houses:` are probed, as its house with its token.
+    #[arg(long, env = "UNI_WIZARD_DAEMON_CONFIG", value_name = "FILE")]
+    pub config: PathBuf,
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `uni-wizard health`: every house's gRPC health and worker capacity. Exit 0 when every
+/// house serves, 4 when any does not.
+pub async fn health(a: &HealthArgs) -> Result<(Value, bool), Error> {
+    let config = DaemonConfig::load(&a.config)?;
+    let live = crate::live::Live::new(config.clone());
+    let peers = crate::peers::Peers::new(live)?;
+    let mut rows = Vec::new();
+    let mut all_up = true;
+    for (house, entry) in &config.houses {
+        let started = std::time::Instant::now();
+        let probe = crate::health::probe(&peers, *house, Duration::from_secs(2)).await;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let row = match probe {
+            Ok(c) => json!({
+                "house": house, "endpoint": entry.endpoint, "state": "up", "latency_ms": (ms * 10.0).round() / 10.0,
+                "node": c.node, "max_concurrency": c.max_concurrency, "in_flight": c.in_flight, "queued": c.queued,
+                "healthy_tools": c.healthy_tools.len(),
+            }),
+            Err(why) => {
+                all_up = false;
+                json!({ "house": house, "endpoint": entry.endpoint, "state": "down", "error": why })
+            }
+        };
+        rows.push(row);
+    }
+    Ok((json!({ "ok": all_up, "houses": rows }), all_up))
+}
+
+/// Prints `health`.
+pub fn print_health(v: &Value, as_json: bool) {
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        let _ = writeln!(out, "{v}");
+        return;
+    }
+    let _ = writeln!(out, "{:<8} {:<22} {:<5} {:>8}  {:<14} {}", "house", "endpoint", "state", "latency", "node", "load");
+    for r in v["houses"].as_array().into_iter().flatten() {
+        let s = |k: &str| r[k].as_str().unwrap_or("").to_owned();
+        if r["state"] == "up" {
+            let _ = writeln!(
+                out,
+                "{:<8} {:<22} {:<5} {:>6.1}ms  {:<14} {}/{} running, {} queued, {} tools healthy",
+                s("house"),
+                s("endpoint"),
+                "up",
+                r["latency_ms"].as_f64().unwrap_or(0.0),
+                s("node"),
+                r["in_flight"],
+                r["max_concurrency"],
+                r["queued"],
+                r["healthy_tools"]
+            );
+        } else {
+            let _ = writeln!(out, "{:<8} {:<22} {:<5} {:>8}  {}", s("house"), s("endpoint"), "DOWN", "-", s("error"));
+        }
+    }
+}
+
+/// `approve --list`: the pending approvals at Timmy's Sovereign service.
+///
+/// # Errors
+/// The service's refusal (E5003 unless authenticated as Timmy).
+pub async fn pending(connect: &Connect, addr: &str) -> Result<Value, Error> {
+    let mut client = SovereignClient::new(connect.open(addr, House::Timmy)?);
+    let list = client.list_pending(ListPendingRequest {}).await.map_err(|s| wire::error_from_status(&s))?.into_inner();
+    let rows: Vec<Value> = list
+        .pending
+        .iter()
+        .map(|p| {
+            let r = p.request.clone().unwrap_or_default();
+            json!({
+                "approval_id": p.approval_id,
+                "house": wire::house_from_wire(r.requesting_house),
+                "tool": r.tool,
+                "args": serde_json::from_str::<Value>(&r.args_json).unwrap_or(Value::Null),
+                "args_sha256": r.args_sha256,
+                "reason": r.reason,
+                "requested_at_ms": p.requested_at_unix_ms,
+                "expires_at_ms": p.expires_at_unix_ms,
+            })
+        })
+        .collect();
+    Ok(json!({ "ok": true, "pending": rows }))
+}
+
+/// `approve --decide ID --yes|--deny`.
+///
+/// # Errors
+/// The service's refusal.
+pub async fn decide(connect: &Connect, addr: &str, id: &str, approve: bool, note: &str) -> Result<Value, Error> {
+    let mut client = SovereignClient::new(connect.open(addr, House::Timmy)?);
+    let req = DecideRequest { approval_id: id.to_owned(), approve, note: note.to_owned() };
+    let d = client.decide(req).await.map_err(|s| wire::error_from_status(&s))?.into_inner();
+    let decision = match d.decision() {
+        ApprovalDecision::Approved => "approved",
+        ApprovalDecision::Denied => "denied",
+        ApprovalDecision::Expired => "expired",
+        ApprovalDecision::Pending => "pending",
+        ApprovalDecision::Unspecified => "unspecified",
+    };
+    Ok(json!({ "ok": true, "approval_id": d.approval_id, "decision": decision, "approver": d.approver }))
+}
