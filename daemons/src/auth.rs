@@ -43,9 +43,10 @@ pub struct Peer {
 /// # Errors
 /// `UNAUTHENTICATED` when the request did not pass through [`AuthLayer`] (a wiring bug).
 pub fn peer<T>(req: &tonic::Request<T>) -> Result<Peer, tonic::Status> {
-    req.extensions().get::<Peer>().copied().ok_or_else(|| {
-        wire::status(&Error::new(ErrorCode::Unauthenticated, "request was not authenticated"))
-    })
+    req.extensions()
+        .get::<Peer>()
+        .copied()
+        .ok_or_else(|| wire::status(&Error::new(ErrorCode::Unauthenticated, "request was not authenticated")))
 }
 
 /// Refuses unless the caller is one of `allowed`.
@@ -90,11 +91,10 @@ pub fn authenticate(
     }
     match matched {
         Some(h) if h == claimed => Ok(Peer { house: h }),
-        Some(h) => Err(Error::new(
-            ErrorCode::Impersonation,
-            format!("authenticated as {h} but claims to be {claimed}"),
-        )
-        .with_details(serde_json::json!({ "claimed": claimed, "authenticated": h }))),
+        Some(h) => {
+            Err(Error::new(ErrorCode::Impersonation, format!("authenticated as {h} but claims to be {claimed}"))
+                .with_details(serde_json::json!({ "claimed": claimed, "authenticated": h })))
+        }
         None => Err(Error::new(ErrorCode::Unauthenticated, format!("bad credentials for {claimed}"))
             .with_details(serde_json::json!({ "claimed": claimed }))),
     }
@@ -178,13 +178,11 @@ impl Credentials {
     /// # Errors
     /// E4001 when the token is not printable ASCII (it could not travel as metadata).
     pub fn new(house: House, token: &Secret) -> Result<Credentials, Error> {
-        let bearer = format!("Bearer {}", token.expose())
-            .parse()
-            .map_err(|_| Error::new(ErrorCode::ConfigInvalid, format!("the auth token of {house} is not printable ASCII")))?;
-        let house = house
-            .as_str()
-            .parse()
-            .map_err(|_| Error::new(ErrorCode::ConfigInvalid, "house name is not ASCII"))?;
+        let bearer = format!("Bearer {}", token.expose()).parse().map_err(|_| {
+            Error::new(ErrorCode::ConfigInvalid, format!("the auth token of {house} is not printable ASCII"))
+        })?;
+        let house =
+            house.as_str().parse().map_err(|_| Error::new(ErrorCode::ConfigInvalid, "house name is not ASCII"))?;
         Ok(Credentials { house, bearer })
     }
 }

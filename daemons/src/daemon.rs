@@ -23,7 +23,9 @@ use tonic_health::ServingStatus;
 use uni_wizard::approval::{Approver, DenyAll};
 use uni_wizard::tokens::TokenApprover;
 use uni_wizard::{Error, ErrorCode};
-use uni_wizard_proto::v1::{router_server::RouterServer, sovereign_server::SovereignServer, worker_server::WorkerServer};
+use uni_wizard_proto::v1::{
+    router_server::RouterServer, sovereign_server::SovereignServer, worker_server::WorkerServer,
+};
 
 use crate::auth::AuthLayer;
 use crate::fleet::{DaemonConfig, LogFormat, Role};
@@ -104,7 +106,8 @@ fn build(live: &Live) -> Result<Built, Error> {
     let roles = config.roles();
     let peers = Peers::new(live.clone())?;
     let membership = Membership::default();
-    let sovereign = if roles.contains(&Role::Sovereign) { Some(SovereignService::new(&config.sovereign)?) } else { None };
+    let sovereign =
+        if roles.contains(&Role::Sovereign) { Some(SovereignService::new(&config.sovereign)?) } else { None };
     let worker = if roles.contains(&Role::Worker) {
         let store = WorkerService::open_store(&config)?;
         let approver: Arc<dyn Approver> = match &config.worker.timmy_pubkey {
@@ -213,7 +216,12 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
         stop_rx.clone(),
     ));
     if roles.contains(&Role::Health) || roles.contains(&Role::Router) {
-        tokio::spawn(crate::health::run_prober(live.clone(), built.peers.clone(), built.membership.clone(), stop_rx.clone()));
+        tokio::spawn(crate::health::run_prober(
+            live.clone(),
+            built.peers.clone(),
+            built.membership.clone(),
+            stop_rx.clone(),
+        ));
     }
     let _watcher = match crate::live::watch(live.clone(), path.clone()) {
         Ok(w) => Some(w),
@@ -250,7 +258,9 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
     .await
     {
         Ok(()) => tracing::info!("drained"),
-        Err(_) => tracing::warn!(grace_ms = config.shutdown_grace_ms, "grace period over; stopping with calls in flight"),
+        Err(_) => {
+            tracing::warn!(grace_ms = config.shutdown_grace_ms, "grace period over; stopping with calls in flight")
+        }
     }
     Ok(())
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use uni_wizard::{Error, ErrorCode, House};
-use uni_wizard_proto::v1::{router_client::RouterClient, sovereign_client::SovereignClient, worker_client::WorkerClient};
+use uni_wizard_proto::v1::{
+    router_client::RouterClient, sovereign_client::SovereignClient, worker_client::WorkerClient,
+};
 
 use crate::auth::{Authed, Credentials};
 use crate::fleet::{DaemonConfig, TlsConfig, parse_endpoint};
@@ -116,9 +118,10 @@ impl Peers {
 
     fn channel(&self, house: House) -> Result<Channel, Error> {
         let config: Arc<DaemonConfig> = self.live.get();
-        let entry = config.houses.get(&house).ok_or_else(|| {
-            Error::new(ErrorCode::ConfigInvalid, format!("house {house} has no entry in `houses`"))
-        })?;
+        let entry = config
+            .houses
+            .get(&house)
+            .ok_or_else(|| Error::new(ErrorCode::ConfigInvalid, format!("house {house} has no entry in `houses`")))?;
         let mut map = self.channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((ep, ch)) = map.get(&house)
             && *ep == entry.endpoint

@@ -50,7 +50,9 @@ pub fn server_tls(tls: &TlsConfig) -> Result<ServerTlsConfig, Error> {
 pub fn reflection() -> Result<
     (
         tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
-        tonic_reflection::server::v1alpha::ServerReflectionServer<impl tonic_reflection::server::v1alpha::ServerReflection>,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
     ),
     Error,
 > {

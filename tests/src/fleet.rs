@@ -164,7 +164,9 @@ impl Fleet {
         for (i, h) in houses.iter().enumerate() {
             fleet_yaml.push_str(&format!(
                 "  {h}: {{endpoint: \"127.0.0.1:{}\", auth_token: \"{}\", role: {h}, priority: {}}}\n",
-                ports[h].0, tokens[h], i + 1
+                ports[h].0,
+                tokens[h],
+                i + 1
             ));
         }
         let mut nodes = BTreeMap::new();
@@ -231,7 +233,8 @@ impl Fleet {
     pub fn wait_peer_state(&self, watcher: &str, house: &str, state: &str, within: Duration) -> Duration {
         let start = Instant::now();
         loop {
-            let seen = self.nodes[watcher].health().and_then(|v| v["peers"][house]["state"].as_str().map(str::to_owned));
+            let seen =
+                self.nodes[watcher].health().and_then(|v| v["peers"][house]["state"].as_str().map(str::to_owned));
             if seen.as_deref() == Some(state) {
                 return start.elapsed();
             }

@@ -45,7 +45,10 @@ impl Connect {
     /// E5001 without a token; E4001 for plaintext off loopback or unusable TLS files.
     pub fn open(&self, addr: &str, house: House) -> Result<Authed, Error> {
         let token = self.token.clone().filter(|t| !t.is_empty()).ok_or_else(|| {
-            Error::new(ErrorCode::Unauthenticated, format!("no token for {house}: pass --token or set UNI_WIZARD_TOKEN"))
+            Error::new(
+                ErrorCode::Unauthenticated,
+                format!("no token for {house}: pass --token or set UNI_WIZARD_TOKEN"),
+            )
         })?;
         let tls = match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
             (Some(ca), Some(cert), Some(key)) => Some(ClientTls::load(&TlsConfig {
@@ -145,7 +148,12 @@ pub fn print_submitted(v: &Value, as_json: bool) {
         o["duration_us"].as_f64().unwrap_or(0.0) / 1000.0,
         o["attempts"]
     );
-    let _ = writeln!(out, "    task {}  request {}", v["task_id"].as_str().unwrap_or(""), o["request_id"].as_str().unwrap_or(""));
+    let _ = writeln!(
+        out,
+        "    task {}  request {}",
+        v["task_id"].as_str().unwrap_or(""),
+        o["request_id"].as_str().unwrap_or("")
+    );
     let _ = writeln!(out, "{}", serde_json::to_string_pretty(&o["output"]).unwrap_or_default());
 }
 
@@ -195,7 +203,8 @@ pub fn print_health(v: &Value, as_json: bool) {
         let _ = writeln!(out, "{v}");
         return;
     }
-    let _ = writeln!(out, "{:<8} {:<22} {:<5} {:>8}  {:<14} {}", "house", "endpoint", "state", "latency", "node", "load");
+    let _ =
+        writeln!(out, "{:<8} {:<22} {:<5} {:>8}  {:<14} {}", "house", "endpoint", "state", "latency", "node", "load");
     for r in v["houses"].as_array().into_iter().flatten() {
         let s = |k: &str| r[k].as_str().unwrap_or("").to_owned();
         if r["state"] == "up" {

@@ -123,7 +123,11 @@ impl Membership {
 ///
 /// # Errors
 /// A sentence saying why the house does not count as up.
-pub async fn probe(peers: &Peers, house: House, timeout: Duration) -> Result<uni_wizard_proto::v1::CapacityResponse, String> {
+pub async fn probe(
+    peers: &Peers,
+    house: House,
+    timeout: Duration,
+) -> Result<uni_wizard_proto::v1::CapacityResponse, String> {
     let once = async {
         let mut health = HealthClient::new(peers.authed(house).map_err(|e| e.message)?);
         let status = health
@@ -147,7 +151,12 @@ pub async fn probe(peers: &Peers, house: House, timeout: Duration) -> Result<uni
 }
 
 /// Probes every house of the live config until `stop` fires.
-pub async fn run_prober(live: Live, peers: Peers, membership: Membership, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn run_prober(
+    live: Live,
+    peers: Peers,
+    membership: Membership,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
         let config = live.get();
         let timeout = Duration::from_millis(config.health.timeout_ms);

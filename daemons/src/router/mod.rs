@@ -113,7 +113,14 @@ impl RouterService {
         intelligence: Option<Arc<Intelligence>>,
     ) -> RouterService {
         RouterService {
-            inner: Arc::new(Inner { live, peers, membership, registry, intelligence, tasks: Mutex::new(Tasks::default()) }),
+            inner: Arc::new(Inner {
+                live,
+                peers,
+                membership,
+                registry,
+                intelligence,
+                tasks: Mutex::new(Tasks::default()),
+            }),
         }
     }
 
@@ -125,7 +132,10 @@ impl RouterService {
     fn candidates(&self, tool: &str, preferred: Option<House>) -> (Vec<House>, Vec<(House, NodeState)>) {
         let config = self.inner.live.get();
         let category = self.inner.registry.get(tool).map(|t| {
-            serde_json::to_value(t.contract().category).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+            serde_json::to_value(t.contract().category)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
         });
         let route: Vec<House> = config
             .router
@@ -144,7 +154,8 @@ impl RouterService {
                 order.push(h);
             }
         }
-        let states: Vec<(House, NodeState)> = order.iter().map(|h| (*h, self.inner.membership.status(*h).state)).collect();
+        let states: Vec<(House, NodeState)> =
+            order.iter().map(|h| (*h, self.inner.membership.status(*h).state)).collect();
         let mut up: Vec<House> = states.iter().filter(|(_, s)| *s == NodeState::Up).map(|(h, _)| *h).collect();
         let unknown = states.iter().filter(|(_, s)| *s == NodeState::Unknown).map(|(h, _)| *h);
         if preferred.is_none()
@@ -159,7 +170,13 @@ impl RouterService {
     }
 
     /// Dispatches a task to its candidates in turn and publishes every step.
-    async fn dispatch(self, task: Arc<Task>, req: SubmitRequest, candidates: Vec<House>, states: Vec<(House, NodeState)>) {
+    async fn dispatch(
+        self,
+        task: Arc<Task>,
+        req: SubmitRequest,
+        candidates: Vec<House>,
+        states: Vec<(House, NodeState)>,
+    ) {
         let started = Instant::now();
         let call = req.call.clone().unwrap_or_default();
         let safe_to_repeat = self
@@ -259,11 +276,19 @@ impl RouterService {
         }
     }
 
-    fn finish(&self, task: &Task, house: Option<House>, node: String, result: Result<v1::Outcome, Error>, started: Instant) {
+    fn finish(
+        &self,
+        task: &Task,
+        house: Option<House>,
+        node: String,
+        result: Result<v1::Outcome, Error>,
+        started: Instant,
+    ) {
         let (state, result) = match result {
             Ok(o) => (TaskState::Succeeded, Ok(o)),
             Err(e) => {
-                let rejected = matches!(e.code.category(), ErrorCategory::Contract | ErrorCategory::Policy | ErrorCategory::Auth);
+                let rejected =
+                    matches!(e.code.category(), ErrorCategory::Contract | ErrorCategory::Policy | ErrorCategory::Auth);
                 let e = if e.request_id.is_none() { e.with_request_id(task.id.clone()) } else { e };
                 (if rejected { TaskState::Rejected } else { TaskState::Failed }, Err(wire::error_to_wire(&e)))
             }
@@ -304,7 +329,11 @@ impl RouterService {
             }
         }
         let snapshot = Snapshot { state: TaskState::Pending, assigned: None, node: String::new(), result: None };
-        let task = Arc::new(Task { id: uni_wizard::provenance::new_id(), key: key.clone(), state: watch::channel(snapshot).0 });
+        let task = Arc::new(Task {
+            id: uni_wizard::provenance::new_id(),
+            key: key.clone(),
+            state: watch::channel(snapshot).0,
+        });
         tasks.by_id.insert(task.id.clone(), task.clone());
         tasks.by_key.insert(key, task.clone());
         tasks.order.push_back(task.clone());
@@ -320,7 +349,10 @@ impl RouterService {
         if let Some(claimed) = wire::house_from_wire(req.caller_house)
             && claimed != caller
         {
-            return Err(Error::new(ErrorCode::Impersonation, format!("authenticated as {caller} but claims to be {claimed}")));
+            return Err(Error::new(
+                ErrorCode::Impersonation,
+                format!("authenticated as {caller} but claims to be {claimed}"),
+            ));
         }
         wire::mode_from_wire(req.mode)?;
         let request = wire::request_from_wire(req.call.as_ref())?;
@@ -340,7 +372,9 @@ fn is_connect_error(status: &tonic::Status) -> bool {
         text.push_str(&s.to_string().to_ascii_lowercase());
         source = s.source();
     }
-    text.contains("tcp connect error") || text.contains("connection refused") || text.contains("error trying to connect")
+    text.contains("tcp connect error")
+        || text.contains("connection refused")
+        || text.contains("error trying to connect")
 }
 
 fn response(task: &Task, snapshot: &Snapshot, deduplicated: bool) -> SubmitResponse {
@@ -359,7 +393,10 @@ fn response(task: &Task, snapshot: &Snapshot, deduplicated: bool) -> SubmitRespo
 
 #[tonic::async_trait]
 impl Router for RouterService {
-    async fn submit(&self, request: tonic::Request<SubmitRequest>) -> Result<tonic::Response<SubmitResponse>, tonic::Status> {
+    async fn submit(
+        &self,
+        request: tonic::Request<SubmitRequest>,
+    ) -> Result<tonic::Response<SubmitResponse>, tonic::Status> {
         let peer = auth::peer(&request)?;
         let config = self.inner.live.get();
         auth::require(peer, &config.router.submitters, "submit tasks")?;
@@ -381,7 +418,10 @@ impl Router for RouterService {
         Ok(tonic::Response::new(response(&task, &snapshot, deduplicated)))
     }
 
-    async fn status(&self, request: tonic::Request<StatusRequest>) -> Result<tonic::Response<StatusResponse>, tonic::Status> {
+    async fn status(
+        &self,
+        request: tonic::Request<StatusRequest>,
+    ) -> Result<tonic::Response<StatusResponse>, tonic::Status> {
         let peer = auth::peer(&request)?;
         auth::require(peer, &self.inner.live.get().router.submitters, "read task status")?;
         let id = request.into_inner().task_id;

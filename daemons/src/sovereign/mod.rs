@@ -114,7 +114,8 @@ fn answer(entry: &Entry, d: &Decision) -> ApprovalResponse {
 
 fn invalid(field: &str, why: &str) -> tonic::Status {
     wire::status(
-        &Error::new(ErrorCode::InvalidInput, format!("`{field}` {why}")).with_details(serde_json::json!({ "field": field })),
+        &Error::new(ErrorCode::InvalidInput, format!("`{field}` {why}"))
+            .with_details(serde_json::json!({ "field": field })),
     )
 }
 
@@ -152,12 +153,14 @@ impl Sovereign for SovereignService {
             match entries.get(&id) {
                 Some(e) => e.clone(),
                 None => {
-                    let pending = entries.values().filter(|e| e.decision.borrow().decision == ApprovalDecision::Pending);
+                    let pending =
+                        entries.values().filter(|e| e.decision.borrow().decision == ApprovalDecision::Pending);
                     if pending.count() >= self.inner.config.max_pending {
                         return Err(wire::status(&Error::new(ErrorCode::Saturated, "too many approvals are pending")));
                     }
                     let now = now_ms();
-                    let decision = Decision { decision: ApprovalDecision::Pending, token: Vec::new(), note: String::new() };
+                    let decision =
+                        Decision { decision: ApprovalDecision::Pending, token: Vec::new(), note: String::new() };
                     let e = Arc::new(Entry {
                         id: id.clone(),
                         request: req,
@@ -199,7 +202,10 @@ impl Sovereign for SovereignService {
         Ok(tonic::Response::new(ListPendingResponse { pending }))
     }
 
-    async fn decide(&self, request: tonic::Request<DecideRequest>) -> Result<tonic::Response<DecideResponse>, tonic::Status> {
+    async fn decide(
+        &self,
+        request: tonic::Request<DecideRequest>,
+    ) -> Result<tonic::Response<DecideResponse>, tonic::Status> {
         auth::require(auth::peer(&request)?, &[House::Timmy], "decide approvals")?;
         let req = request.into_inner();
         let entry = {
@@ -270,8 +276,11 @@ impl RemoteApprover {
         rpc.set_timeout(self.wait + Duration::from_secs(5));
         let answer = client.request_approval(rpc).await.map_err(|s| {
             let e = wire::error_from_status(&s);
-            Error::new(ErrorCode::ApprovalRequired, format!("{} needs Timmy's approval and Timmy could not be asked: {}", request.tool, e.message))
-                .with_details(serde_json::json!({ "cause": e.code.as_str() }))
+            Error::new(
+                ErrorCode::ApprovalRequired,
+                format!("{} needs Timmy's approval and Timmy could not be asked: {}", request.tool, e.message),
+            )
+            .with_details(serde_json::json!({ "cause": e.code.as_str() }))
         })?;
         let answer = answer.into_inner();
         match answer.decision() {
@@ -282,7 +291,11 @@ impl RemoteApprover {
             }
             ApprovalDecision::Denied => Err(Error::new(
                 ErrorCode::ApprovalRequired,
-                format!("Timmy denied {} ({})", request.tool, if answer.note.is_empty() { "no note" } else { &answer.note }),
+                format!(
+                    "Timmy denied {} ({})",
+                    request.tool,
+                    if answer.note.is_empty() { "no note" } else { &answer.note }
+                ),
             )
             .with_details(serde_json::json!({ "approval_id": answer.approval_id, "decision": "denied" }))),
             other => Err(Error::new(

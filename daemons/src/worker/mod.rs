@@ -156,7 +156,10 @@ impl WorkerService {
         }
         if inner.queued.fetch_add(1, Ordering::AcqRel) >= inner.max_queued {
             inner.queued.fetch_sub(1, Ordering::AcqRel);
-            return Err(Error::new(ErrorCode::Saturated, format!("worker {} has {} calls queued", inner.node, inner.max_queued)));
+            return Err(Error::new(
+                ErrorCode::Saturated,
+                format!("worker {} has {} calls queued", inner.node, inner.max_queued),
+            ));
         }
         let permit = inner.slots.clone().acquire_owned().await;
         inner.queued.fetch_sub(1, Ordering::AcqRel);
@@ -177,15 +180,21 @@ impl WorkerService {
 
 #[tonic::async_trait]
 impl Worker for WorkerService {
-    async fn execute(&self, request: tonic::Request<ExecuteRequest>) -> Result<tonic::Response<ExecuteResponse>, tonic::Status> {
+    async fn execute(
+        &self,
+        request: tonic::Request<ExecuteRequest>,
+    ) -> Result<tonic::Response<ExecuteResponse>, tonic::Status> {
         let peer = auth::peer(&request)?;
         auth::require(peer, &self.inner.live.get().worker.dispatchers, "dispatch to a worker")?;
         let req = request.into_inner();
         let inner = &*self.inner;
         if wire::house_from_wire(req.house) != Some(inner.house) {
             return Err(wire::status(
-                &Error::new(ErrorCode::Forbidden, format!("this worker executes as {}, not as the house asked", inner.house))
-                    .with_details(serde_json::json!({ "worker_house": inner.house, "asked": req.house })),
+                &Error::new(
+                    ErrorCode::Forbidden,
+                    format!("this worker executes as {}, not as the house asked", inner.house),
+                )
+                .with_details(serde_json::json!({ "worker_house": inner.house, "asked": req.house })),
             ));
         }
         let seen = inner.fence.fetch_max(req.fencing_token, Ordering::AcqRel);
@@ -203,7 +212,10 @@ impl Worker for WorkerService {
         Ok(tonic::Response::new(ExecuteResponse { result: Some(result) }))
     }
 
-    async fn capacity(&self, request: tonic::Request<CapacityRequest>) -> Result<tonic::Response<CapacityResponse>, tonic::Status> {
+    async fn capacity(
+        &self,
+        request: tonic::Request<CapacityRequest>,
+    ) -> Result<tonic::Response<CapacityResponse>, tonic::Status> {
         auth::peer(&request)?;
         let inner = &*self.inner;
         // Intelligent and Sovereign share the full executor stack's breakers per harness; a tool
