@@ -1,0 +1,158 @@
+//! Authentication of every RPC on real daemons: house tokens bound to the claimed house, and
+//! mutual TLS with a CA made in the test.
+
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType};
+use tonic::metadata::MetadataValue;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+use uni_wizard_proto::v1::{ExecuteRequest, SubmitRequest, ToolCall, router_client::RouterClient, worker_client::WorkerClient};
+use uni_wizard_tests::fleet::Fleet;
+use uni_wizard_tests::{bin, json_stdout};
+
+fn roles(h: &str) -> String {
+    if h == "timmy" { "roles: [router, health, worker]\n".into() } else { String::new() }
+}
+
+/// A request carrying `house` and `token` as the daemons expect (either may be left out).
+fn req<T>(msg: T, house: Option<&str>, token: Option<&str>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if let Some(h) = house {
+        r.metadata_mut().insert("x-uw-house", MetadataValue::try_from(h).expect("ascii"));
+    }
+    if let Some(t) = token {
+        r.metadata_mut().insert("authorization", MetadataValue::try_from(format!("Bearer {t}")).expect("ascii"));
+    }
+    r
+}
+
+fn submit_request() -> SubmitRequest {
+    SubmitRequest {
+        call: Some(ToolCall { tool: "system_info".into(), args_json: "{}".into(), ..Default::default() }),
+        idempotency_key: "auth-test".into(),
+        ..Default::default()
+    }
+}
+
+fn assert_refused(s: &tonic::Status, code: tonic::Code, e: &str) {
+    assert_eq!(s.code(), code, "{s:?}");
+    assert!(s.message().starts_with(e), "{e} expected in {:?}", s.message());
+}
+
+/// Proves no token, a wrong token, an unknown house and Allegro-style impersonation (Ezra's
+/// token claiming Timmy) are refused on the router, the worker and even the health service,
+/// with E5001/E5002; a house outside `worker.dispatchers` gets E5003; the right token works.
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_wrong_and_impersonating_credentials_are_refused() {
+    let fleet = Fleet::start(&["timmy", "ezra"], &roles);
+    let (timmy, ezra) = (&fleet.nodes["timmy"], &fleet.nodes["ezra"]);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", timmy.grpc))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut router = RouterClient::new(channel.clone());
+    let mut health = HealthClient::new(channel.clone());
+
+    let cases: [(Option<&str>, Option<&str>, tonic::Code, &str); 5] = [
+        (None, None, tonic::Code::Unauthenticated, "E5001"),
+        (Some("timmy"), None, tonic::Code::Unauthenticated, "E5001"),
+        (Some("timmy"), Some("not-the-token-of-anyone"), tonic::Code::Unauthenticated, "E5001"),
+        (Some("nobody"), Some(&timmy.token), tonic::Code::Unauthenticated, "E5001"),
+        (Some("timmy"), Some(&ezra.token), tonic::Code::PermissionDenied, "E5002"),
+    ];
+    for (house, token, code, e) in cases {
+        let s = router.submit(req(submit_request(), house, token)).await.expect_err("refused");
+        assert_refused(&s, code, e);
+        let s = health.check(req(HealthCheckRequest { service: String::new() }, house, token)).await.expect_err("refused");
+        assert_refused(&s, code, e);
+    }
+
+    let mut worker = WorkerClient::new(channel.clone());
+    let execute = ExecuteRequest { call: submit_request().call, house: 1, ..Default::default() };
+    let s = worker.execute(req(execute, Some("ezra"), Some(&ezra.token))).await.expect_err("ezra may not dispatch");
+    assert_refused(&s, tonic::Code::PermissionDenied, "E5003");
+
+    let ok = router.submit(req(submit_request(), Some("ezra"), Some(&ezra.token))).await.expect("ezra submits as ezra");
+    assert!(ok.into_inner().result.is_some());
+    let ok = health.check(req(HealthCheckRequest { service: String::new() }, Some("timmy"), Some(&timmy.token))).await;
+    assert_eq!(ok.expect("serving").into_inner().status, 1, "SERVING");
+
+    let o = std::process::Command::new(bin("uni-wizard"))
+        .env("UNI_WIZARD_HOME", fleet.dir.path())
+        .env("UNI_WIZARD_TOKEN", &ezra.token)
+        .args(["test", "--json", "--router", &timmy.grpc, "--house", "timmy", "--tool", "system_info"])
+        .output()
+        .expect("cli");
+    assert_eq!(o.status.code(), Some(5), "the CLI exits 5 on an auth refusal");
+    assert_eq!(json_stdout(&o)["error"]["code"], "E5002");
+}
+
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        CertifiedIssuer::self_signed(p, KeyPair::generate().expect("key")).expect("ca")
+    }
+
+    /// Writes `<name>.pem` and `<name>.key`, a leaf for 127.0.0.1/localhost signed by `ca`.
+    fn leaf(&self, ca: &CertifiedIssuer<'static, KeyPair>, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let mut p = CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+        p.subject_alt_names.push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let key = KeyPair::generate().expect("key");
+        let cert = p.signed_by(&key, ca).expect("sign");
+        let (c, k) = (self.dir.path().join(format!("{name}.pem")), self.dir.path().join(format!("{name}.key")));
+        std::fs::write(&c, cert.pem()).expect("cert");
+        std::fs::write(&k, key.serialize_pem()).expect("key");
+        (c, k)
+    }
+}
+
+/// Proves mutual TLS with a CA generated here works end to end (CLI -> router -> worker, all
+/// TLS), and that a client certificate from another CA, or no TLS at all, is refused.
+#[test]
+fn tls_with_the_fleet_ca_works_and_a_foreign_client_certificate_is_refused() {
+    let pki = Pki { dir: tempfile::tempdir().expect("pki dir") };
+    let ca = Pki::ca("uni-wizard fleet CA");
+    let ca_pem = pki.dir.path().join("ca.pem");
+    std::fs::write(&ca_pem, ca.pem()).expect("ca");
+    let (node_cert, node_key) = pki.leaf(&ca, "timmy");
+    let (cli_cert, cli_key) = pki.leaf(&ca, "operator");
+    let (bad_cert, bad_key) = pki.leaf(&Pki::ca("someone else"), "intruder");
+    let tls = format!(
+        "tls: {{ca: {}, cert: {}, key: {}}}\nroles: [router, health, worker]\n",
+        ca_pem.display(),
+        node_cert.display(),
+        node_key.display()
+    );
+    let fleet = Fleet::start(&["timmy"], &|_| tls.clone());
+    fleet.wait_peer_state("timmy", "timmy", "up", Duration::from_secs(10));
+    let timmy = &fleet.nodes["timmy"];
+    let run = |cert: Option<(&std::path::Path, &std::path::Path)>| {
+        let mut c = std::process::Command::new(bin("uni-wizard"));
+        c.env("UNI_WIZARD_HOME", fleet.dir.path())
+            .env("UNI_WIZARD_TOKEN", &timmy.token)
+            .args(["test", "--json", "--router", &timmy.grpc, "--house", "timmy", "--tool", "system_info"]);
+        if let Some((cert, key)) = cert {
+            c.arg("--tls-ca").arg(&ca_pem).arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+        }
+        c.output().expect("cli")
+    };
+    let o = run(Some((&cli_cert, &cli_key)));
+    let v = json_stdout(&o);
+    assert!(o.status.success(), "{v}\n{}", timmy.log());
+    assert_eq!(v["assigned_house"], "timmy", "router -> worker over TLS too: {v}");
+
+    let o = run(Some((&bad_cert, &bad_key)));
+    assert!(!o.status.success(), "a client certificate from another CA is refused: {}", json_stdout(&o));
+    let o = run(None);
+    assert!(!o.status.success(), "plaintext to a TLS node is refused: {}", json_stdout(&o));
+}
