@@ -273,6 +273,10 @@ pub struct WorkerConfig {
     pub timmy_pubkey: Option<PathBuf>,
     /// How long a worker waits for Timmy's decision on a Sovereign call.
     pub approval_wait_ms: u64,
+    /// Record every call in the durable, hash-chained `<home>/audit.db` (one fsync per call),
+    /// not only Sovereign ones. Off, Simple and Intelligent calls go to a bounded in-memory log
+    /// (proofs then last until a restart) and the worker is limited by the CPU, not the disk.
+    pub audit_all_modes: bool,
 }
 
 impl Default for WorkerConfig {
@@ -285,6 +289,7 @@ impl Default for WorkerConfig {
             library: uni_wizard::Config::default(),
             timmy_pubkey: None,
             approval_wait_ms: 300_000,
+            audit_all_modes: true,
         }
     }
 }

@@ -23,10 +23,28 @@ use crate::peers::read;
 /// When another recorder is already installed in this process.
 pub fn install_metrics() -> Result<PrometheusHandle, Error> {
     let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
-    metrics_exporter_prometheus::PrometheusBuilder::new()
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets(&buckets)
         .and_then(|b| b.install_recorder())
-        .map_err(|e| Error::new(ErrorCode::ConfigInvalid, format!("cannot install the metrics recorder: {e}")))
+        .map_err(|e| Error::new(ErrorCode::ConfigInvalid, format!("cannot install the metrics recorder: {e}")))?;
+    describe_metrics();
+    Ok(handle)
+}
+
+/// Help text for every metric the daemons export (Prometheus' `# HELP` lines).
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!("uw_auth_refused_total", "RPCs refused by authentication, by error code");
+    describe_counter!("uw_config_reload_total", "Config hot reloads, by result (applied, rejected)");
+    describe_gauge!("uw_peer_up", "Whether the health prober sees the house up (1) or down (0)");
+    describe_counter!("uw_worker_calls_total", "Calls executed by this worker, by result (ok or the error code)");
+    describe_histogram!("uw_worker_call_seconds", Unit::Seconds, "Time a worker call took, queueing excluded");
+    describe_counter!("uw_worker_fenced_total", "Dispatches refused for a stale fencing token");
+    describe_counter!("uw_router_tasks_total", "Finished router tasks, by state and house");
+    describe_histogram!("uw_router_task_seconds", Unit::Seconds, "Time from submission to a finished task");
+    describe_counter!("uw_router_deduplicated_total", "Submissions answered from an earlier task with the same key");
+    describe_counter!("uw_sovereign_requests_total", "Approval requests received by Timmy's Sovereign service");
+    describe_counter!("uw_sovereign_decisions_total", "Approval decisions, by decision");
 }
 
 /// The server-side TLS config: this node's identity, and client certificates required and

@@ -158,6 +158,12 @@ impl Fleet {
     /// When the temp dir cannot be written.
     pub fn configure(houses: &[&str], extra: Extra<'_>) -> Fleet {
         let dir = tempfile::tempdir().expect("tempdir");
+        // Timmy's key pair, made by the real CLI: Timmy's sovereign role signs with the secret
+        // half, every worker checks remote approvals with the public half.
+        let keys = dir.path().join("keys");
+        let made =
+            Command::new(crate::bin("uni-wizard")).arg("keygen").arg("--out").arg(&keys).output().expect("keygen");
+        assert!(made.status.success(), "keygen: {}", String::from_utf8_lossy(&made.stderr));
         let ports: BTreeMap<&str, (u16, u16)> = houses.iter().map(|h| (*h, (free_port(), free_port()))).collect();
         let tokens: BTreeMap<&str, String> = houses.iter().map(|h| (*h, format!("{h}-{}", token()))).collect();
         let mut fleet_yaml = String::from("houses:\n");
@@ -181,9 +187,12 @@ impl Fleet {
                 "house: {h}\nnode: {h}-node\nplaintext_loopback: true\nlisten: {{grpc: \"127.0.0.1:{}\", http: \"127.0.0.1:{}\"}}\n\
                  health: {{interval_ms: 200, timeout_ms: 300, down_after: 2}}\n\
                  shutdown_grace_ms: 5000\n\
-                 worker:\n  library:\n    home: {}\n    file_roots: [{}]\n    intelligence: {{enabled: false}}\n{}{}",
+                 sovereign: {{key_file: {}}}\n\
+                 worker:\n  timmy_pubkey: {}\n  approval_wait_ms: 20000\n  library:\n    home: {}\n    file_roots: [{}]\n    intelligence: {{enabled: false}}\n{}{}",
                 ports[h].0,
                 ports[h].1,
+                keys.join("timmy.key").display(),
+                keys.join("timmy.pub").display(),
                 home.display(),
                 root.display(),
                 extra(h),

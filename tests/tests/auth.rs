@@ -7,7 +7,9 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsa
 use tonic::metadata::MetadataValue;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
-use uni_wizard_proto::v1::{ExecuteRequest, SubmitRequest, ToolCall, router_client::RouterClient, worker_client::WorkerClient};
+use uni_wizard_proto::v1::{
+    ExecuteRequest, SubmitRequest, ToolCall, router_client::RouterClient, worker_client::WorkerClient,
+};
 use uni_wizard_tests::fleet::Fleet;
 use uni_wizard_tests::{bin, json_stdout};
 
@@ -65,7 +67,8 @@ async fn missing_wrong_and_impersonating_credentials_are_refused() {
     for (house, token, code, e) in cases {
         let s = router.submit(req(submit_request(), house, token)).await.expect_err("refused");
         assert_refused(&s, code, e);
-        let s = health.check(req(HealthCheckRequest { service: String::new() }, house, token)).await.expect_err("refused");
+        let s =
+            health.check(req(HealthCheckRequest { service: String::new() }, house, token)).await.expect_err("refused");
         assert_refused(&s, code, e);
     }
 
@@ -138,9 +141,16 @@ fn tls_with_the_fleet_ca_works_and_a_foreign_client_certificate_is_refused() {
     let timmy = &fleet.nodes["timmy"];
     let run = |cert: Option<(&std::path::Path, &std::path::Path)>| {
         let mut c = std::process::Command::new(bin("uni-wizard"));
-        c.env("UNI_WIZARD_HOME", fleet.dir.path())
-            .env("UNI_WIZARD_TOKEN", &timmy.token)
-            .args(["test", "--json", "--router", &timmy.grpc, "--house", "timmy", "--tool", "system_info"]);
+        c.env("UNI_WIZARD_HOME", fleet.dir.path()).env("UNI_WIZARD_TOKEN", &timmy.token).args([
+            "test",
+            "--json",
+            "--router",
+            &timmy.grpc,
+            "--house",
+            "timmy",
+            "--tool",
+            "system_info",
+        ]);
         if let Some((cert, key)) = cert {
             c.arg("--tls-ca").arg(&ca_pem).arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
         }

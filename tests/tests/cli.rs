@@ -156,6 +156,9 @@ fn config_examples_load_and_errors_name_the_place() {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "yaml") {
             let mut c = cli(home.path());
+            for var in ["TIMMY_TOKEN", "ALLEGRO_TOKEN", "EZRA_TOKEN", "BEZALEL_TOKEN"] {
+                c.env(var, format!("{var}-example-0123456789"));
+            }
             c.args(["config", "check", "--json"]).arg(&path);
             let o = run(c);
             assert!(o.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&o.stdout));
@@ -173,6 +176,21 @@ fn config_examples_load_and_errors_name_the_place() {
     assert_eq!(v["error"]["code"], "E4001");
     assert_eq!(v["error"]["details"]["line"], 4);
     assert_eq!(v["error"]["details"]["field"], "executor.retry.max_retries");
+
+    // A daemon config (it has `houses:`) is checked as one, with the same precision.
+    let bad = home.path().join("node.yaml");
+    let text = "house: ezra\nlisten: {grpc: 127.0.0.1:1, http: 127.0.0.1:2}\nplaintext_loopback: true\nhealth:\n  interval_ms: soon\nhouses:\n  ezra: {endpoint: 127.0.0.1:1, auth_token: ezra-token-0123456789}\n";
+    std::fs::write(&bad, text).expect("write");
+    let mut c = cli(home.path());
+    c.args(["config", "check", "--json"]).arg(&bad);
+    let o = run(c);
+    assert_eq!(o.status.code(), Some(64));
+    let v = json_stdout(&o);
+    assert_eq!(
+        (v["error"]["details"]["line"].as_u64(), v["error"]["details"]["field"].as_str()),
+        (Some(5), Some("health.interval_ms")),
+        "{v}"
+    );
 }
 
 fn predict(home: &std::path::Path, tool: &str, house: &str) -> serde_json::Value {

@@ -181,3 +181,106 @@ fn sigterm_drains_and_exits_zero() {
     assert!(status.success(), "{status}:\n{}", fleet.nodes["ezra"].log());
     assert!(fleet.nodes["ezra"].log().contains("drained"), "{}", fleet.nodes["ezra"].log());
 }
+
+/// `uni-wizard approve ...` against Timmy's Sovereign service, as Timmy.
+fn approve(fleet: &Fleet, args: &[&str]) -> Value {
+    let o = std::process::Command::new(bin("uni-wizard"))
+        .env("UNI_WIZARD_HOME", fleet.dir.path().join("cli-home"))
+        .env("UNI_WIZARD_TOKEN", &fleet.nodes["timmy"].token)
+        .args(["approve", "--json", "--sovereign", &fleet.nodes["timmy"].grpc])
+        .args(args)
+        .output()
+        .expect("approve runs");
+    ok(&o)
+}
+
+/// Waits (bounded) for one pending approval of `tool` by `house` and returns its id.
+fn pending_id(fleet: &Fleet, house: &str, tool: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = approve(fleet, &["--list"]);
+        let found = v["pending"].as_array().into_iter().flatten().find(|p| p["house"] == house && p["tool"] == tool);
+        if let Some(p) = found {
+            assert_eq!(p["args"]["content"], "approved?", "Timmy sees the (redacted) arguments: {p}");
+            return p["approval_id"].as_str().unwrap_or_default().to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no pending approval appeared: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Proves remote Sovereign approvals: a Sovereign `file_write` routed to Allegro waits at
+/// Timmy's Sovereign service, Timmy's operator lists it and approves it with the CLI, and the
+/// write happens with Timmy's signed token; a denied one fails with E2002 and writes nothing;
+/// and no house but Timmy may list or decide (E5003).
+#[test]
+fn sovereign_calls_wait_for_timmys_remote_decision() {
+    let fleet = Fleet::start(&["timmy", "allegro"], &|h| {
+        if h == "timmy" { format!("roles: [router, health, worker, sovereign]\n{ROUTES}") } else { String::new() }
+    });
+    fleet.wait_peer_state("timmy", "allegro", "up", Duration::from_secs(10));
+    let write = |path: &str| {
+        let mut c = std::process::Command::new(bin("uni-wizard"));
+        c.env("UNI_WIZARD_HOME", fleet.dir.path().join("cli-home"))
+            .env("UNI_WIZARD_TOKEN", &fleet.nodes["timmy"].token)
+            .args(["test", "--json", "--router", &fleet.nodes["timmy"].grpc, "--house", "timmy", "--on", "allegro"])
+            .args(["--mode", "sovereign", "--tool", "file_write", "--arg", &format!("path={path}")])
+            .args(["--arg", "content=approved?", "--arg", "expected_sha256=absent"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c.spawn().expect("spawn")
+    };
+
+    let waiting = write("approved.txt");
+    let id = pending_id(&fleet, "allegro", "file_write");
+    assert!(!fleet.nodes["allegro"].root.join("approved.txt").exists(), "nothing runs before Timmy decides");
+    let d = approve(&fleet, &["--decide", &id, "--note", "looks right"]);
+    assert_eq!(d["decision"], "approved", "{d}");
+    let v = ok(&waiting.wait_with_output().expect("wait"));
+    assert_eq!(v["assigned_house"], "allegro", "{v}");
+    let written = std::fs::read_to_string(fleet.nodes["allegro"].root.join("approved.txt")).expect("written");
+    assert_eq!(written, "approved?");
+
+    let waiting = write("denied.txt");
+    let id = pending_id(&fleet, "allegro", "file_write");
+    assert_eq!(approve(&fleet, &["--decide", &id, "--deny", "--note", "not today"])["decision"], "denied");
+    let o = waiting.wait_with_output().expect("wait");
+    let v = json_stdout(&o);
+    assert_eq!((o.status.code(), v["error"]["code"].as_str()), (Some(3), Some("E2002")), "{v}");
+    assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("not today")), "{v}");
+    assert!(!fleet.nodes["allegro"].root.join("denied.txt").exists());
+
+    let o = std::process::Command::new(bin("uni-wizard"))
+        .env("UNI_WIZARD_TOKEN", &fleet.nodes["allegro"].token)
+        .args(["approve", "--json", "--list", "--sovereign", &fleet.nodes["timmy"].grpc])
+        .output()
+        .expect("approve");
+    assert_eq!(o.status.code(), Some(5), "{}", String::from_utf8_lossy(&o.stdout));
+}
+
+/// Proves `uni-wizard health` shows every house up with its node, and a killed one as down
+/// (exit 4).
+#[test]
+fn health_command_shows_the_fleet() {
+    let mut fleet = Fleet::start(&["timmy", "ezra"], &|h| {
+        if h == "timmy" { "roles: [router, health, worker]\n".into() } else { String::new() }
+    });
+    let health = |fleet: &Fleet| {
+        std::process::Command::new(bin("uni-wizard"))
+            .args(["health", "--json", "--config"])
+            .arg(&fleet.nodes["timmy"].config)
+            .output()
+            .expect("health")
+    };
+    let o = health(&fleet);
+    let v = ok(&o);
+    let houses = v["houses"].as_array().cloned().unwrap_or_default();
+    assert_eq!(houses.len(), 2, "{v}");
+    assert!(houses.iter().all(|h| h["state"] == "up"), "{v}");
+    assert!(houses.iter().any(|h| h["house"] == "ezra" && h["node"] == "ezra-node"), "{v}");
+    fleet.node("ezra").kill();
+    let o = health(&fleet);
+    let v = json_stdout(&o);
+    assert_eq!(o.status.code(), Some(4), "{v}");
+    assert!(v["houses"].as_array().into_iter().flatten().any(|h| h["house"] == "ezra" && h["state"] == "down"), "{v}");
+}

@@ -67,7 +67,8 @@ pub enum Command {
 /// `uni-wizard config ...`.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Validate a config file without starting anything; exits 64 naming file, line and field.
+    /// Validate a config file (library config, or a node's daemon config with `houses:`)
+    /// without starting anything; exits 64 naming file, line and field.
     Check {
         /// The YAML file.
         file: PathBuf,
@@ -341,8 +342,15 @@ pub fn parse_args(pairs: &[String], args_json: Option<&str>, schema: &Value) -> 
 }
 
 fn config_check(file: &std::path::Path, as_json: bool) -> i32 {
-    match crate::config::load_library(file) {
-        Ok(_) => {
+    // A node's daemon config has a top-level `houses:`; anything else is a library config.
+    let is_daemon = std::fs::read_to_string(file).is_ok_and(|t| t.lines().any(|l| l.starts_with("houses:")));
+    let checked = if is_daemon {
+        crate::fleet::DaemonConfig::load(file).map(|_| ())
+    } else {
+        crate::config::load_library(file).map(|_| ())
+    };
+    match checked {
+        Ok(()) => {
             if as_json {
                 println!("{}", json!({ "ok": true, "file": file.display().to_string() }));
             } else {

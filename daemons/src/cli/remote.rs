@@ -203,8 +203,7 @@ pub fn print_health(v: &Value, as_json: bool) {
         let _ = writeln!(out, "{v}");
         return;
     }
-    let _ =
-        writeln!(out, "{:<8} {:<22} {:<5} {:>8}  {:<14} {}", "house", "endpoint", "state", "latency", "node", "load");
+    let _ = writeln!(out, "{:<8} {:<22} {:<5} {:>8}  {:<14} load", "house", "endpoint", "state", "latency", "node");
     for r in v["houses"].as_array().into_iter().flatten() {
         let s = |k: &str| r[k].as_str().unwrap_or("").to_owned();
         if r["state"] == "up" {

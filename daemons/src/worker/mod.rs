@@ -100,13 +100,17 @@ impl WorkerService {
         } else {
             None
         };
+        let memory: Arc<dyn uni_wizard::provenance::ProvenanceLog> =
+            Arc::new(uni_wizard::provenance::MemoryLog::default());
         let build = |mode: Mode| {
+            let log: Arc<dyn uni_wizard::provenance::ProvenanceLog> =
+                if mode == Mode::Sovereign || config.worker.audit_all_modes { store.clone() } else { memory.clone() };
             let mut b = Harness::builder()
                 .house(config.house)
                 .mode(mode)
                 .config(library.clone())
                 .registry(registry.clone())
-                .provenance(store.clone())
+                .provenance(log)
                 .approver(approver.clone());
             if let Some(i) = &intelligence {
                 b = b.intelligence(i.clone());
