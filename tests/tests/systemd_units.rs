@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use uni_wizard_tests::fleet::{Fleet, http_get};
-use uni_wizard_tests::{bin, cli, run};
+use uni_wizard_tests::bin;
 
 /// Where the units say the daemon is installed; the tests point it at the built binary.
 const INSTALLED_BIN: &str = "/usr/local/bin/uni-wizardd";
@@ -215,15 +215,8 @@ impl Notify {
 /// then exit 0 within 15 s.
 #[test]
 fn daemon_speaks_sd_notify_ready_watchdog_stopping() {
-    // Timmy's usual roles include sovereign, which needs Timmy's signing key.
-    let keys = tempfile::tempdir().expect("tempdir");
-    let mut keygen = cli(keys.path());
-    keygen.arg("keygen").arg("--out").arg(keys.path());
-    let o = run(keygen);
-    assert!(o.status.success(), "keygen: {}", String::from_utf8_lossy(&o.stderr));
-    let key = keys.path().join("timmy.key");
-    let extra = move |_: &str| format!("sovereign: {{key_file: \"{}\"}}\n", key.display());
-    let fleet = Fleet::configure(&["timmy"], &extra);
+    // Timmy's usual roles include sovereign; the fleet support writes his key pair.
+    let fleet = Fleet::configure(&["timmy"], &|_| String::new());
     let node = &fleet.nodes["timmy"];
 
     let sock_path = fleet.dir.path().join("notify.sock");
