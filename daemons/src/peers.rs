@@ -80,12 +80,17 @@ pub fn channel(endpoint: &str, tls: Option<&ClientTls>, connect_timeout: Duratio
     Ok(ep.connect_lazy())
 }
 
+/// Connections kept to each house. One HTTP/2 connection multiplexes every call, but its
+/// single buffer task caps throughput on a busy router; a few, used in turn, lift that cap.
+pub const CONNECTIONS_PER_PEER: usize = 4;
+
 /// Channels to every house, as this node.
 #[derive(Clone)]
 pub struct Peers {
     live: Live,
     tls: Option<ClientTls>,
-    channels: Arc<Mutex<HashMap<House, (String, Channel)>>>,
+    channels: Arc<Mutex<HashMap<House, (String, Vec<Channel>)>>>,
+    next: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for Peers {
@@ -104,7 +109,12 @@ impl Peers {
             Some(t) => Some(ClientTls::load(t)?),
             None => None,
         };
-        Ok(Peers { live, tls, channels: Arc::new(Mutex::new(HashMap::new())) })
+        Ok(Peers {
+            live,
+            tls,
+            channels: Arc::new(Mutex::new(HashMap::new())),
+            next: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        })
     }
 
     /// This node's credentials, from the live config.
@@ -122,14 +132,19 @@ impl Peers {
             .houses
             .get(&house)
             .ok_or_else(|| Error::new(ErrorCode::ConfigInvalid, format!("house {house} has no entry in `houses`")))?;
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % CONNECTIONS_PER_PEER;
         let mut map = self.channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((ep, ch)) = map.get(&house)
+        if let Some((ep, chs)) = map.get(&house)
             && *ep == entry.endpoint
         {
-            return Ok(ch.clone());
+            return Ok(chs[turn].clone());
         }
-        let ch = channel(&entry.endpoint, self.tls.as_ref(), Duration::from_millis(config.health.timeout_ms.max(200)))?;
-        map.insert(house, (entry.endpoint.clone(), ch.clone()));
+        let timeout = Duration::from_millis(config.health.timeout_ms.max(200));
+        let chs = (0..CONNECTIONS_PER_PEER)
+            .map(|_| channel(&entry.endpoint, self.tls.as_ref(), timeout))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ch = chs[turn].clone();
+        map.insert(house, (entry.endpoint.clone(), chs));
         Ok(ch)
     }
 

@@ -284,3 +284,28 @@ fn health_command_shows_the_fleet() {
     assert_eq!(o.status.code(), Some(4), "{v}");
     assert!(v["houses"].as_array().into_iter().flatten().any(|h| h["house"] == "ezra" && h["state"] == "down"), "{v}");
 }
+
+/// Proves routing never widens what a caller may do: Ezra's `file_write` without the hash it
+/// read is refused with E2004 even when routed to Timmy, whose own policy would allow it, and
+/// nothing is written; with the hash it goes through.
+#[test]
+fn a_task_runs_under_its_submitters_policy_too() {
+    let fleet = Fleet::start(&["timmy", "ezra"], &timmy_router);
+    fleet.wait_peer_state("timmy", "timmy", "up", Duration::from_secs(10));
+    let root = &fleet.nodes["timmy"].root;
+    let write = |extra: &[&str]| {
+        let mut args =
+            vec!["--on", "timmy", "--tool", "file_write", "--arg", "path=hello.txt", "--arg", "content=ezra was here"];
+        args.extend_from_slice(extra);
+        submit(&fleet, "ezra", &args)
+    };
+    let o = write(&[]);
+    let v = json_stdout(&o);
+    assert_eq!((o.status.code(), v["error"]["code"].as_str()), (Some(3), Some("E2004")), "{v}");
+    assert_eq!(std::fs::read_to_string(root.join("hello.txt")).expect("read"), "hello from timmy\n");
+
+    let sha = uni_wizard_tests::sha256_hex(b"hello from timmy\n");
+    let v = ok(&write(&["--arg", &format!("expected_sha256={sha}")]));
+    assert_eq!(v["assigned_house"], "timmy");
+    assert_eq!(std::fs::read_to_string(root.join("hello.txt")).expect("read"), "ezra was here");
+}

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use uni_wizard_tests::fleet::{Fleet, http_get};
 use uni_wizard_tests::bin;
+use uni_wizard_tests::fleet::{Fleet, http_get};
 
 /// Where the units say the daemon is installed; the tests point it at the built binary.
 const INSTALLED_BIN: &str = "/usr/local/bin/uni-wizardd";

@@ -49,6 +49,10 @@ pub struct Request {
     pub approval_token: Option<String>,
     /// The call this one is made on behalf of (recorded as the provenance parent id).
     pub parent: Option<String>,
+    /// The house the call is run for, when another house's harness runs it (a router task's
+    /// submitter). Its policy must pass as well as this harness's own, so running a call
+    /// elsewhere never widens what the asking house may do.
+    pub on_behalf_of: Option<House>,
 }
 
 impl Request {
@@ -470,7 +474,11 @@ impl Harness {
             session,
             proof: req.proof.as_deref(),
         };
-        let needs = houses::check(&inner.policy, &facts, &*inner.log)?;
+        let mut needs = houses::check(&inner.policy, &facts, &*inner.log)?;
+        if let Some(caller) = req.on_behalf_of.filter(|c| *c != inner.house) {
+            let theirs = HousePolicy::default_for(caller);
+            needs.approval |= houses::check(&theirs, &CallFacts { house: caller, ..facts }, &*inner.log)?.approval;
+        }
         if needs.approval {
             let ask = ApprovalRequest {
                 request_id: request_id.to_owned(),

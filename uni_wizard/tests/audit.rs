@@ -100,7 +100,10 @@ async fn changing_a_byte_of_any_field_is_named() {
         ("ok", "0"),
         ("error_code", "'E3003'"),
         ("args_sha256", "CASE substr(args_sha256, 1, 1) WHEN '0' THEN '1' ELSE '0' END || substr(args_sha256, 2)"),
-        ("result_sha256", "CASE substr(result_sha256, 1, 1) WHEN '0' THEN '1' ELSE '0' END || substr(result_sha256, 2)"),
+        (
+            "result_sha256",
+            "CASE substr(result_sha256, 1, 1) WHEN '0' THEN '1' ELSE '0' END || substr(result_sha256, 2)",
+        ),
         ("started_ms", "started_ms + 1"),
         ("ended_ms", "ended_ms + 1"),
         ("duration_us", "duration_us + 1"),

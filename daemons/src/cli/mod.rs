@@ -260,6 +260,7 @@ async fn run_test(a: TestArgs) -> Result<uni_wizard::Outcome, Error> {
         approval: None,
         approval_token: a.approval_token,
         parent: a.parent,
+        on_behalf_of: None,
     };
     harness.execute_request(request).await
 }

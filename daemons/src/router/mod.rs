@@ -231,6 +231,7 @@ impl RouterService {
             mode: req.mode,
             task_id: task.id.clone(),
             fencing_token: 0,
+            caller_house: wire::house_to_wire(task.key.0).into(),
         };
         let mut rpc = tonic::Request::new(execute);
         rpc.set_timeout(deadline);

@@ -151,13 +151,14 @@ impl WorkerService {
     }
 
     /// Runs one call, waiting for a slot of the pool.
-    async fn run(&self, req: ExecuteRequest) -> Result<uni_wizard::Outcome, Error> {
+    async fn run(&self, req: ExecuteRequest, dispatcher: House) -> Result<uni_wizard::Outcome, Error> {
         let inner = &*self.inner;
         let mode = wire::mode_from_wire(req.mode)?.unwrap_or(inner.default_mode);
         let mut request = wire::request_from_wire(req.call.as_ref())?;
         if !req.task_id.is_empty() {
             request.parent = Some(req.task_id.clone());
         }
+        request.on_behalf_of = Some(wire::house_from_wire(req.caller_house).unwrap_or(dispatcher));
         if inner.queued.fetch_add(1, Ordering::AcqRel) >= inner.max_queued {
             inner.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(Error::new(
@@ -209,7 +210,7 @@ impl Worker for WorkerService {
                     .with_details(serde_json::json!({ "token": req.fencing_token, "seen": seen })),
             ));
         }
-        let result = match self.run(req).await {
+        let result = match self.run(req, peer.house).await {
             Ok(o) => execute_response::Result::Outcome(wire::outcome_to_wire(&o)),
             Err(e) => execute_response::Result::Error(wire::error_to_wire(&e)),
         };
