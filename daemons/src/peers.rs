@@ -84,12 +84,15 @@ pub fn channel(endpoint: &str, tls: Option<&ClientTls>, connect_timeout: Duratio
 /// single buffer task caps throughput on a busy router; a few, used in turn, lift that cap.
 pub const CONNECTIONS_PER_PEER: usize = 4;
 
+/// A house's endpoint and the connections open to it.
+type Connections = (String, Vec<Channel>);
+
 /// Channels to every house, as this node.
 #[derive(Clone)]
 pub struct Peers {
     live: Live,
     tls: Option<ClientTls>,
-    channels: Arc<Mutex<HashMap<House, (String, Vec<Channel>)>>>,
+    channels: Arc<Mutex<HashMap<House, Connections>>>,
     next: Arc<std::sync::atomic::AtomicUsize>,
 }
 
