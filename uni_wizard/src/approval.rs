@@ -125,21 +125,7 @@ pub fn redact(args: &Value) -> Value {
 /// nothing, even for a large `file_write` body. serde_json's map is ordered by key (no
 /// `preserve_order`), so the text is canonical.
 pub fn args_sha256(args: &Value) -> String {
-    use sha2::Digest;
-    struct Hashing(sha2::Sha256);
-    impl std::io::Write for Hashing {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.update(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut w = Hashing(sha2::Sha256::new());
-    // Writing to a hasher cannot fail, and a `Value` always serialises.
-    let _ = serde_json::to_writer(&mut w, &Redacted(args));
-    hex::encode(w.0.finalize())
+    crate::tools::sha256_json(&Redacted(args))
 }
 
 /// Serialises a value as [`redact`] would return it, without building the copy.

@@ -410,7 +410,7 @@ impl Harness {
             ok: result.is_ok(),
             error_code: result.as_ref().err().map(|e| e.code.as_str().to_owned()),
             args_sha256,
-            result_sha256: result.as_ref().ok().map(|(out, _)| crate::tools::sha256_hex(out.to_string().as_bytes())),
+            result_sha256: result.as_ref().ok().map(|(out, _)| crate::tools::sha256_value(out)),
             approvals,
             started_ms,
             ended_ms: provenance::now_ms(),

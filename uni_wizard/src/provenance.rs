@@ -96,6 +96,10 @@ pub trait ProvenanceLog: Send + Sync {
 }
 
 /// A bounded in-memory log: the newest `capacity` records, indexed by id.
+///
+/// Records sit in a ring in `seq` order, so a record's place is its `seq` minus the oldest
+/// one's; the indexes map to a `seq` rather than own a record, which keeps their entries small
+/// (an append that grows or tidies a table moves 32-byte entries, not whole records).
 #[derive(Debug)]
 pub struct MemoryLog {
     capacity: usize,
@@ -105,9 +109,19 @@ pub struct MemoryLog {
 #[derive(Debug, Default)]
 struct MemoryInner {
     next_seq: u64,
-    order: VecDeque<String>,
-    by_id: HashMap<String, Record>,
-    last_write: HashMap<(String, String), String>,
+    /// Oldest first; `records[i].seq == records[0].seq + i`.
+    records: VecDeque<Record>,
+    /// Record id -> seq.
+    by_id: HashMap<String, u64>,
+    /// (session, target) -> seq of the newest successful write.
+    last_write: HashMap<(String, String), u64>,
+}
+
+impl MemoryInner {
+    fn by_seq(&self, seq: u64) -> Option<&Record> {
+        let first = self.records.front()?.seq;
+        self.records.get(usize::try_from(seq.checked_sub(first)?).ok()?)
+    }
 }
 
 impl MemoryLog {
@@ -127,34 +141,36 @@ impl ProvenanceLog for MemoryLog {
     fn append(&self, mut record: Record) -> Result<u64> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.next_seq += 1;
-        record.seq = inner.next_seq;
+        let seq = inner.next_seq;
+        record.seq = seq;
         if record.is_write() {
-            inner.last_write.insert((record.session.clone(), record.target.clone()), record.id.clone());
+            inner.last_write.insert((record.session.clone(), record.target.clone()), seq);
         }
-        inner.order.push_back(record.id.clone());
-        inner.by_id.insert(record.id.clone(), record);
-        while inner.order.len() > self.capacity {
-            if let Some(old) = inner.order.pop_front()
-                && let Some(r) = inner.by_id.remove(&old)
-            {
-                let key = (r.session, r.target);
-                if inner.last_write.get(&key) == Some(&old) {
-                    inner.last_write.remove(&key);
-                }
+        inner.by_id.insert(record.id.clone(), seq);
+        inner.records.push_back(record);
+        while inner.records.len() > self.capacity {
+            let Some(old) = inner.records.pop_front() else { break };
+            // An id appended twice points at its newest record; only that one unindexes it.
+            if inner.by_id.get(&old.id) == Some(&old.seq) {
+                inner.by_id.remove(&old.id);
+            }
+            let key = (old.session, old.target);
+            if inner.last_write.get(&key) == Some(&old.seq) {
+                inner.last_write.remove(&key);
             }
         }
-        Ok(inner.next_seq)
+        Ok(seq)
     }
 
     fn get(&self, id: &str) -> Option<Record> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.by_id.get(id).cloned()
+        inner.by_seq(*inner.by_id.get(id)?).cloned()
     }
 
     fn last_write(&self, session: &str, target: &str) -> Option<Record> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let id = inner.last_write.get(&(session.to_owned(), target.to_owned()))?;
-        inner.by_id.get(id).cloned()
+        let seq = *inner.last_write.get(&(session.to_owned(), target.to_owned()))?;
+        inner.by_seq(seq).cloned()
     }
 }
 
@@ -169,9 +185,21 @@ pub fn now_ms() -> u64 {
 /// probability; 24 characters, safe in paths and URLs.
 pub fn new_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed) & 0xff_ffff;
-    let r: u32 = rand::random::<u32>() & 0xff_ffff;
-    format!("{:012x}{n:06x}{r:06x}", now_ms() & 0xffff_ffff_ffff)
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let r = u64::from(rand::random::<u32>());
+    // Every call makes one; hex digits pushed directly cost a tenth of `format!`.
+    let mut id = String::with_capacity(24);
+    push_hex(&mut id, now_ms(), 12);
+    push_hex(&mut id, n, 6);
+    push_hex(&mut id, r, 6);
+    id
+}
+
+/// Appends the low `digits` hex digits of `v`, lowercase, zero-padded.
+fn push_hex(out: &mut String, v: u64, digits: u32) {
+    for i in (0..digits).rev() {
+        out.push(char::from(b"0123456789abcdef"[((v >> (4 * i)) & 0xf) as usize]));
+    }
 }
 
 #[cfg(test)]
@@ -215,6 +243,23 @@ mod tests {
         assert_eq!(log.get("c").map(|r| r.seq), Some(3));
     }
 
+    /// Proves a record is found by id after older ones were evicted, and an id appended twice
+    /// stays found until its newest record leaves.
+    #[test]
+    fn memory_log_finds_records_across_eviction() {
+        let log = MemoryLog::new(2);
+        log.append(record("a", "s", "x", true)).expect("append");
+        log.append(record("a", "s", "x", false)).expect("append");
+        log.append(record("b", "s", "y", true)).expect("append");
+        assert_eq!(log.get("a").map(|r| (r.seq, r.read_only)), Some((2, false)));
+        assert_eq!(log.last_write("s", "x").map(|r| r.seq), Some(2));
+        assert_eq!(log.get("b").map(|r| r.seq), Some(3));
+        log.append(record("c", "s", "y", true)).expect("append");
+        assert!(log.get("a").is_none());
+        assert!(log.last_write("s", "x").is_none());
+        assert_eq!(log.get("c").map(|r| r.target), Some("y".into()));
+    }
+
     /// Proves ids are unique and sort in creation order.
     #[test]
     fn ids_are_unique_and_time_ordered() {
@@ -224,5 +269,13 @@ mod tests {
         sorted.dedup();
         assert_eq!(sorted.len(), ids.len());
         assert!(ids.windows(2).all(|w| w[0][..12] <= w[1][..12]));
+        assert!(
+            ids.iter().all(|id| id.len() == 24 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+        );
+        let mut s = String::new();
+        push_hex(&mut s, 0xabc_0123_4567_89de, 12);
+        push_hex(&mut s, 0x1ff_ffff, 6);
+        push_hex(&mut s, 0x2a, 6);
+        assert_eq!(s, format!("{:012x}{:06x}{:06x}", 0x0123_4567_89de_u64, 0xff_ffff, 0x2a));
     }
 }

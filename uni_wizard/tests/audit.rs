@@ -99,16 +99,15 @@ async fn changing_a_byte_of_any_field_is_named() {
         ("dry_run", "1"),
         ("ok", "0"),
         ("error_code", "'E3003'"),
-        ("args_sha256", "CASE substr(args_sha256, 1, 1) WHEN '0' THEN '1' ELSE '0' END || substr(args_sha256, 2)"),
-        (
-            "result_sha256",
-            "CASE substr(result_sha256, 1, 1) WHEN '0' THEN '1' ELSE '0' END || substr(result_sha256, 2)",
-        ),
+        // Digests get their first digit flipped between '0' and '1': writing '0' over it
+        // changed nothing for the one digest in 16 that already starts with '0'.
+        ("args_sha256", "iif(args_sha256 LIKE '0%', '1', '0') || substr(args_sha256, 2)"),
+        ("result_sha256", "iif(result_sha256 LIKE '0%', '1', '0') || substr(result_sha256, 2)"),
         ("started_ms", "started_ms + 1"),
         ("ended_ms", "ended_ms + 1"),
         ("duration_us", "duration_us + 1"),
         ("approvals", "'[ ]'"),
-        ("hash", "CASE substr(hash, 1, 1) WHEN '0' THEN '1' ELSE '0' END || substr(hash, 2)"),
+        ("hash", "iif(hash LIKE '0%', '1', '0') || substr(hash, 2)"),
     ];
     for (column, expr) in columns {
         let f = fixture();

@@ -10,6 +10,7 @@
 //! Validation is a single walk over the value with no allocation on success.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use regex::Regex;
 use serde_json::{Map, Value};
@@ -183,8 +184,8 @@ impl Compiled {
                 if let Some(item) = &self.items {
                     for (i, x) in items.iter().enumerate() {
                         let len = at.len();
-                        at.push('/');
-                        at.push_str(&i.to_string());
+                        // Writing to a String cannot fail.
+                        let _ = write!(at, "/{i}");
                         item.check(x, at)?;
                         at.truncate(len);
                     }
@@ -205,7 +206,7 @@ impl Compiled {
         for (k, x) in map {
             let len = at.len();
             at.push('/');
-            at.push_str(&escape(k));
+            push_escaped(at, k);
             match (self.properties.get(k), &self.extra) {
                 (Some(s), _) => s.check(x, at)?,
                 (None, Extra::Schema(s)) => s.check(x, at)?,
@@ -222,6 +223,15 @@ impl Compiled {
 
 fn escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
+}
+
+/// Appends `key` escaped as a JSON pointer token; allocates nothing for a plain key.
+fn push_escaped(at: &mut String, key: &str) {
+    if key.contains(['~', '/']) {
+        at.push_str(&escape(key));
+    } else {
+        at.push_str(key);
+    }
 }
 
 fn compile_at(schema: &Value, at: &str) -> Result<Compiled, String> {
@@ -335,6 +345,7 @@ mod tests {
             (json!({"path": "x", "limit": 1.5}), "/limit", "expected integer, got number"),
             (json!({"path": "x", "tags": ["c"]}), "/tags/0", "must be one of [\"a\",\"b\"]"),
             (json!({"path": "x", "extra": true}), "/extra", "is not a known field"),
+            (json!({"path": "x", "a/b~c": true}), "/a~1b~0c", "is not a known field"),
             (json!([]), "", "expected object, got array"),
         ];
         for (value, pointer, message) in cases {
