@@ -443,3 +443,62 @@ impl Router for RouterService {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uni_wizard::intelligence::{OutcomeClass, Row};
+
+    fn router(intelligence: Option<Arc<Intelligence>>) -> (RouterService, Membership) {
+        let yaml = "house: timmy\nplaintext_loopback: true\nlisten: {grpc: 127.0.0.1:1, http: 127.0.0.1:2}\nhouses:\n  timmy: {endpoint: 127.0.0.1:1, auth_token: timmy-token-0123456789}\n  ezra: {endpoint: 127.0.0.1:3, auth_token: ezra-token-0123456789}\n  bezalel: {endpoint: 127.0.0.1:4, auth_token: bezalel-token-0123456789}\nrouter: {routes: {file: [ezra, bezalel, timmy]}}\n";
+        let live = Live::new(crate::fleet::DaemonConfig::parse(yaml, "t.yaml", &|_| None).expect("config"));
+        let membership = Membership::default();
+        let peers = Peers::new(live.clone()).expect("peers");
+        let registry = Registry::builtin().expect("registry");
+        (RouterService::new(live, peers, membership.clone(), registry, intelligence), membership)
+    }
+
+    /// Proves the route's order holds among houses that are up, down houses are skipped, houses
+    /// not probed yet come after the ones up, and a preferred house goes first.
+    #[test]
+    fn candidates_follow_the_route_and_membership() {
+        let (r, m) = router(None);
+        assert_eq!(r.candidates("file_read", None).0, vec![House::Ezra, House::Bezalel, House::Timmy]);
+        m.report_up(House::Timmy, None);
+        m.report_unreachable(House::Ezra, "gone".into());
+        assert_eq!(r.candidates("file_read", None).0, vec![House::Timmy, House::Bezalel]);
+        assert_eq!(r.candidates("file_read", Some(House::Bezalel)).0, vec![House::Timmy, House::Bezalel]);
+        m.report_up(House::Bezalel, None);
+        assert_eq!(r.candidates("file_read", Some(House::Bezalel)).0, vec![House::Bezalel, House::Timmy]);
+    }
+
+    /// Proves that with a pattern DB, the house predicted most likely to succeed at a tool goes
+    /// first among the houses up, whatever the route's order.
+    #[test]
+    fn the_best_predicted_house_goes_first() {
+        let dir = tempfile::tempdir().expect("dir");
+        let intel = Intelligence::open(&uni_wizard::IntelligenceConfig::default(), dir.path().join("p.db"), "t")
+            .expect("intelligence");
+        for i in 0..60 {
+            for (house, class) in [(House::Ezra, OutcomeClass::Permanent), (House::Bezalel, OutcomeClass::Ok)] {
+                let row = Row {
+                    time_ms: i,
+                    tool: "file_read".into(),
+                    house,
+                    mode: uni_wizard::Mode::Intelligent,
+                    fingerprint: 0,
+                    class,
+                    error_code: None,
+                    latency_us: 100,
+                    node: Arc::from("t"),
+                };
+                intel.record(row).expect("recorded");
+            }
+        }
+        let (r, m) = router(Some(intel));
+        for h in [House::Timmy, House::Ezra, House::Bezalel] {
+            m.report_up(h, None);
+        }
+        assert_eq!(r.candidates("file_read", None).0, vec![House::Bezalel, House::Ezra, House::Timmy]);
+    }
+}
