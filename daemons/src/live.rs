@@ -4,8 +4,9 @@
 //! file and rename it over the old one are seen). Each change is loaded and validated; a valid
 //! file replaces the live config at once, an invalid one is refused with file, line and field
 //! in the log and in `uw_config_reload_total{result="rejected"}`, and the old config keeps
-//! serving. Settings that are bound at start (listen addresses, TLS files, roles, the house)
-//! are not changed by a reload; the log says so when an edit touches them.
+//! serving. An edit of a setting bound at start (house, node, listen addresses, TLS, roles,
+//! the embedded harness's library config) is refused the same way, naming the fields: it
+//! applies at the next restart, never half-way.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -59,16 +60,28 @@ impl Live {
                 if *old == new {
                     return true;
                 }
-                let fixed = old.house != new.house
-                    || old.listen != new.listen
-                    || old.tls != new.tls
-                    || old.roles() != new.roles()
-                    || old.worker.library != new.worker.library;
-                if fixed {
-                    tracing::warn!(
+                let fixed: Vec<&str> = [
+                    ("house", old.house != new.house),
+                    ("node", old.node != new.node),
+                    ("listen", old.listen != new.listen),
+                    ("tls", old.tls != new.tls),
+                    ("plaintext_loopback", old.plaintext_loopback != new.plaintext_loopback),
+                    ("roles", old.roles() != new.roles()),
+                    ("worker.library", old.worker.library != new.worker.library),
+                ]
+                .into_iter()
+                .filter_map(|(name, changed)| changed.then_some(name))
+                .collect();
+                if !fixed.is_empty() {
+                    // Half-applying these would leave the node inconsistent (e.g. tokens of
+                    // one house, a harness of another): the whole edit waits for a restart.
+                    metrics::counter!("uw_config_reload_total", "result" => "rejected").increment(1);
+                    tracing::error!(
                         file = %path.display(),
-                        "config reloaded; house, listen, tls, roles and worker.library take effect at the next restart"
+                        fields = %fixed.join(", "),
+                        "config reload rejected: these fields apply only at a restart; the running config stays"
                     );
+                    return false;
                 }
                 self.set(new);
                 metrics::counter!("uw_config_reload_total", "result" => "applied").increment(1);

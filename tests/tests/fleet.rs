@@ -171,6 +171,20 @@ fn config_hot_reload_applies_valid_edits_and_keeps_the_old_on_invalid_ones() {
     let v = ok(&submit(&fleet, "timmy", &["--tool", "system_info"]));
     assert_eq!(v["assigned_house"], "allegro", "the last valid config keeps serving");
     assert!(fleet.nodes["timmy"].health().is_some());
+
+    // A valid file that changes a start-only field (here `node`) is refused whole, by name.
+    let renamed = text
+        .replace("    system: [timmy]", "    system: [timmy, allegro]")
+        .replace("node: timmy-node", "node: renamed");
+    rewrite(&path, &renamed);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !fleet.nodes["timmy"].log().contains("apply only at a restart") {
+        assert!(std::time::Instant::now() < deadline, "no refusal logged:\n{}", fleet.nodes["timmy"].log());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let v = ok(&submit(&fleet, "timmy", &["--tool", "system_info"]));
+    assert_eq!(v["assigned_house"], "allegro", "none of the refused edit applied");
+    assert_eq!(fleet.nodes["timmy"].health().map(|h| h["node"].clone()), Some(serde_json::json!("timmy-node")));
 }
 
 /// Proves SIGTERM drains: the daemon exits 0 and stops serving.
