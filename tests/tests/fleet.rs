@@ -46,6 +46,15 @@ fn tasks_land_on_the_right_house_and_fail_over() {
     assert_eq!(v["assigned_house"], "ezra", "{v}");
     assert_eq!(v["outcome"]["output"]["content"], "hello from ezra\n");
     assert_eq!(v["node"], "ezra-node");
+    let task = std::process::Command::new(bin("uni-wizard"))
+        .env("UNI_WIZARD_TOKEN", &fleet.nodes["timmy"].token)
+        .args(["task", "--json", "--router", &fleet.nodes["timmy"].grpc, "--house", "timmy"])
+        .arg(v["task_id"].as_str().unwrap_or_default())
+        .output()
+        .expect("task");
+    let t = ok(&task);
+    assert_eq!((t["state"].as_str(), t["assigned_house"].as_str()), (Some("succeeded"), Some("ezra")), "{t}");
+    assert_eq!(t["outcome"]["output"]["content"], "hello from ezra\n");
 
     let v = ok(&submit(&fleet, "allegro", &["--tool", "system_info"]));
     assert_eq!((v["assigned_house"].as_str(), v["outcome"]["house"].as_str()), (Some("timmy"), Some("timmy")));

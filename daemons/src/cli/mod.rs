@@ -62,6 +62,8 @@ pub enum Command {
     Keygen(approve::KeygenArgs),
     /// Probe every house of a fleet: gRPC health and worker capacity.
     Health(remote::HealthArgs),
+    /// Where a task submitted through the router is, and its result once finished.
+    Task(remote::TaskArgs),
 }
 
 /// `uni-wizard config ...`.
@@ -163,6 +165,16 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Audit(c) => audit::run(c),
         Command::Approve(a) => approve::approve(&a).await,
         Command::Keygen(a) => approve::keygen(&a),
+        Command::Task(a) => match remote::task(&a).await {
+            Ok(v) => {
+                remote::print_task(&v, a.json);
+                0
+            }
+            Err(e) => {
+                render::error(&e, a.json);
+                exit_code(&e)
+            }
+        },
         Command::Health(a) => match remote::health(&a).await {
             Ok((v, all_up)) => {
                 remote::print_health(&v, a.json);

@@ -157,6 +157,80 @@ pub fn print_submitted(v: &Value, as_json: bool) {
     let _ = writeln!(out, "{}", serde_json::to_string_pretty(&o["output"]).unwrap_or_default());
 }
 
+/// Flags of `uni-wizard task`.
+#[derive(Debug, Args)]
+pub struct TaskArgs {
+    /// The task id `test --router` printed.
+    pub task_id: String,
+    /// The router, `host:port`.
+    #[arg(long, value_name = "ADDR")]
+    pub router: String,
+    /// The house to authenticate as.
+    #[arg(long)]
+    pub house: String,
+    /// How to reach the router.
+    #[command(flatten)]
+    pub connect: Connect,
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `uni-wizard task ID`: where a routed task is, and its result once finished.
+///
+/// # Errors
+/// E3006 for an unknown or expired task; the router's refusal otherwise.
+pub async fn task(a: &TaskArgs) -> Result<Value, Error> {
+    let house: House = a.house.parse()?;
+    let mut client = RouterClient::new(a.connect.open(&a.router, house)?);
+    let s = client
+        .status(v1::StatusRequest { task_id: a.task_id.clone() })
+        .await
+        .map_err(|st| wire::error_from_status(&st))?
+        .into_inner();
+    let state = match s.state() {
+        v1::TaskState::Pending => "pending",
+        v1::TaskState::Running => "running",
+        v1::TaskState::Succeeded => "succeeded",
+        v1::TaskState::Failed => "failed",
+        v1::TaskState::Rejected => "rejected",
+        v1::TaskState::Unspecified => "unspecified",
+    };
+    let mut v = json!({
+        "ok": true,
+        "task_id": s.task_id,
+        "state": state,
+        "assigned_house": wire::house_from_wire(s.assigned_house),
+        "node": s.node,
+    });
+    match s.result {
+        Some(v1::status_response::Result::Outcome(o)) => v["outcome"] = wire::outcome_json(&o),
+        Some(v1::status_response::Result::Error(d)) => {
+            v["error"] = serde_json::to_value(wire::error_from_wire(&d)).unwrap_or_default()
+        }
+        None => {}
+    }
+    Ok(v)
+}
+
+/// Prints `task`.
+pub fn print_task(v: &Value, as_json: bool) {
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        let _ = writeln!(out, "{v}");
+        return;
+    }
+    let s = |k: &str| v[k].as_str().unwrap_or("-").to_owned();
+    let _ = writeln!(out, "{}  {}  house={} node={}", s("task_id"), s("state"), s("assigned_house"), s("node"));
+    if let Some(e) = v.get("error") {
+        let _ =
+            writeln!(out, "    error {}: {}", e["code"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or(""));
+    }
+    if let Some(o) = v.get("outcome") {
+        let _ = writeln!(out, "{}", serde_json::to_string_pretty(&o["output"]).unwrap_or_default());
+    }
+}
+
 /// Flags of `uni-wizard health`.
 #[derive(Debug, Args)]
 pub struct HealthArgs {
