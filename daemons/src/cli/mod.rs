@@ -30,6 +30,7 @@ pub mod audit;
 pub mod predict;
 pub mod remote;
 pub mod render;
+pub mod triage;
 
 /// `uni-wizard`: run and inspect uni-wizard tools.
 #[derive(Debug, Parser)]
@@ -62,6 +63,8 @@ pub enum Command {
     Keygen(approve::KeygenArgs),
     /// Probe every house of a fleet: gRPC health and worker capacity.
     Health(remote::HealthArgs),
+    /// What the Gitea triage daemon has done (`--status`), from its `triage.db`.
+    Triage(triage::TriageArgs),
 }
 
 /// `uni-wizard config ...`.
@@ -163,6 +166,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Audit(c) => audit::run(c),
         Command::Approve(a) => approve::approve(&a).await,
         Command::Keygen(a) => approve::keygen(&a),
+        Command::Triage(a) => triage::run(&a),
         Command::Health(a) => match remote::health(&a).await {
             Ok((v, all_up)) => {
                 remote::print_health(&v, a.json);
