@@ -216,6 +216,43 @@ async fn lost_webhook_is_caught_by_the_periodic_poll() {
     assert_conformant(&server);
 }
 
+/// Proves a cold start pages through 120 existing issues (`limit=50`, `type=issues`) and triages each exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_start_pages_through_existing_issues_and_triages_each_once() {
+    let server = GiteaServer::start().await;
+    let numbers: Vec<u64> =
+        (0..120).map(|i| server.add_issue(OWNER, REPO, &format!("Crash number {i}"), "", &[])).collect();
+    let mut fleet = start_fleet(&server, 3_600_000);
+    let http = fleet.node("allegro").http.clone();
+    let s = until("all 120 triaged", Duration::from_secs(60), async || {
+        let s = status(&http).await;
+        (s["issues_triaged"] == 120 && s["queued"] == 0 && s["tasks_pending"] == 0).then_some(s)
+    })
+    .await;
+    assert_eq!(s["applications"], 120, "an issue was triaged twice: {s}");
+    for n in &numbers {
+        assert_eq!(server.comments(OWNER, REPO, *n).len(), 1, "issue {n}");
+    }
+    // The triage daemon's own list calls (the routed tasks filter by label).
+    let pages: Vec<Vec<(String, String)>> = server
+        .exchanges()
+        .iter()
+        .filter(|e| {
+            e.request.method == "GET"
+                && e.request.path == format!("/api/v1/repos/{OWNER}/{REPO}/issues")
+                && !e.request.query.iter().any(|(k, _)| k == "labels")
+        })
+        .map(|e| e.request.query.clone())
+        .collect();
+    assert_eq!(pages.len(), 3, "{pages:?}");
+    for (i, q) in pages.iter().enumerate() {
+        let get = |k: &str| q.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        assert_eq!((get("type"), get("limit"), get("state")), (Some("issues"), Some("50"), Some("open")), "{q:?}");
+        assert_eq!(get("page").unwrap_or("1"), (i + 1).to_string(), "{q:?}");
+    }
+    assert_conformant(&server);
+}
+
 /// Sends `head` and then `body_len` bytes of `b'x'` in a thread (ignoring write errors once the
 /// server has answered), and returns the status line's code.
 fn raw_post(addr: &str, head: &str, body_len: usize, chunked: bool) -> u16 {

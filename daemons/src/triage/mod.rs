@@ -323,3 +323,54 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Error> + Send
         .await
         .map_err(|e| Error::new(ErrorCode::HomeUnavailable, format!("triage.db call stopped: {e}")))?
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::fleet::{DaemonConfig, Role};
+
+    const NODE: &str = "house: allegro
+roles: [router, worker, triage]
+listen: {grpc: 127.0.0.1:7402, http: 127.0.0.1:7482}
+plaintext_loopback: true
+houses:
+  allegro: {endpoint: 127.0.0.1:7402, auth_token: allegro-token-0123456789}
+";
+
+    const TRIAGE: &str = "triage:
+  gitea: {base_url: http://127.0.0.1:3000, token: gitea-token}
+  webhook_secret: a-webhook-secret-0123
+  bot_user: timmy-bot
+  repos: [uni/fleet]
+  rules:
+    - {name: bug, match: {keywords: [crash]}, category: bug}
+";
+
+    fn parse(text: &str) -> Result<DaemonConfig, uni_wizard::Error> {
+        DaemonConfig::parse(text, "node.yaml", &|_| None)
+    }
+
+    /// Proves a triage node parses with defaults, and its secret never shows in Debug.
+    #[test]
+    fn triage_section_parses_with_defaults() {
+        let c = parse(&format!("{NODE}{TRIAGE}")).expect("valid");
+        assert!(c.roles().contains(&Role::Triage));
+        let t = c.triage.as_ref().expect("section");
+        assert_eq!((t.poll_interval_ms, t.max_body_bytes, t.concurrency), (60_000, 1024 * 1024, 4));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("a-webhook-secret") && !shown.contains("gitea-token"), "{shown}");
+    }
+
+    /// Proves the triage role without its section, a bad regex, an unknown field and a bad repo are refused, naming the field.
+    #[test]
+    fn bad_triage_settings_name_the_field() {
+        let field = |text: &str| parse(text).expect_err("refused").details["field"].as_str().unwrap_or("").to_owned();
+        assert_eq!(field(NODE), "triage");
+        let bad_regex = format!("{NODE}{TRIAGE}    - {{name: x, match: {{regex: '('}}}}\n");
+        assert_eq!(field(&bad_regex), "triage.rules.1.match.regex");
+        let bad_repo = format!("{NODE}{}", TRIAGE.replace("[uni/fleet]", "[fleet]"));
+        assert_eq!(field(&bad_repo), "triage.repos.0");
+        let short = format!("{NODE}{}", TRIAGE.replace("a-webhook-secret-0123", "short"));
+        assert_eq!(field(&short), "triage.webhook_secret");
+        assert!(parse(&format!("{NODE}{TRIAGE}  colour: red\n")).is_err(), "unknown field");
+    }
+}

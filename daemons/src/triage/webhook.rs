@@ -141,10 +141,13 @@ fn decide(t: &Triage, event: &str, p: &Payload) -> Result<(String, u64), String>
     {
         return Err("sender is the bot".into());
     }
+    // The action names are distinct across the three issue event types, so a delivery that
+    // carries only `X-Gitea-Event: issues` (no `-Type`) is still read right.
     let handled = match event {
-        "issues" => matches!(p.action.as_str(), "opened" | "edited" | "reopened"),
-        "issue_label" => matches!(p.action.as_str(), "label_updated" | "label_cleared"),
-        "issue_assign" => matches!(p.action.as_str(), "assigned" | "unassigned"),
+        "issues" | "issue_label" | "issue_assign" => matches!(
+            p.action.as_str(),
+            "opened" | "edited" | "reopened" | "label_updated" | "label_cleared" | "assigned" | "unassigned"
+        ),
         "issue_comment" => matches!(p.action.as_str(), "created" | "edited"),
         _ => return Err(format!("event `{event}` is not handled")),
     };
