@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use uni_wizard_tests::bin;
 use uni_wizard_tests::fleet::{Fleet, http_get};
-use uni_wizard_tests::{bin, cli, run};
 
 /// Where the units say the daemon is installed; the tests point it at the built binary.
 const INSTALLED_BIN: &str = "/usr/local/bin/uni-wizardd";
@@ -18,7 +18,7 @@ const INSTALLED_BIN: &str = "/usr/local/bin/uni-wizardd";
 const MAX_EXPOSURE: f64 = 2.0;
 
 /// The role units (one per daemon role) and the target grouping them.
-const ROLES: [&str; 4] = ["router", "health", "worker", "sovereign"];
+const ROLES: [&str; 5] = ["router", "health", "worker", "sovereign", "triage"];
 
 fn units_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd")
@@ -215,15 +215,8 @@ impl Notify {
 /// then exit 0 within 15 s.
 #[test]
 fn daemon_speaks_sd_notify_ready_watchdog_stopping() {
-    // Timmy's usual roles include sovereign, which needs Timmy's signing key.
-    let keys = tempfile::tempdir().expect("tempdir");
-    let mut keygen = cli(keys.path());
-    keygen.arg("keygen").arg("--out").arg(keys.path());
-    let o = run(keygen);
-    assert!(o.status.success(), "keygen: {}", String::from_utf8_lossy(&o.stderr));
-    let key = keys.path().join("timmy.key");
-    let extra = move |_: &str| format!("sovereign: {{key_file: \"{}\"}}\n", key.display());
-    let fleet = Fleet::configure(&["timmy"], &extra);
+    // Timmy's usual roles include sovereign; Fleet::configure gives it Timmy's signing key.
+    let fleet = Fleet::configure(&["timmy"], &|_| String::new());
     let node = &fleet.nodes["timmy"];
 
     let sock_path = fleet.dir.path().join("notify.sock");
@@ -263,7 +256,8 @@ fn daemon_speaks_sd_notify_ready_watchdog_stopping() {
         log_text()
     );
     let roles = health.map(|(_, b)| b).unwrap_or_default();
-    for role in ROLES {
+    // Triage is no house's default role: it runs only where a `triage:` section configures it.
+    for role in ROLES.into_iter().filter(|r| *r != "triage") {
         assert!(roles.contains(&format!("\"{role}\"")), "timmy does not run {role}: {roles}");
     }
 
