@@ -11,7 +11,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use uni_wizard_tests::fleet::Fleet;
+use uni_wizard_proto::v1::{
+    House, StatusRequest, StatusResponse, TaskState, router_client::RouterClient, status_response,
+};
+use uni_wizard_tests::fleet::{Fleet, Node};
 use uni_wizard_tests::gitea_server::{BOT, GiteaServer, OWNER, REPO};
 use uni_wizard_tests::openapi::Spec;
 use uni_wizard_tests::webhooks::{Delivery, fresh_id, hmac_hex, sample_secret, start_triage_fleet};
@@ -85,6 +88,19 @@ fn writes(server: &GiteaServer) -> Vec<String> {
         .collect()
 }
 
+/// The router's `Status` of a task, asked as Allegro (a submitter) on Allegro's router.
+async fn router_status(allegro: &Node, task_id: &str) -> StatusResponse {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", allegro.grpc))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect to the router");
+    let mut req = tonic::Request::new(StatusRequest { task_id: task_id.to_owned() });
+    req.metadata_mut().insert("authorization", format!("Bearer {}", allegro.token).parse().expect("ascii token"));
+    req.metadata_mut().insert("x-uw-house", "allegro".parse().expect("ascii house"));
+    RouterClient::new(channel).status(req).await.expect("Status answers").into_inner()
+}
+
 fn start_fleet(server: &GiteaServer, poll_interval_ms: u64) -> Fleet {
     tokio::task::block_in_place(|| start_triage_fleet(server, poll_interval_ms))
 }
@@ -141,6 +157,13 @@ async fn webhook_issue_is_triaged_and_routed_lost_one_polled_restart_retriages_n
             && e.request.query.iter().any(|(k, v)| k == "labels" && v == "house/bezalel")
     });
     assert!(listed, "no task call reached Gitea");
+    // And the router knows the task: Bezalel ran it, its output lists the new issue.
+    let st = router_status(fleet.node("allegro"), routed["task_id"].as_str().unwrap_or_default()).await;
+    assert_eq!((st.state, st.assigned_house), (TaskState::Succeeded as i32, House::Bezalel as i32), "{st:?}");
+    let Some(status_response::Result::Outcome(outcome)) = st.result else { panic!("no outcome: {st:?}") };
+    assert_eq!(outcome.tool, "gitea_list_issues");
+    let output: Value = serde_json::from_str(&outcome.output_json).expect("output JSON");
+    assert!(output["issues"].as_array().is_some_and(|a| a.iter().any(|i| i["number"] == json!(n1))), "{output}");
     let triaged_labels = labels_of(&server, n1);
 
     // A lost webhook: the issue exists, no delivery ever comes. The restart's poll finds it.
@@ -296,7 +319,7 @@ fn raw_post(addr: &str, head: &str, body_len: usize, chunked: bool) -> u16 {
     text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status line: {text:?}"))
 }
 
-/// Proves bad and missing signatures, a 10 MB body (declared or chunked), malformed JSON and a replayed delivery are refused or ignored with the right status, triaging nothing.
+/// Proves bad and missing signatures, a 10 MB body (declared or chunked), malformed JSON and a replayed delivery are refused or ignored with the right status, triaging nothing and logging no secret.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_oversized_malformed_and_replayed_deliveries_triage_nothing() {
     let server = GiteaServer::start().await;
@@ -362,6 +385,7 @@ async fn forged_oversized_malformed_and_replayed_deliveries_triage_nothing() {
     let node = fleet.node("allegro");
     assert_eq!(node.health().expect("still serving")["status"], "serving", "{}", node.log());
     assert!(!node.log().contains("panicked"), "{}", node.log());
+    assert!(!node.log().contains(&secret) && !node.log().contains(server.token()), "a secret was logged");
     assert_conformant(&server);
 }
 
