@@ -220,6 +220,17 @@ async fn webhook_issue_is_triaged_and_routed_lost_one_polled_restart_retriages_n
     let v = json_stdout(&o);
     assert_eq!(v["issues_triaged"], 2);
     assert_eq!(v["cursors"][0]["repo"], format!("{OWNER}/{REPO}"));
+    let mut c = cli(&fleet.node("allegro").home);
+    c.args(["triage", "--status", "--config"]).arg(&fleet.node("allegro").config);
+    let o = run(c);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && text.starts_with("triage  2 issues triaged"), "{text}");
+    assert!(text.contains(&format!("{OWNER}/{REPO}#{n1}  house bezalel  via webhook")), "{text}");
+    let mut c = cli(&fleet.node("allegro").home);
+    c.args(["triage", "--status", "--json", "--home"]).arg(fleet.dir.path());
+    let o = run(c);
+    assert_eq!(o.status.code(), Some(64), "no triage.db there");
+    assert_eq!(json_stdout(&o)["error"]["code"], "E4002");
     assert_conformant(&server);
 }
 
@@ -253,6 +264,7 @@ async fn cold_start_pages_through_existing_issues_and_triages_each_once() {
     })
     .await;
     assert_eq!(s["applications"], 120, "an issue was triaged twice: {s}");
+    assert_eq!(s["process"]["unchanged"], 0, "an issue was taken from the queue twice: {s}");
     for n in &numbers {
         assert_eq!(server.comments(OWNER, REPO, *n).len(), 1, "issue {n}");
     }

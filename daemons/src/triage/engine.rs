@@ -1,8 +1,9 @@
 //! The queue worker: takes issues from `triage.db`, compares what the rules want with what
 //! Gitea shows, applies the difference, records it, and submits the issue's task to the router.
 //!
-//! At most `triage.concurrency` issues are worked on at once and never the same issue twice at
-//! once; the queue rows of one issue are folded, so ten webhooks about it cost one triage.
+//! At most `triage.concurrency` issues are worked on at once, never the same issue twice at
+//! once, and never again from a queue read that predates its finishing; the queue rows of one
+//! issue are folded, so ten webhooks about it cost one triage.
 //! A failure leaves the rows in the queue with a back-off (1 s doubling, at most 5 min) until
 //! `max_attempts`; an issue that no longer exists is dropped at once.
 //!
@@ -10,7 +11,7 @@
 //! when not all are there, and the comment carries a marker with the plan's fingerprint, so a
 //! crash between acting and recording repeats nothing visible when the issue is triaged again.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -67,10 +68,14 @@ pub async fn run(t: Triage, mut stop: watch::Receiver<bool>) {
     let settings = t.settings();
     let permits = Arc::new(Semaphore::new(settings.concurrency));
     let inflight: Arc<Mutex<HashSet<(String, u64)>>> = Arc::default();
+    // Issues finished since the last look, with the highest row id they covered: the list read
+    // below may predate their finishing, and must not start them again.
+    let finished: Arc<Mutex<HashMap<(String, u64), i64>>> = Arc::default();
     loop {
         if *stop.borrow() {
             return;
         }
+        lock(&finished).clear();
         let store = t.store().clone();
         let now = now_ms();
         let (work, next) = match blocking(move || store.due(now, 64)).await {
@@ -83,18 +88,20 @@ pub async fn run(t: Triage, mut stop: watch::Receiver<bool>) {
         metrics::gauge!("uw_triage_queue_issues").set(work.len() as f64);
         for w in work {
             let key = (w.repo.clone(), w.number);
-            let mut set = inflight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if set.contains(&key) {
+            let mut set = lock(&inflight);
+            if set.contains(&key) || lock(&finished).get(&key).is_some_and(|upto| *upto >= w.upto) {
                 continue;
             }
             let Ok(permit) = permits.clone().try_acquire_owned() else { break };
             set.insert(key.clone());
             drop(set);
-            let (t, inflight) = (t.clone(), inflight.clone());
+            let (t, inflight, finished) = (t.clone(), inflight.clone(), finished.clone());
             tokio::spawn(async move {
+                let upto = w.upto;
                 work_one(&t, w).await;
                 drop(permit);
-                inflight.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
+                lock(&finished).insert(key.clone(), upto);
+                lock(&inflight).remove(&key);
                 t.wake();
             });
         }
@@ -105,6 +112,10 @@ pub async fn run(t: Triage, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => {}
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn error(t: &Triage, stage: &'static str, e: &Error) {
