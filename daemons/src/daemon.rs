@@ -3,9 +3,10 @@
 //! 1. **Config**: load and validate the file; no port is bound yet. A bad file exits 64
 //!    naming file, line and field.
 //! 2. **Tracing and metrics**: text or JSON logs; the Prometheus recorder.
-//! 3. **Build** the roles this node runs (router, health, worker, sovereign).
+//! 3. **Build** the roles this node runs (router, health, worker, sovereign, triage).
 //! 4. **Serve**: gRPC (every service behind [`AuthLayer`], `grpc.health.v1`, reflection, TLS
-//!    when configured) and HTTP (`/metrics`, `/health`); tell systemd READY; watchdog pings;
+//!    when configured) and HTTP (`/metrics`, `/health`, the triage webhook); tell systemd READY;
+//!    watchdog pings;
 //!    config hot reload.
 //! 5. **Wait** for SIGTERM or SIGINT.
 //! 6. **Drain**: health answers NOT_SERVING, listeners close, in-flight calls get
@@ -35,11 +36,12 @@ use crate::peers::Peers;
 use crate::router::RouterService;
 use crate::serve;
 use crate::sovereign::{RemoteApprover, SovereignService};
+use crate::triage::Triage;
 use crate::worker::WorkerService;
 
 /// `uni-wizardd --config FILE`.
 #[derive(Debug, Parser)]
-#[command(name = "uni-wizardd", version, about = "uni-wizard daemons: router, health, worker, sovereign")]
+#[command(name = "uni-wizardd", version, about = "uni-wizard daemons: router, health, worker, sovereign, triage")]
 pub struct DaemonArgs {
     /// The node's config file (see configs/houses.yaml).
     #[arg(long, env = "UNI_WIZARD_DAEMON_CONFIG", value_name = "FILE")]
@@ -97,6 +99,7 @@ struct Built {
     router: Option<RouterService>,
     worker: Option<WorkerService>,
     sovereign: Option<SovereignService>,
+    triage: Option<Triage>,
     membership: Membership,
     peers: Peers,
 }
@@ -141,7 +144,8 @@ fn build(live: &Live) -> Result<Built, Error> {
     } else {
         None
     };
-    Ok(Built { router, worker, sovereign, membership, peers })
+    let triage = if roles.contains(&Role::Triage) { Some(Triage::new(live.clone(), peers.clone())?) } else { None };
+    Ok(Built { router, worker, sovereign, triage, membership, peers })
 }
 
 async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
@@ -210,11 +214,12 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
             v
         }) as serve::HealthFn
     };
-    let http = tokio::spawn(serve::serve_http(
-        http_listener,
-        serve::http_app(metrics, health_view, stop_rx.clone()),
-        stop_rx.clone(),
-    ));
+    let mut app = serve::http_app(metrics, health_view, stop_rx.clone());
+    if let Some(triage) = &built.triage {
+        app = app.merge(triage.routes());
+        triage.spawn(stop_rx.clone());
+    }
+    let http = tokio::spawn(serve::serve_http(http_listener, app, stop_rx.clone()));
     if roles.contains(&Role::Health) || roles.contains(&Role::Router) {
         tokio::spawn(crate::health::run_prober(
             live.clone(),

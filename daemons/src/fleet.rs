@@ -54,6 +54,9 @@ pub struct DaemonConfig {
     /// Sovereign (approval) service settings; Timmy only.
     #[serde(default)]
     pub sovereign: SovereignConfig,
+    /// Gitea triage settings; required when the node runs the `triage` role.
+    #[serde(default)]
+    pub triage: Option<crate::triage::TriageConfig>,
     /// How long draining may take after SIGTERM before in-flight calls are cut, milliseconds.
     #[serde(default = "default_grace_ms")]
     pub shutdown_grace_ms: u64,
@@ -75,11 +78,13 @@ pub enum Role {
     Worker,
     /// Timmy's approval service.
     Sovereign,
+    /// Gitea triage: webhooks and polling, rules, routing issues to houses.
+    Triage,
 }
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 4] = [Role::Router, Role::Health, Role::Worker, Role::Sovereign];
+    pub const ALL: [Role; 5] = [Role::Router, Role::Health, Role::Worker, Role::Sovereign, Role::Triage];
 
     /// The lowercase name.
     pub const fn as_str(self) -> &'static str {
@@ -88,6 +93,7 @@ impl Role {
             Role::Health => "health",
             Role::Worker => "worker",
             Role::Sovereign => "sovereign",
+            Role::Triage => "triage",
         }
     }
 }
@@ -98,7 +104,7 @@ impl FromStr for Role {
     fn from_str(s: &str) -> Result<Role, Error> {
         Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
             Error::new(ErrorCode::ConfigInvalid, format!("unknown role `{s}`"))
-                .with_details(json!({ "role": s, "known": ["router", "health", "worker", "sovereign"] }))
+                .with_details(json!({ "role": s, "known": Role::ALL.map(Role::as_str) }))
         })
     }
 }
@@ -418,6 +424,13 @@ impl DaemonConfig {
         }
         if self.router.max_tasks == 0 {
             return bad("router.max_tasks", "must be positive".into());
+        }
+        match &self.triage {
+            Some(t) => t.validate().map_err(|e| crate::triage::field_error("triage", e))?,
+            None if self.roles().contains(&Role::Triage) => {
+                return bad("triage", "the node runs the triage role but has no `triage:` section".into());
+            }
+            None => {}
         }
         self.worker.library.validate().map_err(|e| {
             let field = format!("worker.library.{}", e.details["field"].as_str().unwrap_or(""));

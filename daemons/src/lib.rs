@@ -11,7 +11,7 @@
 //! - [`peers`]: client channels to the other houses, with credentials and TLS.
 //! - [`serve`]: health, reflection, TLS, `/metrics`, `/health`, signals, watchdog.
 //! - [`daemon`]: `uni-wizardd` main in fixed phases.
-//! - [`router`], [`health`], [`worker`], [`sovereign`]: one folder per daemon.
+//! - [`router`], [`health`], [`worker`], [`sovereign`], [`triage`]: one folder per daemon.
 //!
 //! Binaries in `src/bin/` are thin: they call into this library and print errors once.
 
@@ -28,5 +28,6 @@ pub mod peers;
 pub mod router;
 pub mod serve;
 pub mod sovereign;
+pub mod triage;
 pub mod wire;
 pub mod worker;

@@ -45,6 +45,25 @@ fn describe_metrics() {
     describe_counter!("uw_router_deduplicated_total", "Submissions answered from an earlier task with the same key");
     describe_counter!("uw_sovereign_requests_total", "Approval requests received by Timmy's Sovereign service");
     describe_counter!("uw_sovereign_decisions_total", "Approval decisions, by decision");
+    describe_counter!(
+        "uw_triage_webhooks_total",
+        "Gitea webhook deliveries, by result (queued, duplicate, ignored, refusals)"
+    );
+    describe_histogram!(
+        "uw_triage_webhook_seconds",
+        Unit::Seconds,
+        "Time to answer a webhook delivery, durable enqueue included"
+    );
+    describe_histogram!(
+        "uw_triage_latency_seconds",
+        Unit::Seconds,
+        "Time from an issue queued to its triage applied on Gitea, by source"
+    );
+    describe_counter!("uw_triage_actions_total", "Triage actions on Gitea and the router, by action");
+    describe_counter!("uw_triage_issues_total", "Issues looked at by triage, by result (triaged, unchanged, skipped)");
+    describe_counter!("uw_triage_errors_total", "Triage failures, by stage (gitea, route, poll, store)");
+    describe_counter!("uw_triage_polls_total", "Completed polls of a watched repository");
+    describe_gauge!("uw_triage_queue_issues", "Issues due in the triage queue at the last look");
 }
 
 /// The server-side TLS config: this node's identity, and client certificates required and
@@ -94,7 +113,7 @@ struct HttpState {
 }
 
 /// The HTTP side: `GET /metrics` (Prometheus text format) and `GET /health` (JSON; 503 while
-/// draining). `extra` adds routes (the triage daemon's webhook).
+/// draining). The daemon merges the triage role's routes into it.
 pub fn http_app(metrics: PrometheusHandle, health: HealthFn, draining: watch::Receiver<bool>) -> axum::Router {
     axum::Router::new()
         .route("/metrics", axum::routing::get(metrics_page))

@@ -480,6 +480,24 @@ impl GiteaServer {
         Some(render_issue(&s, &self.shared.app_url, &s.repos[r], issue))
     }
 
+    /// The label names of an issue, in the order they were added (a cheap look, for polling).
+    pub fn labels(&self, owner: &str, repo: &str, number: u64) -> Vec<String> {
+        let s = lock(&self.shared.state);
+        let Some(r) = s.repo_index(owner, repo) else { return vec![] };
+        let repo = &s.repos[r];
+        repo.issues
+            .iter()
+            .find(|i| i.index == number)
+            .map(|i| {
+                i.labels
+                    .iter()
+                    .filter_map(|id| repo.labels.iter().find(|l| l.id == *id))
+                    .map(|l| l.name.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The bodies of an issue's comments, oldest first.
     pub fn comments(&self, owner: &str, repo: &str, number: u64) -> Vec<String> {
         let s = lock(&self.shared.state);

@@ -6,10 +6,12 @@
 //! - [`fleet`]: real `uni-wizardd` processes for the four houses on loopback.
 //! - [`gitea_server`]: a Gitea API v1 test server that answers as the spec subset says.
 //! - [`openapi`]: a validator of requests and responses against that spec subset.
+//! - [`webhooks`]: Gitea webhook deliveries from the real samples, and a triage fleet.
 
 pub mod fleet;
 pub mod gitea_server;
 pub mod openapi;
+pub mod webhooks;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

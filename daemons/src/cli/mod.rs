@@ -30,6 +30,7 @@ pub mod audit;
 pub mod predict;
 pub mod remote;
 pub mod render;
+pub mod triage;
 
 /// `uni-wizard`: run and inspect uni-wizard tools.
 #[derive(Debug, Parser)]
@@ -64,6 +65,8 @@ pub enum Command {
     Health(remote::HealthArgs),
     /// Where a task submitted through the router is, and its result once finished.
     Task(remote::TaskArgs),
+    /// What the Gitea triage daemon has done (`--status`), from its `triage.db`.
+    Triage(triage::TriageArgs),
 }
 
 /// `uni-wizard config ...`.
@@ -175,6 +178,7 @@ pub async fn run(cli: Cli) -> i32 {
                 exit_code(&e)
             }
         },
+        Command::Triage(a) => triage::run(&a),
         Command::Health(a) => match remote::health(&a).await {
             Ok((v, all_up)) => {
                 remote::print_health(&v, a.json);

@@ -1,0 +1,352 @@
+//! The queue worker: takes issues from `triage.db`, compares what the rules want with what
+//! Gitea shows, applies the difference, records it, and submits the issue's task to the router.
+//!
+//! At most `triage.concurrency` issues are worked on at once, never the same issue twice at
+//! once, and never again from a queue read that predates its finishing; the queue rows of one
+//! issue are folded, so ten webhooks about it cost one triage.
+//! A failure leaves the rows in the queue with a back-off (1 s doubling, at most 5 min) until
+//! `max_attempts`; an issue that no longer exists is dropped at once.
+//!
+//! Applying is idempotent by construction: labels are added only when missing, assignees only
+//! when not all are there, and the comment carries a marker with the plan's fingerprint, so a
+//! crash between acting and recording repeats nothing visible when the issue is triaged again.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::sync::{Semaphore, watch};
+use uni_wizard::tools::gitea::{CreateLabelOption, EditIssueOption, LabelRef};
+use uni_wizard::{Error, ErrorCode, House};
+use uni_wizard_proto::v1::{self, SubmitRequest, ToolCall};
+
+use super::rules::{Plan, house_label};
+use super::store::{TaskAnswer, Triaged, Work, now_ms};
+use super::{Triage, blocking, split_repo};
+use crate::wire;
+
+/// The tool each routed task runs.
+///
+/// `gitea_list_issues`, asked for the open issues labelled with the house's own label
+/// (`house/<h>`): the house's triage queue, of which the new issue is now part. It is the
+/// fitting existing call because it is read-only (so the router may move it to another house
+/// on failover, and a resubmission after a router restart, whose task table is in memory, can
+/// do no harm), it needs only the Gitea access every house's worker has, and it is exactly
+/// what a house does first with newly routed work: read it. The issue itself travels in the
+/// call's `session` (`triage:<owner>/<repo>#<n>`), which scopes the worker's provenance
+/// records, so the worker's audit names the issue each task served.
+pub const TASK_TOOL: &str = "gitea_list_issues";
+
+/// How one issue went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The plan was applied (or recorded, when it wanted nothing).
+    Triaged,
+    /// The plan's fingerprint was already recorded: nothing to do.
+    Unchanged,
+    /// Not an open issue (a pull request or closed): left alone.
+    Skipped,
+}
+
+/// The marker the bot's comment carries, naming the plan it belongs to.
+pub fn comment_marker(fingerprint: &str) -> String {
+    format!("<!-- uni-wizard-triage {fingerprint} -->")
+}
+
+/// The router idempotency key of an issue's task: repository, issue and plan fingerprint.
+pub fn task_key(repo: &str, number: u64, fingerprint: &str) -> String {
+    let h = Sha256::digest(format!("triage\n{repo}\n{number}\n{fingerprint}").as_bytes());
+    format!("triage-{}", hex::encode(&h[..16]))
+}
+
+/// The queue worker; returns when `stop` turns true.
+pub async fn run(t: Triage, mut stop: watch::Receiver<bool>) {
+    resubmit_pending(&t).await;
+    let settings = t.settings();
+    let permits = Arc::new(Semaphore::new(settings.concurrency));
+    let inflight: Arc<Mutex<HashSet<(String, u64)>>> = Arc::default();
+    // Issues finished since the last look, with the highest row id they covered: the list read
+    // below may predate their finishing, and must not start them again.
+    let finished: Arc<Mutex<HashMap<(String, u64), i64>>> = Arc::default();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        lock(&finished).clear();
+        let store = t.store().clone();
+        let now = now_ms();
+        let (work, next) = match blocking(move || store.due(now, 64)).await {
+            Ok(w) => w,
+            Err(e) => {
+                error(&t, "store", &e);
+                (vec![], Some(now + 1_000))
+            }
+        };
+        metrics::gauge!("uw_triage_queue_issues").set(work.len() as f64);
+        for w in work {
+            let key = (w.repo.clone(), w.number);
+            let mut set = lock(&inflight);
+            if set.contains(&key) || lock(&finished).get(&key).is_some_and(|upto| *upto >= w.upto) {
+                continue;
+            }
+            let Ok(permit) = permits.clone().try_acquire_owned() else { break };
+            set.insert(key.clone());
+            drop(set);
+            let (t, inflight, finished) = (t.clone(), inflight.clone(), finished.clone());
+            tokio::spawn(async move {
+                let upto = w.upto;
+                work_one(&t, w).await;
+                drop(permit);
+                lock(&finished).insert(key.clone(), upto);
+                lock(&inflight).remove(&key);
+                t.wake();
+            });
+        }
+        let wait = next.map_or(5_000, |n| (n - now).clamp(5, 5_000));
+        tokio::select! {
+            () = t.inner.notify.notified() => {}
+            () = tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(5_000))) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn error(t: &Triage, stage: &'static str, e: &Error) {
+    t.counters().errors.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("uw_triage_errors_total", "stage" => stage).increment(1);
+    tracing::warn!(stage, code = e.code.as_str(), error = %e.message, "triage");
+}
+
+async fn work_one(t: &Triage, w: Work) {
+    let result = triage_issue(t, &w).await;
+    let store = t.store().clone();
+    let settings = t.settings();
+    let finished = match &result {
+        Ok(applied) => {
+            let counter = match applied {
+                Applied::Triaged => &t.counters().triaged,
+                Applied::Unchanged | Applied::Skipped => &t.counters().unchanged,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            let label = match applied {
+                Applied::Triaged => "triaged",
+                Applied::Unchanged => "unchanged",
+                Applied::Skipped => "skipped",
+            };
+            metrics::counter!("uw_triage_issues_total", "result" => label).increment(1);
+            let (repo, number, upto) = (w.repo.clone(), w.number, w.upto);
+            blocking(move || store.done(&repo, number, upto)).await
+        }
+        Err(e) if e.code == ErrorCode::NotFound => {
+            error(t, "gitea", e);
+            let (repo, number, upto) = (w.repo.clone(), w.number, w.upto);
+            blocking(move || store.done(&repo, number, upto)).await
+        }
+        Err(e) => {
+            error(t, "gitea", e);
+            let backoff = 1_000i64.saturating_mul(1 << w.attempts.min(9)).min(300_000);
+            let (w2, msg, max) = (w.clone(), format!("{} {}", e.code, e.message), settings.max_attempts);
+            match blocking(move || store.retry_later(&w2, &msg, now_ms() + backoff, max)).await {
+                Ok(true) => {
+                    tracing::error!(repo = %w.repo, number = w.number, "triage gave up on the issue after max_attempts");
+                    Ok(())
+                }
+                other => other.map(|_| ()),
+            }
+        }
+    };
+    if let Err(e) = finished {
+        error(t, "store", &e);
+    }
+}
+
+/// Triages one issue: reads it, plans, applies the difference, records, routes.
+///
+/// # Errors
+/// Gitea's errors (as the client maps them) and E4002 from the store.
+pub async fn triage_issue(t: &Triage, w: &Work) -> Result<Applied, Error> {
+    let (owner, name) = split_repo(&w.repo)
+        .ok_or_else(|| Error::new(ErrorCode::ConfigInvalid, format!("`{}` is not owner/name", w.repo)))?;
+    let gitea = &t.inner.gitea;
+    let issue = gitea.get_issue(owner, name, w.number).await?;
+    if issue.is_pull() || issue.state != "open" {
+        return Ok(Applied::Skipped);
+    }
+    let plan = t.rules().plan(&issue);
+    let fingerprint = plan.fingerprint();
+    let store = t.store().clone();
+    let (repo, number) = (w.repo.clone(), w.number);
+    if blocking(move || store.fingerprint(&repo, number)).await?.as_deref() == Some(fingerprint.as_str()) {
+        return Ok(Applied::Unchanged);
+    }
+
+    let have: BTreeSet<String> = issue.label_names().into_iter().collect();
+    let missing: Vec<String> = plan.labels.difference(&have).cloned().collect();
+    if !missing.is_empty() {
+        let ids = label_ids(t, owner, name, &missing).await?;
+        let refs: Vec<LabelRef> = ids.into_iter().map(LabelRef::Id).collect();
+        gitea.add_labels(owner, name, w.number, &refs).await?;
+        metrics::counter!("uw_triage_actions_total", "action" => "label").increment(missing.len() as u64);
+    }
+    let assigned: BTreeSet<String> = issue.assignee_logins().into_iter().collect();
+    if !plan.assignees.iter().all(|a| assigned.iter().any(|b| b.eq_ignore_ascii_case(a))) {
+        let all: Vec<String> = assigned.union(&plan.assignees).cloned().collect();
+        gitea
+            .edit_issue(owner, name, w.number, &EditIssueOption { assignees: Some(all), ..Default::default() })
+            .await?;
+        metrics::counter!("uw_triage_actions_total", "action" => "assign").increment(1);
+    }
+    if let Some(text) = &plan.comment {
+        let marker = comment_marker(&fingerprint);
+        let posted = issue.comments > 0
+            && gitea.list_comments(owner, name, w.number).await?.iter().any(|c| c.body.contains(&marker));
+        if !posted {
+            gitea.create_comment(owner, name, w.number, &format!("{text}\n\n{marker}")).await?;
+            metrics::counter!("uw_triage_actions_total", "action" => "comment").increment(1);
+        }
+    }
+    let latency_ms = (now_ms() - w.received_ms).max(0);
+    metrics::histogram!("uw_triage_latency_seconds", "source" => if w.source == "poll" { "poll" } else { "webhook" })
+        .record(latency_ms as f64 / 1000.0);
+
+    let key = plan.house.map(|_| task_key(&w.repo, w.number, &fingerprint));
+    let plan_json = serde_json::to_value(&plan).unwrap_or_default();
+    {
+        let store = t.store().clone();
+        let (repo, source, fp, key, plan_json) =
+            (w.repo.clone(), w.source.clone(), fingerprint.clone(), key.clone(), plan_json.clone());
+        let house = plan.house.map(|h| h.as_str());
+        blocking(move || {
+            store.record_triaged(
+                &Triaged {
+                    repo: &repo,
+                    number,
+                    fingerprint: &fp,
+                    plan: &plan_json,
+                    house,
+                    source: &source,
+                    latency_ms,
+                    task_key: key.as_deref(),
+                },
+                now_ms(),
+            )
+        })
+        .await?;
+    }
+    tracing::info!(repo = %w.repo, number, fingerprint = %fingerprint, house = ?plan.house, rules = ?plan.rules, latency_ms, "triaged");
+    if let Some(key) = key {
+        let (t, repo) = (t.clone(), w.repo.clone());
+        tokio::spawn(async move { route(&t, &repo, number, &key, &plan).await });
+    }
+    Ok(Applied::Triaged)
+}
+
+/// The ids of `names` in the repository, creating the labels that do not exist.
+async fn label_ids(t: &Triage, owner: &str, name: &str, names: &[String]) -> Result<Vec<i64>, Error> {
+    let repo = format!("{owner}/{name}");
+    let mut cache = t.inner.labels.lock().await;
+    let known = cache.entry(repo).or_default();
+    if names.iter().any(|n| !known.contains_key(n)) {
+        let listed = t.inner.gitea.list_labels(owner, name).await?;
+        known.clear();
+        known.extend(listed.items.into_iter().map(|l| (l.name, l.id)));
+    }
+    let color = format!("#{}", t.settings().label_color);
+    let mut ids = Vec::with_capacity(names.len());
+    for n in names {
+        let id = match known.get(n) {
+            Some(id) => *id,
+            None => {
+                let opt = CreateLabelOption { name: n.clone(), color: color.clone(), ..Default::default() };
+                let label = t.inner.gitea.create_label(owner, name, &opt).await?;
+                metrics::counter!("uw_triage_actions_total", "action" => "label_create").increment(1);
+                known.insert(label.name.clone(), label.id);
+                label.id
+            }
+        };
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// Submits the issue's task to the router and records the answer. A router that cannot be
+/// reached leaves the task pending; the polling loop submits it again (same key).
+pub async fn route(t: &Triage, repo: &str, number: u64, key: &str, plan: &Plan) {
+    let started = Instant::now();
+    let config = t.inner.live.get();
+    let settings = t.settings();
+    let Some((owner, name)) = split_repo(repo) else { return };
+    let router = settings.router_house.unwrap_or(config.house);
+    let mut args = json!({ "owner": owner, "repo": name, "state": "open", "max_issues": 50, "max_body_chars": 500 });
+    if let (Some(h), true) = (plan.house, settings.house_labels) {
+        args["labels"] = json!([house_label(h)]);
+    }
+    let req = SubmitRequest {
+        call: Some(ToolCall {
+            tool: TASK_TOOL.into(),
+            args_json: args.to_string(),
+            session: format!("triage:{repo}#{number}"),
+            idempotency_key: key.to_owned(),
+            ..ToolCall::default()
+        }),
+        idempotency_key: key.to_owned(),
+        preferred_house: plan.house.map_or(v1::House::Unspecified, wire::house_to_wire).into(),
+        caller_house: wire::house_to_wire(config.house).into(),
+        mode: v1::Mode::Unspecified.into(),
+    };
+    let answer = match t.inner.peers.router(router) {
+        Ok(mut client) => client.submit(req).await.map_err(|s| wire::error_from_status(&s)),
+        Err(e) => Err(e),
+    };
+    let answer = match answer {
+        Ok(resp) => {
+            let resp = resp.into_inner();
+            let house = wire::house_from_wire(resp.assigned_house).map(|h: House| h.to_string());
+            let (state, error) = match resp.result {
+                Some(v1::submit_response::Result::Outcome(_)) => ("succeeded", None),
+                Some(v1::submit_response::Result::Error(d)) => ("failed", Some(format!("{} {}", d.code, d.message))),
+                None => ("running", None),
+            };
+            TaskAnswer { task_id: resp.task_id, state, house, error }
+        }
+        Err(e) => {
+            error(t, "route", &e);
+            return;
+        }
+    };
+    metrics::counter!("uw_triage_actions_total", "action" => "route").increment(1);
+    tracing::info!(
+        repo,
+        number,
+        task = %answer.task_id,
+        state = answer.state,
+        house = ?answer.house,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "task routed"
+    );
+    let store = t.store().clone();
+    let (repo, key) = (repo.to_owned(), key.to_owned());
+    if let Err(e) = blocking(move || store.record_task(&repo, number, &key, &answer)).await {
+        error(t, "store", &e);
+    }
+}
+
+/// Submits again every task recorded but never answered (idempotent: same keys).
+pub async fn resubmit_pending(t: &Triage) {
+    let store = t.store().clone();
+    let pending = match blocking(move || store.pending_tasks()).await {
+        Ok(p) => p,
+        Err(e) => return error(t, "store", &e),
+    };
+    for p in pending {
+        let Ok(plan) = serde_json::from_value::<Plan>(p.plan.clone()) else { continue };
+        route(t, &p.repo, p.number, &p.key, &plan).await;
+    }
+}

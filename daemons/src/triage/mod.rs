@@ -1,0 +1,376 @@
+//! The triage daemon: watches Gitea repositories, and for each new or changed issue applies
+//! what the rules want (labels, category, assignees, a comment) and routes a task for it to a
+//! house through the router.
+//!
+//! # Layout
+//!
+//! - [`webhook`]: `POST /webhooks/gitea` (HMAC-verified, size-bounded, deduplicated by delivery
+//!   id, answered after a durable enqueue) and `GET /triage/status`.
+//! - [`poll`]: the polling loop, for deliveries that were lost or never sent: a persisted
+//!   `since` cursor per repository, every page, `type=issues`.
+//! - [`rules`]: the YAML rules and the pure decision of what an issue should look like.
+//! - [`engine`]: the queue worker that compares the plan with Gitea and applies the difference,
+//!   and the router submission.
+//! - [`store`]: `<home>/triage.db` (SQLite): deliveries, queue, issues triaged, cursors.
+//!
+//! # Flow
+//!
+//! ```text
+//! webhook ─┐                                   ┌─> labels (created when missing), assignees, comment
+//!          ├─> queue (triage.db) ─> engine ─> plan vs Gitea ─┤
+//! poll ────┘                                   └─> Router Submit (idempotency key from the plan)
+//! ```
+//!
+//! Every issue triaged is recorded with the fingerprint of its plan. The same plan is never
+//! applied twice: a redelivery, a poll that sees the issue again, a restart, or the webhooks the
+//! bot's own changes cause all find the fingerprint unchanged and do nothing. Webhooks sent by
+//! the bot user are ignored before they reach the queue.
+
+pub mod engine;
+pub mod poll;
+pub mod rules;
+pub mod store;
+pub mod webhook;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::{Notify, watch};
+use uni_wizard::tools::gitea::{GiteaClient, GiteaConfig, is_valid_name};
+use uni_wizard::{Error, ErrorCode, House};
+
+use crate::fleet::{DaemonConfig, Secret};
+use crate::live::Live;
+use crate::peers::Peers;
+use rules::{RuleConfig, Rules};
+use store::Store;
+
+/// The `triage:` section of a node's config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriageConfig {
+    /// The Gitea server and the bot's token (`gitea.base_url`, `gitea.token`, ...).
+    pub gitea: GiteaConfig,
+    /// The webhook's secret, as configured on the Gitea hook; never logged.
+    pub webhook_secret: Secret,
+    /// Repositories watched, `owner/name`.
+    pub repos: Vec<String>,
+    /// Time between polls, milliseconds (a poll also runs at start).
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// The bot's Gitea login: webhooks it caused are ignored.
+    pub bot_user: String,
+    /// Largest webhook body accepted; larger ones get 413 without being read.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// The house whose router receives the tasks (default: this node's house).
+    #[serde(default)]
+    pub router_house: Option<House>,
+    /// Issues triaged at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Also set `category/<c>` and `house/<h>` labels (what a house's task lists).
+    #[serde(default = "default_true")]
+    pub house_labels: bool,
+    /// Colour of labels the daemon creates, `rrggbb`.
+    #[serde(default = "default_label_color")]
+    pub label_color: String,
+    /// Attempts at one issue before it is dropped from the queue (polling finds it again).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// The rules, in order.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+fn default_poll_interval_ms() -> u64 {
+    60_000
+}
+fn default_max_body_bytes() -> usize {
+    1024 * 1024
+}
+fn default_concurrency() -> usize {
+    4
+}
+fn default_true() -> bool {
+    true
+}
+fn default_label_color() -> String {
+    "c5def5".into()
+}
+fn default_max_attempts() -> u32 {
+    8
+}
+
+impl TriageConfig {
+    /// Checks what the types alone do not.
+    ///
+    /// # Errors
+    /// `(field, problem)`, the field relative to `triage`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |f: &str, p: &str| Err((f.to_owned(), p.to_owned()));
+        if self.webhook_secret.expose().len() < 16 {
+            return bad("webhook_secret", "must be at least 16 characters");
+        }
+        if self.repos.is_empty() {
+            return bad("repos", "lists no repository");
+        }
+        for (i, r) in self.repos.iter().enumerate() {
+            if split_repo(r).is_none() {
+                return Err((format!("repos.{i}"), format!("`{r}` is not owner/name")));
+            }
+        }
+        if self.bot_user.trim().is_empty() {
+            return bad("bot_user", "must name the bot's Gitea login");
+        }
+        if self.poll_interval_ms < 100 {
+            return bad("poll_interval_ms", "must be at least 100");
+        }
+        if self.max_body_bytes < 1024 {
+            return bad("max_body_bytes", "must be at least 1024");
+        }
+        if self.concurrency == 0 || self.max_attempts == 0 {
+            return bad("concurrency", "concurrency and max_attempts must be positive");
+        }
+        if self.label_color.len() != 6 || !self.label_color.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return bad("label_color", "must be six hex digits, e.g. c5def5");
+        }
+        GiteaClient::new(&self.gitea).map_err(|e| {
+            let field = e.details["field"].as_str().unwrap_or("gitea").to_owned();
+            (field, e.message)
+        })?;
+        Rules::compile(&self.rules, self.house_labels)?;
+        Ok(())
+    }
+}
+
+/// `(field, problem)` from [`TriageConfig::validate`] as the E4001 that
+/// [`DaemonConfig::validate`] returns, the field prefixed with `section`.
+pub fn field_error(section: &str, (field, problem): (String, String)) -> Error {
+    let field = format!("{section}.{field}");
+    Error::new(ErrorCode::ConfigInvalid, format!("field `{field}`: {problem}"))
+        .with_details(json!({ "field": field, "problem": problem }))
+}
+
+/// `owner/name` split, both valid Gitea names.
+pub fn split_repo(repo: &str) -> Option<(&str, &str)> {
+    let (owner, name) = repo.split_once('/')?;
+    (is_valid_name(owner) && is_valid_name(name)).then_some((owner, name))
+}
+
+/// Counters since the process started, for the status document.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Webhooks queued.
+    pub queued: AtomicU64,
+    /// Webhooks with a delivery id seen before.
+    pub duplicate: AtomicU64,
+    /// Webhooks accepted but not acted on (bot sender, event, repository, pull request).
+    pub ignored: AtomicU64,
+    /// Webhooks refused (signature, size, malformed).
+    pub refused: AtomicU64,
+    /// Issues whose plan was applied.
+    pub triaged: AtomicU64,
+    /// Issues looked at whose plan was already applied.
+    pub unchanged: AtomicU64,
+    /// Failures (Gitea, router, store).
+    pub errors: AtomicU64,
+}
+
+impl Counters {
+    fn json(&self) -> serde_json::Value {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        json!({
+            "webhooks_queued": g(&self.queued),
+            "webhooks_duplicate": g(&self.duplicate),
+            "webhooks_ignored": g(&self.ignored),
+            "webhooks_refused": g(&self.refused),
+            "triaged": g(&self.triaged),
+            "unchanged": g(&self.unchanged),
+            "errors": g(&self.errors),
+        })
+    }
+}
+
+/// The triage daemon of one node. Cheap to clone.
+#[derive(Clone)]
+pub struct Triage {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    live: Live,
+    peers: Peers,
+    store: Arc<Store>,
+    gitea: GiteaClient,
+    /// The config the daemon started with; used when a reload drops the section.
+    initial: TriageConfig,
+    /// Rules compiled from the config they came from (recompiled after a reload).
+    rules: Mutex<(Arc<DaemonConfig>, Arc<Rules>)>,
+    /// Wakes the queue worker.
+    notify: Notify,
+    /// Label name -> id per repository; also serialises label creation.
+    labels: tokio::sync::Mutex<HashMap<String, HashMap<String, i64>>>,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for Triage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Triage").finish_non_exhaustive()
+    }
+}
+
+impl Triage {
+    /// Builds the daemon for the node `live` describes: opens `<home>/triage.db`, builds the
+    /// Gitea client and compiles the rules. Nothing is sent until [`Triage::spawn`].
+    ///
+    /// # Errors
+    /// E4001 without a `triage:` section or with an unusable Gitea config; E4002 when the
+    /// store cannot be opened.
+    pub fn new(live: Live, peers: Peers) -> Result<Triage, Error> {
+        let config = live.get();
+        let t = config
+            .triage
+            .clone()
+            .ok_or_else(|| Error::new(ErrorCode::ConfigInvalid, "the triage role needs a `triage:` section"))?;
+        let store = Arc::new(Store::open(&config.worker.library.home_dir().join("triage.db"))?);
+        let gitea = GiteaClient::new(&t.gitea)?;
+        let rules = Rules::compile(&t.rules, t.house_labels).map_err(|e| field_error("triage", e))?;
+        Ok(Triage {
+            inner: Arc::new(Inner {
+                live,
+                peers,
+                store,
+                gitea,
+                initial: t,
+                rules: Mutex::new((config, Arc::new(rules))),
+                notify: Notify::new(),
+                labels: tokio::sync::Mutex::new(HashMap::new()),
+                counters: Counters::default(),
+            }),
+        })
+    }
+
+    /// The live `triage:` settings (the start-up ones if a reload removed the section).
+    pub fn settings(&self) -> TriageConfig {
+        self.inner.live.get().triage.clone().unwrap_or_else(|| self.inner.initial.clone())
+    }
+
+    /// The rules of the live config, recompiled when the config changed.
+    pub fn rules(&self) -> Arc<Rules> {
+        let config = self.inner.live.get();
+        let mut cached = self.inner.rules.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !Arc::ptr_eq(&cached.0, &config) {
+            if let Some(t) = &config.triage {
+                match Rules::compile(&t.rules, t.house_labels) {
+                    Ok(r) => cached.1 = Arc::new(r),
+                    // Validation compiled them already; keep the old ones if not.
+                    Err((field, problem)) => tracing::warn!(%field, %problem, "triage rules not reloaded"),
+                }
+            }
+            cached.0 = config;
+        }
+        cached.1.clone()
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.inner.store
+    }
+
+    /// The counters since start.
+    pub fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    /// The HTTP routes: `POST /webhooks/gitea`, `GET /triage/status`.
+    pub fn routes(&self) -> axum::Router {
+        webhook::routes(self.clone())
+    }
+
+    /// Starts the queue worker and the polling loop; both stop when `stop` turns true. Work
+    /// left in the queue is taken up again by the next start.
+    pub fn spawn(&self, stop: watch::Receiver<bool>) {
+        tokio::spawn(engine::run(self.clone(), stop.clone()));
+        tokio::spawn(poll::run(self.clone(), stop));
+    }
+
+    /// The status document: the store's view plus this process's counters.
+    ///
+    /// # Errors
+    /// E4002 when the store cannot be read.
+    pub async fn status(&self) -> Result<serde_json::Value, Error> {
+        let store = self.inner.store.clone();
+        let mut v = tokio::task::spawn_blocking(move || store.status(20))
+            .await
+            .map_err(|e| Error::new(ErrorCode::HomeUnavailable, format!("status: {e}")))??;
+        v["process"] = self.inner.counters.json();
+        v["repos"] = json!(self.settings().repos);
+        Ok(v)
+    }
+
+    fn wake(&self) {
+        self.inner.notify.notify_one();
+    }
+}
+
+/// Runs a blocking store call on the blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Error> + Send + 'static) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::new(ErrorCode::HomeUnavailable, format!("triage.db call stopped: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::fleet::{DaemonConfig, Role};
+
+    const NODE: &str = "house: allegro
+roles: [router, worker, triage]
+listen: {grpc: 127.0.0.1:7402, http: 127.0.0.1:7482}
+plaintext_loopback: true
+houses:
+  allegro: {endpoint: 127.0.0.1:7402, auth_token: allegro-token-0123456789}
+";
+
+    const TRIAGE: &str = "triage:
+  gitea: {base_url: http://127.0.0.1:3000, token: gitea-token}
+  webhook_secret: a-webhook-secret-0123
+  bot_user: timmy-bot
+  repos: [uni/fleet]
+  rules:
+    - {name: bug, match: {keywords: [crash]}, category: bug}
+";
+
+    fn parse(text: &str) -> Result<DaemonConfig, uni_wizard::Error> {
+        DaemonConfig::parse(text, "node.yaml", &|_| None)
+    }
+
+    /// Proves a triage node parses with defaults, and its secret never shows in Debug.
+    #[test]
+    fn triage_section_parses_with_defaults() {
+        let c = parse(&format!("{NODE}{TRIAGE}")).expect("valid");
+        assert!(c.roles().contains(&Role::Triage));
+        let t = c.triage.as_ref().expect("section");
+        assert_eq!((t.poll_interval_ms, t.max_body_bytes, t.concurrency), (60_000, 1024 * 1024, 4));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("a-webhook-secret") && !shown.contains("gitea-token"), "{shown}");
+    }
+
+    /// Proves the triage role without its section, a bad regex, an unknown field and a bad repo are refused, naming the field.
+    #[test]
+    fn bad_triage_settings_name_the_field() {
+        let field = |text: &str| parse(text).expect_err("refused").details["field"].as_str().unwrap_or("").to_owned();
+        assert_eq!(field(NODE), "triage");
+        let bad_regex = format!("{NODE}{TRIAGE}    - {{name: x, match: {{regex: '('}}}}\n");
+        assert_eq!(field(&bad_regex), "triage.rules.1.match.regex");
+        let bad_repo = format!("{NODE}{}", TRIAGE.replace("[uni/fleet]", "[fleet]"));
+        assert_eq!(field(&bad_repo), "triage.repos.0");
+        let short = format!("{NODE}{}", TRIAGE.replace("a-webhook-secret-0123", "short"));
+        assert_eq!(field(&short), "triage.webhook_secret");
+        assert!(parse(&format!("{NODE}{TRIAGE}  colour: red\n")).is_err(), "unknown field");
+    }
+}
