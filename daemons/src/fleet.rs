@@ -54,6 +54,9 @@ pub struct DaemonConfig {
     /// Sovereign (approval) service settings; Timmy only.
     #[serde(default)]
     pub sovereign: SovereignConfig,
+    /// Telemetry settings (the `telemetry` role).
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetryConfig,
     /// How long draining may take after SIGTERM before in-flight calls are cut, milliseconds.
     #[serde(default = "default_grace_ms")]
     pub shutdown_grace_ms: u64,
@@ -75,11 +78,13 @@ pub enum Role {
     Worker,
     /// Timmy's approval service.
     Sovereign,
+    /// The telemetry bridge (Hermes tailer, outbox, stream to Timmy); on Timmy also the sink.
+    Telemetry,
 }
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 4] = [Role::Router, Role::Health, Role::Worker, Role::Sovereign];
+    pub const ALL: [Role; 5] = [Role::Router, Role::Health, Role::Worker, Role::Sovereign, Role::Telemetry];
 
     /// The lowercase name.
     pub const fn as_str(self) -> &'static str {
@@ -88,6 +93,7 @@ impl Role {
             Role::Health => "health",
             Role::Worker => "worker",
             Role::Sovereign => "sovereign",
+            Role::Telemetry => "telemetry",
         }
     }
 }
@@ -98,7 +104,7 @@ impl FromStr for Role {
     fn from_str(s: &str) -> Result<Role, Error> {
         Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
             Error::new(ErrorCode::ConfigInvalid, format!("unknown role `{s}`"))
-                .with_details(json!({ "role": s, "known": ["router", "health", "worker", "sovereign"] }))
+                .with_details(json!({ "role": s, "known": Role::ALL.map(Role::as_str) }))
         })
     }
 }
@@ -419,6 +425,7 @@ impl DaemonConfig {
         if self.router.max_tasks == 0 {
             return bad("router.max_tasks", "must be positive".into());
         }
+        self.telemetry.validate().map_err(|e| in_field("telemetry", e))?;
         self.worker.library.validate().map_err(|e| {
             let field = format!("worker.library.{}", e.details["field"].as_str().unwrap_or(""));
             Error::new(ErrorCode::ConfigInvalid, format!("field `{field}`: {}", e.message))
@@ -431,6 +438,13 @@ impl DaemonConfig {
     pub fn probe_interval(&self) -> Duration {
         Duration::from_millis(self.health.interval_ms)
     }
+}
+
+/// Prefixes the `field` detail of a section's error with the section's name.
+fn in_field(section: &str, e: Error) -> Error {
+    let field = format!("{section}.{}", e.details["field"].as_str().unwrap_or(""));
+    Error::new(ErrorCode::ConfigInvalid, format!("field `{field}`: {}", e.message))
+        .with_details(json!({ "field": field }))
 }
 
 fn in_file(path: &Path, e: Error) -> Error {

@@ -12,6 +12,7 @@
 //! - [`serve`]: health, reflection, TLS, `/metrics`, `/health`, signals, watchdog.
 //! - [`daemon`]: `uni-wizardd` main in fixed phases.
 //! - [`router`], [`health`], [`worker`], [`sovereign`]: one folder per daemon.
+//! - [`telemetry`]: Hermes tailer, durable outbox, stream to Timmy and Timmy's sink.
 //!
 //! Binaries in `src/bin/` are thin: they call into this library and print errors once.
 
@@ -28,5 +29,6 @@ pub mod peers;
 pub mod router;
 pub mod serve;
 pub mod sovereign;
+pub mod telemetry;
 pub mod wire;
 pub mod worker;

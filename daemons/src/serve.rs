@@ -45,6 +45,7 @@ fn describe_metrics() {
     describe_counter!("uw_router_deduplicated_total", "Submissions answered from an earlier task with the same key");
     describe_counter!("uw_sovereign_requests_total", "Approval requests received by Timmy's Sovereign service");
     describe_counter!("uw_sovereign_decisions_total", "Approval decisions, by decision");
+    crate::telemetry::describe_metrics();
 }
 
 /// The server-side TLS config: this node's identity, and client certificates required and

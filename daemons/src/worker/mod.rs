@@ -91,6 +91,20 @@ impl WorkerService {
         approver: Arc<dyn Approver>,
         registry: Registry,
     ) -> Result<WorkerService, Error> {
+        WorkerService::observed(live, store, approver, registry, None)
+    }
+
+    /// As [`WorkerService::with_registry`], telling `observer` (telemetry) about every call.
+    ///
+    /// # Errors
+    /// As [`WorkerService::new`].
+    pub fn observed(
+        live: Live,
+        store: Arc<AuditStore>,
+        approver: Arc<dyn Approver>,
+        registry: Registry,
+        observer: Option<Arc<dyn uni_wizard::Observer>>,
+    ) -> Result<WorkerService, Error> {
         let config: Arc<DaemonConfig> = live.get();
         let library = WorkerService::library(&config);
         let home = library.home_dir();
@@ -114,6 +128,9 @@ impl WorkerService {
                 .approver(approver.clone());
             if let Some(i) = &intelligence {
                 b = b.intelligence(i.clone());
+            }
+            if let Some(o) = &observer {
+                b = b.observer(o.clone());
             }
             b.build()
         };
