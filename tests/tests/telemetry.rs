@@ -317,3 +317,69 @@ fn hermes_hook_blocks_a_denied_tool_and_reports_it() {
     assert!(hook.blocked && hook.tool_name == "read_file" && hook.tool_call_id == "call_hook1", "{hook:?}");
     assert!(hook.block_message.contains("read_file"));
 }
+
+/// Runs `file_read` on Allegro's worker through its gRPC `Execute`, as Timmy.
+fn execute_on_allegro(fleet: &Fleet) -> v1::ExecuteResponse {
+    let (allegro, timmy) = (&fleet.nodes["allegro"], &fleet.nodes["timmy"]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", allegro.grpc))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let bearer: MetadataValue<_> = format!("Bearer {}", timmy.token).parse().expect("ascii");
+        let mut client = v1::worker_client::WorkerClient::with_interceptor(ch, move |mut r: tonic::Request<()>| {
+            r.metadata_mut().insert("authorization", bearer.clone());
+            r.metadata_mut().insert("x-uw-house", MetadataValue::from_static("timmy"));
+            Ok(r)
+        });
+        let call = v1::ToolCall {
+            tool: "file_read".into(),
+            args_json: r#"{"path":"hello.txt"}"#.into(),
+            ..Default::default()
+        };
+        let req = v1::ExecuteRequest { call: Some(call), house: v1::House::Allegro.into(), ..Default::default() };
+        client.execute(req).await.expect("execute").into_inner()
+    })
+}
+
+/// Proves a harness execution on Allegro reaches Timmy as an ExecutionEvent and is fed into
+/// Timmy's pattern DB under Allegro's node, so Timmy's predictions learn from the fleet.
+#[test]
+fn harness_executions_reach_timmy_and_teach_its_pattern_db() {
+    let hh = hermes::home();
+    let mut fleet = configure(hh.path(), "");
+    let timmy = fleet.node("timmy").config.clone();
+    let text = std::fs::read_to_string(&timmy).expect("config");
+    std::fs::write(
+        &timmy,
+        text.replace("intelligence: {enabled: false}", "intelligence: {enabled: true, linger_ms: 5}"),
+    )
+    .expect("config");
+    start_all(&mut fleet);
+    let r = execute_on_allegro(&fleet);
+    assert!(matches!(r.result, Some(v1::execute_response::Result::Outcome(_))), "{r:?}");
+    let x = wait_for("the execution event at timmy", Duration::from_secs(20), || {
+        let (events, _) = query(&fleet.nodes["timmy"], ALLEGRO_NODE)?;
+        events.into_iter().find_map(|e| match e.kind {
+            Some(Kind::Execution(x)) => Some(x),
+            _ => None,
+        })
+    });
+    assert_eq!((x.tool.as_str(), x.success, x.house), ("file_read", true, v1::House::Allegro as i32), "{x:?}");
+    assert!(!x.provenance_id.is_empty() && x.args_fingerprint.len() == 16, "{x:?}");
+    let db = fleet.nodes["timmy"].home.join("patterns.db");
+    let rows = wait_for("allegro's execution in timmy's pattern DB", Duration::from_secs(20), || {
+        let c = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+        let n: i64 = c
+            .query_row(
+                "SELECT count(*) FROM executions WHERE node = ?1 AND tool = 'file_read' AND house = 'allegro'",
+                [ALLEGRO_NODE],
+                |r| r.get(0),
+            )
+            .ok()?;
+        (n > 0).then_some(n)
+    });
+    assert_eq!(rows, 1, "fed exactly once");
+}
