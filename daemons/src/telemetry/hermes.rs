@@ -363,7 +363,12 @@ fn tail_loop(db: &Path, outbox: &Outbox, cfg: &TelemetryConfig, stop: &watch::Re
     };
     tracing::info!(db = %db.display(), cursor = tail.message_id, "tailing Hermes");
     let mut warned = false;
+    // A notification for the WAL can come before the commit is visible (SQLite writes the
+    // frames, then publishes them in the -shm index, which raises no event): after a wake-up
+    // that found nothing, look again a few times within ~12 ms before the long wait.
+    let mut recheck: &[u64] = &[];
     while !*stop.borrow() {
+        let before = (tail.message_id, tail.session_rowid, tail.open.len());
         let again = match step(&mut reader, &mut tail, outbox, cfg) {
             Ok(again) => {
                 warned = false;
@@ -378,8 +383,18 @@ fn tail_loop(db: &Path, outbox: &Outbox, cfg: &TelemetryConfig, stop: &watch::Re
                 false
             }
         };
-        if !again {
-            let _ = wake.recv_timeout(cfg.poll());
+        if again {
+            continue;
+        }
+        let progressed = before != (tail.message_id, tail.session_rowid, tail.open.len());
+        if !progressed && let Some((first, rest)) = recheck.split_first() {
+            recheck = rest;
+            std::thread::sleep(Duration::from_micros(*first));
+            continue;
+        }
+        recheck = &[];
+        if wake.recv_timeout(cfg.poll()).is_ok() {
+            recheck = &[100, 200, 400, 800, 1_500, 3_000, 6_000];
         }
     }
 }
