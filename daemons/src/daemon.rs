@@ -217,6 +217,15 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
     let outbox = built.telemetry.as_ref().map(crate::telemetry::Bridge::outbox);
     if let Some(bridge) = built.telemetry.take() {
         bridge.spawn(stop_rx.clone());
+        if config.telemetry.alerts.any() {
+            let sources = crate::telemetry::alerts::Sources {
+                sink: built.sink.clone(),
+                outbox: outbox.clone(),
+                worker: built.worker.clone(),
+                node: config.node_name(),
+            };
+            tokio::spawn(crate::telemetry::alerts::run(config.telemetry.alerts.clone(), sources, stop_rx.clone()));
+        }
     }
     let health_view = {
         let (membership, house, node) = (built.membership.clone(), config.house, config.node_name());

@@ -383,3 +383,71 @@ fn harness_executions_reach_timmy_and_teach_its_pattern_db() {
     });
     assert_eq!(rows, 1, "fed exactly once");
 }
+
+/// A webhook receiver on loopback: collects every JSON body POSTed to it.
+fn webhook() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/alerts", listener.local_addr().expect("addr"));
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut r = BufReader::new(&stream);
+            let mut len = 0usize;
+            let mut line = String::new();
+            while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; len];
+            if r.read_exact(&mut body).is_ok()
+                && let Ok(v) = serde_json::from_slice::<Value>(&body)
+            {
+                sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(v);
+            }
+            let _ = (&stream).write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
+}
+
+/// Proves a node-down rule at Timmy fires after its hold time when Allegro's bridge is
+/// killed and resolves when it is back, both into Timmy's log and to the webhook.
+#[test]
+fn node_down_alert_fires_and_resolves_to_the_webhook() {
+    let (url, got) = webhook();
+    let extra = move |h: &str| match h {
+        "timmy" => format!(
+            "roles: [worker, telemetry]\ntelemetry: {{alerts: {{interval_ms: 50, node_down_ms: 300, webhook: \"{url}\"}}}}\n"
+        ),
+        _ => "roles: [worker, telemetry]\ntelemetry: {backoff_min_ms: 20, backoff_max_ms: 200}\n".to_owned(),
+    };
+    let mut fleet = Fleet::configure(&["timmy", "allegro"], &extra);
+    start_all(&mut fleet);
+    // Allegro's stream opens with its first event: a harness call.
+    execute_on_allegro(&fleet);
+    wait_for("allegro's stream at timmy", Duration::from_secs(20), || {
+        query(&fleet.nodes["timmy"], ALLEGRO_NODE)?.1.filter(|s| s.connected)
+    });
+    let delivered = |state: &str| {
+        let g = got.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.iter().filter(|v| v["alert"] == "node_down:allegro-node" && v["state"] == state).count()
+    };
+    let killed = Instant::now();
+    fleet.node("allegro").kill();
+    wait_for("the node_down alert at the webhook", Duration::from_secs(10), || {
+        (delivered("firing") == 1).then_some(())
+    });
+    assert!(killed.elapsed() >= Duration::from_millis(300), "fired before its hold time");
+    assert!(fleet.nodes["timmy"].log().contains("alert firing"), "logged too");
+    assert_eq!(delivered("resolved"), 0);
+    fleet.node("allegro").start();
+    execute_on_allegro(&fleet);
+    wait_for("the alert resolved", Duration::from_secs(20), || (delivered("resolved") == 1).then_some(()));
+    assert_eq!(delivered("firing"), 1, "fired once");
+    assert!(fleet.nodes["timmy"].log().contains("alert resolved"));
+}

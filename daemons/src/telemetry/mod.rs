@@ -18,6 +18,8 @@
 //!   reconnects with bounded exponential backoff.
 //! - [`sink`]: Timmy's `Telemetry` service and its store.
 //! - [`hook`]: `uni-wizard hermes-hook`: the block/allow decision and the hook event.
+//! - [`alerts`]: rules (node down, breaker open, buffer, lag) firing and resolving into the
+//!   log and a webhook.
 //!
 //! **Bounds.** The outbox holds at most `telemetry.max_buffered` events. When it is full it
 //! refuses new ones rather than dropping old ones: the Hermes tailer then simply stops
@@ -40,6 +42,7 @@ use crate::fleet::DaemonConfig;
 use crate::live::Live;
 use crate::peers::Peers;
 
+pub mod alerts;
 pub mod hermes;
 pub mod hook;
 pub mod outbox;
@@ -104,6 +107,8 @@ pub struct TelemetryConfig {
     pub hook_deny: Vec<String>,
     /// Longest time `uni-wizard hermes-hook` spends on the outbox before answering, ms.
     pub hook_timeout_ms: u64,
+    /// Alert rules.
+    pub alerts: alerts::AlertsConfig,
 }
 
 impl Default for TelemetryConfig {
@@ -120,6 +125,7 @@ impl Default for TelemetryConfig {
             durability: Durability::Full,
             hook_deny: Vec::new(),
             hook_timeout_ms: 500,
+            alerts: alerts::AlertsConfig::default(),
         }
     }
 }
@@ -151,6 +157,14 @@ impl TelemetryConfig {
         }
         if self.hook_timeout_ms == 0 || self.hook_timeout_ms > 10_000 {
             return bad("hook_timeout_ms", "must be 1 to 10000");
+        }
+        if !(10..=3_600_000).contains(&self.alerts.interval_ms) {
+            return bad("alerts.interval_ms", "must be 10 to 3600000");
+        }
+        if let Some(url) = &self.alerts.webhook
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return bad("alerts.webhook", "must be an http:// or https:// URL");
         }
         Ok(())
     }
@@ -197,6 +211,11 @@ pub fn describe_metrics() {
     describe_counter!("uw_telemetry_reconnects_total", "Times this node's stream to Timmy was re-opened");
     describe_counter!("uw_telemetry_sink_events_total", "Events stored by Timmy's sink, by result (new, duplicate)");
     describe_counter!("uw_telemetry_sink_patterns_total", "Fleet executions fed into Timmy's pattern DB, by result");
+    describe_counter!("uw_telemetry_alerts_total", "Alert transitions, by state (firing, resolved)");
+    describe_counter!(
+        "uw_telemetry_alert_deliveries_dropped_total",
+        "Alert webhook deliveries dropped because their queue was full"
+    );
 }
 
 /// Events of the node's own harness, queued (bounded) towards the outbox.

@@ -293,6 +293,19 @@ impl SinkService {
         Connected { map: self.connected.clone(), node: node.to_owned() }
     }
 
+    /// Every node's stream status (blocking: reads the store).
+    ///
+    /// # Errors
+    /// E4002 when the store cannot be read.
+    pub fn node_status(&self) -> Result<Vec<NodeStatus>, Error> {
+        Ok(self
+            .store
+            .nodes("")?
+            .into_iter()
+            .map(|(node, last_seq, lag_ms)| NodeStatus { connected: self.is_connected(&node), node, last_seq, lag_ms })
+            .collect())
+    }
+
     fn is_connected(&self, node: &str) -> bool {
         self.connected.lock().unwrap_or_else(PoisonError::into_inner).contains_key(node)
     }

@@ -85,7 +85,7 @@ pub async fn run(outbox: Arc<Outbox>, peers: Peers, live: Live, mut stop: watch:
 }
 
 /// Resolves once `stop` is true (the guard `wait_for` returns is not held across awaits).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 

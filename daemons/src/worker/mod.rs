@@ -159,6 +159,16 @@ impl WorkerService {
         self.inner.intelligent.intelligence().cloned()
     }
 
+    /// (tool, target) of every open breaker of the full-stack harnesses.
+    pub fn open_breakers(&self) -> Vec<(String, String)> {
+        [&self.inner.intelligent, &self.inner.sovereign]
+            .iter()
+            .flat_map(|h| h.executor().breakers().not_closed())
+            .filter(|(_, _, state)| *state == uni_wizard::executor::BreakerState::Open)
+            .map(|(tool, target, _)| (tool, target))
+            .collect()
+    }
+
     fn harness(&self, mode: Mode) -> &Harness {
         match mode {
             Mode::Simple => &self.inner.simple,
