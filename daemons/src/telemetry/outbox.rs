@@ -233,7 +233,9 @@ impl Outbox {
     /// Commits one pass of the Hermes tailer: deduplicated events, the cursor and the
     /// session state, in one transaction. Returns `Ok(None)` without committing anything
     /// when the events do not fit (the tailer retries later from the same cursor), else the
-    /// number of events stored.
+    /// number of events stored. An empty outbox always takes the pass, so a `max_buffered`
+    /// smaller than one pass cannot stall the tailer: the bound is exceeded by at most one
+    /// pass (`telemetry.batch` rows' events).
     ///
     /// # Errors
     /// E4002 when the transaction fails (nothing was committed).
