@@ -25,7 +25,8 @@ use uni_wizard::approval::{Approver, DenyAll};
 use uni_wizard::tokens::TokenApprover;
 use uni_wizard::{Error, ErrorCode};
 use uni_wizard_proto::v1::{
-    router_server::RouterServer, sovereign_server::SovereignServer, worker_server::WorkerServer,
+    router_server::RouterServer, sovereign_server::SovereignServer, telemetry_server::TelemetryServer,
+    worker_server::WorkerServer,
 };
 
 use crate::auth::AuthLayer;
@@ -100,6 +101,8 @@ struct Built {
     worker: Option<WorkerService>,
     sovereign: Option<SovereignService>,
     triage: Option<Triage>,
+    telemetry: Option<crate::telemetry::Bridge>,
+    sink: Option<crate::telemetry::SinkService>,
     membership: Membership,
     peers: Peers,
 }
@@ -111,6 +114,12 @@ fn build(live: &Live) -> Result<Built, Error> {
     let membership = Membership::default();
     let sovereign =
         if roles.contains(&Role::Sovereign) { Some(SovereignService::new(&config.sovereign)?) } else { None };
+    let (telemetry, observer) = if roles.contains(&Role::Telemetry) {
+        let (bridge, observer) = crate::telemetry::Bridge::new(live.clone(), peers.clone())?;
+        (Some(bridge), Some(observer as Arc<dyn uni_wizard::Observer>))
+    } else {
+        (None, None)
+    };
     let worker = if roles.contains(&Role::Worker) {
         let store = WorkerService::open_store(&config)?;
         let approver: Arc<dyn Approver> = match &config.worker.timmy_pubkey {
@@ -128,7 +137,7 @@ fn build(live: &Live) -> Result<Built, Error> {
                 Arc::new(DenyAll)
             }
         };
-        Some(WorkerService::new(live.clone(), store, approver)?)
+        Some(WorkerService::observed(live.clone(), store, approver, uni_wizard::tools::Registry::builtin()?, observer)?)
     } else {
         None
     };
@@ -145,7 +154,15 @@ fn build(live: &Live) -> Result<Built, Error> {
         None
     };
     let triage = if roles.contains(&Role::Triage) { Some(Triage::new(live.clone(), peers.clone())?) } else { None };
-    Ok(Built { router, worker, sovereign, triage, membership, peers })
+    let sink = if roles.contains(&Role::Telemetry) && config.house == uni_wizard::House::Timmy {
+        let path = crate::telemetry::home(&config).join(crate::telemetry::SINK_FILE);
+        let store = Arc::new(crate::telemetry::SinkStore::open(&path, &config.telemetry)?);
+        let intelligence = worker.as_ref().and_then(WorkerService::intelligence);
+        Some(crate::telemetry::SinkService::new(store, intelligence, &config.node_name(), &config.telemetry))
+    } else {
+        None
+    };
+    Ok(Built { router, worker, sovereign, triage, telemetry, sink, membership, peers })
 }
 
 async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
@@ -155,7 +172,7 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
     let roles = config.roles();
 
     // Phase 3: build.
-    let built = build(&live)?;
+    let mut built = build(&live)?;
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let (reflection_v1, reflection_v1alpha) = serve::reflection()?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -179,6 +196,9 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
     if built.sovereign.is_some() {
         reporter.set_serving::<SovereignServer<SovereignService>>().await;
     }
+    if built.sink.is_some() {
+        reporter.set_serving::<TelemetryServer<crate::telemetry::SinkService>>().await;
+    }
     let routes = server
         .layer(AuthLayer::new(live.clone()))
         .add_service(health_service)
@@ -186,7 +206,8 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
         .add_service(reflection_v1alpha)
         .add_optional_service(built.worker.clone().map(WorkerServer::new))
         .add_optional_service(built.router.clone().map(RouterServer::new))
-        .add_optional_service(built.sovereign.clone().map(SovereignServer::new));
+        .add_optional_service(built.sovereign.clone().map(SovereignServer::new))
+        .add_optional_service(built.sink.clone().map(TelemetryServer::new));
     let mut grpc_stop = stop_rx.clone();
     let grpc = tokio::spawn(async move {
         let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
@@ -197,6 +218,19 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
             .await
     });
 
+    let outbox = built.telemetry.as_ref().map(crate::telemetry::Bridge::outbox);
+    if let Some(bridge) = built.telemetry.take() {
+        bridge.spawn(stop_rx.clone());
+        if config.telemetry.alerts.any() {
+            let sources = crate::telemetry::alerts::Sources {
+                sink: built.sink.clone(),
+                outbox: outbox.clone(),
+                worker: built.worker.clone(),
+                node: config.node_name(),
+            };
+            tokio::spawn(crate::telemetry::alerts::run(config.telemetry.alerts.clone(), sources, stop_rx.clone()));
+        }
+    }
     let health_view = {
         let (membership, house, node) = (built.membership.clone(), config.house, config.node_name());
         let role_names: Vec<&'static str> = roles.iter().map(|r| r.as_str()).collect();
@@ -210,6 +244,9 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
             });
             if probes {
                 v["peers"] = serde_json::to_value(membership.all()).unwrap_or_default();
+            }
+            if let Some(stats) = outbox.as_ref().and_then(|o| o.stats().ok()) {
+                v["telemetry"] = serde_json::to_value(stats).unwrap_or_default();
             }
             v
         }) as serve::HealthFn

@@ -57,6 +57,9 @@ pub struct DaemonConfig {
     /// Gitea triage settings; required when the node runs the `triage` role.
     #[serde(default)]
     pub triage: Option<crate::triage::TriageConfig>,
+    /// Telemetry settings (the `telemetry` role).
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetryConfig,
     /// How long draining may take after SIGTERM before in-flight calls are cut, milliseconds.
     #[serde(default = "default_grace_ms")]
     pub shutdown_grace_ms: u64,
@@ -80,11 +83,14 @@ pub enum Role {
     Sovereign,
     /// Gitea triage: webhooks and polling, rules, routing issues to houses.
     Triage,
+    /// The telemetry bridge (Hermes tailer, outbox, stream to Timmy); on Timmy also the sink.
+    Telemetry,
 }
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 5] = [Role::Router, Role::Health, Role::Worker, Role::Sovereign, Role::Triage];
+    pub const ALL: [Role; 6] =
+        [Role::Router, Role::Health, Role::Worker, Role::Sovereign, Role::Triage, Role::Telemetry];
 
     /// The lowercase name.
     pub const fn as_str(self) -> &'static str {
@@ -94,6 +100,7 @@ impl Role {
             Role::Worker => "worker",
             Role::Sovereign => "sovereign",
             Role::Triage => "triage",
+            Role::Telemetry => "telemetry",
         }
     }
 }
@@ -432,6 +439,7 @@ impl DaemonConfig {
             }
             None => {}
         }
+        self.telemetry.validate().map_err(|e| in_field("telemetry", e))?;
         self.worker.library.validate().map_err(|e| {
             let field = format!("worker.library.{}", e.details["field"].as_str().unwrap_or(""));
             Error::new(ErrorCode::ConfigInvalid, format!("field `{field}`: {}", e.message))
@@ -444,6 +452,13 @@ impl DaemonConfig {
     pub fn probe_interval(&self) -> Duration {
         Duration::from_millis(self.health.interval_ms)
     }
+}
+
+/// Prefixes the `field` detail of a section's error with the section's name.
+fn in_field(section: &str, e: Error) -> Error {
+    let field = format!("{section}.{}", e.details["field"].as_str().unwrap_or(""));
+    Error::new(ErrorCode::ConfigInvalid, format!("field `{field}`: {}", e.message))
+        .with_details(json!({ "field": field }))
 }
 
 fn in_file(path: &Path, e: Error) -> Error {

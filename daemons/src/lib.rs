@@ -12,6 +12,7 @@
 //! - [`serve`]: health, reflection, TLS, `/metrics`, `/health`, signals, watchdog.
 //! - [`daemon`]: `uni-wizardd` main in fixed phases.
 //! - [`router`], [`health`], [`worker`], [`sovereign`], [`triage`]: one folder per daemon.
+//! - [`telemetry`]: Hermes tailer, durable outbox, stream to Timmy and Timmy's sink.
 //!
 //! Binaries in `src/bin/` are thin: they call into this library and print errors once.
 
@@ -28,6 +29,7 @@ pub mod peers;
 pub mod router;
 pub mod serve;
 pub mod sovereign;
+pub mod telemetry;
 pub mod triage;
 pub mod wire;
 pub mod worker;

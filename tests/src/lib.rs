@@ -4,12 +4,14 @@
 //! built by `cargo test --workspace` (or `scripts/test`); a missing one is a clear failure.
 //!
 //! - [`fleet`]: real `uni-wizardd` processes for the four houses on loopback.
+//! - [`hermes`]: the real Hermes agent's venv and session writer.
 //! - [`gitea_server`]: a Gitea API v1 test server that answers as the spec subset says.
 //! - [`openapi`]: a validator of requests and responses against that spec subset.
 //! - [`webhooks`]: Gitea webhook deliveries from the real samples, and a triage fleet.
 
 pub mod fleet;
 pub mod gitea_server;
+pub mod hermes;
 pub mod openapi;
 pub mod webhooks;
 

@@ -94,6 +94,47 @@ pub struct Outcome {
     pub warnings: Vec<String>,
 }
 
+/// One finished call as an [`Observer`] sees it: facts only, never arguments or output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Execution {
+    /// The call's request id.
+    pub request_id: String,
+    /// The provenance record's id; empty when the call was refused before execution.
+    pub provenance_id: String,
+    /// The call this one was made on behalf of (a router task), if any.
+    pub parent: Option<String>,
+    /// Session of the call.
+    pub session: String,
+    /// Tool called.
+    pub tool: String,
+    /// Calling house.
+    pub house: House,
+    /// Mode the call ran in (Simple when it degraded).
+    pub mode: Mode,
+    /// The argument fingerprint the pattern DB keys on (see [`crate::intelligence::fingerprint`]).
+    pub fingerprint: u64,
+    /// Whether the call produced an outcome.
+    pub success: bool,
+    /// The error code when it did not.
+    pub error_code: Option<ErrorCode>,
+    /// Wall time in microseconds.
+    pub duration_us: u64,
+    /// Tool attempts made (0 when unknown: the call failed before the executor counted).
+    pub attempts: u32,
+    /// Why the call ran in a lesser mode, if it did.
+    pub degraded: Option<String>,
+    /// Whether it was a dry run.
+    pub dry_run: bool,
+}
+
+/// Told about every finished call that named a known tool (telemetry). Called on the
+/// call's own task after its provenance record: it must not block (hand the event to a
+/// bounded queue and return).
+pub trait Observer: Send + Sync {
+    /// One call finished.
+    fn executed(&self, execution: &Execution);
+}
+
 /// Builds a [`Harness`].
 pub struct HarnessBuilder {
     house: House,
@@ -105,6 +146,7 @@ pub struct HarnessBuilder {
     policy: Option<HousePolicy>,
     session: Option<String>,
     intelligence: Option<Arc<Intelligence>>,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl std::fmt::Debug for HarnessBuilder {
@@ -170,6 +212,12 @@ impl HarnessBuilder {
         self
     }
 
+    /// Tells `observer` about every finished call (default: nobody).
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
     /// Builds the harness.
     ///
     /// # Errors
@@ -208,6 +256,7 @@ impl HarnessBuilder {
         Ok(Harness {
             inner: Arc::new(Inner {
                 intelligence,
+                observer: self.observer,
                 house: self.house,
                 mode: self.mode,
                 node: self.config.node_name(),
@@ -222,6 +271,16 @@ impl HarnessBuilder {
             }),
         })
     }
+}
+
+/// Whether a call that ended with `error` reached the executor (what the pattern DB records):
+/// contract, policy, auth and config refusals and a predicted failure did not.
+fn executed(error: Option<ErrorCode>) -> bool {
+    use crate::error::Category;
+    error.is_none_or(|c| {
+        matches!(c.category(), Category::Execution)
+            && !matches!(c, ErrorCode::PredictedFailure | ErrorCode::ProvenanceUnavailable)
+    })
 }
 
 fn narrows(base: &HousePolicy, p: &HousePolicy) -> Result<()> {
@@ -269,6 +328,7 @@ struct Inner {
     session: String,
     config: Config,
     intelligence: Option<Arc<Intelligence>>,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl std::fmt::Debug for Harness {
@@ -294,6 +354,7 @@ impl Harness {
             policy: None,
             session: None,
             intelligence: None,
+            observer: None,
         }
     }
 
@@ -385,6 +446,8 @@ impl Harness {
 
         let dry_run = req.dry_run;
         let parent_id = req.parent.clone();
+        let fingerprint =
+            inner.observer.as_ref().map(|_| crate::intelligence::fingerprint(&req.args, &contract.input_schema));
         let mut approvals = Vec::new();
         let mut notes = CallNotes::default();
         let result = self
@@ -417,6 +480,28 @@ impl Harness {
             duration_us,
         };
         let provenance_id = record.id.clone();
+        let observed = inner.observer.as_ref().zip(fingerprint).map(|(o, fp)| {
+            let error_code = result.as_ref().err().map(|e| e.code);
+            (
+                o.clone(),
+                Execution {
+                    request_id: request_id.to_owned(),
+                    provenance_id: if executed(error_code) { provenance_id.clone() } else { String::new() },
+                    parent: record.parent_id.clone(),
+                    session: session.clone(),
+                    tool: contract.name.to_owned(),
+                    house: inner.house,
+                    mode: if notes.degraded.is_some() { Mode::Simple } else { inner.mode },
+                    fingerprint: fp,
+                    success: result.is_ok(),
+                    error_code,
+                    duration_us,
+                    attempts: result.as_ref().map_or(0, |(_, a)| *a),
+                    degraded: notes.degraded.clone(),
+                    dry_run,
+                },
+            )
+        });
         let mut warnings = std::mem::take(&mut notes.warnings);
         if let Err(e) = inner.log.append(record) {
             // Sovereign: a result nobody recorded is not returned (fail closed).
@@ -425,6 +510,9 @@ impl Harness {
             }
             tracing::warn!(error = %e, "provenance record not written");
             warnings.push(format!("provenance record not written: {}", e.message));
+        }
+        if let Some((observer, execution)) = observed {
+            observer.executed(&execution);
         }
         let (output, attempts) = result?;
         Ok(Outcome {

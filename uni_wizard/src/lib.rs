@@ -47,6 +47,6 @@ pub mod tools;
 pub use approval::{Approval, ApprovalRequest, Approver};
 pub use config::Config;
 pub use error::{Category as ErrorCategory, Error, ErrorCode, Result};
-pub use harness::{Harness, HarnessBuilder, Outcome, Request};
+pub use harness::{Execution, Harness, HarnessBuilder, Observer, Outcome, Request};
 pub use houses::{House, HousePolicy, Mode};
 pub use intelligence::{Intelligence, IntelligenceConfig};

@@ -30,6 +30,7 @@ pub mod audit;
 pub mod predict;
 pub mod remote;
 pub mod render;
+pub mod telemetry;
 pub mod triage;
 
 /// `uni-wizard`: run and inspect uni-wizard tools.
@@ -67,6 +68,11 @@ pub enum Command {
     Task(remote::TaskArgs),
     /// What the Gitea triage daemon has done (`--status`), from its `triage.db`.
     Triage(triage::TriageArgs),
+    /// Telemetry: `--status` shows each node's stream to Timmy (connected, last ack, lag,
+    /// buffered, dropped, Hermes cursor).
+    Telemetry(telemetry::TelemetryArgs),
+    /// A Hermes shell hook: JSON event on stdin, block/allow on stdout, event to telemetry.
+    HermesHook(telemetry::HookArgs),
 }
 
 /// `uni-wizard config ...`.
@@ -189,6 +195,17 @@ pub async fn run(cli: Cli) -> i32 {
                 exit_code(&e)
             }
         },
+        Command::Telemetry(a) => match telemetry::status(&a).await {
+            Ok(v) => {
+                telemetry::print_status(&v, a.json);
+                if v["ok"] == true { 0 } else { 4 }
+            }
+            Err(e) => {
+                render::error(&e, a.json);
+                exit_code(&e)
+            }
+        },
+        Command::HermesHook(a) => telemetry::hermes_hook(&a),
     }
 }
 

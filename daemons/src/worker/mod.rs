@@ -91,6 +91,20 @@ impl WorkerService {
         approver: Arc<dyn Approver>,
         registry: Registry,
     ) -> Result<WorkerService, Error> {
+        WorkerService::observed(live, store, approver, registry, None)
+    }
+
+    /// As [`WorkerService::with_registry`], telling `observer` (telemetry) about every call.
+    ///
+    /// # Errors
+    /// As [`WorkerService::new`].
+    pub fn observed(
+        live: Live,
+        store: Arc<AuditStore>,
+        approver: Arc<dyn Approver>,
+        registry: Registry,
+        observer: Option<Arc<dyn uni_wizard::Observer>>,
+    ) -> Result<WorkerService, Error> {
         let config: Arc<DaemonConfig> = live.get();
         let library = WorkerService::library(&config);
         let home = library.home_dir();
@@ -114,6 +128,9 @@ impl WorkerService {
                 .approver(approver.clone());
             if let Some(i) = &intelligence {
                 b = b.intelligence(i.clone());
+            }
+            if let Some(o) = &observer {
+                b = b.observer(o.clone());
             }
             b.build()
         };
@@ -140,6 +157,16 @@ impl WorkerService {
     /// The pattern DB and model of this worker's harnesses, when intelligence is on.
     pub fn intelligence(&self) -> Option<Arc<uni_wizard::Intelligence>> {
         self.inner.intelligent.intelligence().cloned()
+    }
+
+    /// (tool, target) of every open breaker of the full-stack harnesses.
+    pub fn open_breakers(&self) -> Vec<(String, String)> {
+        [&self.inner.intelligent, &self.inner.sovereign]
+            .iter()
+            .flat_map(|h| h.executor().breakers().not_closed())
+            .filter(|(_, _, state)| *state == uni_wizard::executor::BreakerState::Open)
+            .map(|(tool, target, _)| (tool, target))
+            .collect()
     }
 
     fn harness(&self, mode: Mode) -> &Harness {

@@ -1,0 +1,494 @@
+//! The Hermes tailer: `$HERMES_HOME/state.db`, read-only, into outbox batches.
+//!
+//! One pass is one short read transaction (busy timeout 1 s) that reads, in this order:
+//!
+//! 1. sessions inserted since the `sessions.rowid` cursor: a `HermesSessionEvent` each, and
+//!    the session is followed from then on;
+//! 2. messages since the `messages.id` cursor (ids become visible in order, so the cursor
+//!    never skips a row): each call in an assistant row's `tool_calls` is STARTED; each
+//!    `role='tool'` row is its call's SUCCEEDED or FAILED, paired by `tool_call_id`;
+//! 3. each followed session's row: a `HermesTokenUsage` when its figures differ from those
+//!    last sent, a `HermesSessionEnd` once `ended_at` is set (then it is no longer followed).
+//!
+//! Every step is bounded by `telemetry.batch` rows. The batch, the new cursors and the
+//! followed sessions then commit in one outbox transaction ([`Outbox::commit_hermes`]),
+//! which also drops tool events already sent — Hermes' retry, undo and compression delete
+//! and re-insert rows, or set `active=0`: rows are taken whatever their `active` flag (a call
+//! that ran is telemetry even when the conversation later forgot it), and the dedup key
+//! `(session_id, tool_call_id, status)` keeps each call's STARTED and its result once.
+//!
+//! The tailer wakes on `notify` events for `state.db` and `state.db-wal`, and every
+//! `poll_ms` in any case (notifications can be lost or unsupported).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde_json::Value;
+use tokio::sync::watch;
+use uni_wizard::Error;
+use uni_wizard_proto::v1::{self, HermesToolCallStatus, telemetry_event::Kind};
+
+use super::outbox::{Candidate, HermesBatch, Outbox};
+use super::{TelemetryConfig, now_ms};
+
+/// Sessions followed at most; beyond, the oldest (lowest id: Hermes ids start with the start
+/// time) is no longer followed, and the log says so.
+pub const MAX_OPEN_SESSIONS: usize = 10_000;
+/// Longest arguments text kept in a tool event, bytes.
+pub const MAX_ARGUMENTS_BYTES: usize = 16 * 1024;
+
+/// Seconds (Hermes' REAL timestamps) to milliseconds.
+fn ms(secs: f64) -> i64 {
+    if secs.is_finite() { (secs * 1000.0).round() as i64 } else { 0 }
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary; says whether it cut.
+pub fn truncate(s: &str, max: usize) -> (String, bool) {
+    if s.len() <= max {
+        return (s.to_owned(), false);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    (s[..end].to_owned(), true)
+}
+
+/// The recorded arguments with secret fields redacted (JSON), or cut (not JSON).
+pub fn redact_arguments(raw: &str) -> String {
+    match serde_json::from_str::<Value>(raw) {
+        Ok(v) => truncate(&uni_wizard::approval::redact(&v).to_string(), MAX_ARGUMENTS_BYTES).0,
+        Err(_) => truncate(raw, MAX_ARGUMENTS_BYTES).0,
+    }
+}
+
+/// Whether a tool result reports failure: a JSON object whose `error` is set (not null,
+/// false or ""), or whose `success` is false. Returns the error text when it does.
+pub fn result_error(content: &str) -> Option<String> {
+    let Ok(Value::Object(m)) = serde_json::from_str::<Value>(content) else { return None };
+    match m.get("error") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+        Some(Value::String(s)) if s.is_empty() => {}
+        Some(Value::String(s)) => return Some(s.clone()),
+        Some(other) => return Some(other.to_string()),
+    }
+    (m.get("success") == Some(&Value::Bool(false))).then(|| "success: false".to_owned())
+}
+
+/// The STARTED events of an assistant row's `tool_calls` JSON (malformed entries skipped).
+pub fn started_calls(session: &str, message_id: i64, tool_calls: &str) -> Vec<v1::HermesToolCallEvent> {
+    let Ok(Value::Array(calls)) = serde_json::from_str::<Value>(tool_calls) else { return Vec::new() };
+    calls
+        .iter()
+        .filter_map(|c| {
+            let id = c["id"].as_str().or_else(|| c["call_id"].as_str()).filter(|s| !s.is_empty())?;
+            let f = &c["function"];
+            let args = match &f["arguments"] {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            Some(v1::HermesToolCallEvent {
+                session_id: session.to_owned(),
+                tool_call_id: id.to_owned(),
+                tool_name: f["name"].as_str().unwrap_or("").to_owned(),
+                arguments_json: redact_arguments(&args),
+                status: HermesToolCallStatus::Started.into(),
+                message_id: u64::try_from(message_id).unwrap_or(0),
+                ..Default::default()
+            })
+        })
+        .collect()
+}
+
+/// The result event of a `role='tool'` row.
+pub fn finished_call(
+    session: &str,
+    message_id: i64,
+    tool_call_id: &str,
+    tool_name: &str,
+    content: &str,
+    max: usize,
+) -> v1::HermesToolCallEvent {
+    let error = result_error(content);
+    let (result, cut) = truncate(content, max);
+    v1::HermesToolCallEvent {
+        session_id: session.to_owned(),
+        tool_call_id: tool_call_id.to_owned(),
+        tool_name: tool_name.to_owned(),
+        result,
+        result_truncated: cut,
+        status: if error.is_some() { HermesToolCallStatus::Failed } else { HermesToolCallStatus::Succeeded }.into(),
+        error_message: error.map(|e| truncate(&e, 1024).0).unwrap_or_default(),
+        message_id: u64::try_from(message_id).unwrap_or(0),
+        ..Default::default()
+    }
+}
+
+/// Reads state.db read-only; reopens after errors.
+struct Reader {
+    path: PathBuf,
+    conn: Option<Connection>,
+}
+
+impl Reader {
+    fn conn(&mut self) -> rusqlite::Result<&Connection> {
+        if self.conn.is_none() {
+            let c = Connection::open_with_flags(
+                &self.path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            c.busy_timeout(Duration::from_secs(1))?;
+            self.conn = Some(c);
+        }
+        self.conn.as_ref().ok_or(rusqlite::Error::InvalidQuery)
+    }
+}
+
+/// The tailer's view: cursors and followed sessions, mirrored from the outbox.
+struct Tail {
+    message_id: i64,
+    session_rowid: i64,
+    open: HashMap<String, String>,
+}
+
+fn usage_event(id: &str, r: &rusqlite::Row<'_>) -> rusqlite::Result<v1::HermesTokenUsage> {
+    let n = |i: usize| -> rusqlite::Result<u64> {
+        Ok(u64::try_from(r.get::<_, Option<i64>>(i)?.unwrap_or(0)).unwrap_or(0))
+    };
+    Ok(v1::HermesTokenUsage {
+        session_id: id.to_owned(),
+        model: r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+        input_tokens: n(1)?,
+        output_tokens: n(2)?,
+        cache_read_tokens: n(3)?,
+        cache_write_tokens: n(4)?,
+        reasoning_tokens: n(5)?,
+        api_call_count: n(6)?,
+        estimated_cost_usd: r.get(7)?,
+        actual_cost_usd: r.get(8)?,
+        cost_status: r.get::<_, Option<String>>(9)?.unwrap_or_default(),
+    })
+}
+
+/// One pass: what changed in state.db since `tail`, as a batch (not yet committed).
+fn pass(conn: &Connection, tail: &Tail, cfg: &TelemetryConfig) -> rusqlite::Result<HermesBatch> {
+    let limit = cfg.batch as i64;
+    let mut batch =
+        HermesBatch { message_id: tail.message_id, session_rowid: tail.session_rowid, ..Default::default() };
+    conn.execute_batch("BEGIN")?;
+    let read = (|| -> rusqlite::Result<()> {
+        // 1. New sessions.
+        let mut new_sessions = Vec::new();
+        {
+            let mut st = conn.prepare_cached(
+                "SELECT rowid, id, source, model, parent_session_id, started_at, cwd, git_branch
+                 FROM sessions WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+            )?;
+            let mut rows = st.query(params![tail.session_rowid, limit])?;
+            while let Some(r) = rows.next()? {
+                let id: String = r.get(1)?;
+                let started = ms(r.get::<_, Option<f64>>(5)?.unwrap_or(0.0));
+                batch.session_rowid = r.get(0)?;
+                batch.candidates.push(Candidate::Plain(
+                    started,
+                    Kind::HermesSession(v1::HermesSessionEvent {
+                        session_id: id.clone(),
+                        source: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                        model: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                        parent_session_id: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                        started_at_unix_ms: started,
+                        cwd: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
+                        git_branch: r.get::<_, Option<String>>(7)?.unwrap_or_default(),
+                    }),
+                ));
+                new_sessions.push(id);
+            }
+        }
+        if new_sessions.len() as i64 >= limit {
+            // More sessions wait: their messages come in a later pass, after them.
+            batch.sessions = new_sessions.into_iter().map(|id| (id, String::new())).collect();
+            return Ok(());
+        }
+        // 2. New messages.
+        let mut messages = 0;
+        {
+            let mut st = conn.prepare_cached(
+                "SELECT id, session_id, role, content, tool_call_id, tool_calls, tool_name, timestamp
+                 FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let mut rows = st.query(params![tail.message_id, limit])?;
+            while let Some(r) = rows.next()? {
+                messages += 1;
+                let id: i64 = r.get(0)?;
+                batch.message_id = id;
+                let session: String = r.get(1)?;
+                let role: String = r.get(2)?;
+                let t = ms(r.get::<_, Option<f64>>(7)?.unwrap_or(0.0));
+                if role == "assistant"
+                    && let Some(calls) = r.get::<_, Option<String>>(5)?
+                {
+                    for ev in started_calls(&session, id, &calls) {
+                        batch.candidates.push(Candidate::Tool(t, ev));
+                    }
+                } else if role == "tool"
+                    && let Some(call) = r.get::<_, Option<String>>(4)?.filter(|c| !c.is_empty())
+                {
+                    let content = r.get::<_, Option<String>>(3)?.unwrap_or_default();
+                    let name = r.get::<_, Option<String>>(6)?.unwrap_or_default();
+                    let ev = finished_call(&session, id, &call, &name, &content, cfg.result_max_bytes);
+                    batch.candidates.push(Candidate::Tool(t, ev));
+                }
+            }
+        }
+        let mut follow: Vec<(String, String)> = tail.open.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        follow.extend(new_sessions.iter().map(|id| (id.clone(), String::new())));
+        if messages >= limit {
+            // More messages wait: session figures and ends come after them.
+            batch.sessions = new_sessions.into_iter().map(|id| (id, String::new())).collect();
+            return Ok(());
+        }
+        // 3. Followed sessions: token figures and ends.
+        let mut st = conn.prepare_cached(
+            "SELECT model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
+                    api_call_count, estimated_cost_usd, actual_cost_usd, cost_status,
+                    ended_at, end_reason, message_count, tool_call_count
+             FROM sessions WHERE id = ?1",
+        )?;
+        let now = now_ms();
+        follow.sort();
+        for (id, sent) in follow {
+            let row = st
+                .query_row([&id], |r| {
+                    let usage = usage_event(&id, r)?;
+                    let ended: Option<f64> = r.get(10)?;
+                    let end = ended.map(|e| -> rusqlite::Result<v1::HermesSessionEnd> {
+                        Ok(v1::HermesSessionEnd {
+                            session_id: id.clone(),
+                            ended_at_unix_ms: ms(e),
+                            end_reason: r.get::<_, Option<String>>(11)?.unwrap_or_default(),
+                            message_count: u64::try_from(r.get::<_, Option<i64>>(12)?.unwrap_or(0)).unwrap_or(0),
+                            tool_call_count: u64::try_from(r.get::<_, Option<i64>>(13)?.unwrap_or(0)).unwrap_or(0),
+                        })
+                    });
+                    Ok((usage, end.transpose()?))
+                })
+                .optional()?;
+            let Some((usage, end)) = row else {
+                tracing::warn!(session = %id, "a followed Hermes session row is gone; no longer followed");
+                batch.ended.push(id);
+                continue;
+            };
+            let sig = format!(
+                "{}/{}/{}/{}/{}/{}/{:?}/{:?}/{}",
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cache_read_tokens,
+                usage.cache_write_tokens,
+                usage.reasoning_tokens,
+                usage.api_call_count,
+                usage.estimated_cost_usd,
+                usage.actual_cost_usd,
+                usage.cost_status
+            );
+            let spent = usage.input_tokens + usage.output_tokens + usage.api_call_count > 0
+                || usage.estimated_cost_usd.is_some()
+                || usage.actual_cost_usd.is_some();
+            if sig != sent && spent {
+                batch.candidates.push(Candidate::Plain(now, Kind::HermesTokenUsage(usage)));
+                batch.sessions.push((id.clone(), sig));
+            } else if sent.is_empty() && !tail.open.contains_key(&id) {
+                batch.sessions.push((id.clone(), String::new()));
+            }
+            if let Some(end) = end {
+                batch.candidates.push(Candidate::Plain(end.ended_at_unix_ms, Kind::HermesSessionEnd(end)));
+                batch.ended.push(id);
+            }
+        }
+        Ok(())
+    })();
+    let done = conn.execute_batch("COMMIT");
+    read?;
+    done?;
+    Ok(batch)
+}
+
+/// Runs the tailer on its own thread until `stop` turns true.
+pub fn spawn_tailer(db: PathBuf, outbox: Arc<Outbox>, cfg: TelemetryConfig, stop: watch::Receiver<bool>) {
+    let spawned =
+        std::thread::Builder::new().name("uw-hermes-tail".into()).spawn(move || tail_loop(&db, &outbox, &cfg, &stop));
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the Hermes tailer");
+    }
+}
+
+fn watch_db(db: &Path, wake: std::sync::mpsc::SyncSender<()>) -> Option<notify::RecommendedWatcher> {
+    let dir = db.parent()?.to_owned();
+    let name = db.file_name()?.to_string_lossy().into_owned();
+    let wal = format!("{name}-wal");
+    let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Ok(ev) = ev
+            && !ev.kind.is_access()
+            && ev.paths.iter().any(|p| p.file_name().is_some_and(|n| n == name.as_str() || n == wal.as_str()))
+        {
+            let _ = wake.try_send(());
+        }
+    })
+    .ok()?;
+    match w.watch(&dir, RecursiveMode::NonRecursive) {
+        Ok(()) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %dir.display(), "cannot watch Hermes' directory; polling only");
+            None
+        }
+    }
+}
+
+fn tail_loop(db: &Path, outbox: &Outbox, cfg: &TelemetryConfig, stop: &watch::Receiver<bool>) {
+    let (wake_tx, wake) = std::sync::mpsc::sync_channel::<()>(1);
+    let _watcher = watch_db(db, wake_tx);
+    let mut reader = Reader { path: db.to_owned(), conn: None };
+    let mut tail = match (outbox.hermes_cursor(), outbox.hermes_sessions()) {
+        (Ok((message_id, session_rowid)), Ok(open)) => {
+            Tail { message_id, session_rowid, open: open.into_iter().collect() }
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(code = e.code.as_str(), error = %e.message, "cannot read the Hermes cursor; tailer stopped");
+            return;
+        }
+    };
+    tracing::info!(db = %db.display(), cursor = tail.message_id, "tailing Hermes");
+    let mut warned = false;
+    // A notification for the WAL can come before the commit is visible (SQLite writes the
+    // frames, then publishes them in the -shm index, which raises no event): after a wake-up
+    // that found nothing, look again a few times within ~12 ms before the long wait.
+    let mut recheck: &[u64] = &[];
+    while !*stop.borrow() {
+        let before = (tail.message_id, tail.session_rowid, tail.open.len());
+        let again = match step(&mut reader, &mut tail, outbox, cfg) {
+            Ok(again) => {
+                warned = false;
+                again
+            }
+            Err(why) => {
+                if !warned {
+                    tracing::warn!(db = %db.display(), error = %why, "Hermes state.db not readable yet; retrying");
+                    warned = true;
+                }
+                reader.conn = None;
+                false
+            }
+        };
+        if again {
+            continue;
+        }
+        let progressed = before != (tail.message_id, tail.session_rowid, tail.open.len());
+        if !progressed && let Some((first, rest)) = recheck.split_first() {
+            recheck = rest;
+            std::thread::sleep(Duration::from_micros(*first));
+            continue;
+        }
+        recheck = &[];
+        if wake.recv_timeout(cfg.poll()).is_ok() {
+            recheck = &[100, 200, 400, 800, 1_500, 3_000, 6_000];
+        }
+    }
+}
+
+/// One pass and its commit; returns whether to go again at once (a full batch was read).
+fn step(reader: &mut Reader, tail: &mut Tail, outbox: &Outbox, cfg: &TelemetryConfig) -> Result<bool, String> {
+    if !reader.path.exists() {
+        return Err("no such file".into());
+    }
+    let conn = reader.conn().map_err(|e| e.to_string())?;
+    let batch = pass(conn, tail, cfg).map_err(|e| e.to_string())?;
+    if batch.message_id == tail.message_id
+        && batch.session_rowid == tail.session_rowid
+        && batch.candidates.is_empty()
+        && batch.sessions.is_empty()
+        && batch.ended.is_empty()
+    {
+        return Ok(false);
+    }
+    let full = batch.candidates.len() >= cfg.batch
+        || batch.message_id - tail.message_id >= cfg.batch as i64
+        || batch.session_rowid - tail.session_rowid >= cfg.batch as i64;
+    let (mid, srow, sessions, ended) =
+        (batch.message_id, batch.session_rowid, batch.sessions.clone(), batch.ended.clone());
+    match outbox.commit_hermes(batch) {
+        Ok(Some(_)) => {
+            tail.message_id = mid;
+            tail.session_rowid = srow;
+            for (id, usage) in sessions {
+                tail.open.insert(id, usage);
+            }
+            for id in ended {
+                tail.open.remove(&id);
+            }
+            evict(tail, outbox);
+            Ok(full)
+        }
+        Ok(None) => Ok(false),
+        Err(e) => Err(describe(&e)),
+    }
+}
+
+/// Stops following the oldest sessions beyond [`MAX_OPEN_SESSIONS`].
+fn evict(tail: &mut Tail, outbox: &Outbox) {
+    if tail.open.len() <= MAX_OPEN_SESSIONS {
+        return;
+    }
+    let mut ids: Vec<String> = tail.open.keys().cloned().collect();
+    ids.sort();
+    let gone: Vec<String> = ids.into_iter().take(tail.open.len() - MAX_OPEN_SESSIONS).collect();
+    tracing::warn!(count = gone.len(), "too many open Hermes sessions: the oldest are no longer followed");
+    let batch = HermesBatch {
+        message_id: tail.message_id,
+        session_rowid: tail.session_rowid,
+        ended: gone.clone(),
+        ..Default::default()
+    };
+    if let Ok(Some(_)) = outbox.commit_hermes(batch) {
+        for id in gone {
+            tail.open.remove(&id);
+        }
+    }
+}
+
+fn describe(e: &Error) -> String {
+    format!("{} {}", e.code, e.message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves Hermes' tool_calls JSON becomes STARTED events with secrets redacted, malformed skipped.
+    #[test]
+    fn tool_calls_become_started_events() {
+        let calls = r#"[{"id":"call_1","call_id":"call_1","type":"function",
+            "function":{"name":"terminal","arguments":"{\"command\":\"ls\",\"api_key\":\"sk-123\"}"}},
+            {"type":"function"}]"#;
+        let evs = started_calls("s1", 7, calls);
+        assert_eq!(evs.len(), 1);
+        assert_eq!((evs[0].tool_call_id.as_str(), evs[0].tool_name.as_str()), ("call_1", "terminal"));
+        assert!(!evs[0].arguments_json.contains("sk-123") && evs[0].arguments_json.contains("[redacted]"));
+        assert!(started_calls("s", 1, "not json").is_empty());
+    }
+
+    /// Proves results are classified by their `error`/`success` fields and cut on a char boundary.
+    #[test]
+    fn results_are_classified_and_truncated() {
+        assert_eq!(result_error(r#"{"output":"x","error":null}"#), None);
+        assert_eq!(result_error(r#"{"error":"File not found"}"#).as_deref(), Some("File not found"));
+        assert!(result_error(r#"{"success":false}"#).is_some());
+        assert_eq!(result_error("plain text"), None);
+        let ev = finished_call("s", 1, "c", "t", "ééé", 3);
+        assert_eq!((ev.result.as_str(), ev.result_truncated), ("é", true));
+        assert_eq!(ev.status, HermesToolCallStatus::Succeeded as i32);
+    }
+}

@@ -1,0 +1,504 @@
+//! The node's durable outbox, `<home>/telemetry-outbox.db`.
+//!
+//! SQLite in WAL mode, `synchronous` per [`super::Durability`], busy timeout 5 s. Tables:
+//!
+//! - `outbox(seq PRIMARY KEY, time_ms, event)`: the encoded `TelemetryEvent`s not yet
+//!   acknowledged, in sequence order.
+//! - `meta(key, value)`: `next_seq` (starts at 1, never reused), `acked_through`,
+//!   `acked_at_ms`, `dropped`, and the Hermes cursor (`hermes_message_id`,
+//!   `hermes_session_rowid`).
+//! - `hermes_sessions(id, usage, ended)`: the sessions the tailer follows and the token
+//!   figures last sent for each, so a change is sent once.
+//! - `hermes_calls(session_id, tool_call_id, status, ...)`: the tool events already sent
+//!   (dedup of Hermes' deleted and re-inserted rows), bounded to [`MAX_SEEN_CALLS`].
+//!
+//! Every write is one `BEGIN IMMEDIATE` transaction: numbering, insertion, the cursor and
+//! the dedup state commit together or not at all. Several processes may write (the daemon
+//! and `uni-wizard hermes-hook`): the sequence is read and advanced inside the transaction.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use prost::Message;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+use uni_wizard::{Error, ErrorCode};
+use uni_wizard_proto::v1::{self, telemetry_event::Kind};
+
+use super::{TelemetryConfig, now_ms};
+
+/// Tool events remembered for deduplication, at most (the oldest are forgotten first).
+pub const MAX_SEEN_CALLS: i64 = 200_000;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL, event BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS hermes_sessions (id TEXT PRIMARY KEY, usage TEXT NOT NULL, ended INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS hermes_calls (
+    session_id TEXT NOT NULL, tool_call_id TEXT NOT NULL, status INTEGER NOT NULL,
+    tool_name TEXT NOT NULL, arguments TEXT NOT NULL,
+    PRIMARY KEY (session_id, tool_call_id, status));
+INSERT OR IGNORE INTO meta (key, value) VALUES ('next_seq', 1), ('acked_through', 0), ('acked_at_ms', 0),
+    ('dropped', 0), ('hermes_message_id', 0), ('hermes_session_rowid', 0);
+";
+
+/// One event the Hermes tailer wants sent, before deduplication.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Candidate {
+    /// Sent as is (session seen, token usage, session end).
+    Plain(i64, Kind),
+    /// A tool event: sent only if `(session_id, tool_call_id, status)` was not sent before; a
+    /// result takes the name and arguments of its STARTED event when it has none.
+    Tool(i64, v1::HermesToolCallEvent),
+}
+
+/// What one pass of the Hermes tailer commits, atomically.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HermesBatch {
+    /// Events, in order.
+    pub candidates: Vec<Candidate>,
+    /// The new `messages.id` cursor.
+    pub message_id: i64,
+    /// The new `sessions.rowid` cursor.
+    pub session_rowid: i64,
+    /// Sessions to follow from now on, or whose sent token figures changed: (id, usage).
+    pub sessions: Vec<(String, String)>,
+    /// Sessions that ended (no longer followed).
+    pub ended: Vec<String>,
+}
+
+/// What the outbox holds, for `/health` and `uni-wizard telemetry --status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OutboxStats {
+    /// The node.
+    pub node: String,
+    /// Events waiting for an ack.
+    pub buffered: u64,
+    /// The bound on `buffered`.
+    pub max_buffered: u64,
+    /// The seq the next event gets.
+    pub next_seq: u64,
+    /// Every event up to this seq is acknowledged by the sink.
+    pub acked_through: u64,
+    /// When the last ack came, ms since the epoch (0: never).
+    pub acked_at_ms: i64,
+    /// Events dropped because the outbox or its queue was full, ever.
+    pub dropped: u64,
+    /// The Hermes `messages.id` cursor.
+    pub hermes_message_id: i64,
+    /// Hermes sessions followed (not ended yet).
+    pub hermes_open_sessions: u64,
+    /// Time of the oldest buffered event, ms since the epoch (0: none).
+    pub oldest_ms: i64,
+}
+
+/// The outbox.
+pub struct Outbox {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+    node: String,
+    max_buffered: u64,
+    /// Woken after every commit that added events (the streamer waits on it).
+    pub added: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+fn db_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |e| {
+        Error::new(ErrorCode::HomeUnavailable, format!("telemetry outbox {}: {e}", path.display()))
+            .with_details(serde_json::json!({ "path": path.display().to_string() }))
+    }
+}
+
+fn meta(tx: &Connection, key: &str) -> rusqlite::Result<i64> {
+    tx.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+}
+
+/// Events not yet acknowledged: seqs are contiguous and acks remove a prefix, so this is
+/// `next_seq - 1 - acked_through` without counting rows.
+fn buffered(tx: &Connection) -> rusqlite::Result<i64> {
+    Ok((meta(tx, "next_seq")? - 1 - meta(tx, "acked_through")?).max(0))
+}
+
+fn set_meta(tx: &Connection, key: &str, value: i64) -> rusqlite::Result<()> {
+    tx.execute("UPDATE meta SET value = ?2 WHERE key = ?1", params![key, value]).map(|_| ())
+}
+
+impl Outbox {
+    /// Opens (creating) the outbox at `path` for node `node`.
+    ///
+    /// # Errors
+    /// E4002 when the file cannot be opened or set up.
+    pub fn open(path: &Path, node: &str, config: &TelemetryConfig) -> Result<Outbox, Error> {
+        Outbox::open_with(path, node, config, Duration::from_secs(5))
+    }
+
+    fn open_with(path: &Path, node: &str, config: &TelemetryConfig, busy: Duration) -> Result<Outbox, Error> {
+        let err = db_err(path);
+        let conn = Connection::open(path).map_err(&err)?;
+        conn.busy_timeout(busy).map_err(&err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(&err)?;
+        conn.pragma_update(None, "synchronous", config.durability.pragma()).map_err(&err)?;
+        conn.execute_batch(SCHEMA).map_err(&err)?;
+        Ok(Outbox {
+            conn: Mutex::new(conn),
+            path: path.to_owned(),
+            node: node.to_owned(),
+            max_buffered: config.max_buffered,
+            added: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Opens an existing outbox for another process (the hook), waiting at most `busy` for
+    /// the daemon's write lock.
+    ///
+    /// # Errors
+    /// As [`Outbox::open`]; also when the file does not exist (no telemetry role here).
+    pub fn open_existing(path: &Path, node: &str, config: &TelemetryConfig, busy: Duration) -> Result<Outbox, Error> {
+        if !path.exists() {
+            return Err(Error::new(
+                ErrorCode::HomeUnavailable,
+                format!("no telemetry outbox at {}: is the telemetry role running here?", path.display()),
+            ));
+        }
+        Outbox::open_with(path, node, config, busy)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The node whose events these are.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn event(&self, seq: i64, time_ms: i64, kind: Kind) -> v1::TelemetryEvent {
+        v1::TelemetryEvent {
+            node: self.node.clone(),
+            seq: u64::try_from(seq).unwrap_or(0),
+            time_unix_ms: time_ms,
+            kind: Some(kind),
+        }
+    }
+
+    /// Numbers and stores events from a source with no cursor of its own (harness, hook).
+    /// Events that find the outbox full are dropped and counted, as are `queue_drops`
+    /// already lost before reaching it. Returns how many were stored.
+    ///
+    /// # Errors
+    /// E4002 when the transaction fails (nothing was stored).
+    pub fn append(&self, events: Vec<(i64, Kind)>, queue_drops: u64, source: &'static str) -> Result<usize, Error> {
+        let err = db_err(&self.path);
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
+        let mut seq = meta(&tx, "next_seq").map_err(&err)?;
+        let buffered = buffered(&tx).map_err(&err)?;
+        let room = usize::try_from((self.max_buffered as i64 - buffered).max(0)).unwrap_or(0);
+        let total = events.len();
+        let mut stored = 0;
+        for (time_ms, kind) in events.into_iter().take(room) {
+            let bytes = self.event(seq, time_ms, kind).encode_to_vec();
+            tx.execute("INSERT INTO outbox (seq, time_ms, event) VALUES (?1, ?2, ?3)", params![seq, time_ms, bytes])
+                .map_err(&err)?;
+            seq += 1;
+            stored += 1;
+        }
+        let dropped = (total - stored) as u64;
+        set_meta(&tx, "next_seq", seq).map_err(&err)?;
+        if dropped + queue_drops > 0 {
+            let d = meta(&tx, "dropped").map_err(&err)?;
+            set_meta(&tx, "dropped", d.saturating_add(i64::try_from(dropped + queue_drops).unwrap_or(i64::MAX)))
+                .map_err(&err)?;
+        }
+        tx.commit().map_err(&err)?;
+        drop(conn);
+        if dropped > 0 {
+            metrics::counter!("uw_telemetry_dropped_total", "source" => source).increment(dropped);
+            tracing::warn!(dropped, max_buffered = self.max_buffered, source, "telemetry outbox full: events dropped");
+        }
+        metrics::counter!("uw_telemetry_events_total", "source" => source).increment(stored as u64);
+        if stored > 0 {
+            self.added.notify_one();
+        }
+        Ok(stored)
+    }
+
+    /// Commits one pass of the Hermes tailer: deduplicated events, the cursor and the
+    /// session state, in one transaction. Returns `Ok(None)` without committing anything
+    /// when the events do not fit (the tailer retries later from the same cursor), else the
+    /// number of events stored. An empty outbox always takes the pass, so a `max_buffered`
+    /// smaller than one pass cannot stall the tailer: the bound is exceeded by at most one
+    /// pass (`telemetry.batch` rows' events).
+    ///
+    /// # Errors
+    /// E4002 when the transaction fails (nothing was committed).
+    pub fn commit_hermes(&self, batch: HermesBatch) -> Result<Option<usize>, Error> {
+        let err = db_err(&self.path);
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
+        let buffered = buffered(&tx).map_err(&err)?;
+        let n = batch.candidates.len() as i64;
+        if buffered > 0 && buffered + n > self.max_buffered as i64 {
+            return Ok(None);
+        }
+        let mut seq = meta(&tx, "next_seq").map_err(&err)?;
+        let mut stored = 0;
+        for c in batch.candidates {
+            let (time_ms, kind) = match c {
+                Candidate::Plain(t, k) => (t, k),
+                Candidate::Tool(t, mut ev) => {
+                    let added = tx
+                        .execute(
+                            "INSERT OR IGNORE INTO hermes_calls (session_id, tool_call_id, status, tool_name, arguments)
+                             VALUES (?1, ?2, ?3, ?4, ?5)",
+                            params![ev.session_id, ev.tool_call_id, ev.status, ev.tool_name, ev.arguments_json],
+                        )
+                        .map_err(&err)?;
+                    if added == 0 {
+                        continue;
+                    }
+                    if ev.status != v1::HermesToolCallStatus::Started as i32 {
+                        let started: Option<(String, String)> = tx
+                            .query_row(
+                                "SELECT tool_name, arguments FROM hermes_calls
+                                 WHERE session_id = ?1 AND tool_call_id = ?2 AND status = ?3",
+                                params![ev.session_id, ev.tool_call_id, v1::HermesToolCallStatus::Started as i32],
+                                |r| Ok((r.get(0)?, r.get(1)?)),
+                            )
+                            .optional()
+                            .map_err(&err)?;
+                        if let Some((name, args)) = started {
+                            if ev.tool_name.is_empty() {
+                                ev.tool_name = name;
+                            }
+                            if ev.arguments_json.is_empty() {
+                                ev.arguments_json = args;
+                            }
+                        }
+                    }
+                    (t, Kind::HermesToolCall(ev))
+                }
+            };
+            let bytes = self.event(seq, time_ms, kind).encode_to_vec();
+            tx.execute("INSERT INTO outbox (seq, time_ms, event) VALUES (?1, ?2, ?3)", params![seq, time_ms, bytes])
+                .map_err(&err)?;
+            seq += 1;
+            stored += 1;
+        }
+        set_meta(&tx, "next_seq", seq).map_err(&err)?;
+        set_meta(&tx, "hermes_message_id", batch.message_id).map_err(&err)?;
+        set_meta(&tx, "hermes_session_rowid", batch.session_rowid).map_err(&err)?;
+        for (id, usage) in &batch.sessions {
+            tx.execute(
+                "INSERT INTO hermes_sessions (id, usage, ended) VALUES (?1, ?2, 0)
+                 ON CONFLICT (id) DO UPDATE SET usage = excluded.usage",
+                params![id, usage],
+            )
+            .map_err(&err)?;
+        }
+        for id in &batch.ended {
+            tx.execute("DELETE FROM hermes_sessions WHERE id = ?1", [id]).map_err(&err)?;
+        }
+        tx.execute(
+            "DELETE FROM hermes_calls WHERE rowid <= (SELECT max(rowid) FROM hermes_calls) - ?1",
+            [MAX_SEEN_CALLS],
+        )
+        .map_err(&err)?;
+        tx.commit().map_err(&err)?;
+        drop(conn);
+        metrics::counter!("uw_telemetry_events_total", "source" => "hermes").increment(stored as u64);
+        if stored > 0 {
+            self.added.notify_one();
+        }
+        Ok(Some(stored))
+    }
+
+    /// The Hermes cursor: (`messages.id`, `sessions.rowid`).
+    ///
+    /// # Errors
+    /// E4002 when the outbox cannot be read.
+    pub fn hermes_cursor(&self) -> Result<(i64, i64), Error> {
+        let err = db_err(&self.path);
+        let conn = self.lock();
+        Ok((meta(&conn, "hermes_message_id").map_err(&err)?, meta(&conn, "hermes_session_rowid").map_err(&err)?))
+    }
+
+    /// The sessions followed and the token figures last sent for each.
+    ///
+    /// # Errors
+    /// E4002 when the outbox cannot be read.
+    pub fn hermes_sessions(&self) -> Result<Vec<(String, String)>, Error> {
+        let err = db_err(&self.path);
+        let conn = self.lock();
+        let mut st = conn.prepare("SELECT id, usage FROM hermes_sessions ORDER BY id").map_err(&err)?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(&err)?;
+        rows.collect::<Result<_, _>>().map_err(&err)
+    }
+
+    /// Up to `limit` encoded events with seq greater than `after`, in order.
+    ///
+    /// # Errors
+    /// E4002 when the outbox cannot be read.
+    pub fn pending(&self, after: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, Error> {
+        let err = db_err(&self.path);
+        let conn = self.lock();
+        let mut st =
+            conn.prepare_cached("SELECT seq, event FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2").map_err(&err)?;
+        let rows = st
+            .query_map(params![i64::try_from(after).unwrap_or(i64::MAX), limit as i64], |r| {
+                Ok((u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0), r.get(1)?))
+            })
+            .map_err(&err)?;
+        rows.collect::<Result<_, _>>().map_err(&err)
+    }
+
+    /// The sink holds every event up to `through`: forget them. Returns how many went.
+    ///
+    /// # Errors
+    /// E4002 when the transaction fails.
+    pub fn ack(&self, through: u64) -> Result<usize, Error> {
+        let err = db_err(&self.path);
+        let through = i64::try_from(through).unwrap_or(i64::MAX);
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
+        let gone = tx.execute("DELETE FROM outbox WHERE seq <= ?1", [through]).map_err(&err)?;
+        let before = meta(&tx, "acked_through").map_err(&err)?;
+        let last = meta(&tx, "next_seq").map_err(&err)? - 1;
+        set_meta(&tx, "acked_through", before.max(through.min(last))).map_err(&err)?;
+        set_meta(&tx, "acked_at_ms", now_ms()).map_err(&err)?;
+        tx.commit().map_err(&err)?;
+        Ok(gone)
+    }
+
+    /// What the outbox holds now.
+    ///
+    /// # Errors
+    /// E4002 when the outbox cannot be read.
+    pub fn stats(&self) -> Result<OutboxStats, Error> {
+        let err = db_err(&self.path);
+        let conn = self.lock();
+        let u = |v: i64| u64::try_from(v).unwrap_or(0);
+        let buffered = buffered(&conn).map_err(&err)?;
+        let oldest: Option<i64> = conn
+            .query_row("SELECT time_ms FROM outbox ORDER BY seq LIMIT 1", [], |r| r.get(0))
+            .optional()
+            .map_err(&err)?;
+        let open: i64 = conn.query_row("SELECT count(*) FROM hermes_sessions", [], |r| r.get(0)).map_err(&err)?;
+        Ok(OutboxStats {
+            node: self.node.clone(),
+            buffered: u(buffered),
+            max_buffered: self.max_buffered,
+            next_seq: u(meta(&conn, "next_seq").map_err(&err)?),
+            acked_through: u(meta(&conn, "acked_through").map_err(&err)?),
+            acked_at_ms: meta(&conn, "acked_at_ms").map_err(&err)?,
+            dropped: u(meta(&conn, "dropped").map_err(&err)?),
+            hermes_message_id: meta(&conn, "hermes_message_id").map_err(&err)?,
+            hermes_open_sessions: u(open),
+            oldest_ms: oldest.unwrap_or(0),
+        })
+    }
+}
+
+/// Reads an outbox's figures without opening it for writing (the CLI, on the same host).
+///
+/// # Errors
+/// E4002 when the file is missing or unreadable.
+pub fn read_stats(path: &Path, node: &str, max_buffered: u64) -> Result<OutboxStats, Error> {
+    let err = db_err(path);
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(&err)?;
+    conn.busy_timeout(Duration::from_secs(2)).map_err(&err)?;
+    let ob = Outbox {
+        conn: Mutex::new(conn),
+        path: path.to_owned(),
+        node: node.to_owned(),
+        max_buffered,
+        added: Default::default(),
+    };
+    ob.stats()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook(n: u64) -> (i64, Kind) {
+        (n as i64, Kind::Hook(v1::HookEvent { hook: format!("h{n}"), ..Default::default() }))
+    }
+
+    fn tool(call: &str, status: v1::HermesToolCallStatus, name: &str) -> Candidate {
+        Candidate::Tool(
+            1,
+            v1::HermesToolCallEvent {
+                session_id: "s".into(),
+                tool_call_id: call.into(),
+                tool_name: name.into(),
+                arguments_json: if name.is_empty() { String::new() } else { "{}".into() },
+                status: status as i32,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Proves seqs start at 1, continue across a reopen, and are forgotten only once acked.
+    #[test]
+    fn seqs_survive_reopen_and_acks_remove() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("o.db");
+        let cfg = TelemetryConfig::default();
+        let ob = Outbox::open(&path, "n", &cfg).expect("open");
+        assert_eq!(ob.append(vec![hook(1), hook(2)], 0, "test").expect("append"), 2);
+        drop(ob);
+        let ob = Outbox::open(&path, "n", &cfg).expect("reopen");
+        ob.append(vec![hook(3)], 0, "test").expect("append");
+        let seqs: Vec<u64> = ob.pending(0, 10).expect("pending").into_iter().map(|(s, _)| s).collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
+        assert_eq!(ob.ack(2).expect("ack"), 2);
+        let s = ob.stats().expect("stats");
+        assert_eq!((s.buffered, s.next_seq, s.acked_through), (1, 4, 2));
+    }
+
+    /// Proves a full outbox refuses new events and counts them as dropped.
+    #[test]
+    fn full_outbox_refuses_and_counts() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = TelemetryConfig { max_buffered: 2, ..TelemetryConfig::default() };
+        let ob = Outbox::open(&dir.path().join("o.db"), "n", &cfg).expect("open");
+        assert_eq!(ob.append(vec![hook(1), hook(2), hook(3)], 4, "test").expect("append"), 2);
+        let s = ob.stats().expect("stats");
+        assert_eq!((s.buffered, s.dropped), (2, 5));
+        let batch =
+            HermesBatch { candidates: vec![Candidate::Plain(1, hook(9).1)], message_id: 7, ..Default::default() };
+        assert_eq!(ob.commit_hermes(batch).expect("commit"), None, "no room: nothing committed");
+        assert_eq!(ob.hermes_cursor().expect("cursor"), (0, 0), "cursor did not move");
+    }
+
+    /// Proves a re-inserted tool row is sent once and a result takes its call's name and arguments.
+    #[test]
+    fn tool_events_are_deduplicated_and_paired() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let ob = Outbox::open(&dir.path().join("o.db"), "n", &TelemetryConfig::default()).expect("open");
+        use v1::HermesToolCallStatus::{Started, Succeeded};
+        let first = HermesBatch {
+            candidates: vec![tool("c1", Started, "terminal"), tool("c1", Started, "terminal")],
+            message_id: 2,
+            ..Default::default()
+        };
+        assert_eq!(ob.commit_hermes(first).expect("commit"), Some(1));
+        let second = HermesBatch { candidates: vec![tool("c1", Succeeded, "")], message_id: 3, ..Default::default() };
+        assert_eq!(ob.commit_hermes(second).expect("commit"), Some(1));
+        let again = HermesBatch { candidates: vec![tool("c1", Succeeded, "")], message_id: 4, ..Default::default() };
+        assert_eq!(ob.commit_hermes(again).expect("commit"), Some(0));
+        let events = ob.pending(0, 10).expect("pending");
+        let last = v1::TelemetryEvent::decode(events[1].1.as_slice()).expect("decode");
+        let Some(Kind::HermesToolCall(t)) = last.kind else { panic!("tool event") };
+        assert_eq!((t.tool_name.as_str(), t.arguments_json.as_str()), ("terminal", "{}"));
+        assert_eq!(ob.hermes_cursor().expect("cursor").0, 4);
+    }
+}

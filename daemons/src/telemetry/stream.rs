@@ -1,0 +1,229 @@
+//! The client side: this node's outbox, streamed to Timmy's sink.
+//!
+//! One session is one `Telemetry/Stream` call. A sender task sends the events after the last
+//! acknowledged seq in order, at most `max_in_flight` beyond it, and waits for more (outbox
+//! commits wake it; a `poll_ms` tick picks up other processes' appends). The session itself
+//! reads Acks and drops acknowledged events from the outbox. When the stream fails the
+//! session ends and the next one starts from the oldest unacknowledged event again, after a
+//! [`Backoff`] delay: the sink's dedup on (node, seq) makes the resend harmless.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use uni_wizard::House;
+use uni_wizard_proto::v1::{TelemetryEvent, telemetry_client::TelemetryClient};
+
+use super::outbox::Outbox;
+use crate::live::Live;
+use crate::peers::Peers;
+
+/// Reconnect delays: `min`, doubling per failed attempt up to `max`; back to `min` after a
+/// session that made progress. Decides only; the caller sleeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// Delays from `min` to `max`.
+    pub fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff { min, max: max.max(min), next: min }
+    }
+
+    /// The delay before the next attempt (and doubles the one after).
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+
+    /// A session made progress: start again from `min`.
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+/// Streams until `stop` turns true, reconnecting as needed.
+pub async fn run(outbox: Arc<Outbox>, peers: Peers, live: Live, mut stop: watch::Receiver<bool>) {
+    let cfg = live.get().telemetry.clone();
+    let mut backoff =
+        Backoff::new(Duration::from_millis(cfg.backoff_min_ms), Duration::from_millis(cfg.backoff_max_ms));
+    let mut failures = 0u64;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let result = session(&outbox, &peers, &live, &mut stop).await;
+        metrics::gauge!("uw_telemetry_connected").set(0.0);
+        match result {
+            Ended::Stopped => return,
+            Ended::Failed { progressed, why } => {
+                if progressed {
+                    backoff.reset();
+                    failures = 0;
+                }
+                failures += 1;
+                if failures == 1 {
+                    tracing::warn!(error = %why, "telemetry stream to timmy lost; buffering and retrying");
+                } else {
+                    tracing::debug!(error = %why, failures, "telemetry stream to timmy still down");
+                }
+            }
+        }
+        metrics::counter!("uw_telemetry_reconnects_total").increment(1);
+        let delay = backoff.next_delay();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stopped(&mut stop) => return,
+        }
+    }
+}
+
+/// Resolves once `stop` is true (the guard `wait_for` returns is not held across awaits).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+enum Ended {
+    Stopped,
+    Failed { progressed: bool, why: String },
+}
+
+/// Aborts the sender task when the session ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| format!("outbox task failed: {e}"))
+}
+
+async fn session(outbox: &Arc<Outbox>, peers: &Peers, live: &Live, stop: &mut watch::Receiver<bool>) -> Ended {
+    let failed = |progressed: bool, why: String| Ended::Failed { progressed, why };
+    let cfg = live.get().telemetry.clone();
+    let channel = match peers.authed(House::Timmy) {
+        Ok(c) => c,
+        Err(e) => return failed(false, e.message),
+    };
+    let ob = outbox.clone();
+    let start = match blocking(move || ob.stats()).await {
+        Ok(Ok(s)) => s.acked_through,
+        Ok(Err(e)) => return failed(false, e.message),
+        Err(e) => return failed(false, e),
+    };
+    let (tx, rx) = mpsc::channel::<TelemetryEvent>(cfg.batch);
+    let (acked_tx, acked_rx) = watch::channel(start);
+    let mut client = TelemetryClient::new(channel);
+    let sender = AbortOnDrop(tokio::spawn(send_loop(outbox.clone(), tx, acked_rx, start, cfg.clone())));
+    let opened = tokio::time::timeout(Duration::from_secs(5), client.stream(ReceiverStream::new(rx))).await;
+    let mut acks = match opened {
+        Ok(Ok(r)) => r.into_inner(),
+        Ok(Err(s)) => return failed(false, format!("{:?}: {}", s.code(), s.message())),
+        Err(_) => return failed(false, "timmy did not answer the stream within 5 s".into()),
+    };
+    metrics::gauge!("uw_telemetry_connected").set(1.0);
+    tracing::info!(from_seq = start + 1, "telemetry stream to timmy open");
+    let mut acked = start;
+    loop {
+        tokio::select! {
+            msg = acks.message() => match msg {
+                Ok(Some(ack)) => {
+                    let through = ack.acked_through_seq;
+                    if through <= acked {
+                        continue;
+                    }
+                    let ob = outbox.clone();
+                    match blocking(move || ob.ack(through)).await {
+                        Ok(Ok(n)) => {
+                            metrics::counter!("uw_telemetry_acked_total").increment(n as u64);
+                            acked = through;
+                            let _ = acked_tx.send(through);
+                        }
+                        Ok(Err(e)) => return failed(true, e.message),
+                        Err(e) => return failed(true, e),
+                    }
+                }
+                Ok(None) => return failed(acked > start, "the sink closed the stream".into()),
+                Err(s) => return failed(acked > start, format!("{:?}: {}", s.code(), s.message())),
+            },
+            _ = stopped(stop) => {
+                drop(sender);
+                return Ended::Stopped;
+            }
+        }
+    }
+}
+
+/// Sends events in seq order, keeping at most `max_in_flight` unacknowledged.
+async fn send_loop(
+    outbox: Arc<Outbox>,
+    tx: mpsc::Sender<TelemetryEvent>,
+    mut acked: watch::Receiver<u64>,
+    start: u64,
+    cfg: super::TelemetryConfig,
+) {
+    let mut sent = start;
+    loop {
+        let through = *acked.borrow();
+        let room =
+            cfg.max_in_flight.saturating_sub(usize::try_from(sent.saturating_sub(through)).unwrap_or(usize::MAX));
+        let mut got = 0;
+        if room > 0 {
+            let ob = outbox.clone();
+            let limit = room.min(cfg.batch);
+            let batch = match blocking(move || ob.pending(sent, limit)).await {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => {
+                    tracing::error!(code = e.code.as_str(), error = %e.message, "cannot read the telemetry outbox");
+                    Vec::new()
+                }
+                Err(_) => return,
+            };
+            got = batch.len();
+            for (seq, bytes) in batch {
+                match TelemetryEvent::decode(bytes.as_slice()) {
+                    Ok(ev) => {
+                        if tx.send(ev).await.is_err() {
+                            return;
+                        }
+                    }
+                    // Written by this code, so never expected; skipping keeps the stream going and
+                    // the sink's seq check will show the gap.
+                    Err(e) => tracing::error!(seq, error = %e, "undecodable telemetry event in the outbox; skipped"),
+                }
+                sent = seq;
+            }
+        }
+        if got == 0 || room == 0 {
+            tokio::select! {
+                _ = outbox.added.notified() => {}
+                r = acked.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(cfg.poll()) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves the reconnect delay doubles up to its bound and starts over after progress.
+    #[test]
+    fn backoff_doubles_to_its_bound_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(50), Duration::from_millis(300));
+        let seen: Vec<u64> = (0..5).map(|_| b.next_delay().as_millis() as u64).collect();
+        assert_eq!(seen, vec![50, 100, 200, 300, 300]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(50));
+    }
+}

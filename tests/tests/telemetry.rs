@@ -1,0 +1,453 @@
+//! Telemetry across real processes: Hermes (the real `hermes-agent` code) writes sessions,
+//! Allegro's `uni-wizardd` tails them and streams them to Timmy's `uni-wizardd` sink.
+//! Every loop is bounded in time; nothing is mocked.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tonic::metadata::MetadataValue;
+use uni_wizard_proto::v1::{
+    self, HermesToolCallStatus as Status, TelemetryEvent, TelemetryQuery, telemetry_client::TelemetryClient,
+    telemetry_event::Kind,
+};
+use uni_wizard_tests::fleet::{Fleet, Node};
+use uni_wizard_tests::{bin, hermes, json_stdout};
+
+const ALLEGRO_NODE: &str = "allegro-node";
+
+/// Timmy runs the sink (and a worker), Allegro the bridge tailing `hermes_home`.
+fn configure(hermes_home: &Path, extra_allegro: &str) -> Fleet {
+    let home = hermes_home.display().to_string();
+    let extra = move |h: &str| match h {
+        "timmy" => "roles: [worker, telemetry]\ntelemetry: {batch: 256}\n".to_owned(),
+        _ => format!(
+            "roles: [worker, telemetry]\ntelemetry: {{hermes_home: \"{home}\", poll_ms: 50, batch: 256, backoff_min_ms: 20, backoff_max_ms: 200{extra_allegro}}}\n"
+        ),
+    };
+    Fleet::configure(&["timmy", "allegro"], &extra)
+}
+
+fn start_all(fleet: &mut Fleet) {
+    fleet.node("timmy").start();
+    fleet.node("allegro").start();
+}
+
+/// Every event Timmy's sink holds for `node`, through `Telemetry/Query` as Timmy, and the
+/// node's status row; `None` when the sink does not answer.
+fn query(timmy: &Node, node: &str) -> Option<(Vec<TelemetryEvent>, Option<v1::NodeStatus>)> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", timmy.grpc))
+            .ok()?
+            .connect_timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .ok()?;
+        let bearer: MetadataValue<_> = format!("Bearer {}", timmy.token).parse().ok()?;
+        let mut client = TelemetryClient::with_interceptor(ch, move |mut r: tonic::Request<()>| {
+            r.metadata_mut().insert("authorization", bearer.clone());
+            r.metadata_mut().insert("x-uw-house", MetadataValue::from_static("timmy"));
+            Ok(r)
+        });
+        let mut events = Vec::new();
+        let mut status = None;
+        loop {
+            let since = events.last().map_or(0, |e: &TelemetryEvent| e.seq);
+            let q = TelemetryQuery { node: node.to_owned(), since_seq: since, limit: 10_000 };
+            let r = tokio::time::timeout(Duration::from_secs(10), client.query(q)).await.ok()?.ok()?.into_inner();
+            status = r.nodes.into_iter().find(|n| n.node == node).or(status);
+            events.extend(r.events);
+            if !r.has_more {
+                return Some((events, status));
+            }
+        }
+    })
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, at most `within`.
+fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < within, "timed out after {within:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Allegro's outbox figures from its `/health`.
+fn outbox(allegro: &Node) -> Option<Value> {
+    allegro.health().map(|h| h["telemetry"].clone()).filter(|t| t.is_object())
+}
+
+/// The largest `messages.id` Hermes has written.
+fn hermes_max_message_id(hermes_home: &Path) -> i64 {
+    let c =
+        rusqlite::Connection::open_with_flags(hermes_home.join("state.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("state.db");
+    c.busy_timeout(Duration::from_secs(5)).expect("busy");
+    c.query_row("SELECT coalesce(max(id), 0) FROM messages", [], |r| r.get(0)).expect("max id")
+}
+
+/// Waits until Allegro has tailed everything Hermes wrote and Timmy acknowledged all of it;
+/// returns the events at Timmy.
+fn settle(fleet: &Fleet, hermes_home: &Path, within: Duration) -> Vec<TelemetryEvent> {
+    let max_id = hermes_max_message_id(hermes_home);
+    let last = wait_for("allegro to tail every Hermes row and drain its outbox", within, || {
+        let t = outbox(&fleet.nodes["allegro"])?;
+        (t["hermes_message_id"].as_i64() == Some(max_id) && t["buffered"] == 0 && t["hermes_open_sessions"] == 0)
+            .then(|| t["next_seq"].as_u64().unwrap_or(1) - 1)
+    });
+    let (events, status) = wait_for("timmy to hold every event", within, || {
+        query(&fleet.nodes["timmy"], ALLEGRO_NODE).filter(|(e, _)| e.len() as u64 >= last)
+    });
+    assert_eq!(status.map(|s| s.last_seq), Some(last), "the sink's ack covers every event");
+    events
+}
+
+fn tool_key(t: &v1::HermesToolCallEvent) -> (String, String, i32) {
+    (t.session_id.clone(), t.tool_call_id.clone(), t.status)
+}
+
+/// Checks the events at Timmy are seq 1..N with no gap or duplicate, that each of `sessions`
+/// arrived once with both its tool calls STARTED and finished exactly once and paired, its
+/// final token figures and its end. Returns N.
+fn check_exactly_once(events: &[TelemetryEvent], sessions: &[String]) -> usize {
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    let expected: Vec<u64> = (1..=events.len() as u64).collect();
+    assert!(seqs == expected, "seqs are not 1..{} without gaps or duplicates", events.len());
+    let mut started = BTreeMap::new();
+    let mut finished = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    let (mut opened, mut ended) = (BTreeMap::new(), BTreeMap::new());
+    let mut usage: BTreeMap<String, v1::HermesTokenUsage> = BTreeMap::new();
+    for e in events {
+        assert_eq!(e.node, ALLEGRO_NODE);
+        match &e.kind {
+            Some(Kind::HermesToolCall(t)) => {
+                assert!(seen.insert(tool_key(t)), "tool event twice: {t:?}");
+                if t.status == Status::Started as i32 {
+                    started.insert((t.session_id.clone(), t.tool_call_id.clone()), t.clone());
+                } else {
+                    finished.insert((t.session_id.clone(), t.tool_call_id.clone()), t.clone());
+                }
+            }
+            Some(Kind::HermesSession(s)) => *opened.entry(s.session_id.clone()).or_insert(0) += 1,
+            Some(Kind::HermesSessionEnd(s)) => *ended.entry(s.session_id.clone()).or_insert(0) += 1,
+            Some(Kind::HermesTokenUsage(u)) => {
+                usage.insert(u.session_id.clone(), u.clone());
+            }
+            _ => {}
+        }
+    }
+    for sid in sessions {
+        assert_eq!(opened.get(sid), Some(&1), "session {sid} seen once");
+        assert_eq!(ended.get(sid), Some(&1), "session {sid} ended once");
+        let calls: Vec<_> = started.iter().filter(|((s, _), _)| s == sid).collect();
+        assert_eq!(calls.len(), 2, "session {sid} has its two tool calls");
+        for ((s, id), call) in calls {
+            let done = finished.get(&(s.clone(), id.clone())).unwrap_or_else(|| panic!("no result for {id}"));
+            assert_eq!(done.tool_name, call.tool_name, "result paired with its call");
+            assert_eq!(done.arguments_json, call.arguments_json, "result carries its call's arguments");
+            match call.tool_name.as_str() {
+                "terminal" => {
+                    assert_eq!(done.status, Status::Succeeded as i32);
+                    assert!(done.result.contains("a1b2c3d") && call.arguments_json.contains("git log"));
+                }
+                "read_file" => {
+                    assert_eq!(done.status, Status::Failed as i32);
+                    assert!(done.error_message.contains("File not found"), "{done:?}");
+                }
+                other => panic!("unexpected tool {other}"),
+            }
+        }
+        let u = &usage[sid];
+        assert_eq!((u.input_tokens, u.output_tokens, u.cache_read_tokens, u.api_call_count), (4144, 137, 3000, 2));
+        assert_eq!(u.model, "anthropic/claude-sonnet-4");
+        assert!((u.estimated_cost_usd.unwrap_or(0.0) - 0.01448).abs() < 1e-9, "{u:?}");
+    }
+    assert_eq!(opened.len(), sessions.len(), "no session beyond those written");
+    assert_eq!(finished.len(), started.len(), "no result without its call");
+    events.len()
+}
+
+/// `uni-wizard telemetry --status --json` with `node`'s config.
+fn status(node: &Node) -> (Option<i32>, Value) {
+    let o = Command::new(bin("uni-wizard"))
+        .args(["telemetry", "--status", "--json", "--config"])
+        .arg(&node.config)
+        .output()
+        .expect("uni-wizard runs");
+    (o.status.code(), json_stdout(&o))
+}
+
+fn row<'a>(v: &'a Value, node: &str) -> &'a Value {
+    v["nodes"].as_array().and_then(|r| r.iter().find(|r| r["node"] == node)).unwrap_or(&Value::Null)
+}
+
+/// Proves every Hermes tool call and its result, written by the real hermes-agent while the
+/// bridge runs, reach Timmy exactly once and paired, with session and token fields; that a
+/// harness execution on Allegro arrives too; and that `telemetry --status` shows connected,
+/// last ack, lag, buffered, dropped and the Hermes cursor, also while Timmy is down.
+#[test]
+fn hermes_sessions_reach_timmy_exactly_once_paired() {
+    let hh = hermes::home();
+    let mut fleet = configure(hh.path(), "");
+    start_all(&mut fleet);
+    let ids = hermes::session_ids(hermes::write_sessions(hh.path(), 3));
+    assert_eq!(ids.len(), 3);
+    let events = settle(&fleet, hh.path(), Duration::from_secs(30));
+    let n = check_exactly_once(&events, &ids);
+
+    let (code, v) = status(&fleet.nodes["allegro"]);
+    assert_eq!(code, Some(0), "{v}");
+    let r = row(&v, ALLEGRO_NODE);
+    assert_eq!(r["connected"], true, "{v}");
+    assert_eq!(r["last_ack"].as_u64(), Some(n as u64), "{v}");
+    assert_eq!((r["buffered"].as_u64(), r["dropped"].as_u64()), (Some(0), Some(0)), "{v}");
+    assert_eq!(r["hermes_cursor"].as_i64(), Some(hermes_max_message_id(hh.path())), "{v}");
+    assert!(r["lag_ms"].is_u64(), "{v}");
+    let text = Command::new(bin("uni-wizard"))
+        .args(["telemetry", "--status", "--config"])
+        .arg(&fleet.nodes["allegro"].config)
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains(ALLEGRO_NODE) && text.contains("hermes cursor"), "{text}");
+
+    // Timmy down: the status says so and Allegro buffers what Hermes writes meanwhile.
+    fleet.node("timmy").kill();
+    hermes::session_ids(hermes::write_sessions(hh.path(), 1));
+    let max_id = hermes_max_message_id(hh.path());
+    let buffered = wait_for("allegro to buffer while timmy is down", Duration::from_secs(20), || {
+        let t = outbox(&fleet.nodes["allegro"])?;
+        (t["hermes_message_id"].as_i64() == Some(max_id)).then(|| t["buffered"].as_u64().unwrap_or(0))
+    });
+    assert!(buffered >= 7, "one session's events are buffered, got {buffered}");
+    let (code, v) = status(&fleet.nodes["allegro"]);
+    assert_eq!((code, v["ok"].clone()), (Some(4), Value::Bool(false)), "{v}");
+    assert_eq!(row(&v, ALLEGRO_NODE)["buffered"].as_u64(), Some(buffered), "{v}");
+}
+
+/// Writes `sessions` Hermes sessions while `kill` SIGKILLs and restarts `victim` 5 times,
+/// spread over the flow; then checks Timmy holds exactly the events sent.
+fn zero_loss_with(victim: &str) {
+    let hh = hermes::home();
+    let mut fleet = configure(hh.path(), "");
+    start_all(&mut fleet);
+    // 7 to 8 events per session (token updates close together coalesce): 1450 sessions
+    // are more than 10k events.
+    let sessions = 1450;
+    let writer = hermes::write_sessions(hh.path(), sessions);
+    let writer_pid = writer.id();
+    let step = 1700u64;
+    let started = Instant::now();
+    for k in 1..=5u64 {
+        // Kill once the sink has acknowledged another `step` events, so the kills are spread
+        // over the stream rather than bunched at its start.
+        wait_for(&format!("progress before kill {k}"), Duration::from_secs(60), || {
+            let acked = outbox(&fleet.nodes["allegro"])?["acked_through"].as_u64()?;
+            (acked >= k * step).then_some(())
+        });
+        let writing = writer_running(&writer_pid);
+        fleet.node(victim).kill();
+        fleet.node(victim).start();
+        eprintln!("kill {k} of {victim} at {:?}, Hermes still writing: {writing}", started.elapsed());
+    }
+    let ids = hermes::session_ids(writer);
+    assert_eq!(ids.len(), sessions);
+    let events = settle(&fleet, hh.path(), Duration::from_secs(90));
+    let n = check_exactly_once(&events, &ids);
+    assert!(n >= 10_000, "at least 10k events flowed, got {n}");
+    eprintln!("{n} events, {} sessions, exactly once after 5 kills of {victim}, in {:?}", ids.len(), started.elapsed());
+}
+
+/// Whether the writer process is still alive (for the log: kills land while Hermes writes).
+fn writer_running(pid: &u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Proves no event is lost or duplicated when Timmy's sink is SIGKILLed and restarted 5
+/// times while more than 10k Hermes events flow: seq 1..N contiguous, every session, call and
+/// result exactly once.
+#[test]
+fn zero_loss_across_sink_kills() {
+    zero_loss_with("timmy");
+}
+
+/// Proves the same when the bridge (Allegro) is SIGKILLed mid-stream and restarted 5 times:
+/// its outbox, cursor and dedup state survive, so nothing is lost, re-read or resent twice.
+#[test]
+fn zero_loss_across_bridge_kills() {
+    zero_loss_with("allegro");
+}
+
+/// Proves Hermes' real shell-hook runner calling `uni-wizard hermes-hook` for a
+/// `pre_tool_call` of a tool Allegro's policy denies gets the call blocked, and the hook
+/// event, marked blocked, reaches Timmy.
+#[test]
+fn hermes_hook_blocks_a_denied_tool_and_reports_it() {
+    let hh = hermes::home();
+    let mut fleet = configure(hh.path(), ", hook_deny: [read_file]");
+    start_all(&mut fleet);
+    let command =
+        format!("{} hermes-hook --config {}", bin("uni-wizard").display(), fleet.nodes["allegro"].config.display());
+    let out = Command::new(hermes::python())
+        .arg(hermes::workspace().join("tests/py/hermes_hook_check.py"))
+        .args([&command, "read_file"])
+        .env("HERMES_HOME", hh.path())
+        .output()
+        .expect("python runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let result = v["result"].as_str().unwrap_or("");
+    assert!(result.contains("does not allow the tool `read_file`"), "the call was blocked: {v}");
+    assert!(!result.contains("\"content\""), "the tool did not run: {v}");
+    let hook = wait_for("the blocked hook event at timmy", Duration::from_secs(20), || {
+        let (events, _) = query(&fleet.nodes["timmy"], ALLEGRO_NODE)?;
+        events.into_iter().find_map(|e| match e.kind {
+            Some(Kind::Hook(h)) if h.hook == "pre_tool_call" => Some(h),
+            _ => None,
+        })
+    });
+    assert!(hook.blocked && hook.tool_name == "read_file" && hook.tool_call_id == "call_hook1", "{hook:?}");
+    assert!(hook.block_message.contains("read_file"));
+}
+
+/// Runs `file_read` on Allegro's worker through its gRPC `Execute`, as Timmy.
+fn execute_on_allegro(fleet: &Fleet) -> v1::ExecuteResponse {
+    let (allegro, timmy) = (&fleet.nodes["allegro"], &fleet.nodes["timmy"]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", allegro.grpc))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let bearer: MetadataValue<_> = format!("Bearer {}", timmy.token).parse().expect("ascii");
+        let mut client = v1::worker_client::WorkerClient::with_interceptor(ch, move |mut r: tonic::Request<()>| {
+            r.metadata_mut().insert("authorization", bearer.clone());
+            r.metadata_mut().insert("x-uw-house", MetadataValue::from_static("timmy"));
+            Ok(r)
+        });
+        let call = v1::ToolCall {
+            tool: "file_read".into(),
+            args_json: r#"{"path":"hello.txt"}"#.into(),
+            ..Default::default()
+        };
+        let req = v1::ExecuteRequest { call: Some(call), house: v1::House::Allegro.into(), ..Default::default() };
+        client.execute(req).await.expect("execute").into_inner()
+    })
+}
+
+/// Proves a harness execution on Allegro reaches Timmy as an ExecutionEvent and is fed into
+/// Timmy's pattern DB under Allegro's node, so Timmy's predictions learn from the fleet.
+#[test]
+fn harness_executions_reach_timmy_and_teach_its_pattern_db() {
+    let hh = hermes::home();
+    let mut fleet = configure(hh.path(), "");
+    let timmy = fleet.node("timmy").config.clone();
+    let text = std::fs::read_to_string(&timmy).expect("config");
+    std::fs::write(
+        &timmy,
+        text.replace("intelligence: {enabled: false}", "intelligence: {enabled: true, linger_ms: 5}"),
+    )
+    .expect("config");
+    start_all(&mut fleet);
+    let r = execute_on_allegro(&fleet);
+    assert!(matches!(r.result, Some(v1::execute_response::Result::Outcome(_))), "{r:?}");
+    let x = wait_for("the execution event at timmy", Duration::from_secs(20), || {
+        let (events, _) = query(&fleet.nodes["timmy"], ALLEGRO_NODE)?;
+        events.into_iter().find_map(|e| match e.kind {
+            Some(Kind::Execution(x)) => Some(x),
+            _ => None,
+        })
+    });
+    assert_eq!((x.tool.as_str(), x.success, x.house), ("file_read", true, v1::House::Allegro as i32), "{x:?}");
+    assert!(!x.provenance_id.is_empty() && x.args_fingerprint.len() == 16, "{x:?}");
+    let db = fleet.nodes["timmy"].home.join("patterns.db");
+    let rows = wait_for("allegro's execution in timmy's pattern DB", Duration::from_secs(20), || {
+        let c = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+        let n: i64 = c
+            .query_row(
+                "SELECT count(*) FROM executions WHERE node = ?1 AND tool = 'file_read' AND house = 'allegro'",
+                [ALLEGRO_NODE],
+                |r| r.get(0),
+            )
+            .ok()?;
+        (n > 0).then_some(n)
+    });
+    assert_eq!(rows, 1, "fed exactly once");
+}
+
+/// A webhook receiver on loopback: collects every JSON body POSTed to it.
+fn webhook() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/alerts", listener.local_addr().expect("addr"));
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut r = BufReader::new(&stream);
+            let mut len = 0usize;
+            let mut line = String::new();
+            while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; len];
+            if r.read_exact(&mut body).is_ok()
+                && let Ok(v) = serde_json::from_slice::<Value>(&body)
+            {
+                sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(v);
+            }
+            let _ = (&stream).write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
+}
+
+/// Proves a node-down rule at Timmy fires after its hold time when Allegro's bridge is
+/// killed and resolves when it is back, both into Timmy's log and to the webhook.
+#[test]
+fn node_down_alert_fires_and_resolves_to_the_webhook() {
+    let (url, got) = webhook();
+    let extra = move |h: &str| match h {
+        "timmy" => format!(
+            "roles: [worker, telemetry]\ntelemetry: {{alerts: {{interval_ms: 50, node_down_ms: 300, webhook: \"{url}\"}}}}\n"
+        ),
+        _ => "roles: [worker, telemetry]\ntelemetry: {backoff_min_ms: 20, backoff_max_ms: 200}\n".to_owned(),
+    };
+    let mut fleet = Fleet::configure(&["timmy", "allegro"], &extra);
+    start_all(&mut fleet);
+    // Allegro's stream opens with its first event: a harness call.
+    execute_on_allegro(&fleet);
+    wait_for("allegro's stream at timmy", Duration::from_secs(20), || {
+        query(&fleet.nodes["timmy"], ALLEGRO_NODE)?.1.filter(|s| s.connected)
+    });
+    let delivered = |state: &str| {
+        let g = got.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.iter().filter(|v| v["alert"] == "node_down:allegro-node" && v["state"] == state).count()
+    };
+    let killed = Instant::now();
+    fleet.node("allegro").kill();
+    wait_for("the node_down alert at the webhook", Duration::from_secs(10), || {
+        (delivered("firing") == 1).then_some(())
+    });
+    assert!(killed.elapsed() >= Duration::from_millis(300), "fired before its hold time");
+    assert!(fleet.nodes["timmy"].log().contains("alert firing"), "logged too");
+    assert_eq!(delivered("resolved"), 0);
+    fleet.node("allegro").start();
+    execute_on_allegro(&fleet);
+    wait_for("the alert resolved", Duration::from_secs(20), || (delivered("resolved") == 1).then_some(()));
+    assert_eq!(delivered("firing"), 1, "fired once");
+    assert!(fleet.nodes["timmy"].log().contains("alert resolved"));
+}
