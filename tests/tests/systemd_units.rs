@@ -18,7 +18,7 @@ const INSTALLED_BIN: &str = "/usr/local/bin/uni-wizardd";
 const MAX_EXPOSURE: f64 = 2.0;
 
 /// The role units (one per daemon role) and the target grouping them.
-const ROLES: [&str; 5] = ["router", "health", "worker", "sovereign", "triage"];
+const ROLES: [&str; 6] = ["router", "health", "worker", "sovereign", "triage", "telemetry"];
 
 fn units_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd")
@@ -256,8 +256,8 @@ fn daemon_speaks_sd_notify_ready_watchdog_stopping() {
         log_text()
     );
     let roles = health.map(|(_, b)| b).unwrap_or_default();
-    // Triage is no house's default role: it runs only where a `triage:` section configures it.
-    for role in ROLES.into_iter().filter(|r| *r != "triage") {
+    // Triage and telemetry are no house's default roles: a node's config opts in to them.
+    for role in ROLES.into_iter().filter(|r| !matches!(*r, "triage" | "telemetry")) {
         assert!(roles.contains(&format!("\"{role}\"")), "timmy does not run {role}: {roles}");
     }
 
