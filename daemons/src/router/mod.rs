@@ -7,7 +7,8 @@
 //! (`router.routes.<tool>`, else `router.routes.<category>`, else every house by priority).
 //! Houses the membership view marks down are skipped; houses up go before houses not probed
 //! yet; among the houses up, the one the pattern DB predicts best for the tool goes first when
-//! the node has intelligence. No candidate left: E3011.
+//! the node has intelligence; a preferred house that is not down goes first of all. No
+//! candidate left: E3011.
 //!
 //! # Failover and loss
 //!
@@ -166,6 +167,15 @@ impl RouterService {
             up.insert(0, h);
         }
         up.extend(unknown);
+        // The caller's preferred house goes first unless it is known to be down: not probed yet
+        // (a router just started) is no reason to pass it over. If it cannot be reached, nothing
+        // ran there and the next candidate is tried.
+        if let Some(p) = preferred
+            && let Some(pos) = up.iter().position(|h| *h == p)
+        {
+            let h = up.remove(pos);
+            up.insert(0, h);
+        }
         (up, states)
     }
 
@@ -459,7 +469,7 @@ mod tests {
     }
 
     /// Proves the route's order holds among houses that are up, down houses are skipped, houses
-    /// not probed yet come after the ones up, and a preferred house goes first.
+    /// not probed yet come after the ones up, and a preferred house goes first unless it is down.
     #[test]
     fn candidates_follow_the_route_and_membership() {
         let (r, m) = router(None);
@@ -467,7 +477,9 @@ mod tests {
         m.report_up(House::Timmy, None);
         m.report_unreachable(House::Ezra, "gone".into());
         assert_eq!(r.candidates("file_read", None).0, vec![House::Timmy, House::Bezalel]);
-        assert_eq!(r.candidates("file_read", Some(House::Bezalel)).0, vec![House::Timmy, House::Bezalel]);
+        assert_eq!(r.candidates("file_read", Some(House::Bezalel)).0, vec![House::Bezalel, House::Timmy]);
+        m.report_unreachable(House::Bezalel, "gone".into());
+        assert_eq!(r.candidates("file_read", Some(House::Bezalel)).0, vec![House::Timmy]);
         m.report_up(House::Bezalel, None);
         assert_eq!(r.candidates("file_read", Some(House::Bezalel)).0, vec![House::Bezalel, House::Timmy]);
     }
