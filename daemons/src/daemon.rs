@@ -174,7 +174,6 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
     // Phase 3: build.
     let mut built = build(&live)?;
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    let (reflection_v1, reflection_v1alpha) = serve::reflection()?;
     let (stop_tx, stop_rx) = watch::channel(false);
 
     // Phase 4: serve.
@@ -199,6 +198,20 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
     if built.sink.is_some() {
         reporter.set_serving::<TelemetryServer<crate::telemetry::SinkService>>().await;
     }
+    // Reflection advertises exactly the services this node serves.
+    let served: Vec<&'static str> = [
+        built.worker.is_some().then_some(<WorkerServer<WorkerService> as tonic::server::NamedService>::NAME),
+        built.router.is_some().then_some(<RouterServer<RouterService> as tonic::server::NamedService>::NAME),
+        built.sovereign.is_some().then_some(<SovereignServer<SovereignService> as tonic::server::NamedService>::NAME),
+        built
+            .sink
+            .is_some()
+            .then_some(<TelemetryServer<crate::telemetry::SinkService> as tonic::server::NamedService>::NAME),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let (reflection_v1, reflection_v1alpha) = serve::reflection(&served)?;
     let routes = server
         .layer(AuthLayer::new(live.clone()))
         .add_service(health_service)

@@ -81,11 +81,15 @@ pub fn server_tls(tls: &TlsConfig) -> Result<ServerTlsConfig, Error> {
 }
 
 /// The reflection services (v1 and v1alpha, which older clients such as grpcurl and
-/// grpcio-reflection still ask), knowing `uniwizard.v1` and `grpc.health.v1`.
+/// grpcio-reflection still ask), knowing `uniwizard.v1` and `grpc.health.v1` and advertising
+/// `served` (the node's own `uniwizard.v1` services), health and reflection itself, so a
+/// client lists only what this node answers.
 ///
 /// # Errors
 /// E4001 when the embedded descriptors do not decode (a build bug).
-pub fn reflection() -> Result<
+pub fn reflection(
+    served: &[&str],
+) -> Result<
     (
         tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
         tonic_reflection::server::v1alpha::ServerReflectionServer<
@@ -94,11 +98,21 @@ pub fn reflection() -> Result<
     ),
     Error,
 > {
+    const ALWAYS: [&str; 3] =
+        ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"];
     let bad = |e: tonic_reflection::server::Error| Error::new(ErrorCode::ConfigInvalid, format!("reflection: {e}"));
     let builder = || {
-        tonic_reflection::server::Builder::configure()
+        let mut b = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(uni_wizard_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // Both reflection versions' descriptors, so either can be described.
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+            .include_reflection_service(false);
+        for name in ALWAYS.iter().chain(served) {
+            b = b.with_service_name(*name);
+        }
+        b
     };
     Ok((builder().build_v1().map_err(bad)?, builder().build_v1alpha().map_err(bad)?))
 }

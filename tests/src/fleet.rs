@@ -17,11 +17,29 @@ use std::time::{Duration, Instant};
 /// The four houses, Timmy first.
 pub const HOUSES: [&str; 4] = ["timmy", "allegro", "ezra", "bezalel"];
 
-/// A free TCP port on 127.0.0.1 (bound, read, released).
+/// A free TCP port on 127.0.0.1, below the kernel's ephemeral range: a daemon restarted by a
+/// test binds its port again, and a port from the ephemeral range may meanwhile have become the
+/// local end of some other process's outgoing connection ("Address already in use").
 ///
 /// # Panics
 /// When no port can be bound.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().and_then(|n| n.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    // Start somewhere random per test process, then walk: parallel test binaries rarely meet.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let span = low.saturating_sub(10_000).max(1);
+    let _ =
+        NEXT.compare_exchange(0, (std::process::id() % u32::from(span)) as u16 + 1, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..span {
+        let port = 10_000 + NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
