@@ -166,6 +166,8 @@ fn build(live: &Live) -> Result<Built, Error> {
 }
 
 async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
+    // Before anything is served, so an early SIGTERM drains instead of killing.
+    let signals = serve::Signals::install();
     let metrics = serve::install_metrics()?;
     let live = Live::new(config);
     let config = live.get();
@@ -299,7 +301,7 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("serving")]);
 
     // Phase 5: wait.
-    serve::shutdown_signal().await;
+    signals.wait().await;
 
     // Phase 6: drain.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);

@@ -169,17 +169,38 @@ pub async fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListene
     })
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        // Without signal handlers the daemon can still be stopped by SIGKILL; wait forever.
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: draining"),
-        _ = int.recv() => tracing::info!("SIGINT: draining"),
+/// SIGTERM and SIGINT handlers, installed before anything is served: a signal that arrives
+/// the moment the node answers must drain it, not kill it with the default action.
+pub struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    /// Installs the handlers now.
+    pub fn install() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (term, int) = (signal(SignalKind::terminate()).ok(), signal(SignalKind::interrupt()).ok());
+        if term.is_none() || int.is_none() {
+            tracing::warn!("cannot install SIGTERM/SIGINT handlers: stop the daemon with SIGKILL");
+        }
+        Signals { term, int }
+    }
+
+    /// Resolves on SIGTERM or SIGINT.
+    pub async fn wait(mut self) {
+        async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+        tokio::select! {
+            _ = next(&mut self.term) => tracing::info!("SIGTERM: draining"),
+            _ = next(&mut self.int) => tracing::info!("SIGINT: draining"),
+        }
     }
 }
 
