@@ -132,17 +132,12 @@ impl RouterService {
     /// The houses to try for `tool`, in order, with why each was skipped.
     fn candidates(&self, tool: &str, preferred: Option<House>) -> (Vec<House>, Vec<(House, NodeState)>) {
         let config = self.inner.live.get();
-        let category = self.inner.registry.get(tool).map(|t| {
-            serde_json::to_value(t.contract().category)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default()
-        });
+        let category = self.inner.registry.get(tool).map(|t| t.contract().category.as_str());
         let route: Vec<House> = config
             .router
             .routes
             .get(tool)
-            .or_else(|| category.as_ref().and_then(|c| config.router.routes.get(c)))
+            .or_else(|| category.and_then(|c| config.router.routes.get(c)))
             .cloned()
             .unwrap_or_else(|| {
                 let mut all: Vec<(u32, House)> = config.houses.iter().map(|(h, e)| (e.priority, *h)).collect();

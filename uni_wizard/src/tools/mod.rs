@@ -62,6 +62,18 @@ pub enum Category {
     File,
 }
 
+impl Category {
+    /// The lowercase name used in contracts, config (router routes) and on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Category::System => "system",
+            Category::Git => "git",
+            Category::Network => "network",
+            Category::File => "file",
+        }
+    }
+}
+
 /// The MCP tool hints, stated honestly for each tool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Annotations {
@@ -556,6 +568,15 @@ mod tests {
         }
         use sha2::Digest;
         assert_eq!(sha256_hex(b"abc"), hex::encode(sha2::Sha256::digest(b"abc")));
+    }
+
+    /// Proves `Category::as_str` names each category as its serialised form does, so routes keyed
+    /// by category name cannot drift from the contracts.
+    #[test]
+    fn category_names_match_their_json() {
+        for c in [Category::System, Category::Git, Category::Network, Category::File] {
+            assert_eq!(serde_json::to_value(c).ok(), Some(json!(c.as_str())));
+        }
     }
 
     /// Proves every built-in contract compiles and every schema is an object schema that
