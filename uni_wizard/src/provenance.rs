@@ -9,6 +9,7 @@
 //! call closed (E3008) instead of returning a result nobody recorded. [`ProvenanceLog::ready`]
 //! lets the harness prove the store writable *before* a Sovereign call runs its tool.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -151,12 +152,19 @@ impl ProvenanceLog for MemoryLog {
         while inner.records.len() > self.capacity {
             let Some(old) = inner.records.pop_front() else { break };
             // An id appended twice points at its newest record; only that one unindexes it.
-            if inner.by_id.get(&old.id) == Some(&old.seq) {
-                inner.by_id.remove(&old.id);
+            // One lookup per index: the entry API takes the evicted record's own strings.
+            if let Entry::Occupied(e) = inner.by_id.entry(old.id)
+                && *e.get() == old.seq
+            {
+                e.remove();
             }
-            let key = (old.session, old.target);
-            if inner.last_write.get(&key) == Some(&old.seq) {
-                inner.last_write.remove(&key);
+            if old.ok
+                && !old.read_only
+                && !old.dry_run
+                && let Entry::Occupied(e) = inner.last_write.entry((old.session, old.target))
+                && *e.get() == old.seq
+            {
+                e.remove();
             }
         }
         Ok(seq)

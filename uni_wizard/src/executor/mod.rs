@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Service, ServiceExt};
 
 use crate::error::{Error, Result};
 use crate::tools::{BoxFuture, Tool, ToolContext};
@@ -119,10 +119,10 @@ pub struct ExecutorConfig {
 /// A boxed, cloneable service over [`Call`].
 pub type BoxService = tower::util::BoxCloneSyncService<Call, Value, Error>;
 
-/// The executor: both stacks, built once and shared by every call.
+/// The executor: the full stack, built once and shared by every call, and Simple mode's
+/// direct `timeout -> tool` path.
 #[derive(Clone)]
 pub struct Executor {
-    simple: BoxService,
     full: BoxService,
     breakers: Breakers,
 }
@@ -134,22 +134,23 @@ impl std::fmt::Debug for Executor {
 }
 
 impl Executor {
-    /// Builds both stacks from the config.
+    /// Builds the full stack from the config.
     pub fn new(config: &ExecutorConfig) -> Executor {
         let breakers = Breakers::new(config.breaker.clone());
-        let simple = BoxService::new(TimeoutLayer.layer(ToolService));
         let full = tower::ServiceBuilder::new()
             .layer(LimitLayer::new(&config.limit))
             .layer(BreakerLayer::new(breakers.clone()))
             .layer(RetryLayer::new(RetryPolicy::new(config.retry.clone())))
             .layer(TimeoutLayer)
             .service(ToolService);
-        Executor { simple, full: BoxService::new(full), breakers }
+        Executor { full: BoxService::new(full), breakers }
     }
 
-    /// Runs a call through `timeout -> tool` only.
+    /// Runs a call through `timeout -> tool` only: the same timeout as the layer's, applied
+    /// directly, so Simple mode pays for no service clone and no boxed futures.
     pub async fn run_simple(&self, call: Call) -> Result<Value> {
-        self.simple.clone().oneshot(call).await
+        call.attempts.fetch_add(1, Ordering::Relaxed);
+        timeout::bounded(call.timeout, call.tool_name(), call.tool.call(&call.ctx, &call.args)).await
     }
 
     /// Runs a call through the whole stack.

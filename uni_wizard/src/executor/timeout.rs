@@ -1,6 +1,8 @@
 //! Timeout: bounds one attempt of a call by `call.timeout` (E3001).
 
+use std::future::Future;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tower::{Layer, Service};
@@ -44,16 +46,19 @@ where
     fn call(&mut self, call: Call) -> Self::Future {
         let limit = call.timeout;
         let tool = call.tool_name();
-        let fut = self.inner.call(call);
-        Box::pin(async move {
-            match tokio::time::timeout(limit, fut).await {
-                Ok(r) => r,
-                Err(_) => Err(Error::new(
-                    ErrorCode::Timeout,
-                    format!("{tool} did not finish within {} ms", limit.as_millis()),
-                )
-                .with_details(json!({ "tool": tool, "timeout_ms": limit.as_millis() as u64 }))),
-            }
-        })
+        Box::pin(bounded(limit, tool, self.inner.call(call)))
+    }
+}
+
+/// Runs one attempt of `tool`, failing it with E3001 if it has not finished within `limit`.
+/// The layer above and Simple mode's direct path share it, so both fail alike.
+pub async fn bounded<F>(limit: Duration, tool: &'static str, attempt: F) -> Result<Value>
+where
+    F: Future<Output = Result<Value>>,
+{
+    match tokio::time::timeout(limit, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::new(ErrorCode::Timeout, format!("{tool} did not finish within {} ms", limit.as_millis()))
+            .with_details(json!({ "tool": tool, "timeout_ms": limit.as_millis() as u64 }))),
     }
 }
