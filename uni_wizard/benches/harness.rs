@@ -95,6 +95,8 @@ fn spin(us: u64) {
 ///
 /// Two reference variants show what this machine charges for *any* work between two
 /// blocking-pool hand-offs, so the harness's figures can be read against a floor:
+/// * `floor_adapter`: the tool through its JSON adapter only (arguments deserialised, the output
+///   turned into a `Value`), which any JSON-level harness call has to pay;
 /// * `floor_exec`: what SYSTEM.md's Simple row names and nothing more (contract validation,
 ///   the timeout, the tool through its JSON adapter); no policy, no provenance record;
 /// * `bare_spin2`: the bare call followed by a 2 µs busy-wait (no memory, no syscalls).
@@ -128,7 +130,7 @@ fn interleaved() {
         FileRead::run(&ctx, input).await.expect("read")
     };
     let (rounds, batch) = (200, 200);
-    let names = ["simple", "intelligent", "floor_exec", "bare_spin2"];
+    let names = ["simple", "intelligent", "floor_adapter", "floor_exec", "bare_spin2"];
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut bare_ns = Vec::new();
     rt.block_on(async {
@@ -149,7 +151,10 @@ fn interleaved() {
                         1 => drop(std::hint::black_box(
                             intelligent.execute("file_read", json!({"path": "one_kib.txt"})).await.expect("read"),
                         )),
-                        2 => drop(std::hint::black_box(floor().await)),
+                        2 => drop(std::hint::black_box(
+                            tool.call(&ctx, &json!({"path": "one_kib.txt"})).await.expect("read"),
+                        )),
+                        3 => drop(std::hint::black_box(floor().await)),
                         _ => {
                             std::hint::black_box(bare().await);
                             spin(2);
