@@ -13,7 +13,7 @@ use criterion::{Criterion, criterion_group};
 use serde_json::json;
 use uni_wizard::executor::{Call, Executor, ExecutorConfig};
 use uni_wizard::tools::file_read::{self, FileRead};
-use uni_wizard::tools::{Roots, ToolContext, ToolEnv, TypedTool};
+use uni_wizard::tools::{Roots, ToolContext, ToolEnv, TypedTool, sha256_json};
 use uni_wizard::{Config, Harness, House, Mode};
 
 const GROUP: &str = "file_read_1KiB";
@@ -99,6 +99,8 @@ fn spin(us: u64) {
 ///   turned into a `Value`), which any JSON-level harness call has to pay;
 /// * `floor_exec`: what SYSTEM.md's Simple row names and nothing more (contract validation,
 ///   the timeout, the tool through its JSON adapter); no policy, no provenance record;
+/// * `floor_hash`: the bare call followed by the SHA-256 of its output, the result hash every
+///   provenance record carries (SYSTEM.md §2), and nothing else;
 /// * `bare_spin2`: the bare call followed by a 2 µs busy-wait (no memory, no syscalls).
 fn interleaved() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -130,7 +132,7 @@ fn interleaved() {
         FileRead::run(&ctx, input).await.expect("read")
     };
     let (rounds, batch) = (200, 200);
-    let names = ["simple", "intelligent", "floor_adapter", "floor_exec", "bare_spin2"];
+    let names = ["simple", "intelligent", "floor_adapter", "floor_exec", "floor_hash", "bare_spin2"];
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut bare_ns = Vec::new();
     rt.block_on(async {
@@ -155,6 +157,11 @@ fn interleaved() {
                             tool.call(&ctx, &json!({"path": "one_kib.txt"})).await.expect("read"),
                         )),
                         3 => drop(std::hint::black_box(floor().await)),
+                        4 => {
+                            let out = bare().await;
+                            std::hint::black_box(sha256_json(&out));
+                            drop(std::hint::black_box(out));
+                        }
                         _ => {
                             std::hint::black_box(bare().await);
                             spin(2);

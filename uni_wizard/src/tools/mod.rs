@@ -307,6 +307,17 @@ pub trait TypedTool: Send + Sync + 'static {
 
     /// The bare tool function.
     fn run(ctx: &ToolContext, input: Self::Input) -> impl Future<Output = Result<Self::Output>> + Send;
+
+    /// The output as the JSON the outcome carries. The default serialises it, which copies
+    /// every string; a tool whose output holds large strings (file contents) overrides this to
+    /// move them instead. An override must give exactly the value `serde_json::to_value` gives,
+    /// and its tool's tests check that.
+    ///
+    /// # Errors
+    /// When the output does not serialise (a bug in the tool).
+    fn into_value(output: Self::Output) -> serde_json::Result<Value> {
+        serde_json::to_value(output)
+    }
 }
 
 /// Adapts a [`TypedTool`] to the JSON-level [`Tool`] trait.
@@ -345,7 +356,7 @@ impl<T: TypedTool> Tool for Typed<T> {
                     .with_details(json!({ "tool": self.contract.name, "problem": e.to_string() }))
             })?;
             let output = T::run(ctx, input).await?;
-            serde_json::to_value(output).map_err(|e| {
+            T::into_value(output).map_err(|e| {
                 Error::new(ErrorCode::ToolFailed, format!("{}: output not serialisable: {e}", self.contract.name))
             })
         })
