@@ -213,3 +213,36 @@ async fn saturated_queue_degrades_without_failing() {
 fn open_again(s: &Setup, cfg: &IntelligenceConfig) -> Arc<Intelligence> {
     open(&db_path(s), cfg)
 }
+
+/// Runs `f` on its own thread and returns whether it finished within `bound`.
+fn finishes_within(bound: Duration, f: impl FnOnce() + Send + 'static) -> bool {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(bound).is_ok()
+}
+
+/// Proves a flush and a shutdown do not wait out the writer's linger: with a 10-minute linger,
+/// `flush()` commits the row and dropping the `Intelligence` ends the writer, each well inside
+/// a minute (a CLI run that records one row exits when it is written).
+#[tokio::test]
+async fn flush_and_shutdown_cut_the_linger_short() {
+    let s = setup();
+    let cfg = IntelligenceConfig { linger_ms: 600_000, ..IntelligenceConfig::default() };
+    let intel = open(&db_path(&s), &cfg);
+    let h = harness(&s, &intel);
+    h.execute("file_read", json!({"path": "present.txt"})).await.expect("read");
+    let i = intel.clone();
+    assert!(finishes_within(Duration::from_secs(60), move || assert!(i.flush())), "flush waited out the linger");
+    let stored = Intelligence::load_model(&cfg, &db_path(&s)).expect("model");
+    assert_eq!(stored, intel.snapshot(), "the flushed row is in the DB");
+
+    h.execute("file_read", json!({"path": "present.txt"})).await.expect("read");
+    drop(h);
+    assert!(finishes_within(Duration::from_secs(60), move || drop(intel)), "shutdown waited out the linger");
+    let db = rusqlite::Connection::open(db_path(&s)).expect("db");
+    let rows: i64 = db.query_row("SELECT count(*) FROM executions", [], |r| r.get(0)).expect("count");
+    assert_eq!(rows, 2, "the row recorded before shutdown was written");
+}

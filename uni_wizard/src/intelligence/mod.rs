@@ -351,6 +351,7 @@ impl Intelligence {
         if tx.send(patterns::Msg::Flush(ack)).is_err() {
             return false;
         }
+        self.shared.hurry();
         done.recv().unwrap_or(false)
     }
 
@@ -487,6 +488,7 @@ impl Intelligence {
 impl Drop for Intelligence {
     fn drop(&mut self) {
         drop(self.tx.take());
+        self.shared.hurry();
         if let Some(w) = self.writer.take() {
             let _ = w.join();
         }

@@ -14,8 +14,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, params};
 
 use super::predictions::OutcomeClass;
@@ -90,6 +92,9 @@ impl SqliteStore {
         let conn = Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| e.to_string())?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| e.to_string())?;
+        // No checkpoint (and its fsyncs) when the connection closes: a CLI run that recorded one
+        // row exits sooner; the WAL is checkpointed as it grows and read on the next open.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true).map_err(|e| e.to_string())?;
         conn.busy_timeout(Duration::from_secs(2)).map_err(|e| e.to_string())?;
         migrate(&conn)?;
         let ino = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?.ino();
@@ -240,6 +245,26 @@ pub struct Shared {
     pub queued: AtomicUsize,
     /// Counters.
     pub stats: PatternStats,
+    /// Set by a flush or a shutdown to cut the writer's linger short; rows never touch it, so
+    /// the hot path still wakes the writer at most once per batch.
+    hurry: Mutex<bool>,
+    hurried: Condvar,
+}
+
+impl Shared {
+    /// Ends the writer's current (or next) linger at once: someone is waiting for the write.
+    pub fn hurry(&self) {
+        *self.hurry.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.hurried.notify_one();
+    }
+
+    /// Sleeps up to `linger`, less if [`Shared::hurry`] was called (since the last linger).
+    fn linger(&self, linger: Duration) {
+        let flag = self.hurry.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut flag, _) =
+            self.hurried.wait_timeout_while(flag, linger, |hurry| !*hurry).unwrap_or_else(PoisonError::into_inner);
+        *flag = false;
+    }
 }
 
 /// What the writer receives.
@@ -270,7 +295,9 @@ pub struct WriterConfig {
 ///
 /// It blocks only for the first row of a batch; then it sleeps `linger` and drains whatever
 /// arrived meanwhile without blocking. While it sleeps, senders never wake it, so the hot path
-/// pays a futex wake at most once per batch and SQLite commits at most once per `linger`.
+/// pays a futex wake at most once per batch and SQLite commits at most once per `linger`. A
+/// flush or a shutdown cuts the sleep short ([`Shared::hurry`]): a CLI run that recorded one
+/// row exits as soon as the row is written, not a `linger` later.
 pub fn writer(mut store: Option<SqliteStore>, rx: Receiver<Msg>, shared: &Shared, cfg: &WriterConfig) {
     let mut pending: Vec<Row> = Vec::with_capacity(cfg.batch_size);
     let mut acks: Vec<Sender<bool>> = Vec::new();
@@ -281,7 +308,7 @@ pub fn writer(mut store: Option<SqliteStore>, rx: Receiver<Msg>, shared: &Shared
             Ok(Msg::Row(r)) => {
                 shared.queued.fetch_sub(1, Ordering::Relaxed);
                 pending.push(*r);
-                std::thread::sleep(cfg.linger);
+                shared.linger(cfg.linger);
             }
             Ok(Msg::Flush(ack)) => acks.push(ack),
             Err(RecvTimeoutError::Timeout) => {

@@ -9,11 +9,31 @@
 //!
 //! Validation is a single walk over the value with no allocation on success.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::sync::{LazyLock, Mutex, PoisonError};
 
 use regex::Regex;
 use serde_json::{Map, Value};
+
+/// Distinct patterns kept compiled for the process, at most. The 19 contracts repeat a handful
+/// of patterns (`^[^-]`, hex digests) and a negated class compiles a large UTF-8 automaton,
+/// which made compiling every contract most of a CLI run's start-up time.
+const PATTERN_CACHE_MAX: usize = 256;
+
+/// `pattern` compiled, from the process-wide cache when it was compiled before.
+fn pattern(p: &str) -> Result<Regex, regex::Error> {
+    static CACHE: LazyLock<Mutex<HashMap<String, Regex>>> = LazyLock::new(Default::default);
+    let mut cache = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(r) = cache.get(p) {
+        return Ok(r.clone());
+    }
+    let r = Regex::new(p)?;
+    if cache.len() < PATTERN_CACHE_MAX {
+        cache.insert(p.to_owned(), r.clone());
+    }
+    Ok(r)
+}
 
 /// A JSON type name as used by `type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,7 +318,7 @@ fn compile_at(schema: &Value, at: &str) -> Result<Compiled, String> {
             "maxItems" => c.max_items = Some(usize_of(v, k)?),
             "pattern" => {
                 let p = v.as_str().ok_or_else(|| format!("{at}/pattern: expected a string"))?;
-                c.pattern = Some(Regex::new(p).map_err(|e| format!("{at}/pattern: {e}"))?);
+                c.pattern = Some(pattern(p).map_err(|e| format!("{at}/pattern: {e}"))?);
             }
             "description" | "default" | "format" | "title" | "examples" | "$schema" => {}
             other => return Err(format!("{at}: unsupported keyword `{other}`")),
@@ -330,6 +350,22 @@ mod tests {
             "additionalProperties": false,
         });
         Compiled::compile(&s).expect("valid schema")
+    }
+
+    /// Proves a pattern compiled from the cache checks like a fresh one (two schemas sharing
+    /// a pattern both enforce it) and an invalid pattern is still refused at compile time.
+    #[test]
+    fn shared_patterns_check_and_bad_ones_are_refused() {
+        let s = json!({"type": "string", "pattern": "^[^-]"});
+        let (a, b) = (Compiled::compile(&s).expect("valid"), Compiled::compile(&s).expect("valid"));
+        for c in [&a, &b] {
+            assert!(c.validate(&json!("ok")).is_ok());
+            assert_eq!(c.validate(&json!("-x")).expect_err("leading dash").pointer, "");
+        }
+        for _ in 0..2 {
+            let e = Compiled::compile(&json!({"type": "string", "pattern": "(unclosed"})).err().expect("refused");
+            assert!(e.contains("/pattern"), "{e}");
+        }
     }
 
     /// Proves a valid value passes and each kind of violation names its JSON pointer.
