@@ -97,13 +97,14 @@ fn hermes_max_message_id(hermes_home: &Path) -> i64 {
 /// returns the events at Timmy.
 fn settle(fleet: &Fleet, hermes_home: &Path, within: Duration) -> Vec<TelemetryEvent> {
     let max_id = hermes_max_message_id(hermes_home);
-    let last = wait_for("allegro to tail every Hermes row and drain its outbox", within, || {
+    let (first, last) = wait_for("allegro to tail every Hermes row and drain its outbox", within, || {
         let t = outbox(&fleet.nodes["allegro"])?;
         (t["hermes_message_id"].as_i64() == Some(max_id) && t["buffered"] == 0 && t["hermes_open_sessions"] == 0)
-            .then(|| t["next_seq"].as_u64().unwrap_or(1) - 1)
+            .then(|| Some((t["first_seq"].as_u64()?, t["next_seq"].as_u64()? - 1)))
+            .flatten()
     });
     let (events, status) = wait_for("timmy to hold every event", within, || {
-        query(&fleet.nodes["timmy"], ALLEGRO_NODE).filter(|(e, _)| e.len() as u64 >= last)
+        query(&fleet.nodes["timmy"], ALLEGRO_NODE).filter(|(e, _)| e.len() as u64 > last - first)
     });
     assert_eq!(status.map(|s| s.last_seq), Some(last), "the sink's ack covers every event");
     events
@@ -113,13 +114,14 @@ fn tool_key(t: &v1::HermesToolCallEvent) -> (String, String, i32) {
     (t.session_id.clone(), t.tool_call_id.clone(), t.status)
 }
 
-/// Checks the events at Timmy are seq 1..N with no gap or duplicate, that each of `sessions`
-/// arrived once with both its tool calls STARTED and finished exactly once and paired, its
-/// final token figures and its end. Returns N.
+/// Checks the events at Timmy are N consecutive seqs from the outbox's first, with no gap or
+/// duplicate, that each of `sessions` arrived once with both its tool calls STARTED and
+/// finished exactly once and paired, its final token figures and its end. Returns N.
 fn check_exactly_once(events: &[TelemetryEvent], sessions: &[String]) -> usize {
     let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
-    let expected: Vec<u64> = (1..=events.len() as u64).collect();
-    assert!(seqs == expected, "seqs are not 1..{} without gaps or duplicates", events.len());
+    let first = seqs.first().copied().unwrap_or(1);
+    let expected: Vec<u64> = (first..first + events.len() as u64).collect();
+    assert!(seqs == expected, "seqs are not {first}.. +{} without gaps or duplicates", events.len());
     let mut started = BTreeMap::new();
     let mut finished = BTreeMap::new();
     let mut seen = BTreeSet::new();
@@ -207,7 +209,8 @@ fn hermes_sessions_reach_timmy_exactly_once_paired() {
     assert_eq!(code, Some(0), "{v}");
     let r = row(&v, ALLEGRO_NODE);
     assert_eq!(r["connected"], true, "{v}");
-    assert_eq!(r["last_ack"].as_u64(), Some(n as u64), "{v}");
+    assert_eq!(r["last_ack"].as_u64(), events.last().map(|e| e.seq), "{v}");
+    assert_eq!(r["last_ack"].as_u64(), r["first_seq"].as_u64().map(|f| f + n as u64 - 1), "{v}");
     assert_eq!((r["buffered"].as_u64(), r["dropped"].as_u64()), (Some(0), Some(0)), "{v}");
     assert_eq!(r["hermes_cursor"].as_i64(), Some(hermes_max_message_id(hh.path())), "{v}");
     assert!(r["lag_ms"].is_u64(), "{v}");
@@ -250,7 +253,8 @@ fn zero_loss_with(victim: &str) {
         // Kill once the sink has acknowledged another `step` events, so the kills are spread
         // over the stream rather than bunched at its start.
         wait_for(&format!("progress before kill {k}"), Duration::from_secs(60), || {
-            let acked = outbox(&fleet.nodes["allegro"])?["acked_through"].as_u64()?;
+            let t = outbox(&fleet.nodes["allegro"])?;
+            let acked = t["acked_through"].as_u64()? + 1 - t["first_seq"].as_u64()?;
             (acked >= k * step).then_some(())
         });
         let writing = writer_running(&writer_pid);
@@ -382,6 +386,62 @@ fn harness_executions_reach_timmy_and_teach_its_pattern_db() {
         (n > 0).then_some(n)
     });
     assert_eq!(rows, 1, "fed exactly once");
+}
+
+/// The execution events Timmy's sink holds for Allegro.
+fn executions_at_timmy(fleet: &Fleet) -> Option<Vec<v1::ExecutionEvent>> {
+    let (events, _) = query(&fleet.nodes["timmy"], ALLEGRO_NODE)?;
+    Some(
+        events
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                Some(Kind::Execution(x)) => Some(x),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// Proves a node whose outbox file was deleted loses nothing afterwards: the new outbox
+/// numbers above the old one's seqs, Timmy's sink takes the new stream's first seq as its
+/// start, and the execution after the deletion reaches Timmy and is acknowledged like the one
+/// before it. (Before, the sink took the new seqs for resent ones and acked them unstored.)
+#[test]
+fn a_deleted_outbox_loses_nothing_after_it() {
+    let hh = hermes::home();
+    let mut fleet = configure(hh.path(), "");
+    start_all(&mut fleet);
+    let r = execute_on_allegro(&fleet);
+    assert!(matches!(r.result, Some(v1::execute_response::Result::Outcome(_))), "{r:?}");
+    wait_for("the first execution at timmy", Duration::from_secs(20), || {
+        executions_at_timmy(&fleet).filter(|x| x.len() == 1)
+    });
+    let old = outbox(&fleet.nodes["allegro"]).expect("outbox figures");
+    assert!(fleet.node("allegro").terminate().success(), "allegro stops cleanly");
+    let home = fleet.nodes["allegro"].home.clone();
+    for f in ["telemetry-outbox.db", "telemetry-outbox.db-wal", "telemetry-outbox.db-shm"] {
+        match std::fs::remove_file(home.join(f)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("remove {f}: {e}"),
+        }
+    }
+    fleet.node("allegro").start();
+    let new = outbox(&fleet.nodes["allegro"]).expect("outbox figures");
+    assert!(
+        new["first_seq"].as_u64() > old["next_seq"].as_u64().map(|n| n - 1),
+        "the new outbox numbers above the old one: {new} after {old}"
+    );
+    let r = execute_on_allegro(&fleet);
+    assert!(matches!(r.result, Some(v1::execute_response::Result::Outcome(_))), "{r:?}");
+    let x = wait_for("the second execution at timmy", Duration::from_secs(20), || {
+        executions_at_timmy(&fleet).filter(|x| x.len() == 2)
+    });
+    assert_ne!(x[0].request_id, x[1].request_id, "two executions, each stored once");
+    wait_for("allegro's new outbox to drain", Duration::from_secs(20), || {
+        let t = outbox(&fleet.nodes["allegro"])?;
+        (t["buffered"] == 0 && t["acked_through"].as_u64()? + 1 == t["next_seq"].as_u64()?).then_some(())
+    });
 }
 
 /// A webhook receiver on loopback: collects every JSON body POSTed to it.

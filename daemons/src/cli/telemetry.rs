@@ -72,6 +72,7 @@ pub async fn status(a: &TelemetryArgs) -> Result<Value, Error> {
         r["hermes_cursor"] = json!(s.hermes_message_id);
         r["acked_through"] = json!(s.acked_through);
         r["last_ack_ms"] = json!(s.acked_at_ms);
+        r["first_seq"] = json!(s.first_seq);
         r["next_seq"] = json!(s.next_seq);
         r["oldest_unacked_age_ms"] =
             json!(if s.oldest_ms > 0 { (telemetry::now_ms() - s.oldest_ms).max(0) } else { 0 });

@@ -4,9 +4,16 @@
 //!
 //! - `outbox(seq PRIMARY KEY, time_ms, event)`: the encoded `TelemetryEvent`s not yet
 //!   acknowledged, in sequence order.
-//! - `meta(key, value)`: `next_seq` (starts at 1, never reused), `acked_through`,
+//! - `meta(key, value)`: `first_seq`, `next_seq` (never reused), `acked_through`,
 //!   `acked_at_ms`, `dropped`, and the Hermes cursor (`hermes_message_id`,
 //!   `hermes_session_rowid`).
+//!
+//! A new outbox numbers from its creation time in microseconds ([`first_seq_for_new`]), not
+//! from 1. An outbox that replaces a deleted one then numbers on above every seq the old one
+//! used, so Timmy's sink, which deduplicates on (node, seq), never takes the new events for
+//! resent old ones. That holds while the old outbox averaged under a million events a second
+//! and the clock was not set back. Outboxes made before this rule keep numbering from where
+//! they are (their `first_seq` reads 1).
 //! - `hermes_sessions(id, usage, ended)`: the sessions the tailer follows and the token
 //!   figures last sent for each, so a change is sent once.
 //! - `hermes_calls(session_id, tool_call_id, status, ...)`: the tool events already sent
@@ -26,7 +33,7 @@ use serde::Serialize;
 use uni_wizard::{Error, ErrorCode};
 use uni_wizard_proto::v1::{self, telemetry_event::Kind};
 
-use super::{TelemetryConfig, now_ms};
+use super::{TelemetryConfig, now_ms, now_us};
 
 /// Tool events remembered for deduplication, at most (the oldest are forgotten first).
 pub const MAX_SEEN_CALLS: i64 = 200_000;
@@ -39,9 +46,21 @@ CREATE TABLE IF NOT EXISTS hermes_calls (
     session_id TEXT NOT NULL, tool_call_id TEXT NOT NULL, status INTEGER NOT NULL,
     tool_name TEXT NOT NULL, arguments TEXT NOT NULL,
     PRIMARY KEY (session_id, tool_call_id, status));
-INSERT OR IGNORE INTO meta (key, value) VALUES ('next_seq', 1), ('acked_through', 0), ('acked_at_ms', 0),
-    ('dropped', 0), ('hermes_message_id', 0), ('hermes_session_rowid', 0);
 ";
+
+/// The counters of a new outbox; `?1` is its first seq. `first_seq` is 1 for an outbox that
+/// already has a `next_seq` (made before first seqs came from the clock).
+const META: [&str; 2] = [
+    "INSERT OR IGNORE INTO meta (key, value) VALUES
+        ('first_seq', CASE WHEN EXISTS (SELECT 1 FROM meta WHERE key = 'next_seq') THEN 1 ELSE ?1 END)",
+    "INSERT OR IGNORE INTO meta (key, value) VALUES ('next_seq', ?1), ('acked_through', ?1 - 1),
+        ('acked_at_ms', 0), ('dropped', 0), ('hermes_message_id', 0), ('hermes_session_rowid', 0)",
+];
+
+/// The first seq of an outbox created now: the time in microseconds (at least 1).
+pub fn first_seq_for_new() -> i64 {
+    now_us().max(1)
+}
 
 /// One event the Hermes tailer wants sent, before deduplication.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,6 +96,8 @@ pub struct OutboxStats {
     pub buffered: u64,
     /// The bound on `buffered`.
     pub max_buffered: u64,
+    /// The seq this outbox started at: `next_seq - first_seq` events were ever numbered.
+    pub first_seq: u64,
     /// The seq the next event gets.
     pub next_seq: u64,
     /// Every event up to this seq is acknowledged by the sink.
@@ -141,11 +162,20 @@ impl Outbox {
 
     fn open_with(path: &Path, node: &str, config: &TelemetryConfig, busy: Duration) -> Result<Outbox, Error> {
         let err = db_err(path);
-        let conn = Connection::open(path).map_err(&err)?;
+        let mut conn = Connection::open(path).map_err(&err)?;
         conn.busy_timeout(busy).map_err(&err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(&err)?;
         conn.pragma_update(None, "synchronous", config.durability.pragma()).map_err(&err)?;
         conn.execute_batch(SCHEMA).map_err(&err)?;
+        {
+            // One transaction, so a daemon and a hook opening a new outbox together agree.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
+            let first = first_seq_for_new();
+            for sql in META {
+                tx.execute(sql, [first]).map_err(&err)?;
+            }
+            tx.commit().map_err(&err)?;
+        }
         Ok(Outbox {
             conn: Mutex::new(conn),
             path: path.to_owned(),
@@ -395,6 +425,8 @@ impl Outbox {
             node: self.node.clone(),
             buffered: u(buffered),
             max_buffered: self.max_buffered,
+            // Read-only readers may meet an outbox older than this key.
+            first_seq: u(meta(&conn, "first_seq").optional().map_err(&err)?.unwrap_or(1)),
             next_seq: u(meta(&conn, "next_seq").map_err(&err)?),
             acked_through: u(meta(&conn, "acked_through").map_err(&err)?),
             acked_at_ms: meta(&conn, "acked_at_ms").map_err(&err)?,
@@ -446,22 +478,65 @@ mod tests {
         )
     }
 
-    /// Proves seqs start at 1, continue across a reopen, and are forgotten only once acked.
+    /// Proves seqs start at the outbox's first seq, continue across a reopen, and are
+    /// forgotten only once acked.
     #[test]
     fn seqs_survive_reopen_and_acks_remove() {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("o.db");
         let cfg = TelemetryConfig::default();
+        let before = first_seq_for_new() as u64;
         let ob = Outbox::open(&path, "n", &cfg).expect("open");
+        let f = ob.stats().expect("stats").first_seq;
+        assert!(f >= before, "first seq {f} comes from the clock (>= {before})");
         assert_eq!(ob.append(vec![hook(1), hook(2)], 0, "test").expect("append"), 2);
         drop(ob);
         let ob = Outbox::open(&path, "n", &cfg).expect("reopen");
         ob.append(vec![hook(3)], 0, "test").expect("append");
         let seqs: Vec<u64> = ob.pending(0, 10).expect("pending").into_iter().map(|(s, _)| s).collect();
-        assert_eq!(seqs, vec![1, 2, 3]);
-        assert_eq!(ob.ack(2).expect("ack"), 2);
+        assert_eq!(seqs, vec![f, f + 1, f + 2]);
+        assert_eq!(ob.ack(f + 1).expect("ack"), 2);
         let s = ob.stats().expect("stats");
-        assert_eq!((s.buffered, s.next_seq, s.acked_through), (1, 4, 2));
+        assert_eq!((s.first_seq, s.buffered, s.next_seq, s.acked_through), (f, 1, f + 3, f + 1));
+    }
+
+    /// Proves an outbox made after its predecessor was deleted numbers above every seq the old
+    /// one used, starting empty and with nothing acknowledged.
+    #[test]
+    fn a_recreated_outbox_numbers_above_the_old_one() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("o.db");
+        let cfg = TelemetryConfig::default();
+        let ob = Outbox::open(&path, "n", &cfg).expect("open");
+        ob.append((1..=100).map(hook).collect(), 0, "test").expect("append");
+        let last = ob.stats().expect("stats").next_seq - 1;
+        drop(ob);
+        for f in ["o.db", "o.db-wal", "o.db-shm"] {
+            let _ = std::fs::remove_file(dir.path().join(f));
+        }
+        let ob = Outbox::open(&path, "n", &cfg).expect("recreate");
+        let s = ob.stats().expect("stats");
+        assert!(s.first_seq > last, "new first seq {} above the old last {last}", s.first_seq);
+        assert_eq!((s.next_seq, s.acked_through, s.buffered), (s.first_seq, s.first_seq - 1, 0));
+    }
+
+    /// Proves an outbox made before first seqs came from the clock keeps its numbering.
+    #[test]
+    fn an_old_outbox_keeps_its_numbering() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("o.db");
+        let c = Connection::open(&path).expect("db");
+        c.execute_batch(SCHEMA).expect("schema");
+        c.execute_batch(
+            "INSERT INTO meta (key, value) VALUES ('next_seq', 5), ('acked_through', 4), ('acked_at_ms', 0),
+                 ('dropped', 0), ('hermes_message_id', 0), ('hermes_session_rowid', 0)",
+        )
+        .expect("old meta");
+        drop(c);
+        let ob = Outbox::open(&path, "n", &TelemetryConfig::default()).expect("open");
+        ob.append(vec![hook(1)], 0, "test").expect("append");
+        let s = ob.stats().expect("stats");
+        assert_eq!((s.first_seq, s.next_seq, s.acked_through, s.buffered), (1, 6, 4, 1));
     }
 
     /// Proves a full outbox refuses new events and counts them as dropped.

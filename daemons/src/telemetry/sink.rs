@@ -3,7 +3,10 @@
 //! Each burst of a stream (up to `telemetry.batch` events that are ready) is stored in one
 //! transaction: `INSERT OR IGNORE` on the primary key (node, seq), so a resent event is a
 //! no-op, and the node's `acked_through` — the highest seq up to which every event is stored
-//! — advances in the same transaction. The Ack is sent only after the commit. A node is
+//! — advances in the same transaction. The Ack is sent only after the commit. A stream starts
+//! with the node's oldest unacknowledged event, so a stream whose first seq lies beyond the
+//! stored ones (a recreated outbox numbers on above its old seqs) moves `acked_through` up to
+//! just below it: nothing below it is still coming. A node is
 //! bound to the house that first streamed it; another house streaming the same node name
 //! is refused (E5002).
 //!
@@ -107,10 +110,16 @@ impl SinkStore {
 
     /// Stores one burst of `node`'s events, sent by `house`, in one transaction.
     ///
+    /// `opening` marks a stream's first burst. A stream starts with the node's oldest
+    /// unacknowledged event, so seqs below its first that this store lacks will never come:
+    /// the node's outbox was recreated (it numbers on above its old seqs, see
+    /// `outbox::first_seq_for_new`), or this store lost them. The ack then moves past them
+    /// instead of waiting for them forever.
+    ///
     /// # Errors
     /// E5002 when `node` belongs to another house; E4002 when the transaction fails (nothing
     /// was stored).
-    pub fn store(&self, house: House, node: &str, events: &[TelemetryEvent]) -> Result<Stored, Error> {
+    pub fn store(&self, house: House, node: &str, events: &[TelemetryEvent], opening: bool) -> Result<Stored, Error> {
         let err = db_err(&self.path);
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
@@ -126,9 +135,14 @@ impl SinkStore {
                 ));
             }
             Some((_, a)) => *a,
-            // A node first seen here is followed from the first seq it sends.
-            None => events.iter().map(|e| e.seq).min().map_or(0, |s| s.saturating_sub(1) as i64),
+            None => 0,
         };
+        // A node first seen here is followed from the first seq it sends; a known node from
+        // the first seq of a new stream when that lies beyond what is stored.
+        if known.is_none() || opening {
+            let below_first = events.iter().map(|e| e.seq).min().map_or(0, |s| s.saturating_sub(1));
+            acked = acked.max(i64::try_from(below_first).unwrap_or(i64::MAX));
+        }
         let stored_us = now_us();
         let mut new = Vec::new();
         {
@@ -395,6 +409,8 @@ impl Telemetry for SinkService {
             let mut bursts = inbound.ready_chunks(sink.batch);
             let mut node: Option<String> = None;
             let mut _connected: Option<Connected> = None;
+            // The first stored burst of this stream (see `SinkStore::store`).
+            let mut opening = true;
             while let Some(burst) = bursts.next().await {
                 let mut events = Vec::with_capacity(burst.len());
                 for item in burst {
@@ -416,7 +432,7 @@ impl Telemetry for SinkService {
                 let (house, name) = (peer.house, n.clone());
                 let events = Arc::new(events);
                 let evs = events.clone();
-                let stored = tokio::task::spawn_blocking(move || store.store(house, &name, &evs)).await;
+                let stored = tokio::task::spawn_blocking(move || store.store(house, &name, &evs, opening)).await;
                 let stored = match stored {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
@@ -429,6 +445,7 @@ impl Telemetry for SinkService {
                         return;
                     }
                 };
+                opening = false;
                 let dup = (events.len() - stored.new.len()) as u64;
                 metrics::counter!("uw_telemetry_sink_events_total", "result" => "new")
                     .increment(stored.new.len() as u64);
@@ -490,14 +507,33 @@ mod tests {
     fn store_dedups_and_acks_contiguous_prefix() {
         let dir = tempfile::tempdir().expect("tmp");
         let s = SinkStore::open(&dir.path().join("t.db"), &TelemetryConfig::default()).expect("open");
-        let a = s.store(House::Allegro, "n", &[ev("n", 1), ev("n", 2), ev("n", 4)]).expect("store");
+        let a = s.store(House::Allegro, "n", &[ev("n", 1), ev("n", 2), ev("n", 4)], true).expect("store");
         assert_eq!((a.acked_through, a.new.len()), (2, 3));
-        let b = s.store(House::Allegro, "n", &[ev("n", 2), ev("n", 3)]).expect("store");
+        let b = s.store(House::Allegro, "n", &[ev("n", 2), ev("n", 3)], false).expect("store");
         assert_eq!((b.acked_through, b.new), (4, vec![1]));
         let (events, more) = s.events("n", None, 0, 10).expect("events");
         assert_eq!((events.len(), more), (4, false));
-        let e = s.store(House::Ezra, "n", &[ev("n", 5)]).expect_err("other house");
+        let e = s.store(House::Ezra, "n", &[ev("n", 5)], true).expect_err("other house");
         assert_eq!(e.code, ErrorCode::Impersonation);
+    }
+
+    /// Proves a new stream whose first seq lies beyond the stored ones (a recreated outbox)
+    /// moves the ack past the gap, while a gap inside a stream still holds the ack back.
+    #[test]
+    fn a_stream_opening_beyond_the_store_moves_the_ack() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = SinkStore::open(&dir.path().join("t.db"), &TelemetryConfig::default()).expect("open");
+        let a = s.store(House::Allegro, "n", &[ev("n", 1), ev("n", 2)], true).expect("store");
+        assert_eq!(a.acked_through, 2);
+        let b = s.store(House::Allegro, "n", &[ev("n", 5)], false).expect("store");
+        assert_eq!((b.acked_through, b.new.len()), (2, 1), "a gap inside a stream holds the ack");
+        let big = 1_800_000_000_000_000;
+        let c = s.store(House::Allegro, "n", &[ev("n", big), ev("n", big + 1)], true).expect("store");
+        assert_eq!((c.acked_through, c.new.len()), (big + 1, 2), "a new outbox's first seq opens a stream");
+        let d = s.store(House::Allegro, "n", &[ev("n", 1)], true).expect("store");
+        assert_eq!((d.acked_through, d.new.len()), (big + 1, 0), "an old seq is still a duplicate");
+        let (events, _) = s.events("n", None, 0, 10).expect("events");
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 5, big, big + 1]);
     }
 
     /// Proves a burst mixing nodes or carrying seq 0 is refused.
