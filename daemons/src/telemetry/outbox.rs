@@ -7,6 +7,10 @@
 //! - `meta(key, value)`: `first_seq`, `next_seq` (never reused), `acked_through`,
 //!   `acked_at_ms`, `dropped`, and the Hermes cursor (`hermes_message_id`,
 //!   `hermes_session_rowid`).
+//! - `hermes_sessions(id, usage, ended)`: the sessions the tailer follows and the token
+//!   figures last sent for each, so a change is sent once.
+//! - `hermes_calls(session_id, tool_call_id, status, ...)`: the tool events already sent
+//!   (dedup of Hermes' deleted and re-inserted rows), bounded to [`MAX_SEEN_CALLS`].
 //!
 //! A new outbox numbers from its creation time in microseconds ([`first_seq_for_new`]), not
 //! from 1. An outbox that replaces a deleted one then numbers on above every seq the old one
@@ -14,10 +18,6 @@
 //! resent old ones. That holds while the old outbox averaged under a million events a second
 //! and the clock was not set back. Outboxes made before this rule keep numbering from where
 //! they are (their `first_seq` reads 1).
-//! - `hermes_sessions(id, usage, ended)`: the sessions the tailer follows and the token
-//!   figures last sent for each, so a change is sent once.
-//! - `hermes_calls(session_id, tool_call_id, status, ...)`: the tool events already sent
-//!   (dedup of Hermes' deleted and re-inserted rows), bounded to [`MAX_SEEN_CALLS`].
 //!
 //! Every write is one `BEGIN IMMEDIATE` transaction: numbering, insertion, the cursor and
 //! the dedup state commit together or not at all. Several processes may write (the daemon

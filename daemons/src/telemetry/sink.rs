@@ -6,9 +6,8 @@
 //! — advances in the same transaction. The Ack is sent only after the commit. A stream starts
 //! with the node's oldest unacknowledged event, so a stream whose first seq lies beyond the
 //! stored ones (a recreated outbox numbers on above its old seqs) moves `acked_through` up to
-//! just below it: nothing below it is still coming. A node is
-//! bound to the house that first streamed it; another house streaming the same node name
-//! is refused (E5002).
+//! just below it: nothing below it is still coming. A node is bound to the house that first
+//! streamed it; another house streaming the same node name is refused (E5002).
 //!
 //! Newly stored execution events of *other* nodes are then fed into the pattern DB (the
 //! worker's [`uni_wizard::Intelligence`]), so Timmy's predictions learn from the fleet; this
