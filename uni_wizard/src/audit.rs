@@ -30,7 +30,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::json;
@@ -313,10 +312,6 @@ impl AuditStore {
             conn.busy_timeout(std::time::Duration::from_secs(5))?;
             if !read_only {
                 conn.pragma_update(None, "journal_mode", "WAL")?;
-                // Committed records are durable in the WAL already (synchronous = FULL); a
-                // checkpoint at every close would add two fsyncs to each CLI run. SQLite
-                // still checkpoints as the WAL grows, and the next open reads the WAL.
-                conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
             }
             conn.pragma_update(None, "synchronous", "FULL")?;
             let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
