@@ -24,7 +24,8 @@ use super::predictions::OutcomeClass;
 use crate::houses::{House, Mode};
 
 /// Schema migrations; `PRAGMA user_version` says how many have been applied.
-const MIGRATIONS: &[&str] = &["CREATE TABLE executions (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE executions (
         seq        INTEGER PRIMARY KEY AUTOINCREMENT,
         time_ms    INTEGER NOT NULL,
         tool       TEXT NOT NULL,
@@ -36,7 +37,29 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE executions (
         latency_us INTEGER NOT NULL,
         node       TEXT NOT NULL
     );
-    CREATE INDEX executions_tool_house ON executions (tool, house);"];
+    CREATE INDEX executions_tool_house ON executions (tool, house);",
+    // 2: every row cost an index insert and an `sqlite_sequence` update that nothing needs
+    // (the model reads the whole table in `seq` order, and rows are never deleted, so plain
+    // rowids never repeat). Rebuilt without either: the writer's SQLite work per row halves.
+    "CREATE TABLE executions_v2 (
+        seq        INTEGER PRIMARY KEY,
+        time_ms    INTEGER NOT NULL,
+        tool       TEXT NOT NULL,
+        house      TEXT NOT NULL,
+        mode       TEXT NOT NULL,
+        fingerprint INTEGER NOT NULL,
+        outcome    TEXT NOT NULL,
+        error_code TEXT,
+        latency_us INTEGER NOT NULL,
+        node       TEXT NOT NULL
+    );
+    INSERT INTO executions_v2 (seq, time_ms, tool, house, mode, fingerprint, outcome, error_code, latency_us, node)
+        SELECT seq, time_ms, tool, house, mode, fingerprint, outcome, error_code, latency_us, node
+        FROM executions ORDER BY seq;
+    DROP TABLE executions;
+    ALTER TABLE executions_v2 RENAME TO executions;
+    DELETE FROM sqlite_sequence WHERE name = 'executions';",
+];
 
 /// One execution as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -380,5 +403,70 @@ fn fail(pending: &mut Vec<Row>, shared: &Shared, cfg: &WriterConfig, why: &str) 
         let extra = pending.len() - cfg.retry_buffer;
         pending.drain(..extra);
         shared.stats.dropped.fetch_add(extra as u64, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(i: u64) -> Row {
+        Row {
+            time_ms: 1_700_000_000_000 + i,
+            tool: Cow::Borrowed(if i.is_multiple_of(2) { "file_read" } else { "git_pull" }),
+            house: House::Ezra,
+            mode: Mode::Intelligent,
+            fingerprint: 7 + i,
+            class: if i.is_multiple_of(3) { OutcomeClass::Transient } else { OutcomeClass::Ok },
+            error_code: i.is_multiple_of(3).then_some("E3004"),
+            latency_us: 100 + i,
+            node: "n".into(),
+        }
+    }
+
+    /// Proves a DB written at schema version 1 (AUTOINCREMENT and the (tool, house) index) is
+    /// migrated to version 2 with every row kept, in order, and that rows written after the
+    /// migration follow them.
+    #[test]
+    fn version_1_db_migrates_with_its_rows() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("patterns.db");
+        let old: Vec<Row> = (0..50).map(row).collect();
+        {
+            let c = Connection::open(&path).expect("db");
+            c.execute_batch(MIGRATIONS[0]).expect("v1 schema");
+            c.pragma_update(None, "user_version", 1).expect("v1");
+            for r in &old {
+                c.execute(
+                    "INSERT INTO executions (time_ms, tool, house, mode, fingerprint, outcome, error_code, latency_us, node)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        r.time_ms as i64,
+                        r.tool.as_ref(),
+                        r.house.as_str(),
+                        r.mode.as_str(),
+                        r.fingerprint as i64,
+                        r.class.as_str(),
+                        r.error_code,
+                        r.latency_us as i64,
+                        r.node.as_ref()
+                    ],
+                )
+                .expect("v1 row");
+            }
+        }
+        let mut store = SqliteStore::open(&path).expect("migrate");
+        assert_eq!(store.rows().expect("rows"), old, "every row kept, in order");
+        let new: Vec<Row> = (50..60).map(row).collect();
+        store.append(&new).expect("append");
+        assert_eq!(store.rows().expect("rows"), [old, new].concat());
+        let c = &store.conn;
+        let version: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0)).expect("version");
+        let indexes: i64 = c
+            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'executions'", [], |r| {
+                r.get(0)
+            })
+            .expect("indexes");
+        assert_eq!((version, indexes), (MIGRATIONS.len() as i64, 0));
     }
 }
