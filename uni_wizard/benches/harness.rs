@@ -2,7 +2,8 @@
 //!
 //! Run: `cargo bench -p uni_wizard --bench harness`. Criterion measures each variant; at the
 //! end the bench reads criterion's own estimates back and prints each mode's ratio to the bare
-//! function (targets, SYSTEM.md §7: Simple <= 1.10x, Intelligent <= 1.30x).
+//! function (targets, SYSTEM.md §7: Simple <= 1.10x, Intelligent <= 1.30x). The interleaved
+//! part also prints four reference floors (see [`interleaved`] and docs/BENCHMARKS.md).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -93,8 +94,9 @@ fn spin(us: u64) {
 /// run (other builds on a 2-core machine) hits every variant alike. Reports the median of the
 /// per-round ratios to the bare call, the figure the targets are judged on.
 ///
-/// Two reference variants show what this machine charges for *any* work between two
-/// blocking-pool hand-offs, so the harness's figures can be read against a floor:
+/// Four reference variants show what this machine charges for work any implementation must
+/// do, and for *any* work between two blocking-pool hand-offs, so the harness's figures can be
+/// read against a floor:
 /// * `floor_adapter`: the tool through its JSON adapter only (arguments deserialised, the output
 ///   turned into a `Value`), which any JSON-level harness call has to pay;
 /// * `floor_exec`: what SYSTEM.md's Simple row names and nothing more (contract validation,
