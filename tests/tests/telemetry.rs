@@ -322,6 +322,20 @@ fn hermes_hook_blocks_a_denied_tool_and_reports_it() {
     assert!(hook.block_message.contains("read_file"));
 }
 
+/// The execution events Timmy's sink holds for Allegro.
+fn executions_at_timmy(fleet: &Fleet) -> Option<Vec<v1::ExecutionEvent>> {
+    let (events, _) = query(&fleet.nodes["timmy"], ALLEGRO_NODE)?;
+    Some(
+        events
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                Some(Kind::Execution(x)) => Some(x),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
 /// Runs `file_read` on Allegro's worker through its gRPC `Execute`, as Timmy.
 fn execute_on_allegro(fleet: &Fleet) -> v1::ExecuteResponse {
     let (allegro, timmy) = (&fleet.nodes["allegro"], &fleet.nodes["timmy"]);
@@ -365,11 +379,7 @@ fn harness_executions_reach_timmy_and_teach_its_pattern_db() {
     let r = execute_on_allegro(&fleet);
     assert!(matches!(r.result, Some(v1::execute_response::Result::Outcome(_))), "{r:?}");
     let x = wait_for("the execution event at timmy", Duration::from_secs(20), || {
-        let (events, _) = query(&fleet.nodes["timmy"], ALLEGRO_NODE)?;
-        events.into_iter().find_map(|e| match e.kind {
-            Some(Kind::Execution(x)) => Some(x),
-            _ => None,
-        })
+        executions_at_timmy(&fleet)?.into_iter().next()
     });
     assert_eq!((x.tool.as_str(), x.success, x.house), ("file_read", true, v1::House::Allegro as i32), "{x:?}");
     assert!(!x.provenance_id.is_empty() && x.args_fingerprint.len() == 16, "{x:?}");
@@ -386,20 +396,6 @@ fn harness_executions_reach_timmy_and_teach_its_pattern_db() {
         (n > 0).then_some(n)
     });
     assert_eq!(rows, 1, "fed exactly once");
-}
-
-/// The execution events Timmy's sink holds for Allegro.
-fn executions_at_timmy(fleet: &Fleet) -> Option<Vec<v1::ExecutionEvent>> {
-    let (events, _) = query(&fleet.nodes["timmy"], ALLEGRO_NODE)?;
-    Some(
-        events
-            .into_iter()
-            .filter_map(|e| match e.kind {
-                Some(Kind::Execution(x)) => Some(x),
-                _ => None,
-            })
-            .collect(),
-    )
 }
 
 /// Proves a node whose outbox file was deleted loses nothing afterwards: the new outbox

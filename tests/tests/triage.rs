@@ -105,6 +105,16 @@ fn start_fleet(server: &GiteaServer, poll_interval_ms: u64) -> Fleet {
     tokio::task::block_in_place(|| start_triage_fleet(server, poll_interval_ms))
 }
 
+/// Starts the fleet and waits for the start's poll to have run (its cursor row exists);
+/// returns the fleet and Allegro's HTTP address.
+async fn start_polled(server: &GiteaServer, poll_interval_ms: u64) -> (Fleet, String) {
+    let mut fleet = start_fleet(server, poll_interval_ms);
+    let http = fleet.node("allegro").http.clone();
+    until("first poll", Duration::from_secs(10), async || status(&http).await["cursors"][0]["polled_ms"].as_i64())
+        .await;
+    (fleet, http)
+}
+
 fn labels_of(server: &GiteaServer, number: u64) -> Vec<String> {
     let issue = server.issue(OWNER, REPO, number).expect("issue exists");
     let mut names: Vec<String> = issue["labels"]
@@ -127,11 +137,8 @@ fn assignees_of(server: &GiteaServer, number: u64) -> Vec<String> {
 async fn webhook_issue_is_triaged_and_routed_lost_one_polled_restart_retriages_nothing() {
     let server = GiteaServer::start().await;
     // Polls only at start, so what happens between starts is the webhook's doing.
-    let mut fleet = start_fleet(&server, 3_600_000);
-    let http = fleet.node("allegro").http.clone();
+    let (mut fleet, http) = start_polled(&server, 3_600_000).await;
     let secret = sample_secret();
-    until("first poll", Duration::from_secs(10), async || status(&http).await["cursors"][0]["polled_ms"].as_i64())
-        .await;
 
     let n1 = server.add_issue(OWNER, REPO, "App crashes on start", "panic at main.rs:1", &[]);
     let (code, body) =
@@ -238,11 +245,7 @@ async fn webhook_issue_is_triaged_and_routed_lost_one_polled_restart_retriages_n
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_webhook_is_caught_by_the_periodic_poll() {
     let server = GiteaServer::start().await;
-    let mut fleet = start_fleet(&server, 200);
-    let http = fleet.node("allegro").http.clone();
-    // The start's poll has run once the cursor row exists.
-    until("first poll", Duration::from_secs(10), async || status(&http).await["cursors"][0]["polled_ms"].as_i64())
-        .await;
+    let (_fleet, http) = start_polled(&server, 200).await;
     let n = server.add_issue(OWNER, REPO, "Panic in the router", "", &[]);
     let r = until("issue caught by polling", Duration::from_secs(10), async || row(&status(&http).await, n)).await;
     assert_eq!(r["source"], "poll");
@@ -335,11 +338,8 @@ fn raw_post(addr: &str, head: &str, body_len: usize, chunked: bool) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_oversized_malformed_and_replayed_deliveries_triage_nothing() {
     let server = GiteaServer::start().await;
-    let mut fleet = start_fleet(&server, 3_600_000);
-    let http = fleet.node("allegro").http.clone();
+    let (mut fleet, http) = start_polled(&server, 3_600_000).await;
     let secret = sample_secret();
-    until("first poll", Duration::from_secs(10), async || status(&http).await["cursors"][0]["polled_ms"].as_i64())
-        .await;
     let n = server.add_issue(OWNER, REPO, "Crash on start", "", &[]);
     let good = Delivery::from_sample("issues-opened", n, "Crash on start", "alice", &secret);
     let requests_before = server.exchanges().len();
@@ -405,11 +405,8 @@ async fn forged_oversized_malformed_and_replayed_deliveries_triage_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bot_caused_webhooks_trigger_no_further_action() {
     let server = GiteaServer::start().await;
-    let mut fleet = start_fleet(&server, 3_600_000);
-    let http = fleet.node("allegro").http.clone();
+    let (mut fleet, http) = start_polled(&server, 3_600_000).await;
     let secret = sample_secret();
-    until("first poll", Duration::from_secs(10), async || status(&http).await["cursors"][0]["polled_ms"].as_i64())
-        .await;
     let n = server.add_issue(OWNER, REPO, "Crash when widget count is zero", "", &[]);
     let title = "Crash when widget count is zero";
     assert_eq!(send(&http, &Delivery::from_sample("issues-opened", n, title, "alice", &secret)).await.0, 202);

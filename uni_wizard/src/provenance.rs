@@ -151,6 +151,8 @@ impl ProvenanceLog for MemoryLog {
         inner.records.push_back(record);
         while inner.records.len() > self.capacity {
             let Some(old) = inner.records.pop_front() else { break };
+            // Only a write was indexed by target (see above); asked before the fields move.
+            let was_write = old.is_write();
             // An id appended twice points at its newest record; only that one unindexes it.
             // One lookup per index: the entry API takes the evicted record's own strings.
             if let Entry::Occupied(e) = inner.by_id.entry(old.id)
@@ -158,9 +160,7 @@ impl ProvenanceLog for MemoryLog {
             {
                 e.remove();
             }
-            if old.ok
-                && !old.read_only
-                && !old.dry_run
+            if was_write
                 && let Entry::Occupied(e) = inner.last_write.entry((old.session, old.target))
                 && *e.get() == old.seq
             {

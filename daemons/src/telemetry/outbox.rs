@@ -167,7 +167,11 @@ impl Outbox {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(&err)?;
         conn.pragma_update(None, "synchronous", config.durability.pragma()).map_err(&err)?;
         conn.execute_batch(SCHEMA).map_err(&err)?;
-        {
+        // Set up once: a hook opening the daemon's outbox on every call takes no write lock.
+        let set_up: bool = conn
+            .query_row("SELECT EXISTS (SELECT 1 FROM meta WHERE key = 'first_seq')", [], |r| r.get(0))
+            .map_err(&err)?;
+        if !set_up {
             // One transaction, so a daemon and a hook opening a new outbox together agree.
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
             let first = first_seq_for_new();
