@@ -13,6 +13,7 @@
 //! - [`daemon`]: `uni-wizardd` main in fixed phases.
 //! - [`router`], [`health`], [`worker`], [`sovereign`], [`triage`]: one folder per daemon.
 //! - [`telemetry`]: Hermes tailer, durable outbox, stream to Timmy and Timmy's sink.
+//! - `fuzzing`: fuzz target bodies (config, webhook, wire); docs/FUZZING.md.
 //!
 //! Binaries in `src/bin/` are thin: they call into this library and print errors once.
 
@@ -23,6 +24,8 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod fleet;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod live;
 pub mod peers;

@@ -26,6 +26,7 @@
 //! - [`tokens`]: approval tokens signed with Timmy's ed25519 key, single-use.
 //! - [`config`]: library settings with defaults.
 //! - [`error`]: stable error codes E1xxx–E5xxx.
+//! - `fuzzing`: fuzz target bodies (tool arguments, `/proc` and git parsers); docs/FUZZING.md.
 //!
 //! The library knows nothing of gRPC, YAML files or processes other than the tools' own
 //! argv-only children; daemons and the CLI live in the `uni_wizard_daemons` crate.
@@ -37,6 +38,8 @@ pub mod audit;
 pub mod config;
 pub mod error;
 pub mod executor;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod harness;
 pub mod houses;
 pub mod intelligence;

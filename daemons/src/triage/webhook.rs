@@ -15,6 +15,9 @@
 //! | sender is the bot, event or action not handled, repository not watched, a pull request | 200 `ignored` with the reason |
 //! | otherwise: delivery recorded and the issue queued, in one durable transaction | 202 `queued` |
 //!
+//! The size check on the headers is [`check_declared_size`]; every check after the read is
+//! the pure [`inspect`], which the `webhook` fuzz target drives (docs/FUZZING.md).
+//!
 //! The answer comes right after the enqueue (Gitea waits 5 s and does not retry); the work
 //! happens after, from the queue. Handled: `X-Gitea-Event-Type` (else `X-Gitea-Event`)
 //! `issues` (opened, edited, reopened), `issue_label` (label_updated, label_cleared),
@@ -35,7 +38,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use super::store::now_ms;
-use super::{Triage, blocking};
+use super::{Triage, TriageConfig, blocking};
 
 /// How long a client may take to send the body.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -100,11 +103,37 @@ fn reply(code: StatusCode, body: Value) -> Response {
     (code, [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
-fn refuse(t: &Triage, code: StatusCode, result: &'static str, why: &str) -> Response {
+/// Why a delivery was refused: the answer's status, the `result` label of
+/// `uw_triage_webhooks_total` and the reason sent back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// The HTTP status answered.
+    pub status: StatusCode,
+    /// The metric label: `too_large`, `slow`, `malformed`, `unsigned` or `bad_signature`.
+    pub result: &'static str,
+    /// The reason, in the answer's `error`.
+    pub why: &'static str,
+}
+
+const TOO_LARGE: Refusal =
+    Refusal { status: StatusCode::PAYLOAD_TOO_LARGE, result: "too_large", why: "body too large" };
+
+/// An authenticated, well-formed delivery and what to do with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// `X-Gitea-Delivery`, at most 200 bytes.
+    pub id: String,
+    /// `X-Gitea-Event-Type` (else `X-Gitea-Event`), at most 64 characters; may be empty.
+    pub event: String,
+    /// The repository and issue number to queue, or why the delivery is ignored.
+    pub decision: Result<(String, u64), String>,
+}
+
+fn refuse(t: &Triage, r: Refusal) -> Response {
     t.counters().refused.fetch_add(1, Ordering::Relaxed);
-    metrics::counter!("uw_triage_webhooks_total", "result" => result).increment(1);
-    tracing::info!(result, status = code.as_u16(), "webhook refused");
-    reply(code, json!({ "ok": false, "error": why }))
+    metrics::counter!("uw_triage_webhooks_total", "result" => r.result).increment(1);
+    tracing::info!(result = r.result, status = r.status.as_u16(), "webhook refused");
+    reply(r.status, json!({ "ok": false, "error": r.why }))
 }
 
 enum Read {
@@ -133,9 +162,51 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
 }
 
+/// The check made before the body is read: a `Content-Length` above `max_body_bytes`.
+///
+/// # Errors
+/// 413, nothing read.
+pub fn check_declared_size(settings: &TriageConfig, headers: &HeaderMap) -> Result<(), Refusal> {
+    let declared = header(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > settings.max_body_bytes as u64) {
+        return Err(TOO_LARGE);
+    }
+    Ok(())
+}
+
+/// Everything checked once the body is read, in the order of the module's table: signature,
+/// delivery id, JSON, then what to do with it. Pure: nothing is stored or logged.
+///
+/// # Errors
+/// The first check that fails: 401 for a missing or wrong signature, 400 for a missing
+/// delivery id or a body that is not a Gitea payload.
+pub fn inspect(settings: &TriageConfig, headers: &HeaderMap, raw: &[u8]) -> Result<Delivery, Refusal> {
+    let refused = |status, result, why| Err(Refusal { status, result, why });
+    let Some(signature) = header(headers, "x-gitea-signature") else {
+        return refused(StatusCode::UNAUTHORIZED, "unsigned", "X-Gitea-Signature is missing");
+    };
+    if !verify_signature(settings.webhook_secret.expose().as_bytes(), raw, signature) {
+        return refused(StatusCode::UNAUTHORIZED, "bad_signature", "X-Gitea-Signature does not match");
+    }
+    let Some(id) = header(headers, "x-gitea-delivery").filter(|d| d.len() <= 200).map(str::to_owned) else {
+        return refused(StatusCode::BAD_REQUEST, "malformed", "X-Gitea-Delivery is missing");
+    };
+    let event = header(headers, "x-gitea-event-type").or_else(|| header(headers, "x-gitea-event")).unwrap_or("");
+    let event: String = event.chars().take(64).collect();
+    // An object first: serde would also read a struct from a JSON array.
+    let payload: Payload = match serde_json::from_slice::<Value>(raw) {
+        Ok(v) if v.is_object() => match Payload::deserialize(v) {
+            Ok(p) => p,
+            Err(_) => return refused(StatusCode::BAD_REQUEST, "malformed", "body is not a Gitea webhook payload"),
+        },
+        _ => return refused(StatusCode::BAD_REQUEST, "malformed", "body is not a JSON object"),
+    };
+    let decision = decide(settings, &event, &payload);
+    Ok(Delivery { id, event, decision })
+}
+
 /// What to do with an authenticated, well-formed delivery.
-fn decide(t: &Triage, event: &str, p: &Payload) -> Result<(String, u64), String> {
-    let settings = t.settings();
+fn decide(settings: &TriageConfig, event: &str, p: &Payload) -> Result<(String, u64), String> {
     if let Some(s) = &p.sender
         && s.login.eq_ignore_ascii_case(&settings.bot_user)
     {
@@ -170,37 +241,27 @@ fn decide(t: &Triage, event: &str, p: &Payload) -> Result<(String, u64), String>
 async fn receive(State(t): State<Triage>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     let settings = t.settings();
-    let limit = settings.max_body_bytes;
-    let declared = header(&headers, "content-length").and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return refuse(&t, StatusCode::PAYLOAD_TOO_LARGE, "too_large", "body too large");
+    if let Err(r) = check_declared_size(&settings, &headers) {
+        return refuse(&t, r);
     }
-    let raw = match read_limited(body, limit).await {
+    let raw = match read_limited(body, settings.max_body_bytes).await {
         Ok(b) => b,
-        Err(Read::TooLarge) => return refuse(&t, StatusCode::PAYLOAD_TOO_LARGE, "too_large", "body too large"),
-        Err(Read::Slow) => return refuse(&t, StatusCode::REQUEST_TIMEOUT, "slow", "body not received in time"),
-        Err(Read::Broken) => return refuse(&t, StatusCode::BAD_REQUEST, "malformed", "body could not be read"),
+        Err(Read::TooLarge) => return refuse(&t, TOO_LARGE),
+        Err(Read::Slow) => {
+            let slow =
+                Refusal { status: StatusCode::REQUEST_TIMEOUT, result: "slow", why: "body not received in time" };
+            return refuse(&t, slow);
+        }
+        Err(Read::Broken) => {
+            let broken =
+                Refusal { status: StatusCode::BAD_REQUEST, result: "malformed", why: "body could not be read" };
+            return refuse(&t, broken);
+        }
     };
-    let Some(signature) = header(&headers, "x-gitea-signature") else {
-        return refuse(&t, StatusCode::UNAUTHORIZED, "unsigned", "X-Gitea-Signature is missing");
+    let Delivery { id: delivery, event, decision } = match inspect(&settings, &headers, &raw) {
+        Ok(d) => d,
+        Err(r) => return refuse(&t, r),
     };
-    if !verify_signature(settings.webhook_secret.expose().as_bytes(), &raw, signature) {
-        return refuse(&t, StatusCode::UNAUTHORIZED, "bad_signature", "X-Gitea-Signature does not match");
-    }
-    let Some(delivery) = header(&headers, "x-gitea-delivery").filter(|d| d.len() <= 200).map(str::to_owned) else {
-        return refuse(&t, StatusCode::BAD_REQUEST, "malformed", "X-Gitea-Delivery is missing");
-    };
-    let event = header(&headers, "x-gitea-event-type").or_else(|| header(&headers, "x-gitea-event")).unwrap_or("");
-    let event: String = event.chars().take(64).collect();
-    // An object first: serde would also read a struct from a JSON array.
-    let payload: Payload = match serde_json::from_slice::<Value>(&raw) {
-        Ok(v) if v.is_object() => match Payload::deserialize(v) {
-            Ok(p) => p,
-            Err(_) => return refuse(&t, StatusCode::BAD_REQUEST, "malformed", "body is not a Gitea webhook payload"),
-        },
-        _ => return refuse(&t, StatusCode::BAD_REQUEST, "malformed", "body is not a JSON object"),
-    };
-    let decision = decide(&t, &event, &payload);
     let outcome = match &decision {
         Ok(_) => "queued".to_owned(),
         Err(why) => format!("ignored: {why}"),

@@ -215,7 +215,7 @@ fn comparison(input: &Input) -> Result<Vec<String>> {
 }
 
 /// At most `max` bytes of `s`, cut on a character boundary, and whether anything was cut.
-fn cut_at(s: &str, max: usize) -> (&str, bool) {
+pub(crate) fn cut_at(s: &str, max: usize) -> (&str, bool) {
     if s.len() <= max {
         return (s, false);
     }

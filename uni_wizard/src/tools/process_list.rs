@@ -445,7 +445,7 @@ fn unparsable(file: &str, what: &str) -> Error {
 
 /// The fields of `/proc/<pid>/stat` this tool uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Stat {
+pub(crate) struct Stat {
     pid: u32,
     comm: String,
     state: char,
@@ -460,7 +460,7 @@ struct Stat {
 /// contain spaces and `)`, so it runs from the first `(` to the **last** `)`; the numbered
 /// fields after it are split on whitespace: state (3), ppid (4), utime (14), stime (15),
 /// num_threads (20), starttime (22, ticks since boot).
-fn parse_stat(text: &str) -> Option<Stat> {
+pub(crate) fn parse_stat(text: &str) -> Option<Stat> {
     let open = text.find('(')?;
     let close = text.rfind(')')?;
     if close < open {
@@ -483,7 +483,7 @@ fn parse_stat(text: &str) -> Option<Stat> {
 
 /// The fields of `/proc/<pid>/status` this tool uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct StatusInfo {
+pub(crate) struct StatusInfo {
     /// The effective uid: the second of the four `Uid:` columns (real, effective, saved, fs).
     euid: u32,
     /// `VmRSS` in bytes; 0 when absent (kernel threads, zombies).
@@ -491,7 +491,7 @@ struct StatusInfo {
 }
 
 /// Parses `/proc/<pid>/status`; `None` without a well-formed `Uid:` line.
-fn parse_status(text: &str) -> Option<StatusInfo> {
+pub(crate) fn parse_status(text: &str) -> Option<StatusInfo> {
     let mut euid = None;
     let mut rss_bytes = 0;
     for line in text.lines() {
@@ -511,7 +511,7 @@ fn parse_status(text: &str) -> Option<StatusInfo> {
 
 /// Uid to user name from `/etc/passwd` text; the first entry for a uid wins, as with
 /// `getpwuid(3)`.
-fn parse_passwd(text: &str) -> HashMap<u32, String> {
+pub(crate) fn parse_passwd(text: &str) -> HashMap<u32, String> {
     let mut users = HashMap::new();
     for line in text.lines() {
         if line.starts_with('#') {
@@ -531,13 +531,13 @@ fn parse_passwd(text: &str) -> HashMap<u32, String> {
 }
 
 /// `btime` of `/proc/stat`: the boot time in seconds since the epoch.
-fn parse_btime(text: &str) -> Option<u64> {
+pub(crate) fn parse_btime(text: &str) -> Option<u64> {
     text.lines().find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
 }
 
 /// `AT_CLKTCK` from the auxiliary vector (`/proc/self/auxv`: native-endian word pairs, ended
 /// by `AT_NULL`).
-fn parse_auxv_clk_tck(bytes: &[u8]) -> Option<u64> {
+pub(crate) fn parse_auxv_clk_tck(bytes: &[u8]) -> Option<u64> {
     const W: usize = std::mem::size_of::<usize>();
     let word = |b: &[u8]| b.try_into().ok().map(usize::from_ne_bytes);
     for pair in bytes.chunks_exact(2 * W) {
@@ -552,7 +552,7 @@ fn parse_auxv_clk_tck(bytes: &[u8]) -> Option<u64> {
 
 /// NUL-separated arguments joined by spaces (invalid UTF-8 replaced), cut at
 /// [`CMDLINE_MAX_CHARS`] characters.
-fn join_cmdline(raw: &[u8]) -> String {
+pub(crate) fn join_cmdline(raw: &[u8]) -> String {
     let end = raw.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
     let text = String::from_utf8_lossy(&raw[..end]).replace('\0', " ");
     match text.char_indices().nth(CMDLINE_MAX_CHARS) {

@@ -314,7 +314,7 @@ fn disks(mounts: &str) -> Vec<Disk> {
 }
 
 /// `PRETTY_NAME` from os-release text, unquoted.
-fn parse_os_release(text: &str) -> Option<String> {
+pub(crate) fn parse_os_release(text: &str) -> Option<String> {
     text.lines().find_map(|line| {
         let value = line.trim().strip_prefix("PRETTY_NAME=")?;
         let value = unquote(value);
@@ -343,20 +343,20 @@ fn unquote(v: &str) -> String {
 }
 
 /// Seconds since boot: the first field of `/proc/uptime`.
-fn parse_uptime(text: &str) -> Option<f64> {
+pub(crate) fn parse_uptime(text: &str) -> Option<f64> {
     let v: f64 = text.split_whitespace().next()?.parse().ok()?;
     (v.is_finite() && v >= 0.0).then_some(v)
 }
 
 /// The first three fields of `/proc/loadavg`.
-fn parse_loadavg(text: &str) -> Option<Load> {
+pub(crate) fn parse_loadavg(text: &str) -> Option<Load> {
     let mut it = text.split_whitespace().map(|f| f.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0));
     Some(Load { one: it.next()??, five: it.next()??, fifteen: it.next()?? })
 }
 
 /// What `/proc/cpuinfo` says.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct CpuInfo {
+pub(crate) struct CpuInfo {
     /// Number of `processor` entries (0 if the format has none).
     count: u64,
     /// The first model line found.
@@ -365,7 +365,7 @@ struct CpuInfo {
 
 /// Counts `processor` lines and finds the model name; the model key differs by architecture
 /// (`model name` on x86, `Hardware`/`Model` on some ARM boards, `cpu model` on MIPS, `cpu` on POWER).
-fn parse_cpuinfo(text: &str) -> CpuInfo {
+pub(crate) fn parse_cpuinfo(text: &str) -> CpuInfo {
     let mut count = 0;
     let mut models: HashMap<&str, &str> = HashMap::new();
     for line in text.lines() {
@@ -388,14 +388,14 @@ fn parse_cpuinfo(text: &str) -> CpuInfo {
 
 /// Memory and swap from `/proc/meminfo`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct MemInfo {
+pub(crate) struct MemInfo {
     memory: Memory,
     swap: Swap,
 }
 
 /// Parses `/proc/meminfo` (values in kB, which the kernel means as KiB). `MemTotal` is
 /// required; `MemAvailable` (absent before Linux 3.14) falls back to free + buffers + cached.
-fn parse_meminfo(text: &str) -> Option<MemInfo> {
+pub(crate) fn parse_meminfo(text: &str) -> Option<MemInfo> {
     let mut fields: HashMap<&str, u64> = HashMap::new();
     for line in text.lines() {
         let Some((key, rest)) = line.split_once(':') else {
@@ -427,7 +427,7 @@ fn parse_meminfo(text: &str) -> Option<MemInfo> {
 
 /// One line of `/proc/self/mounts` kept by [`parse_mounts`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Mount {
+pub(crate) struct Mount {
     device: String,
     mount: String,
     fs_type: String,
@@ -465,7 +465,7 @@ const PSEUDO_FS: &[&str] = &[
 /// Pseudo filesystems are dropped. A device named by a path (`/dev/sda1`, `server:/export`)
 /// mounted in several places (bind mounts, container files) is reported once, at its shortest
 /// mount point; sources that are only a label (`overlay`, `none`) are not merged.
-fn parse_mounts(text: &str) -> Vec<Mount> {
+pub(crate) fn parse_mounts(text: &str) -> Vec<Mount> {
     let mut out: Vec<Mount> = Vec::new();
     for line in text.lines() {
         let mut f = line.split_whitespace();
