@@ -227,7 +227,8 @@ fn parse_record(i: usize, f: &[&[u8]]) -> Result<Commit, String> {
     })
 }
 
-fn is_object_id(s: &str) -> bool {
+/// A full object id: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits.
+pub(crate) fn is_object_id(s: &str) -> bool {
     matches!(s.len(), 40 | 64) && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 

@@ -424,11 +424,13 @@ pub fn parse_porcelain_v2(raw: &[u8]) -> Result<Status, String> {
                 if f.len() != 10 {
                     return Err(bad());
                 }
-                let status = conflict_kind(xy).ok_or_else(bad)?;
+                let status = conflict_kind(xy).filter(|_| !path.is_empty()).ok_or_else(bad)?;
                 s.conflicted.push(Entry { path: path.to_owned(), status, orig_path: None });
                 s.dirty_paths.extend(after_spaces(record, 10).map(<[u8]>::to_vec));
             }
-            "?" => s.untracked.push(Entry { path: rest.to_owned(), status: "untracked", orig_path: None }),
+            "?" if !rest.is_empty() => {
+                s.untracked.push(Entry { path: rest.to_owned(), status: "untracked", orig_path: None });
+            }
             "!" => {}
             _ => return Err(bad()),
         }
@@ -454,7 +456,9 @@ fn after_spaces(record: &[u8], n: usize) -> Option<&[u8]> {
 fn parse_header(s: &mut Status, rest: &str) -> Result<(), String> {
     let (key, value) = rest.split_once(' ').unwrap_or((rest, ""));
     match key {
-        "branch.oid" => s.head = (value != "(initial)").then(|| value.to_owned()),
+        "branch.oid" if value == "(initial)" => s.head = None,
+        "branch.oid" if super::git_log::is_object_id(value) => s.head = Some(value.to_owned()),
+        "branch.oid" => return Err(format!("malformed branch.oid header {:?}", clip(value))),
         "branch.head" => s.branch = (value != "(detached)").then(|| value.to_owned()),
         "branch.upstream" => s.upstream = Some(value.to_owned()),
         "branch.ab" => {
@@ -469,11 +473,11 @@ fn parse_header(s: &mut Status, rest: &str) -> Result<(), String> {
 }
 
 /// Files an ordinary or rename entry under staged (X) and unstaged (Y). `None` when XY is
-/// not two known status letters.
+/// not two known status letters or the path is empty.
 fn push_changes(s: &mut Status, xy: &str, path: &str, orig: Option<String>) -> Option<()> {
     let mut letters = xy.chars();
     let (x, y) = (letters.next()?, letters.next()?);
-    if letters.next().is_some() {
+    if letters.next().is_some() || path.is_empty() {
         return None;
     }
     let (x, y) = (change_kind(x)?, change_kind(y)?);
@@ -643,6 +647,21 @@ u UU N... 100644 100644 100644 100644 587be6b4c3f93f93c489c0111bba5596147a26cb b
             b"1 ZZ N... 1 2 3 a b p\0",
             b"# branch.ab 1 2\0",
             b"2 R. N... 1 2 3 a b R100 p\0",
+        ] {
+            assert!(parse_porcelain_v2(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    /// Proves a `branch.oid` that is no object id and entries with empty paths are refused, so
+    /// a parse always fits the output schema (fuzz/regressions/git_status: an empty id became `head`).
+    #[test]
+    fn malformed_oid_and_empty_paths_are_refused() {
+        for bad in [
+            &b"# branch.oid 0\0"[..],
+            b"# branch.oid 960DCE81BC9CE891B7441EEC8A0251269445D7DC\0",
+            b"? \0",
+            b"1 .M N... 100644 100644 100644 7898192261 7898192261 \0",
+            b"u UU N... 1 2 3 4 a b c \0",
         ] {
             assert!(parse_porcelain_v2(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }

@@ -65,7 +65,9 @@ impl Ty {
         match self {
             Ty::Null => v.is_null(),
             Ty::Boolean => v.is_boolean(),
-            Ty::Integer => v.is_i64() || v.is_u64() || v.as_f64().is_some_and(|f| f.fract() == 0.0),
+            // Written as an integer, as serde's integer fields (u32, u64, usize) insist: `4.0`
+            // or `4E6` is refused here rather than by the tool's Input after the contract passed.
+            Ty::Integer => v.is_i64() || v.is_u64(),
             Ty::Number => v.is_number(),
             Ty::String => v.is_string(),
             Ty::Array => v.is_array(),
@@ -397,5 +399,17 @@ mod tests {
     fn unsupported_keywords_are_refused() {
         let err = Compiled::compile(&json!({"type": "string", "oneOf": []})).expect_err("must fail");
         assert!(err.contains("oneOf"), "{err}");
+    }
+
+    /// Proves an integral number written as a float (`4.0`, `40E5`) is no integer, as the tools'
+    /// integer fields refuse it (fuzz/regressions/tool_args: the contract let it through to Input).
+    #[test]
+    fn integral_floats_are_not_integers() {
+        let s = schema();
+        let v: Value = serde_json::from_str(r#"{"path": "x", "limit": 40E5}"#).expect("JSON");
+        let e = s.validate(&v).expect_err("a float is no integer");
+        assert_eq!((e.pointer.as_str(), e.message.as_str()), ("/limit", "expected integer, got number"));
+        assert!(s.validate(&json!({"path": "x", "limit": 4.0})).is_err());
+        assert!(s.validate(&json!({"path": "x", "limit": 4})).is_ok());
     }
 }
