@@ -13,6 +13,9 @@ use serde_json::json;
 use crate::error::{Error, ErrorCode, Result};
 use crate::executor::ExecutorConfig;
 
+/// The largest `executor.limit.max_concurrency` accepted.
+pub const MAX_CONCURRENCY: usize = 1_000_000;
+
 /// Library settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -85,8 +88,10 @@ impl Config {
             Err(Error::new(ErrorCode::ConfigInvalid, format!("config field `{field}` {why}"))
                 .with_details(json!({ "field": field })))
         };
-        if self.executor.limit.max_concurrency == 0 {
-            return bad("executor.limit.max_concurrency", "must be at least 1");
+        // The limit is a tokio semaphore, which panics above 2^61 permits; a million calls at
+        // once is far past any host, so a larger number is a typo.
+        if !(1..=MAX_CONCURRENCY).contains(&self.executor.limit.max_concurrency) {
+            return bad("executor.limit.max_concurrency", "must be between 1 and 1000000");
         }
         if self.executor.breaker.failure_threshold == 0 {
             return bad("executor.breaker.failure_threshold", "must be at least 1");
@@ -135,6 +140,30 @@ mod tests {
         let e = c.validate().expect_err("invalid");
         assert_eq!(e.code, ErrorCode::ConfigInvalid);
         assert_eq!(e.details["field"], "executor.limit.max_concurrency");
+    }
+
+    /// Proves a concurrency limit above what the executor's semaphore can hold is refused by
+    /// name instead of panicking when the harness is built (fuzz/regressions/config).
+    #[test]
+    fn concurrency_beyond_the_semaphore_is_refused() {
+        let mut c = Config::default();
+        c.executor.limit.max_concurrency = usize::MAX;
+        let e = c.validate().expect_err("invalid");
+        assert_eq!(e.details["field"], "executor.limit.max_concurrency");
+        c.executor.limit.max_concurrency = MAX_CONCURRENCY;
+        assert!(c.validate().is_ok());
+        let _ = crate::executor::Executor::new(&c.executor);
+    }
+
+    /// Proves pattern-DB queue and batch sizes that would be allocated up front are bounded.
+    #[test]
+    fn huge_intelligence_buffers_are_refused() {
+        let mut c = Config::default();
+        c.intelligence.batch_size = usize::MAX;
+        assert_eq!(c.validate().expect_err("invalid").details["field"], "intelligence.queue_capacity");
+        c.intelligence.batch_size = 512;
+        c.intelligence.queue_capacity = usize::MAX;
+        assert!(c.validate().is_err());
     }
 
     /// Proves unknown fields are refused rather than ignored.

@@ -135,6 +135,10 @@ impl TriageConfig {
         if self.concurrency == 0 || self.max_attempts == 0 {
             return bad("concurrency", "concurrency and max_attempts must be positive");
         }
+        // The engine holds a tokio semaphore of this many permits (it panics above 2^61).
+        if self.concurrency > 1000 {
+            return bad("concurrency", "must be at most 1000");
+        }
         if self.label_color.len() != 6 || !self.label_color.bytes().all(|b| b.is_ascii_hexdigit()) {
             return bad("label_color", "must be six hex digits, e.g. c5def5");
         }
@@ -372,5 +376,14 @@ houses:
         let short = format!("{NODE}{}", TRIAGE.replace("a-webhook-secret-0123", "short"));
         assert_eq!(field(&short), "triage.webhook_secret");
         assert!(parse(&format!("{NODE}{TRIAGE}  colour: red\n")).is_err(), "unknown field");
+    }
+
+    /// Proves a triage concurrency the engine's semaphore cannot hold is refused at load, not
+    /// a panic in the engine's task after start.
+    #[test]
+    fn huge_triage_concurrency_is_refused() {
+        let text = format!("{NODE}{TRIAGE}  concurrency: 18446744073709551615\n");
+        let e = parse(&text).expect_err("refused");
+        assert_eq!(e.details["field"], "triage.concurrency");
     }
 }

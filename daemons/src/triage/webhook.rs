@@ -338,4 +338,35 @@ mod tests {
         assert!(!verify_signature(secret.as_bytes(), &body, "not hex"));
         assert!(!verify_signature(secret.as_bytes(), &body, ""));
     }
+
+    /// Proves inspect answers each refusal of the table with its status, and decides a signed delivery.
+    #[test]
+    fn inspect_refuses_in_order_and_decides() {
+        let settings: TriageConfig = crate::config::parse(
+            "gitea: {base_url: 'http://127.0.0.1:3000', token: t}\nwebhook_secret: a-webhook-secret-0123\n\
+             bot_user: bot\nrepos: [acme/widgets]\n",
+            "t.yaml",
+        )
+        .expect("settings");
+        let body = br#"{"action":"opened","issue":{"number":7},"repository":{"full_name":"Acme/Widgets"}}"#;
+        let signed = |body: &[u8], id: Option<&str>| {
+            let mut h = HeaderMap::new();
+            h.insert("x-gitea-signature", sign(b"a-webhook-secret-0123", body).parse().expect("value"));
+            h.insert("x-gitea-event", "issues".parse().expect("value"));
+            if let Some(id) = id {
+                h.insert("x-gitea-delivery", id.parse().expect("value"));
+            }
+            h
+        };
+        let status = |h: &HeaderMap, b: &[u8]| inspect(&settings, h, b).map(|_| ()).map_err(|r| (r.status, r.result));
+        assert_eq!(status(&HeaderMap::new(), body), Err((StatusCode::UNAUTHORIZED, "unsigned")));
+        assert_eq!(status(&signed(b"other", Some("d")), body), Err((StatusCode::UNAUTHORIZED, "bad_signature")));
+        assert_eq!(status(&signed(body, None), body), Err((StatusCode::BAD_REQUEST, "malformed")));
+        assert_eq!(status(&signed(b"[1]", Some("d")), b"[1]"), Err((StatusCode::BAD_REQUEST, "malformed")));
+        let d = inspect(&settings, &signed(body, Some("d-1")), body).expect("accepted");
+        assert_eq!((d.id.as_str(), d.event.as_str(), d.decision), ("d-1", "issues", Ok(("acme/widgets".into(), 7))));
+        let mut big = HeaderMap::new();
+        big.insert("content-length", "2000000".parse().expect("value"));
+        assert_eq!(check_declared_size(&settings, &big).map_err(|r| r.status), Err(StatusCode::PAYLOAD_TOO_LARGE));
+    }
 }

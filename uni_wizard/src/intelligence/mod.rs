@@ -134,6 +134,11 @@ impl IntelligenceConfig {
         if self.queue_capacity == 0 || self.batch_size == 0 {
             return bad("queue_capacity", "and batch_size must be at least 1");
         }
+        // Both are allocated up front (the writer's channel and batch buffer): a huge number
+        // would abort the process at start instead of being refused here.
+        if self.queue_capacity > 1_000_000 || self.batch_size > 100_000 {
+            return bad("queue_capacity", "must be at most 1000000 and batch_size at most 100000");
+        }
         if self.prior_alpha.is_nan() || self.prior_beta.is_nan() || self.prior_alpha <= 0.0 || self.prior_beta <= 0.0 {
             return bad("prior_alpha", "and prior_beta must be positive");
         }
