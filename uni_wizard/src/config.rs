@@ -27,6 +27,10 @@ pub struct Config {
     /// Directories the file tools are confined to; the first is where relative paths resolve.
     /// Empty means the file tools refuse every path.
     pub file_roots: Vec<PathBuf>,
+    /// Whether the file tools may use regular files with more than one hard link. Off by
+    /// default: a hard link inside a root can name a file outside it, which no path check can
+    /// see (E2008). Turn it on only where every link under the roots is trusted.
+    pub allow_hard_links: bool,
     /// The `git` executable.
     pub git_binary: PathBuf,
     /// Executor layers.
@@ -49,6 +53,7 @@ impl Default for Config {
             node: None,
             home: None,
             file_roots: vec![],
+            allow_hard_links: false,
             git_binary: PathBuf::from("git"),
             executor: ExecutorConfig::default(),
             timeouts_ms: BTreeMap::new(),

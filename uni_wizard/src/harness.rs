@@ -232,7 +232,7 @@ impl HarnessBuilder {
             }
             None => base,
         };
-        let roots = Roots::new(&self.config.file_roots)?;
+        let roots = Roots::new(&self.config.file_roots)?.allow_hard_links(self.config.allow_hard_links);
         let mut env = ToolEnv::new(roots);
         env.git = self.config.git_binary.clone();
         env.egress = Arc::new(crate::tools::egress::Egress::for_house(&self.config.egress, self.house)?);

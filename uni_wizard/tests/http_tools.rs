@@ -113,6 +113,7 @@ async fn handle(mut s: TcpStream, me: SocketAddr, hits: &AtomicUsize) -> std::io
         }
         "/to-metadata" => ("302 Found", vec![("Location", "http://169.254.169.254/latest/meta-data/".into())], vec![]),
         "/loop" => ("302 Found", vec![("Location", "/loop".into())], vec![]),
+        p if p.starts_with("/to/") => ("302 Found", vec![("Location", p["/to/".len()..].to_owned())], vec![]),
         "/stall" => {
             tokio::time::sleep(Duration::from_secs(30)).await;
             ("200 OK", vec![], vec![])
@@ -375,6 +376,37 @@ async fn port_not_allowed_is_refused() {
     let d = assert_denied(get(&h, json!({ "url": other.url("/hello") })).await, "port");
     assert_eq!(d["address"], Value::Null);
     assert_eq!(other.hits(), 0);
+}
+
+/// Proves a rule's `allow_private` covers only what that rule allows (issue 15, defect 1):
+/// `{127.0.0.1 and localhost, port A, allow_private}` beside `{*, port B}` reaches loopback on A,
+/// but not on B — neither directly (an IP literal, a name resolving to loopback) nor through a
+/// redirect from A — and B's server sees no request.
+#[tokio::test]
+async fn allow_private_does_not_lend_itself_to_another_rules_port() {
+    let a = Server::start("127.0.0.1:0").await;
+    let b = Server::start("127.0.0.1:0").await;
+    let (pa, pb) = (a.addr.port(), b.addr.port());
+    let h = harness(json!({ "timmy": { "rules": [
+        { "host": "127.0.0.1", "schemes": ["http"], "ports": [pa], "allow_private": true },
+        { "host": "localhost", "schemes": ["http"], "ports": [pa], "allow_private": true },
+        { "host": "*", "schemes": ["http"], "ports": [pb] },
+    ] } }));
+    let ok = get(&h, json!({ "url": a.url("/hello") })).await.expect("port A may be loopback");
+    assert_eq!(ok["status"], 200);
+    let ok = get(&h, json!({ "url": format!("http://localhost:{pa}/hello") })).await.expect("localhost on A");
+    assert_eq!(ok["status"], 200);
+    for url in [b.url("/hello"), format!("http://localhost:{pb}/hello")] {
+        assert_denied(get(&h, json!({ "url": url })).await, "loopback");
+    }
+    for to in [format!("http://127.0.0.1:{pb}/hello"), format!("http://localhost:{pb}/hello")] {
+        let d = assert_denied(get(&h, json!({ "url": a.url(&format!("/to/{to}")) })).await, "loopback");
+        assert_eq!(d["hop"], 1, "{to}");
+    }
+    assert_eq!(b.hits(), 0, "nothing reached loopback on port B");
+    // And after A's private connections were pooled, B still gets none of them.
+    assert_denied(get(&h, json!({ "url": format!("http://localhost:{pb}/hello") })).await, "loopback");
+    assert_eq!(b.hits(), 0);
 }
 
 /// Proves a connection refused by a closed local port is E3004 (transient), and the error

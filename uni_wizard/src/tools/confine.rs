@@ -9,6 +9,14 @@
 //!
 //! A clear error is given before the kernel is asked where that is possible: an absolute path
 //! outside every root, or a `..` that climbs above the root, is refused by name (E2008).
+//!
+//! # Files, not FIFOs; one link, not a hard link out
+//! Content is read only from regular files, opened with `O_NONBLOCK` so a FIFO or device cannot
+//! block the open, then checked with `fstat` on the descriptor itself ([`Roots::open_file`],
+//! [`regular_file`]). A hard link inside a root may name an inode outside it, and no path
+//! resolution can see that; so a regular file with more than one link is refused (E2008)
+//! unless the configuration opts in (`allow_hard_links: true`, for roots where hard links are
+//! known and trusted, such as a build tree of `cp -l` copies).
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -35,6 +43,7 @@ struct Root {
 #[derive(Debug, Default)]
 pub struct Roots {
     roots: Vec<Root>,
+    allow_hard_links: bool,
 }
 
 /// A path resolved to a root and a relative path beneath it.
@@ -65,7 +74,7 @@ impl Roots {
             let alias = (canonical != p).then(|| p.to_path_buf());
             roots.push(Root { path: canonical, alias, dir });
         }
-        Ok(Roots { roots })
+        Ok(Roots { roots, allow_hard_links: false })
     }
 
     /// The canonical root paths, in order.
@@ -151,6 +160,63 @@ impl Roots {
     pub fn map_errno(&self, r: &Resolved, e: Errno) -> Error {
         errno_error(&self.display(r), e)
     }
+
+    /// Lets the file tools use regular files with more than one hard link (off by default:
+    /// see the module docs).
+    #[must_use]
+    pub fn allow_hard_links(mut self, allow: bool) -> Roots {
+        self.allow_hard_links = allow;
+        self
+    }
+
+    /// Whether files with more than one hard link are used.
+    pub fn hard_links_allowed(&self) -> bool {
+        self.allow_hard_links
+    }
+
+    /// Opens the regular file `r` for reading: never blocks in `open` (a FIFO or device is
+    /// opened non-blocking, then refused), and refuses what [`regular_file`] refuses.
+    ///
+    /// # Errors
+    /// As [`Roots::open`]; E3003 for anything but a regular file; E2008 for a hard link.
+    pub fn open_file(&self, r: &Resolved) -> Result<(std::fs::File, rustix::fs::Stat)> {
+        let fd = self.open(r, OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK, Mode::empty())?;
+        let st = regular_file(&fd, &self.display(r), self.allow_hard_links)?;
+        Ok((std::fs::File::from(fd), st))
+    }
+}
+
+/// Checks that `fd` (opened with `O_NONBLOCK`) is a regular file with one link (or any number
+/// when `allow_hard_links`), and clears `O_NONBLOCK` for the reads that follow.
+///
+/// # Errors
+/// E3003 when it is not a regular file or `fstat` fails; E2008 for a file with more than one
+/// hard link, which may be an inode outside every root.
+pub fn regular_file(fd: impl AsFd, shown: &Path, allow_hard_links: bool) -> Result<rustix::fs::Stat> {
+    let st = rustix::fs::fstat(fd.as_fd()).map_err(|e| errno_error(shown, e))?;
+    let shown_s = shown.display().to_string();
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(Error::new(ErrorCode::ToolFailed, format!("{shown_s} is not a regular file"))
+            .with_details(json!({ "path": shown_s })));
+    }
+    if st.st_nlink > 1 && !allow_hard_links {
+        return Err(hard_link_refused(shown, st.st_nlink as u64));
+    }
+    rustix::fs::fcntl_setfl(fd.as_fd(), OFlags::empty()).map_err(|e| errno_error(shown, e))?;
+    Ok(st)
+}
+
+/// E2008 for a regular file with `links` hard links.
+pub fn hard_link_refused(shown: &Path, links: u64) -> Error {
+    let shown_s = shown.display().to_string();
+    Error::new(
+        ErrorCode::PathOutsideRoots,
+        format!(
+            "{shown_s} has {links} hard links, and a hard link may name a file outside the roots; \
+             set allow_hard_links in the config if this root's links are trusted"
+        ),
+    )
+    .with_details(json!({ "path": shown_s, "reason": "hard link", "links": links }))
 }
 
 /// `openat2` beneath `dir`, retrying the `EAGAIN` the kernel returns on a concurrent rename.

@@ -15,13 +15,22 @@
 //! check, even when a second DNS answer differs from the first (DNS rebinding). IP literals
 //! never reach a resolver, which is why step 3 also runs before each request.
 //!
-//! # Private addresses are a property of the host
+//! # Private addresses are a property of the rule that allows the request
 //! Loopback, private, link-local, unspecified, CGNAT, unique-local, multicast, documentation
-//! and reserved addresses are refused unless the host allows them. Whether it does is decided
-//! by the **most specific** patterns that match the host (an exact name or IP, then the longest
-//! `*.suffix`, then `*`): it may be private only if every rule with that pattern sets
-//! `allow_private` (or the list does). The resolver knows the host but not the port, so the
-//! decision cannot depend on the port; when rules disagree the stricter one wins.
+//! and reserved addresses are refused unless the request may reach them. Whether it may is
+//! decided by the rules that allow this very request (they match its host, scheme **and**
+//! port), and among those by the **most specific** patterns (an exact name or IP, then the
+//! longest `*.suffix`, then `*`): it may be private only if every such rule sets
+//! `allow_private` (or the list does). So a rule's `allow_private` never lends itself to a
+//! port or scheme that only another rule allows: `{host: 127.0.0.1, ports: [5801],
+//! allow_private: true}` beside `{host: "*", ports: [5802]}` reaches loopback on 5801 only.
+//!
+//! The connect-time resolver knows the host but not the port, so each [`Egress`] keeps two
+//! clients: one whose resolver refuses every special address, and one whose resolver allows
+//! them for hosts that some rule lets be private. Every request and redirect hop takes the
+//! client its own (host, scheme, port) decision names ([`super::http::send`]); since a
+//! client's connection pool is keyed by scheme, host and port, a connection to a private
+//! address is only ever used for a request that may reach it.
 //!
 //! # Errors
 //! A refusal is E2009 with details `{url, host, address, reason, house}`; the URL shown never
@@ -298,11 +307,21 @@ fn compile(house: House, list: &AllowList) -> Result<Policy> {
 }
 
 impl Policy {
-    /// Whether the host may resolve to special addresses; `None` when no rule names it.
-    fn private_allowed(&self, host: &HostRef) -> Option<bool> {
-        let matching = || self.rules.iter().filter(|r| r.pattern.matches(host));
-        let best = matching().map(|r| r.pattern.specificity()).max()?;
-        Some(matching().filter(|r| r.pattern.specificity() == best).all(|r| r.allow_private))
+    /// Whether a request that `allowing` (the rules that match its host, scheme and port)
+    /// permits may reach special addresses: every most specific rule among them must say so.
+    fn private_allowed<'a>(allowing: impl Iterator<Item = &'a CompiledRule> + Clone) -> bool {
+        let Some(best) = allowing.clone().map(|r| r.pattern.specificity()).max() else {
+            return false;
+        };
+        allowing.filter(|r| r.pattern.specificity() == best).all(|r| r.allow_private)
+    }
+
+    /// Whether some rule lets `host` be private (for some scheme and port); `None` when no
+    /// rule names the host. What the resolver of the private client asks.
+    fn private_somewhere(&self, host: &HostRef) -> Option<bool> {
+        let mut matching = self.rules.iter().filter(|r| r.pattern.matches(host)).peekable();
+        matching.peek()?;
+        Some(matching.any(|r| r.allow_private))
     }
 
     fn refusal(&self, host: &HostRef, address: Option<IpAddr>, reason: impl Into<String>) -> EgressRefusal {
@@ -332,12 +351,14 @@ impl Policy {
         Ok(())
     }
 
-    /// Resolves a name (or takes an IP literal) and checks every address: what both
-    /// [`Egress::check_url`] and [`EgressResolver`] do.
-    async fn resolve_checked(&self, host: &HostRef, port: u16) -> std::result::Result<Vec<SocketAddr>, Refused> {
-        let Some(allow_private) = self.private_allowed(host) else {
-            return Err(Refused::Policy(self.refusal(host, None, format!("host {host} is not on the allowlist"))));
-        };
+    /// Resolves a name (or takes an IP literal) and checks every address against the
+    /// decision `allow_private`: what both [`Egress::check_url`] and [`EgressResolver`] do.
+    async fn resolve_checked(
+        &self,
+        host: &HostRef,
+        port: u16,
+        allow_private: bool,
+    ) -> std::result::Result<Vec<SocketAddr>, Refused> {
         let addrs = match host {
             HostRef::Ip(ip) => vec![SocketAddr::new(*ip, port)],
             HostRef::Name(name) => {
@@ -433,11 +454,12 @@ pub struct Checked {
     pub addrs: Vec<SocketAddr>,
 }
 
-/// A house's compiled egress policy, and the HTTP client that enforces it (built once, on
-/// first use, by [`super::http::shared_client`]).
+/// A house's compiled egress policy, and the two HTTP clients that enforce it (each built
+/// once, on first use, by [`super::http::shared_client`]): index 0 reaches public addresses
+/// only, index 1 may reach the special addresses of hosts some rule lets be private.
 pub struct Egress {
     policy: Arc<Policy>,
-    client: OnceLock<reqwest::Client>,
+    clients: [OnceLock<reqwest::Client>; 2],
 }
 
 impl fmt::Debug for Egress {
@@ -475,7 +497,7 @@ impl Egress {
     }
 
     fn from_policy(policy: Policy) -> Egress {
-        Egress { policy: Arc::new(policy), client: OnceLock::new() }
+        Egress { policy: Arc::new(policy), clients: [OnceLock::new(), OnceLock::new()] }
     }
 
     /// The house this policy belongs to (`None` for [`Egress::deny_all`]).
@@ -508,18 +530,19 @@ impl Egress {
             return deny(None, "the URL has no host".into());
         }
         let port = url.port_or_known_default().unwrap_or(scheme.default_port());
-        let on_host: Vec<&CompiledRule> = policy.rules.iter().filter(|r| r.pattern.matches(&host)).collect();
-        if on_host.is_empty() {
+        let on_host = || policy.rules.iter().filter(|r| r.pattern.matches(&host));
+        if on_host().next().is_none() {
             return deny(None, format!("host {host} is not on the allowlist"));
         }
-        let with_scheme: Vec<&&CompiledRule> = on_host.iter().filter(|r| r.schemes.contains(&scheme)).collect();
-        if with_scheme.is_empty() {
+        let with_scheme = || on_host().filter(|r| r.schemes.contains(&scheme));
+        if with_scheme().next().is_none() {
             return deny(None, format!("scheme {} is not allowed for {host}", scheme.as_str()));
         }
-        if !with_scheme.iter().any(|r| r.ports.contains(&port)) {
+        let allowing = with_scheme().filter(|r| r.ports.contains(&port));
+        if allowing.clone().next().is_none() {
             return deny(None, format!("port {port} is not allowed for {host}"));
         }
-        let allow_private = policy.private_allowed(&host).unwrap_or(false);
+        let allow_private = Policy::private_allowed(allowing);
         let ip = match host {
             HostRef::Ip(ip) => Some(ip),
             HostRef::Name(_) => None,
@@ -542,7 +565,7 @@ impl Egress {
             Some(ip) => HostRef::Ip(ip),
             None => HostRef::Name(target.host.clone()),
         };
-        match self.policy.resolve_checked(&host, target.port).await {
+        match self.policy.resolve_checked(&host, target.port, target.allow_private).await {
             Ok(addrs) => Ok(Checked { target, addrs }),
             Err(Refused::Policy(r)) => Err(r.into_error(Some(url))),
             Err(Refused::Resolve(e)) => {
@@ -552,14 +575,17 @@ impl Egress {
         }
     }
 
-    /// A DNS resolver that applies this policy to every name a client connects to.
-    pub fn resolver(&self) -> EgressResolver {
-        EgressResolver { policy: self.policy.clone() }
+    /// A DNS resolver that applies this policy to every name a client connects to: with
+    /// `private` false it refuses every special address; with `private` true it allows them
+    /// for hosts that some rule lets be private. Use the second only for requests whose own
+    /// [`Target::allow_private`] is true (what [`super::http::send`] does).
+    pub fn resolver(&self, private: bool) -> EgressResolver {
+        EgressResolver { policy: self.policy.clone(), private }
     }
 
     /// The client cache used by [`super::http::shared_client`].
-    pub(crate) fn client_cell(&self) -> &OnceLock<reqwest::Client> {
-        &self.client
+    pub(crate) fn client_cell(&self, private: bool) -> &OnceLock<reqwest::Client> {
+        &self.clients[usize::from(private)]
     }
 }
 
@@ -568,14 +594,22 @@ impl Egress {
 #[derive(Debug, Clone)]
 pub struct EgressResolver {
     policy: Arc<Policy>,
+    private: bool,
 }
 
 impl Resolve for EgressResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let policy = self.policy.clone();
+        let private = self.private;
         let host = HostRef::parse(name.as_str());
         Box::pin(async move {
-            match policy.resolve_checked(&host, 0).await {
+            let checked = match policy.private_somewhere(&host) {
+                None => {
+                    Err(Refused::Policy(policy.refusal(&host, None, format!("host {host} is not on the allowlist"))))
+                }
+                Some(somewhere) => policy.resolve_checked(&host, 0, private && somewhere).await,
+            };
+            match checked {
                 Ok(addrs) => Ok(Box::new(addrs.into_iter()) as Addrs),
                 Err(Refused::Policy(r)) => Err(Box::new(r) as Box<dyn std::error::Error + Send + Sync>),
                 Err(Refused::Resolve(e)) => Err(Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
@@ -763,16 +797,35 @@ mod tests {
         assert!(t.allow_private);
     }
 
-    /// Proves the most specific pattern decides about private addresses, and when rules for
-    /// the same pattern disagree the stricter one wins.
+    /// Proves the most specific pattern among the rules that allow the request decides about
+    /// private addresses, and when such rules for the same pattern disagree the stricter one
+    /// wins.
     #[test]
     fn most_specific_pattern_decides_private() {
         let https = &[Scheme::Https];
         let e = egress(vec![rule("*", https, &[], false), rule("gitea.internal", https, &[], true)]);
         assert!(e.check_target(&url("https://gitea.internal/")).expect("allowed").allow_private);
         assert!(!e.check_target(&url("https://example.org/")).expect("allowed").allow_private);
+        let same = egress(vec![rule("db.internal", https, &[443], true), rule("db.internal", https, &[443], false)]);
+        assert!(!same.check_target(&url("https://db.internal/")).expect("allowed").allow_private);
+    }
+
+    /// Proves a rule's `allow_private` applies only to the host, scheme and port that rule
+    /// allows (issue 15, defect 1): a private rule for port 5801 lends nothing to port 5802
+    /// allowed by `*`, nor to a scheme or port of another rule for the same host.
+    #[test]
+    fn allow_private_applies_only_to_what_its_rule_allows() {
+        let (http, https) = (&[Scheme::Http][..], &[Scheme::Https][..]);
+        let e = egress(vec![rule("127.0.0.1", http, &[5801], true), rule("*", http, &[5802], false)]);
+        assert!(e.check_target(&url("http://127.0.0.1:5801/")).expect("allowed").allow_private);
+        assert!(reason(e.check_target(&url("http://127.0.0.1:5802/"))).contains("loopback"));
         let split = egress(vec![rule("db.internal", https, &[443], true), rule("db.internal", https, &[8443], false)]);
-        assert!(!split.check_target(&url("https://db.internal/")).expect("allowed").allow_private);
+        assert!(split.check_target(&url("https://db.internal/")).expect("allowed").allow_private);
+        assert!(!split.check_target(&url("https://db.internal:8443/")).expect("allowed").allow_private);
+        let schemes =
+            egress(vec![rule("db.internal", https, &[8080], true), rule("db.internal", http, &[8080], false)]);
+        assert!(schemes.check_target(&url("https://db.internal:8080/")).expect("allowed").allow_private);
+        assert!(!schemes.check_target(&url("http://db.internal:8080/")).expect("allowed").allow_private);
     }
 
     /// Proves a name that resolves to loopback is refused after resolution unless allowed,

@@ -7,7 +7,6 @@ use std::io::Read;
 use std::time::Duration;
 
 use base64::Engine;
-use rustix::fs::{Mode, OFlags};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -126,15 +125,9 @@ impl TypedTool for FileRead {
 pub fn read(roots: &super::Roots, input: &Input) -> Result<Output> {
     let r = roots.resolve(&input.path)?;
     let shown = roots.display(&r);
-    let fd = roots.open(&r, OFlags::RDONLY | OFlags::NOCTTY, Mode::empty())?;
-    let mut file = std::fs::File::from(fd);
-    let meta = file.metadata().map_err(|e| Error::from_io(format!("stat {}", shown.display()), &e))?;
-    if !meta.is_file() {
-        return Err(Error::new(ErrorCode::ToolFailed, format!("{} is not a regular file", shown.display()))
-            .with_details(json!({ "path": shown.display().to_string() })));
-    }
+    let (mut file, st) = roots.open_file(&r)?;
     let cap = input.max_bytes.min(MAX_BYTES_LIMIT) as usize;
-    let mut content = Vec::with_capacity(cap.min(meta.len() as usize));
+    let mut content = Vec::with_capacity(cap.min(st.st_size.max(0) as usize));
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     let mut buf = [0u8; 64 * 1024];

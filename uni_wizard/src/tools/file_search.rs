@@ -12,7 +12,7 @@ use rustix::fs::{Mode, OFlags};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::confine::open_beneath;
+use super::confine::{open_beneath, regular_file};
 use super::walk::{self, Flow, Kind, Limits};
 use super::{Annotations, Category, ContractSpec, Risk, ToolContext, TypedTool, arg_str};
 use crate::error::{Error, ErrorCode, Result};
@@ -185,8 +185,12 @@ pub fn search(roots: &super::Roots, input: &Input) -> Result<Output> {
         if e.kind != Kind::File {
             return Ok(Flow::Continue);
         }
-        let Ok(fd) =
-            open_beneath(e.dir, Path::new(e.name), OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY, Mode::empty())
+        // Non-blocking, so a file swapped for a FIFO after the listing cannot hang the walk;
+        // then only regular files with one link (or links allowed) are read.
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::NONBLOCK;
+        let Some(fd) = open_beneath(e.dir, Path::new(e.name), flags, Mode::empty())
+            .ok()
+            .filter(|fd| regular_file(fd, &e.rel, roots.hard_links_allowed()).is_ok())
         else {
             out.files_skipped += 1;
             return Ok(Flow::Continue);

@@ -14,7 +14,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::confine::{errno_error, open_beneath, split_name};
+use super::confine::{errno_error, open_beneath, regular_file, split_name};
 use super::{Annotations, Category, ContractSpec, Risk, ToolContext, TypedTool, arg_str, sha256_hex};
 use crate::error::{Error, ErrorCode, Result};
 
@@ -165,11 +165,15 @@ pub fn write(roots: &super::Roots, input: &Input, dry_run: bool) -> Result<Outpu
                 return Err(Error::new(ErrorCode::ToolFailed, format!("{shown_s} is not a regular file"))
                     .with_details(json!({ "path": shown_s })));
             }
-            let fd = open_beneath(dir.as_fd(), name.as_ref(), OFlags::RDONLY | OFlags::NOFOLLOW, Mode::empty())
-                .map_err(|e| errno_error(&shown, e))?;
+            let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::NONBLOCK;
+            let fd =
+                open_beneath(dir.as_fd(), name.as_ref(), flags, Mode::empty()).map_err(|e| errno_error(&shown, e))?;
+            let st = regular_file(&fd, &shown, roots.hard_links_allowed())?;
             let mut old = Vec::new();
             std::fs::File::from(fd).read_to_end(&mut old).map_err(|e| Error::from_io(format!("read {shown_s}"), &e))?;
-            (Some(sha256_hex(&old)), Mode::from_raw_mode(st.st_mode & 0o7777))
+            // The permission bits only: a replacement never inherits setuid, setgid or sticky
+            // (a setuid file of another user would otherwise become ours, setuid, with new content).
+            (Some(sha256_hex(&old)), Mode::from_raw_mode(st.st_mode & 0o777))
         }
     };
 

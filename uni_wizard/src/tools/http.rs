@@ -11,9 +11,8 @@
 //! ```no_run
 //! # async fn demo(env: &uni_wizard::tools::ToolEnv) -> uni_wizard::Result<()> {
 //! use uni_wizard::tools::http::{self, Limits, Outgoing};
-//! let client = http::shared_client(&env.egress)?;
 //! let url = http::parse_url("https://api.example.org/v1/things", "url")?;
-//! let got = http::send(&env.egress, &client, Outgoing::get(url), &Limits::default()).await?;
+//! let got = http::send(&env.egress, Outgoing::get(url), &Limits::default()).await?;
 //! println!("{} ({} bytes)", got.status, got.body.len());
 //! # Ok(()) }
 //! ```
@@ -86,14 +85,16 @@ impl Default for ClientOptions {
 }
 
 /// A client that can only reach what `egress` allows: names resolve through the egress
-/// resolver, no proxy, no automatic redirects or retries, no `Referer`.
+/// resolver ([`Egress::resolver`] with `private`), no proxy, no automatic redirects or
+/// retries, no `Referer`.
 ///
-/// Pair it with [`send`] (or call [`check_url`] before each request yourself), because a URL
-/// with an IP-literal host never reaches a resolver.
+/// Pair it with [`send`] (or call [`check_url`] before each request yourself, and use a
+/// `private` client only for a URL whose check says `allow_private`), because a URL with an
+/// IP-literal host never reaches a resolver and the resolver cannot see the port.
 ///
 /// # Errors
 /// E3003 when the TLS stack cannot be initialised.
-pub fn client(egress: &Egress, opts: &ClientOptions) -> Result<reqwest::Client> {
+pub fn client(egress: &Egress, opts: &ClientOptions, private: bool) -> Result<reqwest::Client> {
     let mut b = reqwest::Client::builder();
     if let Some(t) = opts.timeout {
         b = b.timeout(t);
@@ -104,22 +105,22 @@ pub fn client(egress: &Egress, opts: &ClientOptions) -> Result<reqwest::Client> 
         .referer(false)
         .connect_timeout(opts.connect_timeout)
         .user_agent(opts.user_agent.clone())
-        .dns_resolver(egress.resolver())
+        .dns_resolver(egress.resolver(private))
         .build()
         .map_err(|e| Error::new(ErrorCode::ToolFailed, format!("cannot build the HTTP client: {}", chain(&e))))
 }
 
-/// The client with default options for this policy, built on first use and then shared (so
-/// connections are pooled across calls).
+/// The client with default options for this policy and privacy (see [`client`]), built on
+/// first use and then shared (so connections are pooled across calls).
 ///
 /// # Errors
 /// As [`client`].
-pub fn shared_client(egress: &Egress) -> Result<reqwest::Client> {
-    let cell = egress.client_cell();
+pub fn shared_client(egress: &Egress, private: bool) -> Result<reqwest::Client> {
+    let cell = egress.client_cell(private);
     if let Some(c) = cell.get() {
         return Ok(c.clone());
     }
-    let built = client(egress, &ClientOptions::default())?;
+    let built = client(egress, &ClientOptions::default(), private)?;
     Ok(cell.get_or_init(|| built).clone())
 }
 
@@ -284,9 +285,9 @@ pub struct Fetched {
 /// E2009 when the URL or a redirect hop is refused (details name the hop); E3001 past
 /// `timeout`; E3004 for connection refused/reset and resolution failures; E3003 for TLS and
 /// protocol errors, a bad `Location`, or too many redirects.
-pub async fn send(egress: &Egress, client: &reqwest::Client, req: Outgoing, limits: &Limits) -> Result<Fetched> {
+pub async fn send(egress: &Egress, req: Outgoing, limits: &Limits) -> Result<Fetched> {
     let shown = shown_url(&req.url);
-    match tokio::time::timeout(limits.timeout, exchange(egress, client, req, limits)).await {
+    match tokio::time::timeout(limits.timeout, exchange(egress, req, limits)).await {
         Ok(r) => r,
         Err(_) => {
             let ms = limits.timeout.as_millis() as u64;
@@ -296,12 +297,15 @@ pub async fn send(egress: &Egress, client: &reqwest::Client, req: Outgoing, limi
     }
 }
 
-async fn exchange(egress: &Egress, client: &reqwest::Client, req: Outgoing, limits: &Limits) -> Result<Fetched> {
+async fn exchange(egress: &Egress, req: Outgoing, limits: &Limits) -> Result<Fetched> {
     let Outgoing { mut method, mut url, mut headers, mut body } = req;
     let mut redirects: Vec<String> = Vec::new();
     loop {
         let hop = redirects.len();
-        egress.check_url(&url).await.map_err(|e| at_hop(e, hop, &redirects))?;
+        let checked = egress.check_url(&url).await.map_err(|e| at_hop(e, hop, &redirects))?;
+        // The client of this hop's own decision: a private-capable connection only for a
+        // (scheme, host, port) that may be private (see the egress module's docs).
+        let client = shared_client(egress, checked.target.allow_private)?;
         let mut rb = client.request(method.clone(), url.clone()).headers(headers.clone());
         if let Some(b) = &body {
             rb = rb.body(b.clone());
@@ -493,14 +497,17 @@ mod tests {
         });
         let egress = Egress::new(House::Timmy, &AllowList { allow_private: false, rules: rules[..1].to_vec() })
             .expect("rules compile");
-        let c = client(&egress, &ClientOptions::default()).expect("client builds");
-        for (u, why) in [("http://localhost:9/", "loopback"), ("http://not-listed.invalid:9/", "not on the allowlist")]
-        {
-            let url = Url::parse(u).expect("test URL parses");
-            let e = c.get(url.clone()).send().await.expect_err("refused by the resolver");
-            let mapped = transport_error(e, &Method::GET, &url);
-            assert_eq!(mapped.code, ErrorCode::EgressDenied, "{u}: {mapped}");
-            assert!(mapped.details["reason"].as_str().unwrap_or_default().contains(why), "{u}: {mapped}");
+        for private in [false, true] {
+            let c = client(&egress, &ClientOptions::default(), private).expect("client builds");
+            for (u, why) in
+                [("http://localhost:9/", "loopback"), ("http://not-listed.invalid:9/", "not on the allowlist")]
+            {
+                let url = Url::parse(u).expect("test URL parses");
+                let e = c.get(url.clone()).send().await.expect_err("refused by the resolver");
+                let mapped = transport_error(e, &Method::GET, &url);
+                assert_eq!(mapped.code, ErrorCode::EgressDenied, "{u} (private client {private}): {mapped}");
+                assert!(mapped.details["reason"].as_str().unwrap_or_default().contains(why), "{u}: {mapped}");
+            }
         }
     }
 

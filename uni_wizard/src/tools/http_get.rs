@@ -142,14 +142,13 @@ impl TypedTool for HttpGet {
         let url = http::parse_url(&input.url, "url")?;
         let headers = http::request_headers(&input.headers)?;
         let egress = &*ctx.env.egress;
-        let client = http::shared_client(egress)?;
         let limits = Limits {
             max_bytes: input.max_bytes.min(http::MAX_BYTES_LIMIT),
             max_redirects: input.max_redirects.min(http::MAX_REDIRECTS_LIMIT),
             timeout: Duration::from_millis(input.timeout_ms.clamp(1, http::MAX_TIMEOUT_MS)),
         };
         let req = Outgoing { method: Method::GET, url, headers, body: None };
-        let got = http::send(egress, &client, req, &limits).await?;
+        let got = http::send(egress, req, &limits).await?;
         let bytes = got.body.len() as u64;
         let (body, encoding) = http::encode_body(got.body);
         Ok(Output {

@@ -192,14 +192,13 @@ impl TypedTool for HttpPost {
             let checked = http::check_url(egress, &url).await?;
             return Ok(planned(url, &headers, content_type, &body, &checked.addrs));
         }
-        let client = http::shared_client(egress)?;
         let limits = Limits {
             max_bytes: input.max_bytes.min(http::MAX_BYTES_LIMIT),
             max_redirects: input.max_redirects.min(http::MAX_REDIRECTS_LIMIT),
             timeout: Duration::from_millis(input.timeout_ms.clamp(1, http::MAX_TIMEOUT_MS)),
         };
         let req = Outgoing { method: Method::POST, url, headers, body: Some(body) };
-        let got = http::send(egress, &client, req, &limits).await?;
+        let got = http::send(egress, req, &limits).await?;
         let bytes = got.body.len() as u64;
         let (body, encoding) = http::encode_body(got.body);
         Ok(Output {
