@@ -112,8 +112,11 @@ fn build(live: &Live) -> Result<Built, Error> {
     let roles = config.roles();
     let peers = Peers::new(live.clone())?;
     let membership = Membership::default();
-    let sovereign =
-        if roles.contains(&Role::Sovereign) { Some(SovereignService::new(&config.sovereign)?) } else { None };
+    let sovereign = if roles.contains(&Role::Sovereign) {
+        Some(SovereignService::new(&config.sovereign, &WorkerService::library(&config).home_dir())?)
+    } else {
+        None
+    };
     let (telemetry, observer) = if roles.contains(&Role::Telemetry) {
         let (bridge, observer) = crate::telemetry::Bridge::new(live.clone(), peers.clone())?;
         (Some(bridge), Some(observer as Arc<dyn uni_wizard::Observer>))

@@ -339,12 +339,18 @@ fn signed_token_approves_one_sovereign_write_end_to_end() {
 
     let sign = |content: &str| {
         let mut c = cli(home.path());
-        c.args(["approve", "--sign", "--tool", "file_write", "--arg", "path=out.txt"]);
-        c.args(["--arg", &format!("content={content}"), "--ttl-secs", "60"]);
+        c.args(["approve", "--sign", "--house", "allegro", "--any-node", "--tool", "file_write"]);
+        c.args(["--arg", "path=out.txt", "--arg", &format!("content={content}"), "--ttl-secs", "60"]);
         let o = run(c);
         ok_or_show(&o);
         String::from_utf8_lossy(&o.stdout).trim().to_owned()
     };
+    for unbound in [&["--any-node"][..], &["--house", "allegro"][..]] {
+        let mut c = cli(home.path());
+        c.args(["approve", "--sign", "--tool", "file_write", "--arg", "path=out.txt", "--json"]).args(unbound);
+        let o = run(c);
+        assert_eq!(o.status.code(), Some(2), "a token must name its house and node: {unbound:?}");
+    }
     let other = sign("goodbye");
     let o = sovereign_write(root.path(), home.path(), "hello", &["--approval-token", &other]);
     assert_eq!(json_stdout(&o)["error"]["code"], "E2003");

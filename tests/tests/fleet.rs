@@ -263,6 +263,10 @@ fn sovereign_calls_wait_for_timmys_remote_decision() {
     assert_eq!(v["assigned_house"], "allegro", "{v}");
     let written = std::fs::read_to_string(fleet.nodes["allegro"].root.join("approved.txt")).expect("written");
     assert_eq!(written, "approved?");
+    // The worker spent Timmy's token at Timmy before writing: once fleet-wide.
+    let db = rusqlite::Connection::open(fleet.nodes["timmy"].home.join("sovereign.db")).expect("Timmy's token store");
+    let spent: i64 = db.query_row("SELECT count(*) FROM used_tokens", [], |r| r.get(0)).expect("query");
+    assert_eq!(spent, 1, "the approved write spent its token at Timmy");
 
     let waiting = write("denied.txt");
     let id = pending_id(&fleet, "allegro", "file_write");

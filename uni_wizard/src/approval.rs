@@ -18,11 +18,15 @@ pub struct Approval {
     pub approver: House,
     /// The tool approved.
     pub tool: String,
-    /// SHA-256 of the canonical (redacted) arguments approved.
+    /// [`args_sha256`] of the arguments approved.
     pub args_sha256: String,
     /// Free text recorded in provenance.
     #[serde(default)]
     pub note: String,
+    /// The nonce of the signed token behind this approval, when there was one: recorded in the
+    /// chain, so `audit verify` sees a token used twice, or a spent-token row removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
 }
 
 /// What an approver is asked.
@@ -34,11 +38,13 @@ pub struct ApprovalRequest {
     pub house: House,
     /// The harness mode.
     pub mode: Mode,
+    /// The node the call runs on (a token names the node it may be used on).
+    pub node: String,
     /// The tool.
     pub tool: String,
     /// Arguments with secrets redacted.
     pub args: Value,
-    /// SHA-256 of the canonical redacted arguments; an approval must name it.
+    /// [`args_sha256`] of the arguments (every value); an approval must name it.
     pub args_sha256: String,
     /// Why approval is needed.
     pub reason: String,
@@ -119,43 +125,16 @@ pub fn redact(args: &Value) -> Value {
     }
 }
 
-/// SHA-256 of the canonical JSON of the redacted arguments (object keys sorted).
+/// SHA-256 of the canonical JSON of the arguments (object keys sorted), **every value
+/// included**: what an approval binds and provenance records.
 ///
-/// The JSON is streamed into the hasher with secrets replaced on the way, so hashing copies
-/// nothing, even for a large `file_write` body. serde_json's map is ordered by key (no
+/// Secret-named values are hashed too. A hash reveals nothing of them, and leaving them out
+/// would let a token signed for `{"password_reset": {"user": "bob"}}` approve
+/// `{"password_reset": {"user": "admin", ...}}`. Redaction ([`redact`]) is for what people
+/// and logs read, never for what a signature binds. serde_json's map is ordered by key (no
 /// `preserve_order`), so the text is canonical.
 pub fn args_sha256(args: &Value) -> String {
-    crate::tools::sha256_json(&Redacted(args))
-}
-
-/// Serialises a value as [`redact`] would return it, without building the copy.
-struct Redacted<'a>(&'a Value);
-
-impl serde::Serialize for Redacted<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        use serde::ser::{SerializeMap, SerializeSeq};
-        match self.0 {
-            Value::Object(map) => {
-                let mut m = s.serialize_map(Some(map.len()))?;
-                for (k, v) in map {
-                    if is_secret_field(k) {
-                        m.serialize_entry(k, "[redacted]")?;
-                    } else {
-                        m.serialize_entry(k, &Redacted(v))?;
-                    }
-                }
-                m.end()
-            }
-            Value::Array(items) => {
-                let mut seq = s.serialize_seq(Some(items.len()))?;
-                for v in items {
-                    seq.serialize_element(&Redacted(v))?;
-                }
-                seq.end()
-            }
-            other => other.serialize(s),
-        }
-    }
+    crate::tools::sha256_value(args)
 }
 
 #[cfg(test)]
@@ -167,6 +146,7 @@ mod tests {
             request_id: "r".into(),
             house: House::Allegro,
             mode: Mode::Sovereign,
+            node: "n1".into(),
             tool: "file_write".into(),
             args: json!({}),
             args_sha256: args_sha256(&json!({"path": "a"})),
@@ -184,6 +164,7 @@ mod tests {
             tool: "file_write".into(),
             args_sha256: req.args_sha256.clone(),
             note: String::new(),
+            nonce: None,
         };
         assert!(verify(&good, &req).is_ok());
         for bad in [
@@ -195,14 +176,20 @@ mod tests {
         }
     }
 
-    /// Proves secrets are redacted at any depth and key order does not change the hash.
+    /// Proves the hash is canonical (key order does not change it) and covers every value,
+    /// secret-named ones and nested objects under secret-named keys included (issue 15,
+    /// defect 6), while [`redact`] still hides secrets from what is shown.
     #[test]
-    fn hashing_is_canonical_and_redacts_secrets() {
+    fn hashing_is_canonical_and_binds_every_value() {
         let a = json!({"b": 1, "a": {"auth_token": "s1", "x": [1, {"password": "p"}]}});
-        let b = json!({"a": {"x": [1, {"password": "other"}], "auth_token": "s2"}, "b": 1});
-        assert_eq!(args_sha256(&a), args_sha256(&b));
+        let reordered = json!({"a": {"x": [1, {"password": "p"}], "auth_token": "s1"}, "b": 1});
+        assert_eq!(args_sha256(&a), args_sha256(&reordered));
+        let other_secret = json!({"a": {"x": [1, {"password": "other"}], "auth_token": "s1"}, "b": 1});
+        assert_ne!(args_sha256(&a), args_sha256(&other_secret));
+        let signed = json!({"password_reset": {"user": "bob"}});
+        let sent = json!({"password_reset": {"user": "admin", "new_password": "x"}});
+        assert_ne!(args_sha256(&signed), args_sha256(&sent));
         assert!(!redact(&a).to_string().contains("s1"));
-        let copy = crate::tools::sha256_hex(redact(&a).to_string().as_bytes());
-        assert_eq!(args_sha256(&a), copy, "streamed hash equals the hash of the redacted copy");
+        assert_eq!(args_sha256(&a), crate::tools::sha256_hex(a.to_string().as_bytes()));
     }
 }

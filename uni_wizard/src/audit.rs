@@ -9,7 +9,10 @@
 //! - a record deleted: the next one's `prev_hash` no longer links, and its `seq` skips;
 //! - records reordered: `seq` is hashed too, so the moved records no longer match or link;
 //! - records cut off the end: the `head` kept in `meta` (updated in the same transaction as
-//!   each append) names a record the chain no longer reaches.
+//!   each append) names a record the chain no longer reaches;
+//! - a signed approval token used twice (its `used_tokens` row deleted so it worked again): two
+//!   records carry the same token nonce in their approvals;
+//! - a `used_tokens` row deleted: a record's approval names a nonce that is not spent.
 //!
 //! Triggers refuse `UPDATE` and `DELETE` on `records`, which stops accidents; they are not the
 //! tamper evidence (anyone with the file can drop them). The chain is. Someone who can rewrite
@@ -462,6 +465,7 @@ impl AuditStore {
             let mut prev_seq = 0i64;
             let mut count = 0u64;
             let mut last: Option<(i64, String, String)> = None;
+            let mut nonces: std::collections::HashMap<String, (i64, String)> = std::collections::HashMap::new();
             let broken = |row: &Row, problem: String| Verification {
                 records: row.seq.max(0) as u64,
                 head: None,
@@ -486,8 +490,20 @@ impl AuditStore {
                 if row.hash() != row.hash {
                     return Ok(broken(&row, "hash mismatch: the record was changed after it was written".into()));
                 }
-                if row.to_record().is_none() {
+                let Some(record) = row.to_record() else {
                     return Ok(broken(&row, "a field does not parse".into()));
+                };
+                for nonce in record.approvals.iter().filter_map(|a| a.nonce.as_deref()) {
+                    if let Some((first, _)) = nonces.get(nonce) {
+                        return Ok(broken(
+                            &row,
+                            format!(
+                                "approval token {nonce} was already used at seq {first}: a token used twice \
+                                 (its spent-token row was removed)"
+                            ),
+                        ));
+                    }
+                    nonces.insert(nonce.to_owned(), (row.seq, row.id.clone()));
                 }
                 prev_seq = row.seq;
                 prev_hash = row.hash.clone();
@@ -511,6 +527,24 @@ impl AuditStore {
                         }),
                     });
                 }
+            }
+            let spent: std::collections::HashSet<String> = {
+                let mut stmt = conn.prepare("SELECT nonce FROM used_tokens")?;
+                stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+            };
+            let unspent = nonces.iter().filter(|(n, _)| !spent.contains(*n)).min_by_key(|(_, (seq, _))| *seq);
+            if let Some((nonce, (seq, id))) = unspent {
+                return Ok(Verification {
+                    records: count,
+                    head: None,
+                    broken: Some(Broken {
+                        seq: *seq,
+                        id: id.clone(),
+                        problem: format!(
+                            "spent-token row removed: approval token {nonce} used by this record is not in used_tokens"
+                        ),
+                    }),
+                });
             }
             Ok(Verification { records: count, head: last.map(|(_, _, h)| h), broken: None })
         };

@@ -573,6 +573,7 @@ impl Harness {
                 request_id: request_id.to_owned(),
                 house: inner.house,
                 mode: inner.mode,
+                node: inner.node.clone(),
                 tool: contract.name.to_owned(),
                 args: approval::redact(&req.args),
                 args_sha256: args_sha256.to_owned(),

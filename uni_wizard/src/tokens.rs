@@ -1,11 +1,19 @@
 //! Signed approval tokens: Timmy's approval of one call, for unattended runs.
 //!
 //! A token is `base64url(claims JSON) "." base64url(ed25519 signature over those bytes)`. The
-//! claims bind it to one tool, one argument hash (canonical, redacted: [`approval::args_sha256`])
-//! and an expiry, and carry a random nonce. [`TokenApprover`] accepts a token only when the
-//! signature is Timmy's (checked against his public key), it names this tool and these
-//! arguments, it has not expired, and its nonce has never been spent in the audit store, where
-//! it is then recorded, so a token works once, across processes.
+//! claims (version 2) bind it to one house, one node (or, explicitly, any node: [`ANY_NODE`]),
+//! one tool, one argument hash (canonical, every value: [`approval::args_sha256`]) and an
+//! expiry, and carry a random nonce. [`TokenApprover`] accepts a token only when the signature
+//! is Timmy's (checked against his public key), it names this house, this node, this tool and
+//! these arguments, it has not expired, and its nonce has never been spent in the audit store,
+//! where it is then recorded, so a token works once, across processes. The approval it gives
+//! carries the nonce into the call's provenance record, so a token used twice after its
+//! `used_tokens` row was deleted, or a deleted row, is named by `audit verify`.
+//!
+//! In a fleet a worker also spends the nonce at Timmy before the call runs (the daemons'
+//! `RemoteApprover`, through a [`NonceSpender`]), so a token works once fleet-wide, whichever
+//! node's audit store is copied or edited. Version-1 tokens (bound to no house or node) are
+//! refused.
 //!
 //! Keys: [`generate_key`] makes a key pair; the CLI writes it with `uni-wizard keygen` as
 //! `timmy.key` (hex of the 32-byte secret seed, mode 0600) and `timmy.pub` (hex of the public
@@ -26,17 +34,28 @@ use crate::houses::House;
 use crate::provenance::now_ms;
 use crate::tools::BoxFuture;
 
+/// The claims format this build signs and accepts.
+pub const CLAIMS_VERSION: u32 = 2;
+
+/// A token's `node` that lets it be used on any node (it must be asked for explicitly:
+/// `uni-wizard approve --sign --any-node`).
+pub const ANY_NODE: &str = "*";
+
 /// What a token approves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Claims {
-    /// Format version, 1.
+    /// Format version, [`CLAIMS_VERSION`].
     pub v: u32,
     /// Always Timmy.
     pub approver: House,
+    /// The house whose call is approved.
+    pub house: House,
+    /// The node the call may run on, or [`ANY_NODE`].
+    pub node: String,
     /// The tool approved.
     pub tool: String,
-    /// SHA-256 of the canonical redacted arguments approved.
+    /// [`approval::args_sha256`] of the arguments approved.
     pub args_sha256: String,
     /// Not valid at or after this time (ms since the Unix epoch).
     pub expires_ms: u64,
@@ -45,13 +64,21 @@ pub struct Claims {
 }
 
 impl Claims {
-    /// Claims for `tool` with `args`, valid for `ttl_ms` from now, with a fresh nonce.
-    pub fn new(tool: &str, args: &serde_json::Value, ttl_ms: u64) -> Claims {
+    /// Claims for `house` on `node` (or [`ANY_NODE`]) calling `tool` with `args`, valid for
+    /// `ttl_ms` from now, with a fresh nonce.
+    pub fn new(house: House, node: &str, tool: &str, args: &serde_json::Value, ttl_ms: u64) -> Claims {
+        Claims::for_hash(house, node, tool, &approval::args_sha256(args), ttl_ms)
+    }
+
+    /// As [`Claims::new`], for arguments known by their hash (what Timmy's service is asked).
+    pub fn for_hash(house: House, node: &str, tool: &str, args_sha256: &str, ttl_ms: u64) -> Claims {
         Claims {
-            v: 1,
+            v: CLAIMS_VERSION,
             approver: House::Timmy,
+            house,
+            node: node.to_owned(),
             tool: tool.to_owned(),
-            args_sha256: approval::args_sha256(args),
+            args_sha256: args_sha256.to_owned(),
             expires_ms: now_ms().saturating_add(ttl_ms),
             nonce: hex::encode(rand::random::<[u8; 16]>()),
         }
@@ -112,7 +139,7 @@ fn refused(why: &str) -> Error {
 /// Checks a token's signature against `key` and returns its claims (expiry not checked).
 ///
 /// # Errors
-/// E2003 when the token is malformed or not signed by `key`.
+/// E2003 when the token is malformed, not signed by `key`, or of another claims version.
 pub fn open(key: &VerifyingKey, token: &str) -> Result<Claims> {
     let (body, sig) = token.trim().split_once('.').ok_or_else(|| refused("malformed token"))?;
     let body = URL_SAFE_NO_PAD.decode(body).map_err(|_| refused("malformed token"))?;
@@ -122,7 +149,43 @@ pub fn open(key: &VerifyingKey, token: &str) -> Result<Claims> {
         .and_then(|s| s.try_into().ok())
         .ok_or_else(|| refused("malformed signature"))?;
     key.verify(&body, &Signature::from_bytes(&sig)).map_err(|_| refused("not signed by Timmy's key"))?;
+    #[derive(Deserialize)]
+    struct Version {
+        v: u32,
+    }
+    let version = serde_json::from_slice::<Version>(&body).map_err(|_| refused("malformed claims"))?;
+    if version.v != CLAIMS_VERSION {
+        return Err(refused("a token of another format (version 1 binds no house or node): sign a new one"));
+    }
     serde_json::from_slice(&body).map_err(|_| refused("malformed claims"))
+}
+
+/// Checks opened claims for a call of `house`: approved by Timmy, for that house, not expired.
+/// What every spender checks, Timmy's Sovereign service included.
+///
+/// # Errors
+/// E2003 naming what does not hold.
+pub fn check_house(claims: &Claims, house: House) -> Result<()> {
+    if claims.approver != House::Timmy {
+        return Err(refused("not an approval by Timmy"));
+    }
+    if claims.house != house {
+        return Err(refused("it approves a call of another house"));
+    }
+    if now_ms() >= claims.expires_ms {
+        return Err(refused("expired"));
+    }
+    Ok(())
+}
+
+/// Spends a token's nonce where it counts fleet-wide (Timmy's Sovereign service), before the
+/// call runs. Implemented by the daemons; [`TokenApprover`] alone spends only locally.
+pub trait NonceSpender: Send + Sync + 'static {
+    /// Spends `token` (already checked by [`TokenApprover::verify`]) for `request`.
+    ///
+    /// # Errors
+    /// E2003 when it was spent before; E2002 when the spend cannot be made (fail closed).
+    fn spend<'a>(&'a self, token: &'a str, request: &'a ApprovalRequest) -> BoxFuture<'a, Result<()>>;
 }
 
 /// Approves a call that carries a valid token signed by Timmy's key (see the module docs).
@@ -138,15 +201,16 @@ impl TokenApprover {
         TokenApprover { timmy, store }
     }
 
-    /// Checks `token` for `request` and spends it.
+    /// Checks `token` for `request` without spending it: Timmy's signature, the claims
+    /// version, the house, the node, the tool, the arguments and the expiry.
     ///
     /// # Errors
-    /// E2003 when it is forged, for another tool or arguments, expired or already used;
-    /// E3008 when the nonce cannot be recorded.
-    pub fn check(&self, token: &str, request: &ApprovalRequest) -> Result<Approval> {
+    /// E2003 naming the first thing that does not hold.
+    pub fn verify(&self, token: &str, request: &ApprovalRequest) -> Result<Claims> {
         let claims = open(&self.timmy, token)?;
-        if claims.v != 1 || claims.approver != House::Timmy {
-            return Err(refused("not an approval by Timmy"));
+        check_house(&claims, request.house)?;
+        if claims.node != ANY_NODE && claims.node != request.node {
+            return Err(refused("it approves a call on another node"));
         }
         if claims.tool != request.tool {
             return Err(refused("it approves another tool"));
@@ -154,9 +218,15 @@ impl TokenApprover {
         if claims.args_sha256 != request.args_sha256 {
             return Err(refused("it approves other arguments"));
         }
-        if now_ms() >= claims.expires_ms {
-            return Err(refused("expired"));
-        }
+        Ok(claims)
+    }
+
+    /// Spends verified `claims` in the local audit store and returns the approval, which
+    /// carries the nonce into the call's record.
+    ///
+    /// # Errors
+    /// E2003 when already spent here; E3008 when the nonce cannot be recorded.
+    pub fn spend(&self, claims: Claims, request: &ApprovalRequest) -> Result<Approval> {
         self.store.consume_nonce(
             &claims.nonce,
             &claims.tool,
@@ -169,7 +239,18 @@ impl TokenApprover {
             tool: claims.tool,
             args_sha256: claims.args_sha256,
             note: format!("signed token {}", claims.nonce),
+            nonce: Some(claims.nonce),
         })
+    }
+
+    /// Checks `token` for `request` and spends it locally ([`TokenApprover::verify`], then
+    /// [`TokenApprover::spend`]).
+    ///
+    /// # Errors
+    /// As those two.
+    pub fn check(&self, token: &str, request: &ApprovalRequest) -> Result<Approval> {
+        let claims = self.verify(token, request)?;
+        self.spend(claims, request)
     }
 }
 
@@ -201,7 +282,7 @@ mod tests {
     #[test]
     fn tokens_open_only_with_the_right_key_and_unaltered() {
         let key = generate_key();
-        let claims = Claims::new("file_write", &json!({"path": "a"}), 60_000);
+        let claims = Claims::new(House::Ezra, "n1", "file_write", &json!({"path": "a"}), 60_000);
         let token = sign(&key, &claims);
         assert_eq!(open(&key.verifying_key(), &token).ok(), Some(claims.clone()));
         assert!(open(&generate_key().verifying_key(), &token).is_err());
@@ -210,6 +291,20 @@ mod tests {
         let sig = token.split_once('.').map(|(_, s)| s).unwrap_or_default();
         let e = open(&key.verifying_key(), &format!("{body}.{sig}")).expect_err("forged");
         assert_eq!(e.code, ErrorCode::ApprovalInvalid);
+    }
+
+    /// Proves a version-1 token (bound to no house or node), even one signed by Timmy's key,
+    /// is refused with a message saying to sign a new one.
+    #[test]
+    fn version_one_tokens_are_refused() {
+        let key = generate_key();
+        let v1 = json!({"v": 1, "approver": "timmy", "tool": "file_write", "args_sha256": "00",
+                        "expires_ms": u64::MAX, "nonce": "ab"});
+        let body = serde_json::to_vec(&v1).expect("json");
+        let token = format!("{}.{}", URL_SAFE_NO_PAD.encode(&body), URL_SAFE_NO_PAD.encode(key.sign(&body).to_bytes()));
+        let e = open(&key.verifying_key(), &token).expect_err("v1 refused");
+        assert_eq!(e.code, ErrorCode::ApprovalInvalid);
+        assert!(e.message.contains("sign a new one"), "{e}");
     }
 
     /// Proves key files round-trip through their hex text.

@@ -26,11 +26,18 @@ fn fixture() -> Fixture {
     Fixture { root, db, store, key: tokens::generate_key(), _dir: dir }
 }
 
+/// The node every harness here runs on.
+const NODE: &str = "n1";
+
 fn harness(f: &Fixture, mode: Mode, store: Arc<AuditStore>) -> Harness {
-    let config = Config { file_roots: vec![f.root.clone()], ..Config::default() };
+    harness_of(f, House::Timmy, mode, store)
+}
+
+fn harness_of(f: &Fixture, house: House, mode: Mode, store: Arc<AuditStore>) -> Harness {
+    let config = Config { file_roots: vec![f.root.clone()], node: Some(NODE.into()), ..Config::default() };
     let approver = TokenApprover::new(f.key.verifying_key(), store.clone());
     Harness::builder()
-        .house(House::Timmy)
+        .house(house)
         .mode(mode)
         .config(config)
         .provenance(store)
@@ -62,7 +69,7 @@ fn write_args(content: &str) -> Value {
 }
 
 fn token(f: &Fixture, args: &Value, ttl_ms: u64) -> String {
-    tokens::sign(&f.key, &Claims::new("file_write", args, ttl_ms))
+    tokens::sign(&f.key, &Claims::new(House::Timmy, NODE, "file_write", args, ttl_ms))
 }
 
 async fn sovereign_write(h: &Harness, args: Value, token: Option<String>) -> uni_wizard::Result<uni_wizard::Outcome> {
@@ -174,8 +181,11 @@ async fn sovereign_tokens_are_bound_to_arguments_expiry_and_timmys_key() {
     let refused = [
         ("other arguments", token(&f, &write_args("something else"), 60_000)),
         ("expired", token(&f, &write_args("x"), 0)),
-        ("not Timmy's key", tokens::sign(&other_key, &Claims::new("file_write", &write_args("x"), 60_000))),
-        ("another tool", tokens::sign(&f.key, &Claims::new("file_read", &write_args("x"), 60_000))),
+        (
+            "not Timmy's key",
+            tokens::sign(&other_key, &Claims::new(House::Timmy, NODE, "file_write", &write_args("x"), 60_000)),
+        ),
+        ("another tool", tokens::sign(&f.key, &Claims::new(House::Timmy, NODE, "file_read", &write_args("x"), 60_000))),
         ("garbage", "not-a-token".to_owned()),
     ];
     for (why, t) in refused {
@@ -208,6 +218,76 @@ async fn a_token_is_single_use() {
     let e = sovereign_write(&h2, write_args("once"), Some(t)).await.expect_err("reuse from another process");
     assert_eq!(e.code, ErrorCode::ApprovalInvalid);
     assert!(!f.root.join("out.txt").exists());
+}
+
+/// Proves a token is bound to the house and the node it was signed for (issue 15, defect 5): a
+/// token for Ezra does not approve Allegro's call, one for node `n2` not a call on `n1`, and
+/// one signed for any node (`*`, asked for explicitly) approves the call on `n1`.
+#[tokio::test]
+async fn a_token_is_bound_to_its_house_and_node() {
+    let f = fixture();
+    let allegro = harness_of(&f, House::Allegro, Mode::Sovereign, f.store.clone());
+    let args = write_args("bound");
+    let sign = |house, node: &str| tokens::sign(&f.key, &Claims::new(house, node, "file_write", &args, 60_000));
+    for (why, t) in [("another house", sign(House::Ezra, NODE)), ("another node", sign(House::Allegro, "n2"))] {
+        let e = sovereign_write(&allegro, args.clone(), Some(t)).await.expect_err(why);
+        assert_eq!(e.code, ErrorCode::ApprovalInvalid, "{why}: {e:?}");
+        assert!(e.message.contains(why), "{why}: {}", e.message);
+        assert!(!f.root.join("out.txt").exists(), "{why}");
+    }
+    sovereign_write(&allegro, args.clone(), Some(sign(House::Allegro, tokens::ANY_NODE))).await.expect("any node");
+    assert_eq!(std::fs::read_to_string(f.root.join("out.txt")).expect("written"), "bound");
+}
+
+/// Proves the approval hash binds secret-named values too (issue 15, defect 6): a token signed
+/// for `http_post` with `{"password_reset": {"user": "bob"}}` is refused (E2003, other
+/// arguments) for `{"password_reset": {"user": "admin", "new_password": ...}}`, and nothing is
+/// sent; the same token approves the call it was signed for (which then meets the egress
+/// policy: E2009, since this harness may reach nothing).
+#[tokio::test]
+async fn a_token_binds_values_under_secret_named_keys() {
+    let f = fixture();
+    let h = harness(&f, Mode::Sovereign, f.store.clone());
+    let call = |user: Value| json!({"url": "https://api.example.org/reset", "json": {"password_reset": user}});
+    let signed = call(json!({"user": "bob"}));
+    let sent = call(json!({"user": "admin", "new_password": "hunter2"}));
+    let t = tokens::sign(&f.key, &Claims::new(House::Timmy, NODE, "http_post", &signed, 60_000));
+    let post = |args: Value, t: String| {
+        h.execute_request(Request { approval_token: Some(t), ..Request::new("http_post", args) })
+    };
+    let e = post(sent, t.clone()).await.expect_err("other arguments");
+    assert_eq!(e.code, ErrorCode::ApprovalInvalid, "{e:?}");
+    assert!(e.message.contains("other arguments"), "{}", e.message);
+    let e = post(signed, t).await.expect_err("approved, then refused by egress");
+    assert_eq!(e.code, ErrorCode::EgressDenied, "{e:?}");
+}
+
+/// Proves a local re-use after tampering is named by `audit verify` (issue 15, defect 5):
+/// deleting a spent token's `used_tokens` row is named at the record that used it, and the
+/// token that then works a second time is named at the second use.
+#[tokio::test]
+async fn a_removed_spent_token_row_and_its_reuse_are_named_by_verify() {
+    let f = fixture();
+    let h = harness(&f, Mode::Sovereign, f.store.clone());
+    seed(&f, 1).await;
+    let t = token(&f, &write_args("once"), 60_000);
+    let first = sovereign_write(&h, write_args("once"), Some(t.clone())).await.expect("first use runs");
+    assert!(f.store.verify().expect("verify").ok());
+    let nonce = tokens::open(&f.key.verifying_key(), &t).expect("opens").nonce;
+    let record = f.store.get(&first.provenance_id).expect("recorded");
+    assert_eq!(record.approvals[0].nonce.as_deref(), Some(nonce.as_str()), "the nonce is in the chain");
+
+    let c = rusqlite::Connection::open(&f.db).expect("second connection");
+    c.execute("DELETE FROM used_tokens WHERE nonce = ?1", [&nonce]).expect("delete the row");
+    let broken = f.store.verify().expect("verify").broken.expect("a removed row is seen");
+    assert_eq!((broken.seq, broken.id.as_str()), (2, first.provenance_id.as_str()), "{broken:?}");
+    assert!(broken.problem.contains("spent-token row removed"), "{}", broken.problem);
+
+    std::fs::remove_file(f.root.join("out.txt")).expect("remove");
+    let second = sovereign_write(&h, write_args("once"), Some(t)).await.expect("works again locally");
+    let broken = f.store.verify().expect("verify").broken.expect("a second use is seen");
+    assert_eq!(broken.id, second.provenance_id, "{broken:?}");
+    assert!(broken.problem.contains("already used at seq 2"), "{}", broken.problem);
 }
 
 /// Proves a Sovereign `file_write` with an unwritable audit DB fails closed (E3008), the file

@@ -166,6 +166,7 @@ async fn allegro_needs_timmys_approval_for_production() {
         tool: "deploy".into(),
         args_sha256: approval::args_sha256(&args),
         note: String::new(),
+        nonce: None,
     };
     let mut r = Request::new("deploy", args.clone());
     r.approval = Some(approval(House::Allegro));
@@ -208,6 +209,7 @@ async fn sovereign_mode_fails_closed_without_approval() {
         tool: "file_write".into(),
         args_sha256: approval::args_sha256(&args),
         note: "ok".into(),
+        nonce: None,
     });
     timmy.execute_request(r).await.expect("approved");
     assert_eq!(std::fs::read_to_string(d.path().join("f")).expect("read"), "new");

@@ -71,6 +71,15 @@ pub struct ApproveArgs {
     /// Timmy's secret key file (default: `$UNI_WIZARD_HOME/timmy.key`).
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
+    /// With --sign: the house whose call is approved (a token works for no other).
+    #[arg(long, value_name = "HOUSE", requires = "sign")]
+    pub house: Option<String>,
+    /// With --sign: the node the call may run on (its `node:` config, else its host name).
+    #[arg(long, value_name = "NODE", requires = "sign", conflicts_with = "any_node")]
+    pub node: Option<String>,
+    /// With --sign: let the token be used on any node, instead of naming one with --node.
+    #[arg(long, requires = "sign")]
+    pub any_node: bool,
     /// The tool approved.
     #[arg(long)]
     pub tool: Option<String>,
@@ -164,6 +173,7 @@ impl Approver for PromptApprover {
                     tool: request.tool.clone(),
                     args_sha256: request.args_sha256.clone(),
                     note: "approved at the terminal".into(),
+                    nonce: None,
                 }),
                 _ => Err(refuse("refused at the terminal")),
             }
@@ -274,7 +284,26 @@ fn sign(a: &ApproveArgs) -> i32 {
         let text = std::fs::read_to_string(&path)
             .map_err(|e| io_error(ErrorCode::ConfigInvalid, "cannot read Timmy's key", &path, e))?;
         let key = tokens::parse_signing_key(&text)?;
-        let claims = Claims::new(&name, &args, a.ttl_secs.saturating_mul(1000));
+        let house: House = a
+            .house
+            .as_deref()
+            .ok_or_else(|| {
+                Error::new(ErrorCode::InvalidArguments, "--sign needs --house: the house whose call is approved")
+                    .with_details(json!({ "field": "house" }))
+            })?
+            .parse()?;
+        let node = match (&a.node, a.any_node) {
+            (Some(n), false) if !n.is_empty() => n.clone(),
+            (None, true) => tokens::ANY_NODE.to_owned(),
+            _ => {
+                return Err(Error::new(
+                    ErrorCode::InvalidArguments,
+                    "--sign needs --node NODE (the node the call runs on) or --any-node",
+                )
+                .with_details(json!({ "field": "node" })));
+            }
+        };
+        let claims = Claims::new(house, &node, &name, &args, a.ttl_secs.saturating_mul(1000));
         Ok((tokens::sign(&key, &claims), claims))
     })();
     match result {

@@ -3,10 +3,12 @@
 //! A worker whose call needs Timmy's approval asks `RequestApproval` and waits (bounded). The
 //! request waits in Timmy's pending list until Timmy's operator decides (`uni-wizard approve
 //! --list / --decide`, authenticated as Timmy: no other house may decide). An approval is
-//! answered with a token signed by Timmy's key, bound to the tool, the argument hash and an
-//! expiry; the worker checks that token against Timmy's public key and spends its nonce in its
-//! own audit store, exactly as for a token brought on the command line, so a remote approval
-//! is no weaker than a local one and works once.
+//! answered with a token signed by Timmy's key, bound to the requesting house, its node, the
+//! tool, the argument hash and an expiry. The worker checks every token (from Timmy's answer or
+//! brought by the caller) against Timmy's public key, spends its nonce at Timmy
+//! (`SpendToken`, recorded in Timmy's `sovereign.db`), then in its own audit store. So a token
+//! works once fleet-wide, however a node's audit store is copied or edited, and a worker that
+//! cannot reach Timmy to spend a token refuses the call (fail closed, E2002).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,6 +17,7 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use tokio::sync::watch;
 use uni_wizard::approval::{Approval, ApprovalRequest, Approver};
+use uni_wizard::audit::AuditStore;
 use uni_wizard::provenance::now_ms;
 use uni_wizard::tokens::{self, Claims, TokenApprover};
 use uni_wizard::tools::BoxFuture;
@@ -55,6 +58,8 @@ struct Inner {
     key: SigningKey,
     config: SovereignConfig,
     entries: Mutex<HashMap<String, Arc<Entry>>>,
+    /// Where tokens are spent fleet-wide: `used_tokens` of `<home>/sovereign.db`.
+    spent: Arc<AuditStore>,
 }
 
 impl std::fmt::Debug for SovereignService {
@@ -64,11 +69,13 @@ impl std::fmt::Debug for SovereignService {
 }
 
 impl SovereignService {
-    /// The service, signing with the key in `config.key_file`.
+    /// The service, signing with the key in `config.key_file` and spending tokens in
+    /// `<home>/sovereign.db`.
     ///
     /// # Errors
-    /// E4001 when no key file is configured or it cannot be read.
-    pub fn new(config: &SovereignConfig) -> Result<SovereignService, Error> {
+    /// E4001 when no key file is configured or it cannot be read; E3008 when the token store
+    /// cannot be opened.
+    pub fn new(config: &SovereignConfig, home: &std::path::Path) -> Result<SovereignService, Error> {
         let path = config.key_file.as_ref().ok_or_else(|| {
             Error::new(ErrorCode::ConfigInvalid, "the sovereign role needs `sovereign.key_file` (uni-wizard keygen)")
                 .with_details(serde_json::json!({ "field": "sovereign.key_file" }))
@@ -77,12 +84,16 @@ impl SovereignService {
             Error::new(ErrorCode::ConfigInvalid, format!("cannot read {}: {e}", path.display()))
                 .with_details(serde_json::json!({ "field": "sovereign.key_file" }))
         })?;
-        Ok(SovereignService::with_key(tokens::parse_signing_key(&text)?, config.clone()))
+        std::fs::create_dir_all(home).map_err(|e| {
+            Error::new(ErrorCode::HomeUnavailable, format!("cannot create state directory {}: {e}", home.display()))
+        })?;
+        let spent = Arc::new(AuditStore::open(home.join("sovereign.db"))?);
+        Ok(SovereignService::with_key(tokens::parse_signing_key(&text)?, config.clone(), spent))
     }
 
-    /// The service with a key in hand.
-    pub fn with_key(key: SigningKey, config: SovereignConfig) -> SovereignService {
-        SovereignService { inner: Arc::new(Inner { key, config, entries: Mutex::new(HashMap::new()) }) }
+    /// The service with a key and a token store in hand.
+    pub fn with_key(key: SigningKey, config: SovereignConfig, spent: Arc<AuditStore>) -> SovereignService {
+        SovereignService { inner: Arc::new(Inner { key, config, entries: Mutex::new(HashMap::new()), spent }) }
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Entry>>> {
@@ -138,6 +149,9 @@ impl Sovereign for SovereignService {
         }
         if req.tool.is_empty() || req.tool.len() > 64 {
             return Err(invalid("tool", "must be 1 to 64 characters"));
+        }
+        if req.node.is_empty() || req.node.len() > 255 {
+            return Err(invalid("node", "must be 1 to 255 characters"));
         }
         if req.args_sha256.len() != 64 || !req.args_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(invalid("args_sha256", "must be 64 hex digits"));
@@ -217,14 +231,15 @@ impl Sovereign for SovereignService {
         let current = entry.decision.borrow().decision;
         if current == ApprovalDecision::Pending {
             let decision = if req.approve {
-                let claims = Claims {
-                    v: 1,
-                    approver: House::Timmy,
-                    tool: entry.request.tool.clone(),
-                    args_sha256: entry.request.args_sha256.clone(),
-                    expires_ms: now_ms().saturating_add(self.inner.config.token_ttl_ms),
-                    nonce: hex::encode(rand::random::<[u8; 16]>()),
-                };
+                // request_approval admitted only a known house and a node name.
+                let house = wire::house_from_wire(entry.request.requesting_house).unwrap_or(House::Timmy);
+                let claims = Claims::for_hash(
+                    house,
+                    &entry.request.node,
+                    &entry.request.tool,
+                    &entry.request.args_sha256,
+                    self.inner.config.token_ttl_ms,
+                );
                 let token = tokens::sign(&self.inner.key, &claims).into_bytes();
                 Decision { decision: ApprovalDecision::Approved, token, note: req.note.clone() }
             } else {
@@ -242,9 +257,45 @@ impl Sovereign for SovereignService {
             approver: House::Timmy.to_string(),
         }))
     }
+
+    async fn spend_token(
+        &self,
+        request: tonic::Request<v1::SpendTokenRequest>,
+    ) -> Result<tonic::Response<v1::SpendTokenResponse>, tonic::Status> {
+        let peer = auth::peer(&request)?;
+        let req = request.into_inner();
+        if req.token.is_empty() || req.token.len() > 4096 {
+            return Err(invalid("token", "must be 1 to 4096 characters"));
+        }
+        if req.request_id.is_empty() || req.request_id.len() > 128 {
+            return Err(invalid("request_id", "must be 1 to 128 characters"));
+        }
+        let claims = self.spend(&req.token, peer.house, &req.request_id).map_err(|e| wire::status(&e))?;
+        tracing::info!(nonce = %claims.nonce, house = %peer.house, tool = %claims.tool, "approval token spent");
+        metrics::counter!("uw_sovereign_tokens_spent_total").increment(1);
+        Ok(tonic::Response::new(v1::SpendTokenResponse { nonce: claims.nonce }))
+    }
 }
 
-/// Asks Timmy's Sovereign service, then checks the signed token it sends like any other.
+impl SovereignService {
+    /// Spends `token` for a call of `house`: Timmy's signature, the claims version, the house
+    /// and the expiry are checked, then the nonce is recorded once in `sovereign.db`.
+    fn spend(&self, token: &str, house: House, request_id: &str) -> Result<Claims, Error> {
+        let claims = tokens::open(&self.inner.key.verifying_key(), token)?;
+        tokens::check_house(&claims, house)?;
+        self.inner.spent.consume_nonce(
+            &claims.nonce,
+            &claims.tool,
+            &claims.args_sha256,
+            claims.expires_ms,
+            request_id,
+        )?;
+        Ok(claims)
+    }
+}
+
+/// Asks Timmy's Sovereign service, then checks the signed token it sends like any other, and
+/// spends every token at Timmy before the call runs.
 pub struct RemoteApprover {
     peers: Peers,
     house: House,
@@ -258,9 +309,30 @@ impl RemoteApprover {
         RemoteApprover { peers, house, wait, tokens }
     }
 
+    /// Verifies `token`, spends it at Timmy, then locally.
+    async fn redeem(&self, token: &str, request: &ApprovalRequest) -> Result<Approval, Error> {
+        let claims = self.tokens.verify(token, request)?;
+        let mut client = self.peers.sovereign()?;
+        let spend = v1::SpendTokenRequest { token: token.to_owned(), request_id: request.request_id.clone() };
+        let mut rpc = tonic::Request::new(spend);
+        rpc.set_timeout(Duration::from_secs(10));
+        client.spend_token(rpc).await.map_err(|s| {
+            let e = wire::error_from_status(&s);
+            if e.code == ErrorCode::ApprovalInvalid {
+                return e;
+            }
+            Error::new(
+                ErrorCode::ApprovalRequired,
+                format!("the approval token for {} could not be spent at Timmy: {}", request.tool, e.message),
+            )
+            .with_details(serde_json::json!({ "cause": e.code.as_str() }))
+        })?;
+        self.tokens.spend(claims, request)
+    }
+
     async fn ask(&self, request: &ApprovalRequest) -> Result<Approval, Error> {
         if let Some(token) = &request.token {
-            return self.tokens.check(token, request);
+            return self.redeem(token, request).await;
         }
         let mut client = self.peers.sovereign()?;
         let ask = v1::ApprovalRequest {
@@ -271,6 +343,7 @@ impl RemoteApprover {
             args_json: request.args.to_string(),
             reason: request.reason.clone(),
             wait_timeout_ms: u32::try_from(self.wait.as_millis()).unwrap_or(u32::MAX),
+            node: request.node.clone(),
         };
         let mut rpc = tonic::Request::new(ask);
         rpc.set_timeout(self.wait + Duration::from_secs(5));
@@ -287,7 +360,7 @@ impl RemoteApprover {
             ApprovalDecision::Approved => {
                 let token = String::from_utf8(answer.approval_token)
                     .map_err(|_| Error::new(ErrorCode::ApprovalInvalid, "Timmy's token is not text"))?;
-                self.tokens.check(&token, request)
+                self.redeem(&token, request).await
             }
             ApprovalDecision::Denied => Err(Error::new(
                 ErrorCode::ApprovalRequired,
