@@ -9,8 +9,10 @@
 //!    watchdog pings;
 //!    config hot reload.
 //! 5. **Wait** for SIGTERM or SIGINT.
-//! 6. **Drain**: health answers NOT_SERVING, listeners close, in-flight calls get
-//!    `shutdown_grace_ms` to finish, then the process exits 0.
+//! 6. **Drain**: health answers NOT_SERVING (gRPC) and 503 `draining` (HTTP), the gRPC
+//!    listener closes and in-flight calls get `shutdown_grace_ms` to finish; the HTTP listener
+//!    closes last, so `/health` says `draining` for as long as the drain lasts; then the
+//!    process exits 0.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -161,7 +163,7 @@ fn build(live: &Live) -> Result<Built, Error> {
         let path = crate::telemetry::home(&config).join(crate::telemetry::SINK_FILE);
         let store = Arc::new(crate::telemetry::SinkStore::open(&path, &config.telemetry)?);
         let intelligence = worker.as_ref().and_then(WorkerService::intelligence);
-        Some(crate::telemetry::SinkService::new(store, intelligence, &config.node_name(), &config.telemetry))
+        Some(crate::telemetry::SinkService::new(store, intelligence, live.clone()))
     } else {
         None
     };
@@ -180,6 +182,9 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
     let mut built = build(&live)?;
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The HTTP listener's own stop: it closes after the gRPC drain, not at the signal.
+    let (http_stop_tx, http_stop_rx) = watch::channel(false);
+    let http_auth = serve::HttpAuth::new(live.clone())?;
 
     // Phase 4: serve.
     let grpc_listener = serve::bind(config.listen.grpc, "grpc").await?;
@@ -269,12 +274,13 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
             v
         }) as serve::HealthFn
     };
-    let mut app = serve::http_app(metrics, health_view, stop_rx.clone());
+    let mut routes = Vec::new();
     if let Some(triage) = &built.triage {
-        app = app.merge(triage.routes());
+        routes.push(triage.routes());
         triage.spawn(stop_rx.clone());
     }
-    let http = tokio::spawn(serve::serve_http(http_listener, app, stop_rx.clone()));
+    let app = serve::http_app(metrics, health_view, stop_rx.clone(), http_auth, routes);
+    let http = tokio::spawn(serve::serve_http(http_listener, app, live.clone(), http_stop_rx));
     if roles.contains(&Role::Health) || roles.contains(&Role::Router) {
         tokio::spawn(crate::health::run_prober(
             live.clone(),
@@ -309,18 +315,16 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
     // Phase 6: drain.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     reporter.set_service_status("", ServingStatus::NotServing).await;
+    // From here `/health` answers 503 "draining" until the HTTP listener closes.
     let _ = stop_tx.send(true);
-    let grace = Duration::from_millis(config.shutdown_grace_ms);
-    match tokio::time::timeout(grace, async {
-        let _ = grpc.await;
-        let _ = http.await;
-    })
-    .await
-    {
-        Ok(()) => tracing::info!("drained"),
-        Err(_) => {
-            tracing::warn!(grace_ms = config.shutdown_grace_ms, "grace period over; stopping with calls in flight")
-        }
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(config.shutdown_grace_ms);
+    let grpc_drained = tokio::time::timeout_at(deadline, grpc).await.is_ok();
+    let _ = http_stop_tx.send(true);
+    let http_drained = tokio::time::timeout_at(deadline, http).await.is_ok();
+    if grpc_drained && http_drained {
+        tracing::info!("drained");
+    } else {
+        tracing::warn!(grace_ms = config.shutdown_grace_ms, "grace period over; stopping with calls in flight");
     }
     Ok(())
 }

@@ -40,6 +40,9 @@ pub struct DaemonConfig {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// The HTTP port: who may read `/metrics` and `/triage/status`, and connection timeouts.
+    #[serde(default)]
+    pub http: HttpConfig,
     /// The fleet, the same on every node.
     pub houses: BTreeMap<House, HouseEntry>,
     /// Router settings.
@@ -126,6 +129,48 @@ pub struct Listen {
     pub http: SocketAddr,
 }
 
+/// The HTTP port (`listen.http`).
+///
+/// `/health` answers anyone (probes and load balancers carry no secret). `/metrics` and
+/// `/triage/status` want `Authorization: Bearer <token>` with the token in
+/// `metrics_token_file`, as Prometheus sends it from `authorization: {credentials_file: F}`;
+/// without a token file they answer 401 unless `metrics_open` says otherwise. The Gitea
+/// webhook authenticates each delivery by its HMAC instead (Gitea sends no bearer token).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// A file holding the bearer token of `/metrics` and `/triage/status` (surrounding
+    /// whitespace trimmed, at least 16 characters, never logged). Read at start (unreadable:
+    /// exit 64) and again whenever the file changes.
+    pub metrics_token_file: Option<PathBuf>,
+    /// Serve `/metrics` and `/triage/status` without a token. Accepted only when
+    /// `listen.http` is a loopback address, and not together with `metrics_token_file`.
+    pub metrics_open: bool,
+    /// A client must send a request's whole header within this, milliseconds; it is also the
+    /// longest a kept-alive connection waits for its next request.
+    pub header_timeout_ms: u64,
+    /// A connection on which nothing was read or written for this long is closed, ms.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> HttpConfig {
+        HttpConfig { metrics_token_file: None, metrics_open: false, header_timeout_ms: 10_000, idle_timeout_ms: 60_000 }
+    }
+}
+
+impl HttpConfig {
+    /// The header read timeout.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
+    }
+
+    /// The idle timeout.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+}
+
 /// One house of the fleet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,6 +185,12 @@ pub struct HouseEntry {
     /// Lower goes first when several houses fit a task equally.
     #[serde(default)]
     pub priority: u32,
+    /// The node names this house's nodes stream telemetry under: Timmy's sink takes a node's
+    /// events only from the house its name is bound to (see [`DaemonConfig::node_house`]).
+    /// Unset: the names that start with the house's own (`ezra`, `ezra-…`, `ezra.…`). `[]`:
+    /// none, the house streams nothing.
+    #[serde(default)]
+    pub nodes: Option<Vec<String>>,
 }
 
 /// A secret string: `Debug` and `Serialize` never show it.
@@ -366,6 +417,39 @@ impl DaemonConfig {
         self.node.clone().unwrap_or_else(|| self.worker.library.node_name())
     }
 
+    /// The house a node name is bound to, which alone may stream telemetry under it:
+    ///
+    /// 1. the house whose `houses.<house>.nodes` lists the name;
+    /// 2. else a house without `nodes` whose name the node name is or starts with, followed by
+    ///    `-` or `.` (`bezalel`, `bezalel-node`, `bezalel.fleet.internal`);
+    /// 3. else, on Timmy when Timmy has no `nodes`, Timmy's own [`node_name`] (so the sink
+    ///    takes its own node's events under the host name, as before).
+    ///
+    /// No binding is first come: a house can never take another's name, and a name no rule
+    /// binds is refused to every house.
+    ///
+    /// [`node_name`]: DaemonConfig::node_name
+    pub fn node_house(&self, node: &str) -> Option<House> {
+        if let Some(house) = self.declared_house(node) {
+            return Some(house);
+        }
+        let by_name = self.houses.iter().find(|(h, e)| {
+            e.nodes.is_none()
+                && node
+                    .strip_prefix(h.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('-') || rest.starts_with('.'))
+        });
+        if let Some((house, _)) = by_name {
+            return Some(*house);
+        }
+        (self.house == House::Timmy && self.me().nodes.is_none() && node == self.node_name()).then_some(House::Timmy)
+    }
+
+    /// The house whose `houses.<house>.nodes` lists `node`, if any.
+    fn declared_house(&self, node: &str) -> Option<House> {
+        self.houses.iter().find(|(_, e)| e.nodes.as_ref().is_some_and(|n| n.iter().any(|x| x == node))).map(|(h, _)| *h)
+    }
+
     /// This node's own entry in `houses:`.
     pub fn me(&self) -> &HouseEntry {
         // validate() insists the entry exists; a config is never used unvalidated.
@@ -392,6 +476,16 @@ impl DaemonConfig {
             if let Err(e) = parse_endpoint(&entry.endpoint) {
                 return bad(&format!("{field}.endpoint"), e);
             }
+            for node in entry.nodes.iter().flatten() {
+                if node.is_empty() || node.len() > 256 {
+                    return bad(&format!("{field}.nodes"), "a node name is 1 to 256 characters".into());
+                }
+                let other =
+                    self.houses.iter().find(|(h, e)| *h != house && e.nodes.as_ref().is_some_and(|n| n.contains(node)));
+                if let Some((other, _)) = other {
+                    return bad(&format!("{field}.nodes"), format!("node `{node}` is bound to {other} too"));
+                }
+            }
         }
         let mut tokens: Vec<&str> = self.houses.values().map(|e| e.auth_token.expose()).collect();
         tokens.sort_unstable();
@@ -414,6 +508,21 @@ impl DaemonConfig {
                     );
                 }
             }
+        }
+        if self.http.metrics_open && self.http.metrics_token_file.is_some() {
+            return bad("http.metrics_open", "set either `metrics_token_file` or `metrics_open`, not both".into());
+        }
+        if self.http.metrics_open && !self.listen.http.ip().is_loopback() {
+            return bad(
+                "http.metrics_open",
+                "an open /metrics is allowed only on a loopback `listen.http`; use `metrics_token_file`".into(),
+            );
+        }
+        if !(10..=600_000).contains(&self.http.header_timeout_ms) {
+            return bad("http.header_timeout_ms", "must be 10 to 600000".into());
+        }
+        if !(10..=3_600_000).contains(&self.http.idle_timeout_ms) {
+            return bad("http.idle_timeout_ms", "must be 10 to 3600000".into());
         }
         if self.roles().contains(&Role::Sovereign) && self.house != House::Timmy {
             return bad("roles", "only Timmy runs the sovereign role".into());
@@ -440,6 +549,24 @@ impl DaemonConfig {
             None => {}
         }
         self.telemetry.validate().map_err(|e| in_field("telemetry", e))?;
+        // A node that streams must not contradict the declared bindings. (An undeclared name
+        // that no default binds is only warned about when the bridge starts: configs from
+        // before `nodes` existed still load.)
+        if self.roles().contains(&Role::Telemetry) {
+            let name = self.node_name();
+            match (self.declared_house(&name), self.me().nodes.is_some()) {
+                (Some(h), _) if h != self.house => {
+                    return bad("node", format!("node `{name}` is bound to {h} (houses.{h}.nodes)"));
+                }
+                (None, true) => {
+                    return bad(
+                        "node",
+                        format!("node `{name}` is not among houses.{}.nodes: Timmy's sink would refuse it", self.house),
+                    );
+                }
+                _ => {}
+            }
+        }
         self.worker.library.validate().map_err(|e| {
             let field = format!("worker.library.{}", e.details["field"].as_str().unwrap_or(""));
             Error::new(ErrorCode::ConfigInvalid, format!("field `{field}`: {}", e.message))
@@ -552,6 +679,70 @@ houses:
         assert!(e.message.contains("auth_token"), "{}", e.message);
         let sovereign = format!("{GOOD}roles: [sovereign]\n");
         assert!(DaemonConfig::parse(&sovereign, "f", &env).is_err());
+    }
+
+    /// Proves node names bind to houses by declaration first, then by the house's name, Timmy's
+    /// own name on Timmy, and never to whoever asks: a declared name belongs to its house only.
+    #[test]
+    fn node_names_bind_to_houses_by_config() {
+        let text = GOOD.replace("priority: 3}", "priority: 3, nodes: [archive-box]}");
+        let c = DaemonConfig::parse(&text, "houses.yaml", &env).expect("valid");
+        assert_eq!(c.node_house("archive-box"), Some(House::Ezra));
+        assert_eq!(c.node_house("timmy-local"), Some(House::Timmy), "an undeclared house: its name's prefix");
+        assert_eq!(c.node_house("timmy"), Some(House::Timmy));
+        assert_eq!(c.node_house("ezra-node"), None, "ezra declares its nodes, so no prefix default");
+        assert_eq!(c.node_house("timmyish"), None, "a prefix ends at `-` or `.`");
+        assert_eq!(c.node_house("bezalel-node"), None, "bezalel is not in this fleet");
+        let timmy = format!("{}\nnode: workstation\n", GOOD.replace("house: ezra", "house: timmy"));
+        let c = DaemonConfig::parse(&timmy, "houses.yaml", &env).expect("valid");
+        assert_eq!(c.node_house("workstation"), Some(House::Timmy), "Timmy's own name on Timmy");
+    }
+
+    /// Proves a node name bound to two houses, an empty one, and a streaming node whose name
+    /// its house's `nodes` do not list are each refused with E4001 naming the field.
+    #[test]
+    fn contradictory_node_bindings_are_refused() {
+        let field = |text: &str| {
+            let e = DaemonConfig::parse(text, "houses.yaml", &env).expect_err("refused");
+            assert_eq!(e.code, ErrorCode::ConfigInvalid);
+            e.details["field"].as_str().unwrap_or_default().to_owned()
+        };
+        let twice = GOOD
+            .replace("priority: 1}", "priority: 1, nodes: [shared]}")
+            .replace("priority: 3}", "priority: 3, nodes: [shared]}");
+        assert_eq!(field(&twice), "houses.timmy.nodes");
+        assert_eq!(field(&GOOD.replace("priority: 3}", "priority: 3, nodes: ['']}")), "houses.ezra.nodes");
+        let unlisted = format!(
+            "{}roles: [worker, telemetry]\nnode: ezra-2\n",
+            GOOD.replace("priority: 3}", "priority: 3, nodes: [ezra-1]}")
+        );
+        assert_eq!(field(&unlisted), "node");
+        let theirs = format!(
+            "{}roles: [worker, telemetry]\nnode: t1\n",
+            GOOD.replace("priority: 1}", "priority: 1, nodes: [t1]}")
+        );
+        assert_eq!(field(&theirs), "node");
+        let listed = unlisted.replace("node: ezra-2", "node: ezra-1");
+        assert!(DaemonConfig::parse(&listed, "houses.yaml", &env).is_ok());
+    }
+
+    /// Proves `http.metrics_open` is refused off loopback and beside a token file, and the
+    /// timeouts are bounded, each naming its field.
+    #[test]
+    fn http_settings_are_checked() {
+        let field = |http: &str, listen: &str| {
+            let text = format!("{}http: {http}\n", GOOD.replace("127.0.0.1:7483", listen));
+            DaemonConfig::parse(&text, "f", &env)
+                .err()
+                .map(|e| e.details["field"].as_str().unwrap_or_default().to_owned())
+        };
+        assert_eq!(field("{metrics_open: true}", "127.0.0.1:7483"), None);
+        assert_eq!(field("{metrics_open: true}", "0.0.0.0:7483").as_deref(), Some("http.metrics_open"));
+        let both = "{metrics_open: true, metrics_token_file: /t}";
+        assert_eq!(field(both, "127.0.0.1:7483").as_deref(), Some("http.metrics_open"));
+        assert_eq!(field("{metrics_token_file: /t}", "0.0.0.0:7483"), None);
+        assert_eq!(field("{header_timeout_ms: 0}", "127.0.0.1:7483").as_deref(), Some("http.header_timeout_ms"));
+        assert_eq!(field("{idle_timeout_ms: 0}", "127.0.0.1:7483").as_deref(), Some("http.idle_timeout_ms"));
     }
 
     /// Proves endpoints split into host and port, IPv6 included, and loopback is recognised.

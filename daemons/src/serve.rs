@@ -1,20 +1,45 @@
 //! What every daemon serves besides its own services: `grpc.health.v1`, reflection, TLS and
 //! auth on the gRPC port; `/metrics` and `/health` on the HTTP port; signals, readiness and
 //! the systemd watchdog.
+//!
+//! # The HTTP port
+//!
+//! | route | who may read it |
+//! |---|---|
+//! | `GET /health` | anyone (probes carry no secret); 503 `draining` from SIGTERM until the listener closes |
+//! | `GET /metrics`, `GET /triage/status` | `Authorization: Bearer <token of http.metrics_token_file>` ([`HttpAuth`]), else 401; or anyone with `http.metrics_open` on loopback |
+//! | `POST /webhooks/gitea` | the delivery's HMAC (Gitea sends no bearer token) |
+//!
+//! [`serve_http`] accepts connections itself (hyper's HTTP/1 connection, not `axum::serve`) so
+//! that a client that sends its header slowly, or nothing at all, is cut off:
+//! `http.header_timeout_ms` for a request's header (and for a kept-alive connection's next
+//! request), `http.idle_timeout_ms` for a connection that moves no byte either way.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use uni_wizard::{Error, ErrorCode};
 
 use crate::fleet::TlsConfig;
+use crate::live::Live;
 use crate::peers::read;
 
 /// Installs the process-wide Prometheus recorder (once) and returns its handle.
@@ -34,7 +59,10 @@ pub fn install_metrics() -> Result<PrometheusHandle, Error> {
 /// Help text for every metric the daemons export (Prometheus' `# HELP` lines).
 fn describe_metrics() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!("uw_auth_refused_total", "RPCs refused by authentication, by error code");
+    describe_counter!(
+        "uw_auth_refused_total",
+        "RPCs, telemetry streams and HTTP requests refused by authentication, by error code"
+    );
     describe_counter!("uw_config_reload_total", "Config hot reloads, by result (applied, rejected)");
     describe_gauge!("uw_peer_up", "Whether the health prober sees the house up (1) or down (0)");
     describe_counter!("uw_worker_calls_total", "Calls executed by this worker, by result (ok or the error code)");
@@ -127,13 +155,160 @@ struct HttpState {
     draining: watch::Receiver<bool>,
 }
 
-/// The HTTP side: `GET /metrics` (Prometheus text format) and `GET /health` (JSON; 503 while
-/// draining). The daemon merges the triage role's routes into it.
-pub fn http_app(metrics: PrometheusHandle, health: HealthFn, draining: watch::Receiver<bool>) -> axum::Router {
-    axum::Router::new()
-        .route("/metrics", axum::routing::get(metrics_page))
-        .route("/health", axum::routing::get(health_page))
-        .with_state(HttpState { metrics, health, draining })
+/// Routes a role adds to the HTTP port.
+#[derive(Debug, Default)]
+pub struct HttpRoutes {
+    /// Routes that authenticate each request themselves (the Gitea webhook's HMAC).
+    pub open: axum::Router,
+    /// Routes behind the scrape token, like `/metrics` ([`HttpAuth`]).
+    pub guarded: axum::Router,
+}
+
+/// The HTTP side: `GET /metrics` (Prometheus text format) behind `auth`, `GET /health` (JSON;
+/// 503 while `draining`) open, and the roles' `routes`.
+pub fn http_app(
+    metrics: PrometheusHandle,
+    health: HealthFn,
+    draining: watch::Receiver<bool>,
+    auth: HttpAuth,
+    routes: Vec<HttpRoutes>,
+) -> axum::Router {
+    let state = HttpState { metrics, health, draining };
+    let mut guarded = axum::Router::new().route("/metrics", axum::routing::get(metrics_page)).with_state(state.clone());
+    let mut open = axum::Router::new().route("/health", axum::routing::get(health_page)).with_state(state);
+    for r in routes {
+        guarded = guarded.merge(r.guarded);
+        open = open.merge(r.open);
+    }
+    let auth = Arc::new(auth);
+    open.merge(guarded.route_layer(axum::middleware::from_fn(move |req: Request, next: Next| {
+        let auth = auth.clone();
+        async move { auth.admit(req, next).await }
+    })))
+}
+
+/// The bearer token check of the guarded HTTP routes, against the live `http` settings.
+///
+/// The token is read from `http.metrics_token_file` (trimmed, as Prometheus trims its
+/// `credentials_file`), kept as a SHA-256 digest and read again when the file's size or
+/// modification time changes, so a rotated token applies without a restart. The presented
+/// token is hashed and compared in constant time, so neither the token nor its length leaks
+/// through timing; it is never logged.
+pub struct HttpAuth {
+    live: Live,
+    cached: Mutex<Option<CachedToken>>,
+}
+
+impl std::fmt::Debug for HttpAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpAuth").finish_non_exhaustive()
+    }
+}
+
+struct CachedToken {
+    path: PathBuf,
+    stamp: (u64, Option<SystemTime>),
+    digest: [u8; 32],
+}
+
+/// The shortest token accepted, as for house tokens.
+const MIN_TOKEN_LEN: usize = 16;
+
+impl HttpAuth {
+    /// The check over `live`; reads the token file now, so a bad one stops the daemon at start.
+    ///
+    /// # Errors
+    /// E4001 (field `http.metrics_token_file`) when the file cannot be read or holds a token
+    /// shorter than 16 characters.
+    pub fn new(live: Live) -> Result<HttpAuth, Error> {
+        let auth = HttpAuth { live, cached: Mutex::new(None) };
+        let http = auth.live.get().http.clone();
+        match &http.metrics_token_file {
+            Some(path) => {
+                auth.digest(path)?;
+            }
+            None if http.metrics_open => {
+                tracing::warn!("http.metrics_open: /metrics and /triage/status answer anyone on loopback");
+            }
+            None => tracing::info!(
+                "http.metrics_token_file is not set: /metrics and /triage/status answer 401 (see docs/OPERATIONS.md)"
+            ),
+        }
+        Ok(auth)
+    }
+
+    /// The digest of the token in `path`, from the cache while the file is unchanged.
+    fn digest(&self, path: &Path) -> Result<[u8; 32], Error> {
+        let bad = |problem: String| {
+            Error::new(ErrorCode::ConfigInvalid, format!("field `http.metrics_token_file`: {problem}"))
+                .with_details(serde_json::json!({ "field": "http.metrics_token_file" }))
+        };
+        let meta = std::fs::metadata(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+        let stamp = (meta.len(), meta.modified().ok());
+        let mut cached = self.cached.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = cached.as_ref().filter(|c| c.path == path && c.stamp == stamp) {
+            return Ok(c.digest);
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+        let token = text.trim();
+        if token.len() < MIN_TOKEN_LEN {
+            return Err(bad(format!("{} holds no token of at least {MIN_TOKEN_LEN} characters", path.display())));
+        }
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        *cached = Some(CachedToken { path: path.to_owned(), stamp, digest });
+        Ok(digest)
+    }
+
+    /// Whether a request with this `Authorization` header may read a guarded route.
+    ///
+    /// # Errors
+    /// E5001 saying why not (no token configured, none sent, a wrong one).
+    pub fn check(&self, authorization: Option<&str>) -> Result<(), Error> {
+        let http = self.live.get().http.clone();
+        if http.metrics_open {
+            return Ok(());
+        }
+        let Some(path) = &http.metrics_token_file else {
+            return Err(Error::new(ErrorCode::Unauthenticated, "no token is configured (http.metrics_token_file)"));
+        };
+        let expected = self.digest(path).map_err(|e| {
+            tracing::error!(error = %e.message, "the metrics token cannot be read; guarded routes refuse everyone");
+            Error::new(ErrorCode::Unauthenticated, "the server's token cannot be read")
+        })?;
+        let presented = authorization
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Error::new(ErrorCode::Unauthenticated, "send `Authorization: Bearer <token>`"))?;
+        let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        if bool::from(presented.ct_eq(&expected)) {
+            Ok(())
+        } else {
+            Err(Error::new(ErrorCode::Unauthenticated, "bad token"))
+        }
+    }
+
+    async fn admit(&self, req: Request, next: Next) -> Response {
+        let authorization = req.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        match self.check(authorization) {
+            Ok(()) => next.run(req).await,
+            Err(e) => {
+                metrics::counter!("uw_auth_refused_total", "code" => e.code.as_str()).increment(1);
+                tracing::warn!(code = e.code.as_str(), path = %req.uri().path(), reason = %e.message, "refused an HTTP request");
+                let body = serde_json::json!({ "ok": false, "code": e.code.as_str(), "error": e.message });
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [
+                        (axum::http::header::WWW_AUTHENTICATE, "Bearer realm=\"uni-wizard\""),
+                        (axum::http::header::CONTENT_TYPE, "application/json"),
+                    ],
+                    body.to_string(),
+                )
+                    .into_response()
+            }
+        }
+    }
 }
 
 async fn metrics_page(State(s): State<HttpState>) -> impl IntoResponse {
@@ -148,13 +323,140 @@ async fn health_page(State(s): State<HttpState>) -> impl IntoResponse {
     (code, [(axum::http::header::CONTENT_TYPE, "application/json")], body)
 }
 
-/// Serves `app` on `listener` until `stop` turns true, then finishes open requests.
-pub async fn serve_http(listener: tokio::net::TcpListener, app: axum::Router, mut stop: watch::Receiver<bool>) {
-    let shutdown = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-        tracing::error!(error = %e, "HTTP server failed");
+/// Serves `app` on `listener` until `stop` turns true, then closes the listener and lets
+/// open requests finish (kept-alive connections close once idle). Each connection gets the
+/// live `http.header_timeout_ms` and `http.idle_timeout_ms` as it is accepted.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    live: Live,
+    mut stop: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                accept_failed(&e).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let http = live.get().http.clone();
+        let (stream, activity) = Tracked::new(stream);
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder.timer(TokioTimer::new()).header_read_timeout(http.header_timeout());
+        let conn =
+            graceful.watch(builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone())));
+        let idle = http.idle_timeout();
+        tokio::spawn(async move {
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!(error = %e, "HTTP connection ended with an error");
+                },
+                () = activity.idle_for(idle) => tracing::debug!(idle_ms = idle.as_millis() as u64, "HTTP connection idle; closed"),
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// After a failed accept: a connection's own failure is nothing; anything else (out of file
+/// descriptors) is logged and waited out for a second, as hyper's and axum's servers do.
+async fn accept_failed(e: &std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset) {
+        return;
+    }
+    tracing::error!(error = %e, "HTTP accept failed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// When a connection last moved a byte, in milliseconds since it was accepted.
+struct Activity {
+    since: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Resolves once the connection has moved no byte for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        loop {
+            let last = self.since + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let quiet = last.elapsed();
+            if quiet >= limit {
+                return;
+            }
+            tokio::time::sleep(limit - quiet).await;
+        }
+    }
+}
+
+/// A socket that notes every read and write in its [`Activity`].
+struct Tracked<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T> Tracked<T> {
+    fn new(inner: T) -> (Tracked<T>, Arc<Activity>) {
+        let activity = Arc::new(Activity { since: Instant::now(), last_ms: AtomicU64::new(0) });
+        (Tracked { inner, activity: activity.clone() }, activity)
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -214,5 +516,44 @@ pub async fn watchdog(mut stop: watch::Receiver<bool>) {
             _ = tokio::time::sleep(every) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(http: &str) -> Result<HttpAuth, Error> {
+        let yaml = format!(
+            "house: ezra\nplaintext_loopback: true\nlisten: {{grpc: 127.0.0.1:1, http: 127.0.0.1:2}}\nhttp: {http}\n\
+             houses:\n  ezra: {{endpoint: 127.0.0.1:1, auth_token: ezra-token-0123456789}}\n"
+        );
+        let config = crate::fleet::DaemonConfig::parse(&yaml, "t.yaml", &|_| None).expect("config");
+        HttpAuth::new(Live::new(config))
+    }
+
+    /// Proves only `Bearer <the file's token>` passes (scheme in any case, the file's newline
+    /// trimmed), no token file refuses everyone, `metrics_open` admits anyone, and a token
+    /// file that is missing or too short is E4001 naming the field.
+    #[test]
+    fn the_scrape_token_decides() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("t");
+        std::fs::write(&file, "scrape-token-0123456789\n").expect("token");
+        let a = auth(&format!("{{metrics_token_file: {}}}", file.display())).expect("auth");
+        assert!(a.check(Some("Bearer scrape-token-0123456789")).is_ok());
+        assert!(a.check(Some("bearer scrape-token-0123456789")).is_ok());
+        for bad in [None, Some("Bearer "), Some("Bearer scrape-token-012345678"), Some("Basic scrape-token-0123456789")]
+        {
+            assert_eq!(a.check(bad).map_err(|e| e.code), Err(ErrorCode::Unauthenticated), "{bad:?}");
+        }
+        let closed = auth("{}").expect("auth");
+        assert!(closed.check(Some("Bearer scrape-token-0123456789")).is_err(), "no token file: closed");
+        assert!(auth("{metrics_open: true}").expect("auth").check(None).is_ok());
+        std::fs::write(&file, "short\n").expect("token");
+        let e = auth(&format!("{{metrics_token_file: {}}}", file.display())).expect_err("too short");
+        assert_eq!((e.code, e.details["field"].as_str()), (ErrorCode::ConfigInvalid, Some("http.metrics_token_file")));
+        let e = auth(&format!("{{metrics_token_file: {}}}", dir.path().join("none").display())).expect_err("missing");
+        assert_eq!(e.code, ErrorCode::ConfigInvalid);
     }
 }

@@ -73,12 +73,13 @@ async fn bench() {
     let server = GiteaServer::start().await;
     let mut fleet = tokio::task::block_in_place(|| start_triage_fleet(&server, 3_600_000));
     let http = fleet.node("allegro").http.clone();
+    let metrics_token = fleet.metrics_token.clone();
     let secret = sample_secret();
     let client = reqwest::Client::new();
     // The start's poll first, so that every issue below is the webhook's.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let polled = match client.get(format!("http://{http}/triage/status")).send().await {
+        let polled = match client.get(format!("http://{http}/triage/status")).bearer_auth(&metrics_token).send().await {
             Ok(r) => r.json::<serde_json::Value>().await.ok().is_some_and(|v| v["cursors"][0]["polled_ms"].is_i64()),
             Err(_) => false,
         };

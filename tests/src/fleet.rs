@@ -1,7 +1,8 @@
 //! A fleet of real `uni-wizardd` processes on loopback, for the cross-process tests.
 //!
 //! [`Fleet::start`] writes one config per house into a temp dir (ports picked free on
-//! 127.0.0.1, tokens random, each house its own state directory and file root), starts each
+//! 127.0.0.1, tokens random, each house its own state directory and file root, one scrape
+//! token for every node's `/metrics` and `/triage/status`), starts each
 //! house as its own process, and waits (bounded) until every one answers `/health`. Dropping
 //! the fleet kills every process it started; [`Node::kill`] and [`Node::start`] stop and start
 //! one. Nothing here mocks a daemon: the processes are the binaries an operator runs.
@@ -71,6 +72,8 @@ pub struct Node {
     pub root: PathBuf,
     /// Its auth token.
     pub token: String,
+    /// The bearer token of its `/metrics` and `/triage/status` (`http.metrics_token_file`).
+    pub metrics_token: String,
     child: Option<Child>,
     log: Arc<Mutex<String>>,
 }
@@ -150,6 +153,24 @@ impl Node {
     pub fn health(&self) -> Option<serde_json::Value> {
         http_get(&self.http, "/health").and_then(|(_, body)| serde_json::from_str(&body).ok())
     }
+
+    /// A GET of a guarded route (`/metrics`, `/triage/status`) with the scrape token, as
+    /// Prometheus sends it.
+    pub fn scrape(&self, path: &str) -> Option<(u16, String)> {
+        http_get_bearer(&self.http, path, Some(&self.metrics_token))
+    }
+
+    /// The OS process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process has exited (reaping it if so); its status then.
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())?;
+        self.child = None;
+        Some(status)
+    }
 }
 
 impl Drop for Node {
@@ -164,6 +185,8 @@ pub struct Fleet {
     pub dir: tempfile::TempDir,
     /// The nodes by house name.
     pub nodes: BTreeMap<String, Node>,
+    /// The scrape token every node's guarded HTTP routes want.
+    pub metrics_token: String,
 }
 
 /// Extra YAML appended to one house's config (router settings, TLS...).
@@ -175,7 +198,21 @@ impl Fleet {
     /// # Panics
     /// When the temp dir cannot be written.
     pub fn configure(houses: &[&str], extra: Extra<'_>) -> Fleet {
+        Fleet::configure_with_http(houses, extra, "")
+    }
+
+    /// As [`Fleet::configure`], with `http` (YAML flow-mapping entries such as
+    /// `header_timeout_ms: 300`) added to every node's `http:` section.
+    ///
+    /// # Panics
+    /// When the temp dir cannot be written.
+    pub fn configure_with_http(houses: &[&str], extra: Extra<'_>, http: &str) -> Fleet {
         let dir = tempfile::tempdir().expect("tempdir");
+        // One scrape token for the fleet, in a file as Prometheus' credentials_file would be.
+        let metrics_token = format!("metrics-{}", token());
+        let token_file = dir.path().join("metrics.token");
+        std::fs::write(&token_file, format!("{metrics_token}\n")).expect("metrics token");
+        let http = if http.is_empty() { String::new() } else { format!(", {http}") };
         // Timmy's key pair, made by the real CLI: Timmy's sovereign role signs with the secret
         // half, every worker checks remote approvals with the public half.
         let keys = dir.path().join("keys");
@@ -205,10 +242,13 @@ impl Fleet {
                 "house: {h}\nnode: {h}-node\nplaintext_loopback: true\nlisten: {{grpc: \"127.0.0.1:{}\", http: \"127.0.0.1:{}\"}}\n\
                  health: {{interval_ms: 200, timeout_ms: 300, down_after: 2}}\n\
                  shutdown_grace_ms: 5000\n\
+                 http: {{metrics_token_file: \"{}\"{}}}\n\
                  sovereign: {{key_file: {}}}\n\
                  worker:\n  timmy_pubkey: {}\n  approval_wait_ms: 20000\n  library:\n    home: {}\n    file_roots: [{}]\n    intelligence: {{enabled: false}}\n{}{}",
                 ports[h].0,
                 ports[h].1,
+                token_file.display(),
+                http,
                 keys.join("timmy.key").display(),
                 keys.join("timmy.pub").display(),
                 home.display(),
@@ -227,17 +267,27 @@ impl Fleet {
                     home,
                     root,
                     token: tokens[h].clone(),
+                    metrics_token: metrics_token.clone(),
                     child: None,
                     log: Arc::new(Mutex::new(String::new())),
                 },
             );
         }
-        Fleet { dir, nodes }
+        Fleet { dir, nodes, metrics_token }
     }
 
     /// Configures and starts `houses`.
     pub fn start(houses: &[&str], extra: Extra<'_>) -> Fleet {
         let mut f = Fleet::configure(houses, extra);
+        for n in f.nodes.values_mut() {
+            n.start();
+        }
+        f
+    }
+
+    /// Configures (as [`Fleet::configure_with_http`]) and starts `houses`.
+    pub fn start_with_http(houses: &[&str], extra: Extra<'_>, http: &str) -> Fleet {
+        let mut f = Fleet::configure_with_http(houses, extra, http);
         for n in f.nodes.values_mut() {
             n.start();
         }
@@ -273,9 +323,15 @@ impl Fleet {
 
 /// A plain HTTP/1.1 GET to `addr` (loopback); `(status, body)`, or `None` when nothing answers.
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    http_get_bearer(addr, path, None)
+}
+
+/// [`http_get`] with `Authorization: Bearer <token>` when a token is given.
+pub fn http_get_bearer(addr: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n").ok()?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).ok()?;
     let text = String::from_utf8_lossy(&raw).into_owned();

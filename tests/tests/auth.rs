@@ -92,6 +92,62 @@ async fn missing_wrong_and_impersonating_credentials_are_refused() {
     assert_eq!(json_stdout(&o)["error"]["code"], "E5002");
 }
 
+/// Proves `Router/Status` shows a task to the house that submitted it and to Timmy only:
+/// Ezra asking for Timmy's `file_read` gets E5003, worded as for a task that does not exist.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_is_visible_to_its_submitter_and_timmy_only() {
+    use uni_wizard_proto::v1::{StatusRequest, status_response};
+    let fleet = Fleet::start(&["timmy", "ezra", "bezalel"], &roles);
+    let (timmy, ezra, bezalel) = (&fleet.nodes["timmy"], &fleet.nodes["ezra"], &fleet.nodes["bezalel"]);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", timmy.grpc))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut router = RouterClient::new(channel);
+    let read = |key: &str| SubmitRequest {
+        call: Some(ToolCall {
+            tool: "file_read".into(),
+            args_json: r#"{"path":"hello.txt"}"#.into(),
+            ..Default::default()
+        }),
+        idempotency_key: key.into(),
+        ..Default::default()
+    };
+    let submitted = router.submit(req(read("timmys"), Some("timmy"), Some(&timmy.token))).await.expect("submitted");
+    let timmys = submitted.into_inner();
+    assert!(timmys.result.is_some(), "finished: {timmys:?}");
+    let status = |id: &str, house: &str, token: &str| {
+        let mut router = router.clone();
+        let r = req(StatusRequest { task_id: id.to_owned() }, Some(house), Some(token));
+        async move { router.status(r).await }
+    };
+
+    let theirs = status(&timmys.task_id, "ezra", &ezra.token).await.expect_err("not Ezra's task");
+    assert_refused(&theirs, tonic::Code::PermissionDenied, "E5003");
+    assert!(!theirs.message().contains("hello from"), "no output leaks: {theirs:?}");
+    let missing = status("no-such-task", "ezra", &ezra.token).await.expect_err("no such task");
+    assert_eq!(
+        (missing.code(), missing.message().replace("no-such-task", "ID")),
+        (theirs.code(), theirs.message().replace(&timmys.task_id, "ID")),
+        "the same answer whether the task exists or not"
+    );
+    let own = status(&timmys.task_id, "timmy", &timmy.token).await.expect("Timmy reads his own task").into_inner();
+    match own.result {
+        Some(status_response::Result::Outcome(o)) => assert!(o.output_json.contains("hello from"), "{o:?}"),
+        other => panic!("Timmy's task has no outcome: {other:?}"),
+    }
+
+    let ezras = router.clone().submit(req(read("ezras"), Some("ezra"), Some(&ezra.token))).await.expect("ezra submits");
+    let ezras = ezras.into_inner().task_id;
+    assert!(status(&ezras, "ezra", &ezra.token).await.is_ok(), "Ezra reads her own task");
+    assert!(status(&ezras, "timmy", &timmy.token).await.is_ok(), "Timmy reads every task");
+    let s = status(&ezras, "bezalel", &bezalel.token).await.expect_err("not Bezalel's task");
+    assert_refused(&s, tonic::Code::PermissionDenied, "E5003");
+    let s = status("no-such-task", "timmy", &timmy.token).await.expect_err("Timmy is told it does not exist");
+    assert_eq!(s.code(), tonic::Code::NotFound, "{s:?}");
+}
+
 struct Pki {
     dir: tempfile::TempDir,
 }

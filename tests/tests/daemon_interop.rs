@@ -16,7 +16,7 @@ use uni_wizard_proto::v1::{
     CapacityRequest, ExecuteRequest, House, StatusRequest, SubmitRequest, ToolCall, router_client::RouterClient,
     worker_client::WorkerClient,
 };
-use uni_wizard_tests::fleet::{Fleet, http_get};
+use uni_wizard_tests::fleet::Fleet;
 
 /// The fleet of these tests: Timmy routes, probes and works; Ezra works.
 fn start_fleet() -> Fleet {
@@ -134,8 +134,9 @@ fn every_metrics_page_passes_promtool_check_metrics() {
     make_traffic(&fleet);
     let mut problems = Vec::new();
     for node in fleet.nodes.values() {
+        // With the scrape token, as Prometheus' `authorization: {credentials_file: ...}` sends it.
         let (status, page) =
-            http_get(&node.http, "/metrics").unwrap_or_else(|| panic!("{} /metrics did not answer", node.house));
+            node.scrape("/metrics").unwrap_or_else(|| panic!("{} /metrics did not answer", node.house));
         assert_eq!(status, 200, "{} /metrics: {page}", node.house);
         // The check is only worth something on a page that has the families traffic makes.
         let mut want = vec!["uw_worker_calls_total", "uw_worker_call_seconds_bucket", "uw_auth_refused_total"];

@@ -507,3 +507,75 @@ fn node_down_alert_fires_and_resolves_to_the_webhook() {
     assert_eq!(delivered("firing"), 1, "fired once");
     assert!(fleet.nodes["timmy"].log().contains("alert resolved"));
 }
+
+/// Streams one hook event of `node` (with `seq`) to Timmy's sink as `house` with `token`; the
+/// sink's first answer: the seq it acknowledged through, or its refusal.
+fn stream_one(timmy: &Node, house: &str, token: &str, node: &str, seq: u64) -> Result<u64, tonic::Status> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", timmy.grpc))
+            .expect("endpoint")
+            .connect_timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .expect("connect to timmy");
+        let bearer: MetadataValue<_> = format!("Bearer {token}").parse().expect("ascii token");
+        let house: MetadataValue<_> = house.parse().expect("ascii house");
+        let mut client = TelemetryClient::with_interceptor(ch, move |mut r: tonic::Request<()>| {
+            r.metadata_mut().insert("authorization", bearer.clone());
+            r.metadata_mut().insert("x-uw-house", house.clone());
+            Ok(r)
+        });
+        let event = TelemetryEvent {
+            node: node.to_owned(),
+            seq,
+            time_unix_ms: 1,
+            kind: Some(Kind::Hook(v1::HookEvent { hook: "squat-test".into(), ..Default::default() })),
+        };
+        let events = tonic::codegen::tokio_stream::iter(vec![event]);
+        let answer = async {
+            let mut acks = client.stream(events).await?.into_inner();
+            match acks.message().await? {
+                Some(ack) => Ok(ack.acked_through_seq),
+                None => Err(tonic::Status::unknown("the sink closed the stream without an answer")),
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), answer).await.expect("the sink answers within 10 s")
+    })
+}
+
+/// Proves node names are bound to houses by the fleet config, not by who streams first: Ezra
+/// streaming as `bezalel-node` is refused (E5002) at its first message and stores nothing, the
+/// real Bezalel then streams it; after a hot reload declaring `houses.bezalel.nodes`, only the
+/// declared names are Bezalel's.
+#[test]
+fn node_names_cannot_be_squatted() {
+    let extra = |h: &str| if h == "timmy" { "roles: [worker, telemetry]\n".to_owned() } else { String::new() };
+    let mut fleet = Fleet::configure(&["timmy", "ezra", "bezalel"], &extra);
+    fleet.node("timmy").start();
+    let (timmy, ezra, bezalel) = (&fleet.nodes["timmy"], &fleet.nodes["ezra"], &fleet.nodes["bezalel"]);
+    let refused = |r: Result<u64, tonic::Status>| {
+        let s = r.expect_err("refused");
+        assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+        assert!(s.message().starts_with("E5002"), "{s:?}");
+    };
+
+    refused(stream_one(timmy, "ezra", &ezra.token, "bezalel-node", 1));
+    let (events, status) = query(timmy, "bezalel-node").expect("query");
+    assert!(events.is_empty() && status.is_none(), "the squatter stored nothing: {events:?} {status:?}");
+    assert_eq!(stream_one(timmy, "bezalel", &bezalel.token, "bezalel-node", 1).expect("the real node"), 1);
+    assert_eq!(stream_one(timmy, "ezra", &ezra.token, "ezra-node", 1).expect("Ezra's own node"), 1);
+    refused(stream_one(timmy, "ezra", &ezra.token, "bezalel-node", 2));
+    refused(stream_one(timmy, "ezra", &ezra.token, "some-host", 1));
+
+    let config = std::fs::read_to_string(&timmy.config).expect("timmy's config");
+    let declared = config.replace("role: bezalel, priority: 3}", "role: bezalel, priority: 3, nodes: [build-box]}");
+    assert_ne!(config, declared, "the bezalel entry was found");
+    uni_wizard_tests::fleet::rewrite(&timmy.config, &declared);
+    wait_for("timmy's config reload", Duration::from_secs(10), || {
+        timmy.log().contains("config reloaded").then_some(())
+    });
+    refused(stream_one(timmy, "ezra", &ezra.token, "build-box", 1));
+    assert_eq!(stream_one(timmy, "bezalel", &bezalel.token, "build-box", 5).expect("declared"), 5);
+    refused(stream_one(timmy, "bezalel", &bezalel.token, "bezalel-node", 2));
+}

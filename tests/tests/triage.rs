@@ -52,8 +52,40 @@ async fn send(http: &str, d: &Delivery) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-async fn status(http: &str) -> Value {
-    let resp = reqwest::get(format!("http://{http}/triage/status")).await.expect("status answered");
+/// Allegro's HTTP address (it derefs to it) and the scrape token `/triage/status` wants.
+#[derive(Clone)]
+struct Http {
+    addr: String,
+    token: String,
+}
+
+impl Http {
+    fn of(node: &Node) -> Http {
+        Http { addr: node.http.clone(), token: node.metrics_token.clone() }
+    }
+}
+
+impl std::fmt::Display for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.addr)
+    }
+}
+
+impl std::ops::Deref for Http {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.addr
+    }
+}
+
+async fn status(http: &Http) -> Value {
+    let resp = reqwest::Client::new()
+        .get(format!("http://{}/triage/status", http.addr))
+        .bearer_auth(&http.token)
+        .send()
+        .await
+        .expect("status answered");
     assert_eq!(resp.status().as_u16(), 200);
     resp.json().await.expect("status JSON")
 }
@@ -107,9 +139,9 @@ fn start_fleet(server: &GiteaServer, poll_interval_ms: u64) -> Fleet {
 
 /// Starts the fleet and waits for the start's poll to have run (its cursor row exists);
 /// returns the fleet and Allegro's HTTP address.
-async fn start_polled(server: &GiteaServer, poll_interval_ms: u64) -> (Fleet, String) {
+async fn start_polled(server: &GiteaServer, poll_interval_ms: u64) -> (Fleet, Http) {
     let mut fleet = start_fleet(server, poll_interval_ms);
-    let http = fleet.node("allegro").http.clone();
+    let http = Http::of(fleet.node("allegro"));
     until("first poll", Duration::from_secs(10), async || status(&http).await["cursors"][0]["polled_ms"].as_i64())
         .await;
     (fleet, http)
@@ -260,7 +292,7 @@ async fn cold_start_pages_through_existing_issues_and_triages_each_once() {
     let numbers: Vec<u64> =
         (0..120).map(|i| server.add_issue(OWNER, REPO, &format!("Crash number {i}"), "", &[])).collect();
     let mut fleet = start_fleet(&server, 3_600_000);
-    let http = fleet.node("allegro").http.clone();
+    let http = Http::of(fleet.node("allegro"));
     let s = until("all 120 triaged", Duration::from_secs(60), async || {
         let s = status(&http).await;
         (s["issues_triaged"] == 120 && s["queued"] == 0 && s["tasks_pending"] == 0).then_some(s)
@@ -401,6 +433,29 @@ async fn forged_oversized_malformed_and_replayed_deliveries_triage_nothing() {
     assert_conformant(&server);
 }
 
+/// Proves `/triage/status` answers only the scrape token (401 without it or with another),
+/// while the Gitea webhook, which sends no bearer token, is still taken on its HMAC alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triage_status_wants_the_scrape_token_and_the_webhook_only_its_hmac() {
+    let server = GiteaServer::start().await;
+    let (_fleet, http) = start_polled(&server, 3_600_000).await;
+    let url = format!("http://{}/triage/status", http.addr);
+    let anonymous = reqwest::get(&url).await.expect("answered");
+    assert_eq!(anonymous.status().as_u16(), 401);
+    let body = anonymous.text().await.unwrap_or_default();
+    assert!(body.contains("E5001") && !body.contains("cursors"), "{body}");
+    let wrong = reqwest::Client::new().get(&url).bearer_auth("metrics-not-the-token-0123").send().await;
+    assert_eq!(wrong.expect("answered").status().as_u16(), 401);
+    assert!(status(&http).await["cursors"].is_array(), "the token reads it");
+
+    let n = server.add_issue(OWNER, REPO, "Crash on start", "", &[]);
+    let d = Delivery::from_sample("issues-opened", n, "Crash on start", "alice", &sample_secret());
+    assert!(!d.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization")), "Gitea sends no token");
+    let (code, body) = send(&http, &d).await;
+    assert_eq!(code, 202, "the webhook needs no bearer token: {body}");
+    assert_conformant(&server);
+}
+
 /// Proves the webhooks the bot's own labels, assignment and comment cause are ignored, a human's label change re-triages to no change, and the metrics pass promtool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bot_caused_webhooks_trigger_no_further_action() {
@@ -440,13 +495,14 @@ async fn bot_caused_webhooks_trigger_no_further_action() {
     assert_eq!(row(&s, n).expect("row")["times"], 1);
     assert_eq!(server.comments(OWNER, REPO, n).len(), 1);
     assert_conformant(&server);
-    promtool_accepts_metrics(&fleet.node("allegro").http);
+    promtool_accepts_metrics(fleet.node("allegro"));
 }
 
-/// The triage node's `/metrics` has the triage families and passes `promtool check metrics`.
-fn promtool_accepts_metrics(http: &str) {
+/// The triage node's `/metrics` (scraped with the token, as Prometheus does) has the triage
+/// families and passes `promtool check metrics`.
+fn promtool_accepts_metrics(node: &Node) {
     use std::process::{Command, Stdio};
-    let (code, page) = uni_wizard_tests::fleet::http_get(http, "/metrics").expect("/metrics answers");
+    let (code, page) = node.scrape("/metrics").expect("/metrics answers");
     assert_eq!(code, 200);
     for family in [
         "uw_triage_webhooks_total",

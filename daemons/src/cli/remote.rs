@@ -179,7 +179,9 @@ pub struct TaskArgs {
 /// `uni-wizard task ID`: where a routed task is, and its result once finished.
 ///
 /// # Errors
-/// E3006 for an unknown or expired task; the router's refusal otherwise.
+/// E5003 unless `--house` submitted the task or is Timmy (also for an unknown or expired id,
+/// so ids cannot be probed); E3006 to Timmy for an unknown or expired task; the router's
+/// refusal otherwise.
 pub async fn task(a: &TaskArgs) -> Result<Value, Error> {
     let house: House = a.house.parse()?;
     let mut client = RouterClient::new(a.connect.open(&a.router, house)?);

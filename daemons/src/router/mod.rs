@@ -24,6 +24,13 @@
 //! `(caller house, idempotency_key)` names a task for as long as the router keeps it
 //! (`router.max_tasks`, oldest finished first out). A resubmission, concurrent or later, gets
 //! the first task's result with `deduplicated` set; the tool runs once.
+//!
+//! # Who sees a task
+//!
+//! `Status` shows a task to the house that submitted it and to Timmy, nobody else: a task's
+//! result is the output of its tool (a file's content, a diff). Another house gets E5003, the
+//! same answer as for a task that does not exist, so ids cannot be probed. `Submit` finds
+//! earlier tasks only under the caller's own `(house, idempotency_key)`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -346,6 +353,27 @@ impl RouterService {
         Ok((task, false))
     }
 
+    /// The task `id` if `caller` may read it: a house sees the tasks it submitted, Timmy sees
+    /// every task. Anyone else gets the same E5003 whether the task exists, expired or is
+    /// another house's, so task ids cannot be probed; only Timmy is told E3006 for a task
+    /// the router does not hold.
+    fn visible(&self, caller: House, id: &str) -> Result<Arc<Task>, Error> {
+        match self.tasks().by_id.get(id).cloned() {
+            Some(t) if caller == House::Timmy || t.key.0 == caller => Ok(t),
+            None if caller == House::Timmy => {
+                Err(Error::new(ErrorCode::NotFound, format!("no task `{id}` (unknown or expired)")))
+            }
+            _ => Err(Error::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "{caller} may not read task `{id}`: a task is visible to the house that submitted it and \
+                     to Timmy (unknown, expired and other houses' tasks answer alike)"
+                ),
+            )
+            .with_details(serde_json::json!({ "house": caller, "call": "read task status", "task_id": id }))),
+        }
+    }
+
     /// Checks a submission before it becomes a task.
     fn check(&self, caller: House, req: &SubmitRequest) -> Result<(), Error> {
         if req.idempotency_key.trim().is_empty() {
@@ -431,9 +459,7 @@ impl Router for RouterService {
         let peer = auth::peer(&request)?;
         auth::require(peer, &self.inner.live.get().router.submitters, "read task status")?;
         let id = request.into_inner().task_id;
-        let task = self.tasks().by_id.get(&id).cloned().ok_or_else(|| {
-            wire::status(&Error::new(ErrorCode::NotFound, format!("no task `{id}` (unknown or expired)")))
-        })?;
+        let task = self.visible(peer.house, &id).map_err(|e| wire::status(&e))?;
         let s = task.state.borrow().clone();
         let r = response(&task, &s, false);
         Ok(tonic::Response::new(StatusResponse {
@@ -477,6 +503,22 @@ mod tests {
         assert_eq!(r.candidates("file_read", Some(House::Bezalel)).0, vec![House::Timmy]);
         m.report_up(House::Bezalel, None);
         assert_eq!(r.candidates("file_read", Some(House::Bezalel)).0, vec![House::Bezalel, House::Timmy]);
+    }
+
+    /// Proves a task is visible to its submitter and Timmy only, and another house gets the
+    /// same E5003 for someone else's task as for one that does not exist.
+    #[test]
+    fn a_task_is_visible_to_its_submitter_and_timmy_only() {
+        let (r, _) = router(None);
+        let req = SubmitRequest { idempotency_key: "k".into(), ..Default::default() };
+        let (task, _) = r.admit(House::Ezra, &req).expect("admitted");
+        assert!(r.visible(House::Ezra, &task.id).is_ok());
+        assert!(r.visible(House::Timmy, &task.id).is_ok());
+        let theirs = r.visible(House::Bezalel, &task.id).err().expect("refused");
+        let missing = r.visible(House::Bezalel, "no-such-task").err().expect("refused");
+        assert_eq!((theirs.code, missing.code), (ErrorCode::Forbidden, ErrorCode::Forbidden));
+        assert_eq!(theirs.message.replace(&task.id, "ID"), missing.message.replace("no-such-task", "ID"));
+        assert_eq!(r.visible(House::Timmy, "no-such-task").err().map(|e| e.code), Some(ErrorCode::NotFound));
     }
 
     /// Proves that with a pattern DB, the house predicted most likely to succeed at a tool goes

@@ -285,7 +285,17 @@ impl Bridge {
         std::fs::create_dir_all(&dir).map_err(|e| {
             Error::new(ErrorCode::HomeUnavailable, format!("cannot create state directory {}: {e}", dir.display()))
         })?;
-        let outbox = Arc::new(Outbox::open(&outbox_path(&config), &config.node_name(), &config.telemetry)?);
+        let node = config.node_name();
+        if config.node_house(&node) != Some(config.house) {
+            tracing::warn!(
+                %node,
+                house = %config.house,
+                "this node's name is not bound to its house: Timmy's sink will refuse its telemetry (E5002); \
+                 set `node` or list the name in houses.{}.nodes",
+                config.house
+            );
+        }
+        let outbox = Arc::new(Outbox::open(&outbox_path(&config), &node, &config.telemetry)?);
         let (tx, rx) = mpsc::channel(HARNESS_QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
         let observer = Arc::new(HarnessObserver { tx, dropped: dropped.clone() });

@@ -6,8 +6,15 @@
 //! — advances in the same transaction. The Ack is sent only after the commit. A stream starts
 //! with the node's oldest unacknowledged event, so a stream whose first seq lies beyond the
 //! stored ones (a recreated outbox numbers on above its old seqs) moves `acked_through` up to
-//! just below it: nothing below it is still coming. A node is bound to the house that first
-//! streamed it; another house streaming the same node name is refused (E5002).
+//! just below it: nothing below it is still coming.
+//!
+//! **Who may stream a node.** A node name belongs to the house the fleet config binds it to
+//! ([`DaemonConfig::node_house`](crate::fleet::DaemonConfig::node_house): `houses.<h>.nodes`,
+//! else the house's name as prefix), never to whoever streams it first. Every burst is checked
+//! against the live config before anything is stored or the node is shown connected: another
+//! house, or a name bound to no house, ends the stream with E5002 at its first message, so a
+//! house cannot squat a name and lock the real node out. `Query` gives Timmy every node and
+//! another house only the nodes bound to it.
 //!
 //! Newly stored execution events of *other* nodes are then fed into the pattern DB (the
 //! worker's [`uni_wizard::Intelligence`]), so Timmy's predictions learn from the fleet; this
@@ -33,6 +40,7 @@ use uni_wizard_proto::v1::{
 
 use super::{TelemetryConfig, now_us};
 use crate::auth;
+use crate::live::Live;
 use crate::wire;
 
 /// Events a `Query` returns when it names no limit, and at most.
@@ -109,6 +117,11 @@ impl SinkStore {
 
     /// Stores one burst of `node`'s events, sent by `house`, in one transaction.
     ///
+    /// `house` must be the house the fleet config binds `node` to (the service checks before
+    /// calling). A node stored under another house before (its binding changed, or it was
+    /// squatted before bindings were checked) starts over as a node first seen here: its old
+    /// acknowledgement, which the other house's seqs made, says nothing about this house's.
+    ///
     /// `opening` marks a stream's first burst. A stream starts with the node's oldest
     /// unacknowledged event, so seqs below its first that this store lacks will never come:
     /// the node's outbox was recreated (it numbers on above its old seqs, see
@@ -116,8 +129,7 @@ impl SinkStore {
     /// instead of waiting for them forever.
     ///
     /// # Errors
-    /// E5002 when `node` belongs to another house; E4002 when the transaction fails (nothing
-    /// was stored).
+    /// E4002 when the transaction fails (nothing was stored).
     pub fn store(&self, house: House, node: &str, events: &[TelemetryEvent], opening: bool) -> Result<Stored, Error> {
         let err = db_err(&self.path);
         let mut conn = self.lock();
@@ -126,16 +138,14 @@ impl SinkStore {
             .query_row("SELECT house, acked_through FROM nodes WHERE node = ?1", [node], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()
             .map_err(&err)?;
-        let mut acked = match &known {
+        let known = match known {
             Some((h, _)) if h != house.as_str() => {
-                return Err(Error::new(
-                    ErrorCode::Impersonation,
-                    format!("node `{node}` streams as {h}; {house} may not send its events"),
-                ));
+                tracing::warn!(%node, from = %h, to = %house, "node rebound to another house; its stream starts over");
+                None
             }
-            Some((_, a)) => *a,
-            None => 0,
+            k => k,
         };
+        let mut acked = known.as_ref().map_or(0, |(_, a)| *a);
         // A node first seen here is followed from the first seq it sends; a known node from
         // the first seq of a new stream when that lies beyond what is stored.
         if known.is_none() || opening {
@@ -176,7 +186,7 @@ impl SinkStore {
         let last_time = events.iter().map(|e| e.time_unix_ms).max().unwrap_or(0);
         tx.execute(
             "INSERT INTO nodes (node, house, acked_through, last_time_ms, last_stored_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (node) DO UPDATE SET acked_through = excluded.acked_through,
+             ON CONFLICT (node) DO UPDATE SET house = excluded.house, acked_through = excluded.acked_through,
                  last_time_ms = max(last_time_ms, excluded.last_time_ms), last_stored_ms = excluded.last_stored_ms",
             params![node, house.as_str(), acked, last_time, stored_us / 1000],
         )
@@ -255,6 +265,7 @@ impl SinkStore {
 pub struct SinkService {
     store: Arc<SinkStore>,
     intelligence: Option<Arc<Intelligence>>,
+    live: Live,
     own_node: Arc<str>,
     batch: usize,
     connected: Arc<Mutex<HashMap<String, usize>>>,
@@ -285,19 +296,34 @@ impl Drop for Connected {
 }
 
 impl SinkService {
-    /// The sink over `store`; executions of other nodes than `own_node` teach `intelligence`.
-    pub fn new(
-        store: Arc<SinkStore>,
-        intelligence: Option<Arc<Intelligence>>,
-        own_node: &str,
-        config: &TelemetryConfig,
-    ) -> SinkService {
+    /// The sink over `store`, checking who may stream which node against `live`'s fleet;
+    /// executions of other nodes than this one teach `intelligence`.
+    pub fn new(store: Arc<SinkStore>, intelligence: Option<Arc<Intelligence>>, live: Live) -> SinkService {
+        let config = live.get();
         SinkService {
             store,
             intelligence,
-            own_node: own_node.into(),
-            batch: config.batch,
+            own_node: config.node_name().into(),
+            batch: config.telemetry.batch,
+            live,
             connected: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Refuses unless the live config binds `node` to `house` (E5002).
+    fn check_binding(&self, house: House, node: &str) -> Result<(), Error> {
+        match self.live.get().node_house(node) {
+            Some(h) if h == house => Ok(()),
+            Some(h) => Err(Error::new(
+                ErrorCode::Impersonation,
+                format!("node `{node}` is bound to {h}; {house} may not stream its events"),
+            )
+            .with_details(serde_json::json!({ "node": node, "house": house, "bound_to": h }))),
+            None => Err(Error::new(
+                ErrorCode::Impersonation,
+                format!("node `{node}` is bound to no house; list it in houses.{house}.nodes of Timmy's config"),
+            )
+            .with_details(serde_json::json!({ "node": node, "house": house }))),
         }
     }
 
@@ -423,6 +449,14 @@ impl Telemetry for SinkService {
                     return;
                 }
                 let Some(n) = node.clone() else { continue };
+                // Every burst, so a binding withdrawn by a hot reload ends the stream too; before
+                // the node is shown connected or anything is stored.
+                if let Err(e) = sink.check_binding(peer.house, &n) {
+                    metrics::counter!("uw_auth_refused_total", "code" => e.code.as_str()).increment(1);
+                    tracing::warn!(code = e.code.as_str(), node = %n, house = %peer.house, reason = %e.message, "telemetry stream refused");
+                    let _ = tx.send(Err(wire::status(&e))).await;
+                    return;
+                }
                 if _connected.is_none() {
                     _connected = Some(sink.connect(&n));
                     tracing::info!(node = %n, house = %peer.house, "telemetry stream open");
@@ -479,7 +513,11 @@ impl Telemetry for SinkService {
         .await
         .map_err(|e| tonic::Status::internal(format!("query task failed: {e}")))?
         .map_err(|e| wire::status(&e))?;
-        let (events, has_more, nodes) = read;
+        let (events, has_more, mut nodes) = read;
+        if let Some(h) = house {
+            let config = self.live.get();
+            nodes.retain(|(n, _, _)| config.node_house(n) == Some(h));
+        }
         let nodes = nodes
             .into_iter()
             .map(|(node, last_seq, lag_ms)| NodeStatus { connected: self.is_connected(&node), node, last_seq, lag_ms })
@@ -512,8 +550,18 @@ mod tests {
         assert_eq!((b.acked_through, b.new), (4, vec![1]));
         let (events, more) = s.events("n", None, 0, 10).expect("events");
         assert_eq!((events.len(), more), (4, false));
-        let e = s.store(House::Ezra, "n", &[ev("n", 5)], true).expect_err("other house");
-        assert_eq!(e.code, ErrorCode::Impersonation);
+    }
+
+    /// Proves a node stored under one house and then streamed by the house the config binds
+    /// it to starts over from that stream's first seq: the old house's ack is not taken over.
+    #[test]
+    fn a_rebound_node_starts_over() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = SinkStore::open(&dir.path().join("t.db"), &TelemetryConfig::default()).expect("open");
+        let squat = s.store(House::Ezra, "n", &[ev("n", 100), ev("n", 101)], true).expect("store");
+        assert_eq!(squat.acked_through, 101);
+        let real = s.store(House::Bezalel, "n", &[ev("n", 7), ev("n", 8)], true).expect("store");
+        assert_eq!((real.acked_through, real.new.len()), (8, 2), "acked from its own first seq, not the squatter's");
     }
 
     /// Proves a new stream whose first seq lies beyond the stored ones (a recreated outbox)

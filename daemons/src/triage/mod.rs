@@ -290,8 +290,8 @@ impl Triage {
         &self.inner.counters
     }
 
-    /// The HTTP routes: `POST /webhooks/gitea`, `GET /triage/status`.
-    pub fn routes(&self) -> axum::Router {
+    /// The HTTP routes: `POST /webhooks/gitea` (open: HMAC), `GET /triage/status` (guarded).
+    pub fn routes(&self) -> crate::serve::HttpRoutes {
         webhook::routes(self.clone())
     }
 

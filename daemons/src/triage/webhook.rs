@@ -1,4 +1,6 @@
-//! `POST /webhooks/gitea` and `GET /triage/status`, on the daemon's HTTP port.
+//! `POST /webhooks/gitea` and `GET /triage/status`, on the daemon's HTTP port. The status
+//! wants the port's bearer token like `/metrics` (`http.metrics_token_file`); the webhook is
+//! authenticated by each delivery's HMAC alone, since Gitea sends no bearer token.
 //!
 //! A delivery is checked in this order, and the first failure answers:
 //!
@@ -43,12 +45,13 @@ use super::{Triage, TriageConfig, blocking};
 /// How long a client may take to send the body.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The routes, with the daemon as state.
-pub fn routes(t: Triage) -> axum::Router {
-    axum::Router::new()
-        .route("/webhooks/gitea", axum::routing::post(receive))
-        .route("/triage/status", axum::routing::get(status))
-        .with_state(t)
+/// The routes, with the daemon as state: the webhook open (each delivery carries its HMAC),
+/// the status behind the HTTP port's scrape token (`serve::HttpAuth`).
+pub fn routes(t: Triage) -> crate::serve::HttpRoutes {
+    crate::serve::HttpRoutes {
+        open: axum::Router::new().route("/webhooks/gitea", axum::routing::post(receive)).with_state(t.clone()),
+        guarded: axum::Router::new().route("/triage/status", axum::routing::get(status)).with_state(t),
+    }
 }
 
 /// Whether `signature` (hex) is the HMAC-SHA256 of `body` under `secret`. Constant time in
