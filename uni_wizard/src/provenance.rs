@@ -76,6 +76,35 @@ impl Record {
     }
 }
 
+/// An append under way: done at once (an in-memory log), or waiting for the group commit
+/// that makes it durable ([`crate::audit::AuditStore`]). Awaiting it does not block the
+/// runtime's thread, so concurrent calls share one transaction and one fsync.
+#[derive(Debug)]
+pub enum Appending {
+    /// The append is over.
+    Done(Result<u64>),
+    /// The append is queued; the sender answers after the commit (or its failure).
+    Waiting(tokio::sync::oneshot::Receiver<Result<u64>>),
+}
+
+impl Appending {
+    /// The record's `seq` once it is in the log.
+    ///
+    /// # Errors
+    /// As [`ProvenanceLog::append`]; E3008 when the log's writer went away unanswered.
+    pub async fn wait(self) -> Result<u64> {
+        match self {
+            Appending::Done(r) => r,
+            Appending::Waiting(rx) => rx.await.unwrap_or_else(|_| {
+                Err(crate::error::Error::new(
+                    crate::error::ErrorCode::ProvenanceUnavailable,
+                    "the provenance log's writer stopped before answering",
+                ))
+            }),
+        }
+    }
+}
+
 /// Where execution records go and how policies find them again.
 pub trait ProvenanceLog: Send + Sync {
     /// Appends a record. `record.seq` is assigned by the log and returned.
@@ -83,6 +112,11 @@ pub trait ProvenanceLog: Send + Sync {
     /// # Errors
     /// E3008 when a durable log cannot commit the record.
     fn append(&self, record: Record) -> Result<u64>;
+    /// Starts an append to be awaited ([`Appending::wait`]); what the harness uses. The default
+    /// appends at once; a durable log queues the record for its next group commit.
+    fn submit(&self, record: Record) -> Appending {
+        Appending::Done(self.append(record))
+    }
     /// Proves the log can take a write now; Sovereign mode asks before running a tool.
     ///
     /// # Errors
