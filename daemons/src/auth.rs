@@ -1,8 +1,12 @@
 //! Authentication of every RPC: the caller's house token, bound to the house it claims.
 //!
-//! A caller sends two metadata entries on every call, health checks and reflection included:
+//! A caller sends two metadata entries on every call, reflection included:
 //! `authorization: Bearer <token>` and `x-uw-house: <house>`. [`AuthLayer`] wraps the whole
-//! gRPC server, so no handler can forget it. The presented token is compared, in constant time,
+//! gRPC server, so no handler can forget it. The one exception is [`OPEN`]: `grpc.health.v1`
+//! `Check` and `Watch` answer anyone, credentials or not (they are not even looked at), so
+//! standard probes (`grpc_health_probe`, a Kubernetes `grpc` probe, a load balancer) can use
+//! them; they tell a serving status and nothing else. Every other method of every service,
+//! reflection included, needs credentials. The presented token is compared, in constant time,
 //! against every house's token of the live config (after hashing both sides, so neither the
 //! token nor its length leaks through timing):
 //!
@@ -30,6 +34,10 @@ use crate::wire;
 
 /// Metadata key naming the house the caller acts as.
 pub const HOUSE_HEADER: &str = "x-uw-house";
+
+/// The only gRPC methods served without credentials: health's serving status, for probes
+/// that cannot send our headers. Matched exactly, so no other path of the service is open.
+pub const OPEN: [&str; 2] = ["/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"];
 
 /// Who made an authenticated call; in every request's extensions after [`AuthLayer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +150,9 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        if OPEN.contains(&req.uri().path()) {
+            return futures::future::Either::Left(self.inner.call(req));
+        }
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
         let config = self.live.get();
         let houses = config.houses.iter().map(|(h, e)| (*h, e.auth_token.clone()));

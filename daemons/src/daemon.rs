@@ -4,10 +4,10 @@
 //!    naming file, line and field.
 //! 2. **Tracing and metrics**: text or JSON logs; the Prometheus recorder.
 //! 3. **Build** the roles this node runs (router, health, worker, sovereign, triage).
-//! 4. **Serve**: gRPC (every service behind [`AuthLayer`], `grpc.health.v1`, reflection, TLS
-//!    when configured) and HTTP (`/metrics`, `/health`, the triage webhook); tell systemd READY;
-//!    watchdog pings;
-//!    config hot reload.
+//! 4. **Serve**: gRPC (every service behind [`AuthLayer`], health's serving status excepted;
+//!    `grpc.health.v1`, reflection, TLS when configured; what tonic refuses by itself answered
+//!    with the conventional codes) and HTTP (`/metrics`, `/health`, the triage webhook); tell
+//!    systemd READY; watchdog pings; config hot reload.
 //! 5. **Wait** for SIGTERM or SIGINT.
 //! 6. **Drain**: health answers NOT_SERVING (gRPC) and 503 `draining` (HTTP), the gRPC
 //!    listener closes and in-flight calls get `shutdown_grace_ms` to finish; the HTTP listener
@@ -223,6 +223,8 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
     .collect();
     let (reflection_v1, reflection_v1alpha) = serve::reflection(&served)?;
     let routes = server
+        // Outermost: the codes of what tonic refuses by itself, and the caller's deadline.
+        .layer(crate::conventions::ConventionsLayer)
         .layer(AuthLayer::new(live.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -134,10 +134,11 @@ pub fn webhook(data: &[u8]) {
 /// A message off the wire: byte 0 picks the message type, the rest is its protobuf encoding
 /// (or, for a status, byte 1 is the gRPC code and the rest its details). Decodes with prost
 /// and runs the conversions in `wire.rs` the services run on it: `request_from_wire`
-/// (`args_json`), `mode_from_wire`, `house_from_wire`, `error_from_wire`, `outcome_json`,
-/// `error_from_status`, and the sink's `pattern_row` for telemetry executions. An error read
-/// off the wire must keep its code, message and request id when sent on again, through
-/// `ErrorDetail`, a `Status` and that status's HTTP headers.
+/// (`args_json`), `mode_from_wire`, `house_from_wire`, `house_field`, `error_from_wire`,
+/// `outcome_json`, `error_from_status`, and the sink's `pattern_row` for telemetry executions.
+/// An error read off the wire must keep its code, message (as bounded, `wire::Bounds`) and
+/// request id when sent on again, through `ErrorDetail`, a `Status` and that status's HTTP
+/// headers.
 pub fn wire(data: &[u8]) {
     let Some((&which, bytes)) = data.split_first() else { return };
     match which % 7 {
@@ -145,6 +146,7 @@ pub fn wire(data: &[u8]) {
             let Ok(req) = v1::ExecuteRequest::decode(bytes) else { return };
             let _ = wire::mode_from_wire(req.mode);
             let _ = (wire::house_from_wire(req.house), wire::house_from_wire(req.caller_house));
+            house(req.caller_house);
             call(req.call.as_ref());
         }
         1 => {
@@ -184,6 +186,13 @@ pub fn wire(data: &[u8]) {
     }
 }
 
+fn house(raw: i32) {
+    match wire::house_field(raw, "caller_house") {
+        Ok(h) => assert_eq!(h, wire::house_from_wire(raw), "house {raw}"),
+        Err(e) => assert_eq!(e.code, ErrorCode::UnknownHouse, "house {raw} refused without E1002: {e:?}"),
+    }
+}
+
 fn call(call: Option<&v1::ToolCall>) {
     match wire::request_from_wire(call) {
         Ok(req) => assert!(req.args.is_object(), "args_json became {}", req.args),
@@ -204,9 +213,10 @@ fn same(e: &uni_wizard::Error) -> (ErrorCode, &str, Option<&str>) {
 fn error_detail(d: &v1::ErrorDetail) {
     let e = wire::error_from_wire(d);
     let again = wire::error_from_wire(&wire::error_to_wire(&e));
-    assert_eq!(same(&again), same(&e), "through ErrorDetail");
+    assert_eq!(same(&again), same(&wire::bounded(&e, wire::Bounds::BODY)), "through ErrorDetail");
     let status = wire::status(&e);
-    assert_eq!(same(&wire::error_from_status(&status)), same(&e), "through a Status");
+    let sent = wire::bounded(&e, wire::Bounds::STATUS);
+    assert_eq!(same(&wire::error_from_status(&status)), same(&sent), "through a Status");
     // As the server sends it (auth.rs) and a client reads it back.
     let http = status.into_http::<()>();
     if let Some(back) = tonic::Status::from_header_map(http.headers()) {

@@ -7,6 +7,7 @@
 //! - [`fleet`]: the daemon config: `houses:` (endpoints, tokens, roles), this node, each role.
 //! - [`live`]: the live config every service reads, and its hot reload.
 //! - [`auth`]: per-house tokens on every RPC, checked in constant time by one tower layer.
+//! - [`conventions`]: the gRPC codes of what tonic refuses by itself, and the caller's deadline.
 //! - [`wire`]: conversions between library and `uniwizard.v1` types, errors to statuses.
 //! - [`peers`]: client channels to the other houses, with credentials and TLS.
 //! - [`serve`]: health, reflection, TLS, `/metrics`, `/health`, signals, watchdog.
@@ -22,6 +23,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod conventions;
 pub mod daemon;
 pub mod fleet;
 #[doc(hidden)]

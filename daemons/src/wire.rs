@@ -5,6 +5,11 @@
 //! served: auth, bad request, not the leader). A `Status` made here carries the encoded
 //! `ErrorDetail` in its details and the code in its message, so either way the caller gets the
 //! stable E-code.
+//!
+//! Every error leaves bounded ([`Bounds`]): a message or detail that echoes a caller's input
+//! (a tool name, a task id) is cut, so no caller can make an error larger than the RPC's
+//! limits. A status rides in HTTP/2 trailers, which peers cap at 8 to 16 KiB; a tool name of
+//! 10,000 characters echoed whole made the client see RESOURCE_EXHAUSTED instead of E1001.
 
 use prost::Message;
 use serde_json::{Value, json};
@@ -41,6 +46,29 @@ pub fn mode_to_wire(m: Mode) -> v1::Mode {
     }
 }
 
+/// A house field of a request: `None` for `HOUSE_UNSPECIFIED`.
+///
+/// # Errors
+/// E1002 naming `field` for a number that is no house (an unknown enum value is not "none").
+pub fn house_field(raw: i32, field: &str) -> Result<Option<House>, Error> {
+    match v1::House::try_from(raw) {
+        Ok(_) => Ok(house_from_wire(raw)),
+        Err(_) => Err(Error::new(ErrorCode::UnknownHouse, format!("`{field}` is {raw}, which is no house"))
+            .with_details(json!({ "field": field, "value": raw }))),
+    }
+}
+
+/// A house field a request must set.
+///
+/// # Errors
+/// E1002 naming `field` when it is `HOUSE_UNSPECIFIED` or no house.
+pub fn required_house(raw: i32, field: &str) -> Result<House, Error> {
+    house_field(raw, field)?.ok_or_else(|| {
+        Error::new(ErrorCode::UnknownHouse, format!("`{field}` is required"))
+            .with_details(json!({ "field": field, "value": raw }))
+    })
+}
+
 /// The library mode, or `None` for `MODE_UNSPECIFIED`.
 ///
 /// # Errors
@@ -55,8 +83,62 @@ pub fn mode_from_wire(raw: i32) -> Result<Option<Mode>, Error> {
     }
 }
 
-/// The wire error.
+/// How much of an error crosses the wire, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// The message.
+    pub message: usize,
+    /// Each string inside the details.
+    pub string: usize,
+    /// The details as JSON; larger details are replaced by `{"truncated": <their size>}`.
+    pub details: usize,
+}
+
+impl Bounds {
+    /// An `ErrorDetail` inside a response body (a tool's failure, a task's result).
+    pub const BODY: Bounds = Bounds { message: 1024, string: 4096, details: 16 * 1024 };
+    /// A `Status`, whose message and encoded detail travel as HTTP/2 trailers: a few KiB in
+    /// all, under the 8 KiB grpc-core accepts by default.
+    pub const STATUS: Bounds = Bounds { message: 512, string: 256, details: 1024 };
+}
+
+/// `s` cut to at most `max` bytes on a character boundary, ending in `…` when cut.
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let room = max.saturating_sub('…'.len_utf8());
+    let end = (0..=room).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0);
+    format!("{}…", &s[..end])
+}
+
+fn bound_strings(v: &mut Value, max: usize) {
+    match v {
+        Value::String(s) if s.len() > max => *s = cut(s, max),
+        Value::Array(items) => items.iter_mut().for_each(|x| bound_strings(x, max)),
+        Value::Object(fields) => fields.values_mut().for_each(|x| bound_strings(x, max)),
+        _ => {}
+    }
+}
+
+/// `e` within `b`: its message cut, every string of its details cut, and details still too
+/// large replaced by their size. Bounding twice changes nothing.
+pub fn bounded(e: &Error, b: Bounds) -> Error {
+    let mut details = e.details.clone();
+    bound_strings(&mut details, b.string);
+    let size = details.to_string().len();
+    if !details.is_null() && size > b.details {
+        details = json!({ "truncated": size });
+    }
+    Error { message: cut(&e.message, b.message), details, ..e.clone() }
+}
+
+/// The wire error, within [`Bounds::BODY`].
 pub fn error_to_wire(e: &Error) -> v1::ErrorDetail {
+    detail(&bounded(e, Bounds::BODY))
+}
+
+fn detail(e: &Error) -> v1::ErrorDetail {
     let category = match e.code.category() {
         ErrorCategory::Contract => v1::ErrorCategory::Contract,
         ErrorCategory::Policy => v1::ErrorCategory::Policy,
@@ -88,10 +170,23 @@ pub fn error_from_wire(d: &v1::ErrorDetail) -> Error {
     e
 }
 
-/// A gRPC status for an error that stops the RPC itself.
+/// A gRPC status for an error that stops the RPC itself, within [`Bounds::STATUS`].
 pub fn status(e: &Error) -> tonic::Status {
+    status_with(grpc_code(e.code), e)
+}
+
+/// As [`status`] with the gRPC code chosen by the caller (a request too large is
+/// RESOURCE_EXHAUSTED, yet its E-code is a contract one).
+pub fn status_with(code: tonic::Code, e: &Error) -> tonic::Status {
+    let e = bounded(e, Bounds::STATUS);
+    let detail = detail(&e);
+    tonic::Status::with_details(code, format!("{}: {}", e.code, e.message), detail.encode_to_vec().into())
+}
+
+/// The gRPC code an error stops an RPC with.
+fn grpc_code(c: ErrorCode) -> tonic::Code {
     use tonic::Code;
-    let code = match e.code {
+    match c {
         ErrorCode::Unauthenticated => Code::Unauthenticated,
         ErrorCode::Impersonation | ErrorCode::Forbidden => Code::PermissionDenied,
         ErrorCode::FencedOut => Code::FailedPrecondition,
@@ -106,9 +201,7 @@ pub fn status(e: &Error) -> tonic::Status {
             ErrorCategory::Config => Code::FailedPrecondition,
             ErrorCategory::Auth => Code::Unauthenticated,
         },
-    };
-    let detail = error_to_wire(e);
-    tonic::Status::with_details(code, format!("{}: {}", e.code, e.message), detail.encode_to_vec().into())
+    }
 }
 
 /// The library error inside a status: its `ErrorDetail` when one of ours made it, else E3012
@@ -174,9 +267,15 @@ pub fn outcome_json(o: &v1::Outcome) -> Value {
 /// A wire tool call as a library request.
 ///
 /// # Errors
-/// E1005 when the call is missing or its `args_json` is not a JSON object.
+/// E1005 when the call is missing, names no tool or its `args_json` is not a JSON object.
 pub fn request_from_wire(call: Option<&v1::ToolCall>) -> Result<Request, Error> {
-    let call = call.ok_or_else(|| Error::new(ErrorCode::InvalidInput, "the request carries no `call`"))?;
+    let call = call.ok_or_else(|| {
+        Error::new(ErrorCode::InvalidInput, "the request carries no `call`").with_details(json!({ "field": "call" }))
+    })?;
+    if call.tool.trim().is_empty() {
+        return Err(Error::new(ErrorCode::InvalidInput, "`call.tool` is required")
+            .with_details(json!({ "field": "call.tool" })));
+    }
     let args: Value = if call.args_json.trim().is_empty() {
         json!({})
     } else {
@@ -224,6 +323,49 @@ mod tests {
         let call = v1::ToolCall { tool: "file_read".into(), args_json: "[1]".into(), ..Default::default() };
         assert_eq!(request_from_wire(Some(&call)).map_err(|e| e.code).err(), Some(ErrorCode::InvalidInput));
         assert_eq!(request_from_wire(None).map_err(|e| e.code).err(), Some(ErrorCode::InvalidInput));
+    }
+
+    /// Proves an error echoing a 10,000-character tool name leaves as a status whose HTTP
+    /// headers stay under 8 KiB and still carry E1001, and that bounding twice changes nothing.
+    #[test]
+    fn errors_leave_bounded() {
+        let name = "é".repeat(10_000);
+        let e = Error::new(ErrorCode::UnknownTool, format!("unknown tool `{name}`"))
+            .with_details(json!({ "tool": name, "known": ["file_read"], "many": vec![name.clone(); 50] }));
+        let s = status(&e);
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        let http = s.into_http::<()>();
+        let size: usize = http.headers().iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+        assert!(size < 8 * 1024, "{size} bytes of headers");
+        let back = tonic::Status::from_header_map(http.headers()).map(|s| error_from_status(&s));
+        assert_eq!(back.map(|b| b.code), Some(ErrorCode::UnknownTool));
+        for b in [Bounds::BODY, Bounds::STATUS] {
+            let once = bounded(&e, b);
+            assert!(once.message.len() <= b.message && once.details.to_string().len() <= b.details);
+            assert_eq!(bounded(&once, b), once);
+        }
+        let body = error_to_wire(&Error::new(ErrorCode::ToolFailed, "x".repeat(5000)));
+        assert!(body.message.len() <= Bounds::BODY.message && body.message.ends_with('…'));
+        let small = Error::new(ErrorCode::UnknownTool, "unknown tool `x`").with_details(json!({"tool": "x"}));
+        assert_eq!(bounded(&small, Bounds::STATUS), small, "what fits is left alone");
+    }
+
+    /// Proves a house field holding no house (99) is E1002, not taken for "unspecified", a
+    /// required one left unspecified is E1002 too, and a call without a tool name is E1005.
+    #[test]
+    fn malformed_fields_are_contract_errors() {
+        assert_eq!(house_field(99, "caller_house").map_err(|e| e.code), Err(ErrorCode::UnknownHouse));
+        assert_eq!(house_field(0, "caller_house").ok(), Some(None));
+        assert_eq!(house_field(3, "caller_house").ok(), Some(Some(House::Ezra)));
+        assert_eq!(required_house(0, "house").map_err(|e| e.code), Err(ErrorCode::UnknownHouse));
+        let e = required_house(-1, "house").err().map(|e| e.details["field"].clone());
+        assert_eq!(e, Some(json!("house")));
+        let call = v1::ToolCall { tool: " ".into(), ..Default::default() };
+        let e = request_from_wire(Some(&call)).err();
+        assert_eq!(
+            e.map(|e| (e.code, e.details["field"].clone())),
+            Some((ErrorCode::InvalidInput, json!("call.tool")))
+        );
     }
 
     /// Proves houses and modes map both ways and "unspecified" maps to none.

@@ -197,7 +197,9 @@ fn probe(python: &Path, addr: &str, args: &[&str]) -> Value {
 
 /// Proves the stock Python gRPC client sees every node SERVING (overall and per service it
 /// runs), lists grpc.health.v1.Health, reflection and the node's uniwizard.v1 services through
-/// reflection v1 and v1alpha, and gets UNAUTHENTICATED without a token.
+/// reflection v1 and v1alpha, and, as a standard probe, gets health's SERVING with no
+/// credentials or a bare token while reflection answers UNAUTHENTICATED (PERMISSION_DENIED for
+/// another house's token).
 #[test]
 fn python_grpcio_sees_health_reflection_and_auth() {
     let Some(python) = venv_python() else { return };
@@ -232,15 +234,22 @@ fn python_grpcio_sees_health_reflection_and_auth() {
                 listed.iter().filter(|s| s.starts_with("uniwizard.v1.") && !own.contains(s)).collect();
             assert!(foreign.is_empty(), "{foreign:?} listed but not run here: {ctx}");
         }
-        // Without credentials: health and reflection both refuse.
-        let r = probe(&python, &node.grpc, &["--service", own[0]]);
-        let ctx = format!("{} without a token: {r:#}", node.house);
-        assert_eq!(r["overall"]["error"], "UNAUTHENTICATED", "{ctx}");
-        assert_eq!(r["reflection"]["error"], "UNAUTHENTICATED", "{ctx}");
-        assert_eq!(r["services"][own[0]]["error"], "UNAUTHENTICATED", "{ctx}");
-        // Another house's token for this house: impersonation.
+        // As a Kubernetes gRPC probe (nothing) or grpc_health_probe with a token (no house):
+        // health answers, reflection refuses.
+        for creds in [&[][..], &["--token", node.token.as_str()][..]] {
+            let mut a = vec!["--service", own[0]];
+            a.extend(creds);
+            let r = probe(&python, &node.grpc, &a);
+            let ctx = format!("{} with {creds:?}: {r:#}", node.house);
+            assert_eq!(r["overall"], "SERVING", "{ctx}");
+            assert_eq!(r["services"][own[0]], "SERVING", "{ctx}");
+            assert_eq!(r["reflection"]["error"], "UNAUTHENTICATED", "{ctx}");
+        }
+        // Another house's token for this house: impersonation (health does not look).
         let other = fleet.nodes.values().find(|n| n.house != node.house).expect("two houses");
         let r = probe(&python, &node.grpc, &["--token", &other.token, "--house", &node.house]);
-        assert_eq!(r["overall"]["error"], "PERMISSION_DENIED", "{} with {}'s token: {r:#}", node.house, other.house);
+        let ctx = format!("{} with {}'s token: {r:#}", node.house, other.house);
+        assert_eq!(r["reflection"]["error"], "PERMISSION_DENIED", "{ctx}");
+        assert_eq!(r["overall"], "SERVING", "{ctx}");
     }
 }

@@ -229,6 +229,23 @@ impl std::error::Error for Error {}
 /// The library's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Most characters of a caller's input an error repeats (see [`echo`]).
+pub const ECHO_LIMIT: usize = 128;
+
+/// A caller's input (a tool name, an id) as an error may repeat it: whole up to
+/// [`ECHO_LIMIT`] characters, else its first `ECHO_LIMIT - 1` and `…`. An error that echoed
+/// its input whole would be as large as the caller likes, and over gRPC a status travels in
+/// HTTP/2 trailers, which peers cap at a few KiB.
+pub fn echo(input: &str) -> String {
+    match input.char_indices().nth(ECHO_LIMIT) {
+        None => input.to_owned(),
+        Some(_) => {
+            let cut = input.char_indices().nth(ECHO_LIMIT - 1).map_or(input.len(), |(i, _)| i);
+            format!("{}…", &input[..cut])
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +274,19 @@ mod tests {
         for code in ErrorCode::ALL {
             assert!(doc.contains(&format!("\n## {code}\n")), "docs/ERRORS.md lacks a `## {code}` section");
         }
+    }
+
+    /// Proves an echoed input is kept whole up to the limit and cut to exactly the limit, with
+    /// `…`, beyond it (also inside a multi-byte character's string).
+    #[test]
+    fn echo_bounds_what_an_error_repeats() {
+        let at = "x".repeat(ECHO_LIMIT);
+        assert_eq!(echo(&at), at);
+        let long = "é".repeat(10_000);
+        let cut = echo(&long);
+        assert_eq!(cut.chars().count(), ECHO_LIMIT);
+        assert!(cut.ends_with('…') && long.starts_with(cut.trim_end_matches('…')));
+        assert_eq!(echo(&cut), cut, "echoing twice changes nothing");
     }
 
     /// Proves no two variants share a code string.

@@ -374,27 +374,23 @@ impl RouterService {
         }
     }
 
-    /// Checks a submission before it becomes a task.
-    fn check(&self, caller: House, req: &SubmitRequest) -> Result<(), Error> {
+    /// Checks a submission's fields before anything is decided about its caller (E1xxx).
+    /// Returns the house it claims to submit as, if any.
+    fn check(&self, req: &SubmitRequest) -> Result<Option<House>, Error> {
         if req.idempotency_key.trim().is_empty() {
             return Err(Error::new(ErrorCode::InvalidInput, "`idempotency_key` is required")
                 .with_details(serde_json::json!({ "field": "idempotency_key" })));
         }
-        if let Some(claimed) = wire::house_from_wire(req.caller_house)
-            && claimed != caller
-        {
-            return Err(Error::new(
-                ErrorCode::Impersonation,
-                format!("authenticated as {caller} but claims to be {claimed}"),
-            ));
-        }
+        let claimed = wire::house_field(req.caller_house, "caller_house")?;
+        wire::house_field(req.preferred_house, "preferred_house")?;
         wire::mode_from_wire(req.mode)?;
         let request = wire::request_from_wire(req.call.as_ref())?;
         if self.inner.registry.get(&request.tool).is_none() {
-            return Err(Error::new(ErrorCode::UnknownTool, format!("unknown tool `{}`", request.tool))
-                .with_details(serde_json::json!({ "tool": request.tool })));
+            let tool = uni_wizard::error::echo(&request.tool);
+            return Err(Error::new(ErrorCode::UnknownTool, format!("unknown tool `{tool}`"))
+                .with_details(serde_json::json!({ "tool": tool })));
         }
-        Ok(())
+        Ok(claimed)
     }
 }
 
@@ -433,9 +429,18 @@ impl Router for RouterService {
     ) -> Result<tonic::Response<SubmitResponse>, tonic::Status> {
         let peer = auth::peer(&request)?;
         let config = self.inner.live.get();
-        auth::require(peer, &config.router.submitters, "submit tasks")?;
         let req = request.into_inner();
-        self.check(peer.house, &req).map_err(|e| wire::status(&e))?;
+        let claimed = self.check(&req).map_err(|e| wire::status(&e))?;
+        auth::require(peer, &config.router.submitters, "submit tasks")?;
+        if let Some(claimed) = claimed
+            && claimed != peer.house
+        {
+            let e = Error::new(
+                ErrorCode::Impersonation,
+                format!("authenticated as {} but claims to be {claimed}", peer.house),
+            );
+            return Err(wire::status(&e));
+        }
         let (task, deduplicated) = self.admit(peer.house, &req).map_err(|e| wire::status(&e))?;
         if deduplicated {
             metrics::counter!("uw_router_deduplicated_total").increment(1);

@@ -138,12 +138,9 @@ impl Sovereign for SovereignService {
     ) -> Result<tonic::Response<ApprovalResponse>, tonic::Status> {
         let peer = auth::peer(&request)?;
         let req = request.into_inner();
-        if wire::house_from_wire(req.requesting_house) != Some(peer.house) {
-            return Err(wire::status(&Error::new(
-                ErrorCode::Impersonation,
-                format!("authenticated as {} but asks for another house", peer.house),
-            )));
-        }
+        // Validation before authorization: a malformed request is E1xxx, not impersonation.
+        let requesting =
+            wire::required_house(req.requesting_house, "requesting_house").map_err(|e| wire::status(&e))?;
         if req.request_id.is_empty() || req.request_id.len() > 128 {
             return Err(invalid("request_id", "must be 1 to 128 characters"));
         }
@@ -158,6 +155,12 @@ impl Sovereign for SovereignService {
         }
         if req.args_json.len() > 64 * 1024 || req.reason.len() > 1024 {
             return Err(invalid("args_json", "or `reason` is too long"));
+        }
+        if requesting != peer.house {
+            return Err(wire::status(&Error::new(
+                ErrorCode::Impersonation,
+                format!("authenticated as {} but asks for {requesting}", peer.house),
+            )));
         }
         let id = format!("{}:{}", peer.house, req.request_id);
         let wait = Duration::from_millis(u64::from(req.wait_timeout_ms));
@@ -220,8 +223,12 @@ impl Sovereign for SovereignService {
         &self,
         request: tonic::Request<DecideRequest>,
     ) -> Result<tonic::Response<DecideResponse>, tonic::Status> {
-        auth::require(auth::peer(&request)?, &[House::Timmy], "decide approvals")?;
+        let peer = auth::peer(&request)?;
         let req = request.into_inner();
+        if req.approval_id.is_empty() || req.approval_id.len() > 256 {
+            return Err(invalid("approval_id", "must be 1 to 256 characters"));
+        }
+        auth::require(peer, &[House::Timmy], "decide approvals")?;
         let entry = {
             let mut entries = self.entries();
             self.prune(&mut entries);

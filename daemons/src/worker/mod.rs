@@ -1,10 +1,12 @@
 //! The worker daemon: runs dispatched tool calls through the node's [`Harness`].
 //!
-//! A thin gRPC handler: authenticate the dispatcher (one of `worker.dispatchers`), check the
-//! call is for this worker's house and that the fencing token is not stale, take a slot of
-//! the bounded pool, convert, call the library, convert back. A refused or failed call is an
-//! `ErrorDetail` in the response (the RPC worked); only auth, fencing and a wrong house are
-//! gRPC errors.
+//! A thin gRPC handler: validate and convert the request (a missing call or tool, a house or
+//! mode number that names none: E1xxx, `INVALID_ARGUMENT`, before any decision about the
+//! caller, who is authenticated by then), authorize the dispatcher (one of
+//! `worker.dispatchers`), check the call is for this worker's house and that the fencing token
+//! is not stale, take a slot of the bounded pool, call the library, convert back. A refused or
+//! failed call is an `ErrorDetail` in the response (the RPC worked); only a malformed
+//! request, auth, fencing and a wrong house are gRPC errors.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -178,14 +180,11 @@ impl WorkerService {
     }
 
     /// Runs one call, waiting for a slot of the pool.
-    async fn run(&self, req: ExecuteRequest, dispatcher: House) -> Result<uni_wizard::Outcome, Error> {
+    async fn run(&self, call: Call, dispatcher: House) -> Result<uni_wizard::Outcome, Error> {
         let inner = &*self.inner;
-        let mode = wire::mode_from_wire(req.mode)?.unwrap_or(inner.default_mode);
-        let mut request = wire::request_from_wire(req.call.as_ref())?;
-        if !req.task_id.is_empty() {
-            request.parent = Some(req.task_id.clone());
-        }
-        request.on_behalf_of = Some(wire::house_from_wire(req.caller_house).unwrap_or(dispatcher));
+        let Call { mode, mut request, caller, .. } = call;
+        let mode = mode.unwrap_or(inner.default_mode);
+        request.on_behalf_of = Some(caller.unwrap_or(dispatcher));
         if inner.queued.fetch_add(1, Ordering::AcqRel) >= inner.max_queued {
             inner.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(Error::new(
@@ -210,6 +209,38 @@ impl WorkerService {
     }
 }
 
+/// A dispatched call, parsed once off the wire.
+struct Call {
+    /// The house to execute as (must be this worker's).
+    house: House,
+    /// `None` for the house's default.
+    mode: Option<Mode>,
+    /// The library request, its parent the router's task id.
+    request: uni_wizard::Request,
+    /// The submitting house; `None` means the dispatcher's own.
+    caller: Option<House>,
+    fencing_token: u64,
+}
+
+impl Call {
+    /// # Errors
+    /// E1002 for a `house` unset or no house, or a `caller_house` that is no house; E1004 for
+    /// a mode number that is no mode; E1005 for a missing call, tool name or bad `args_json`.
+    fn from_wire(req: ExecuteRequest) -> Result<Call, Error> {
+        let mut request = wire::request_from_wire(req.call.as_ref())?;
+        if !req.task_id.is_empty() {
+            request.parent = Some(req.task_id);
+        }
+        Ok(Call {
+            house: wire::required_house(req.house, "house")?,
+            mode: wire::mode_from_wire(req.mode)?,
+            caller: wire::house_field(req.caller_house, "caller_house")?,
+            request,
+            fencing_token: req.fencing_token,
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl Worker for WorkerService {
     async fn execute(
@@ -217,27 +248,29 @@ impl Worker for WorkerService {
         request: tonic::Request<ExecuteRequest>,
     ) -> Result<tonic::Response<ExecuteResponse>, tonic::Status> {
         let peer = auth::peer(&request)?;
+        // Validation before authorization: a malformed request is E1xxx whoever sent it.
+        let call = Call::from_wire(request.into_inner()).map_err(|e| wire::status(&e))?;
         auth::require(peer, &self.inner.live.get().worker.dispatchers, "dispatch to a worker")?;
-        let req = request.into_inner();
         let inner = &*self.inner;
-        if wire::house_from_wire(req.house) != Some(inner.house) {
+        if call.house != inner.house {
             return Err(wire::status(
                 &Error::new(
                     ErrorCode::Forbidden,
-                    format!("this worker executes as {}, not as the house asked", inner.house),
+                    format!("this worker executes as {}, not as {}", inner.house, call.house),
                 )
-                .with_details(serde_json::json!({ "worker_house": inner.house, "asked": req.house })),
+                .with_details(serde_json::json!({ "worker_house": inner.house, "asked": call.house })),
             ));
         }
-        let seen = inner.fence.fetch_max(req.fencing_token, Ordering::AcqRel);
-        if req.fencing_token < seen {
+        let token = call.fencing_token;
+        let seen = inner.fence.fetch_max(token, Ordering::AcqRel);
+        if token < seen {
             metrics::counter!("uw_worker_fenced_total").increment(1);
             return Err(wire::status(
-                &Error::new(ErrorCode::FencedOut, format!("fencing token {} is older than {seen}", req.fencing_token))
-                    .with_details(serde_json::json!({ "token": req.fencing_token, "seen": seen })),
+                &Error::new(ErrorCode::FencedOut, format!("fencing token {token} is older than {seen}"))
+                    .with_details(serde_json::json!({ "token": token, "seen": seen })),
             ));
         }
-        let result = match self.run(req, peer.house).await {
+        let result = match self.run(call, peer.house).await {
             Ok(o) => execute_response::Result::Outcome(wire::outcome_to_wire(&o)),
             Err(e) => execute_response::Result::Error(wire::error_to_wire(&e)),
         };
