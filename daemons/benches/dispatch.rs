@@ -13,7 +13,14 @@
 //! - `submit`: a whole task, client -> router -> worker -> router -> client (two gRPC hops,
 //!   routing, the task table, idempotency), the figure an operator sees.
 //!
-//! Targets (SYSTEM.md §7): dispatch <= 1.5x echo latency, >= 20k tasks/s.
+//! Two configurations in one run: the default one (`worker.audit_all_modes: true`: every
+//! call's record is committed to the hash-chained audit store, with group commit, before the
+//! answer), the figure of record; then the audit off, beside it. Each measures its own echo
+//! baseline, and the default one also the disk's own 4 KiB write + fdatasync latency (p50), so
+//! "1.5x the echo plus one fsync" is computed from this run.
+//!
+//! Targets (SYSTEM.md §8): dispatch <= 1.5x echo latency (+ one fsync with the audit on),
+//! >= 20k tasks/s; a whole task through the router >= 10k tasks/s with the audit on.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -164,11 +171,32 @@ where
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    rt.block_on(run());
+    rt.block_on(run(true));
+    rt.block_on(run(false));
 }
 
-async fn run() {
-    let home = tempfile::tempdir().expect("home");
+/// p50 of 2000 4 KiB write + fdatasync rounds on a file in `dir`.
+fn fsync_p50(dir: &std::path::Path) -> Duration {
+    use std::io::Write;
+    let mut f = std::fs::File::create(dir.join("fsync.probe")).expect("probe");
+    let block = [7u8; 4096];
+    let mut times: Vec<Duration> = (0..2000)
+        .map(|_| {
+            let t = Instant::now();
+            f.write_all(&block).expect("write");
+            f.sync_data().expect("fdatasync");
+            t.elapsed()
+        })
+        .collect();
+    times.sort_unstable();
+    times[times.len() / 2]
+}
+
+async fn run(audit: bool) {
+    // Under target/, the project's disk: a tmpfs would make the audit's fsync free.
+    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-dispatch");
+    std::fs::create_dir_all(&base).expect("bench dir");
+    let home = tempfile::tempdir_in(&base).expect("home");
     let (echo_l, echo_addr) = listener().await;
     let (node_l, node_addr) = listener().await;
     let token = "timmy-bench-token-0123456789";
@@ -177,7 +205,7 @@ async fn run() {
          listen: {{grpc: \"{node_addr}\", http: \"127.0.0.1:1\"}}\n\
          houses:\n  timmy: {{endpoint: \"{node_addr}\", auth_token: {token}}}\n\
          router: {{routes: {{noop: [timmy]}}}}\n\
-         worker:\n  max_concurrency: 256\n  audit_all_modes: false\n  library:\n    home: {}\n    intelligence: {{enabled: false}}\n",
+         worker:\n  max_concurrency: 256\n  audit_all_modes: {audit}\n  library:\n    home: {}\n    intelligence: {{enabled: false}}\n",
         home.path().display()
     );
     let config = DaemonConfig::parse(&yaml, "bench.yaml", &|_| None).expect("config");
@@ -254,7 +282,9 @@ async fn run() {
     let td = throughput(64, 3, dispatch_f).await;
     let ts = throughput(64, 3, submit_f).await;
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    println!("dispatch bench (loopback, 2 runtime threads, Simple mode no-op tool)");
+    let fsync = if audit { us(fsync_p50(home.path())) } else { 0.0 };
+    let config = if audit { "default config, audit on (figure of record)" } else { "audit off" };
+    println!("dispatch bench (loopback, 2 runtime threads, Simple mode no-op tool): {config}");
     println!(
         "  latency p50   echo {:>7.1} µs | dispatch {:>7.1} µs ({:.2}x) | submit {:>7.1} µs ({:.2}x)",
         us(le),
@@ -269,7 +299,15 @@ async fn run() {
         ts / te
     );
     let verdict = |ok: bool| if ok { "meets" } else { "MISSES" };
-    println!("  dispatch latency ratio {:.2}x: {} target <= 1.5x", us(ld) / us(le), verdict(us(ld) / us(le) <= 1.5));
+    let limit = 1.5 * us(le) + fsync;
+    println!(
+        "  dispatch latency {:.1} µs ({:.2}x echo): {} target <= 1.5x echo{} = {limit:.1} µs",
+        us(ld),
+        us(ld) / us(le),
+        verdict(us(ld) <= limit),
+        if audit { format!(" + one fsync ({fsync:.1} µs p50 on this disk)") } else { String::new() }
+    );
     println!("  dispatch throughput {td:.0}/s: {} target >= 20000/s", verdict(td >= 20_000.0));
-    println!("  submit (whole task) throughput {ts:.0}/s: {} target >= 20000/s", verdict(ts >= 20_000.0));
+    let whole = if audit { 10_000.0 } else { 20_000.0 };
+    println!("  submit (whole task) throughput {ts:.0}/s: {} target >= {whole:.0}/s", verdict(ts >= whole));
 }

@@ -14,8 +14,8 @@ use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 use uni_wizard_proto::v1::{
-    ApprovalRequest, CapacityRequest, DecideRequest, ExecuteRequest, SubmitRequest, ToolCall, execute_response,
-    router_client::RouterClient, sovereign_client::SovereignClient, worker_client::WorkerClient,
+    ApprovalRequest, CapacityRequest, DecideRequest, ExecuteRequest, StatusRequest, SubmitRequest, ToolCall,
+    execute_response, router_client::RouterClient, sovereign_client::SovereignClient, worker_client::WorkerClient,
 };
 use uni_wizard_tests::fleet::Fleet;
 
@@ -104,7 +104,8 @@ async fn raw_call(channel: &Channel, path: &'static str, body: Vec<u8>, token: O
 /// Proves malformed requests are E1xxx with INVALID_ARGUMENT before any authorization: an
 /// empty `Execute` (was E5003), one with `caller_house = 99` (was accepted and ran) or an
 /// empty tool name, an empty `RequestApproval` (was E5002, "impersonation"), a `Submit` naming
-/// house 99, an empty `Decide` from a house that may not decide; an unauthenticated caller
+/// house 99, an empty `Decide` from a house that may not decide, a `Status` with an empty or
+/// 10,000-character task id; an unauthenticated caller
 /// still hears only E5001, and a well-formed call from a house not allowed still E5003.
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_requests_are_contract_errors_before_authorization() {
@@ -170,6 +171,11 @@ async fn malformed_requests_are_contract_errors_before_authorization() {
         };
         let s = router.submit(as_house(submit, timmy)).await.expect_err("house 99");
         assert_status(&s, tonic::Code::InvalidArgument, "E1002");
+    }
+    for task_id in [String::new(), "t".repeat(10_000)] {
+        let status = StatusRequest { task_id };
+        let s = router.status(req(status, Some("ezra"), Some(&ezra.token))).await.expect_err("malformed id");
+        assert_status(&s, tonic::Code::InvalidArgument, "E1005");
     }
 }
 

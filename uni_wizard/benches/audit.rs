@@ -101,7 +101,8 @@ fn main() {
         let (rate, records, commits) = append_rate(dir.path(), appenders, secs);
         let after = fsync_rate(dir.path(), secs / 2.0);
         let fsyncs = (before + after) / 2.0;
-        let per_commit = commits.map_or(String::new(), |c| format!(", {:.1} records/commit", records as f64 / c as f64));
+        let per_commit =
+            commits.map_or(String::new(), |c| format!(", {:.1} records/commit", records as f64 / c as f64));
         println!(
             "appenders {appenders:>2}: {rate:>8.0} records/s  | disk {fsyncs:>6.0} fsyncs/s (4 KiB write + fdatasync)  | ratio {:.2}x{per_commit}",
             rate / fsyncs

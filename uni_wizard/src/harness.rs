@@ -436,8 +436,9 @@ impl Harness {
         let started_ms = provenance::now_ms();
         let tool = inner.registry.get(&req.tool).cloned().ok_or_else(|| {
             let known: Vec<&str> = inner.registry.iter().map(|t| t.contract().name).collect();
-            Error::new(ErrorCode::UnknownTool, format!("unknown tool `{}`", req.tool))
-                .with_details(json!({ "tool": req.tool, "known": known }))
+            let tool = crate::error::echo(&req.tool);
+            Error::new(ErrorCode::UnknownTool, format!("unknown tool `{tool}`"))
+                .with_details(json!({ "tool": tool, "known": known }))
         })?;
         let contract = tool.contract();
         let session = req.session.clone().unwrap_or_else(|| inner.session.clone());
@@ -504,7 +505,7 @@ impl Harness {
             )
         });
         let mut warnings = std::mem::take(&mut notes.warnings);
-        if let Err(e) = inner.log.append(record) {
+        if let Err(e) = inner.log.submit(record).wait().await {
             // Sovereign: a result nobody recorded is not returned (fail closed).
             if inner.mode == Mode::Sovereign {
                 return Err(e);

@@ -241,6 +241,20 @@ async fn contract_errors_name_the_field_and_touch_nothing() {
     assert_eq!(std::fs::read_dir(d.path()).expect("ls").count(), 0, "nothing was written");
 }
 
+/// Proves an unknown tool's name is echoed into E1001 bounded (128 characters, `…`), not
+/// whole, however long the caller made it.
+#[tokio::test]
+async fn an_unknown_tool_name_is_echoed_bounded() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let h = harness_in(d.path(), House::Timmy, Mode::Simple);
+    let name = "x".repeat(10_000);
+    let e = h.execute(&name, json!({})).await.expect_err("unknown");
+    assert_eq!(e.code, ErrorCode::UnknownTool);
+    let echoed = e.details["tool"].as_str().unwrap_or_default();
+    assert_eq!(echoed.chars().count(), uni_wizard::error::ECHO_LIMIT, "{echoed}");
+    assert!(echoed.ends_with('…') && e.message.len() < 200, "{}", e.message);
+}
+
 /// Proves a dry-run write reports what would change and changes nothing.
 #[tokio::test]
 async fn dry_run_write_changes_nothing() {

@@ -462,8 +462,15 @@ impl Router for RouterService {
         request: tonic::Request<StatusRequest>,
     ) -> Result<tonic::Response<StatusResponse>, tonic::Status> {
         let peer = auth::peer(&request)?;
-        auth::require(peer, &self.inner.live.get().router.submitters, "read task status")?;
         let id = request.into_inner().task_id;
+        // Malformed before authorization, as for every request: E1005, INVALID_ARGUMENT.
+        if id.is_empty() || id.len() > 128 {
+            return Err(wire::status(
+                &Error::new(ErrorCode::InvalidInput, "`task_id` must be 1 to 128 characters")
+                    .with_details(serde_json::json!({ "field": "task_id" })),
+            ));
+        }
+        auth::require(peer, &self.inner.live.get().router.submitters, "read task status")?;
         let task = self.visible(peer.house, &id).map_err(|e| wire::status(&e))?;
         let s = task.state.borrow().clone();
         let r = response(&task, &s, false);
