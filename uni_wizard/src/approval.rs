@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::{Error, ErrorCode, Result};
-use crate::houses::{House, Mode};
-use crate::tools::BoxFuture;
+use crate::future::BoxFuture;
+use crate::house::{House, Mode};
 
 /// Timmy's approval of one call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,7 +134,7 @@ pub fn redact(args: &Value) -> Value {
 /// and logs read, never for what a signature binds. serde_json's map is ordered by key (no
 /// `preserve_order`), so the text is canonical.
 pub fn args_sha256(args: &Value) -> String {
-    crate::tools::sha256_value(args)
+    crate::hash::sha256_value(args)
 }
 
 #[cfg(test)]
@@ -190,6 +190,6 @@ mod tests {
         let sent = json!({"password_reset": {"user": "admin", "new_password": "x"}});
         assert_ne!(args_sha256(&signed), args_sha256(&sent));
         assert!(!redact(&a).to_string().contains("s1"));
-        assert_eq!(args_sha256(&a), crate::tools::sha256_hex(a.to_string().as_bytes()));
+        assert_eq!(args_sha256(&a), crate::hash::sha256_hex(a.to_string().as_bytes()));
     }
 }

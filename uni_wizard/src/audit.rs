@@ -744,7 +744,7 @@ impl ProvenanceLog for AuditStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::houses::{House, Mode};
+    use crate::house::{House, Mode};
 
     fn record(id: &str) -> Record {
         Record {

@@ -21,11 +21,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::{Error, ErrorCode, Result};
+use crate::future::BoxFuture;
 use crate::harness::{Harness, Request};
-use crate::houses::{House, Mode};
+use crate::house::{House, Mode};
 use crate::tools::{
-    BoxFuture, Contract, Registry, Tool, ToolContext, Typed, TypedTool, file_list, file_read, file_search, file_write,
-    git_commit, git_diff as diff, git_log as log, git_pull, git_push, git_status as status, gitea, http_get, http_post,
+    Contract, Registry, Tool, ToolContext, Typed, TypedTool, file_list, file_read, file_search, file_write, git_commit,
+    git_diff as diff, git_log as log, git_pull, git_push, git_status as status, gitea, http_get, http_post,
     process_list, service_restart, service_status, system_info,
 };
 
@@ -228,7 +229,7 @@ pub fn git_status(data: &[u8]) {
         unstaged: s.unstaged,
         untracked: s.untracked,
         conflicted: s.conflicted,
-        state_sha256: crate::tools::sha256_hex(data),
+        state_sha256: crate::hash::sha256_hex(data),
     };
     assert_output(contract_of::<status::GitStatus>(&CONTRACT), &output);
 }

@@ -21,8 +21,9 @@ use crate::approval::{self, Approval, ApprovalRequest, Approver, DenyAll};
 use crate::config::Config;
 use crate::error::{Error, ErrorCode, Result};
 use crate::executor::{Call, Executor};
-use crate::houses::{self, CallFacts, House, HousePolicy, Mode};
+use crate::house::{House, Mode};
 use crate::intelligence::{CallNotes, Intelligence};
+use crate::policy::{self, CallFacts, HousePolicy};
 use crate::provenance::{self, MemoryLog, ProvenanceLog, Record};
 use crate::tools::{Registry, Roots, ToolContext, ToolEnv};
 
@@ -33,6 +34,9 @@ pub struct Request {
     pub tool: String,
     /// Arguments, checked against the tool's input schema.
     pub args: Value,
+    /// The mode to run in; the harness's own when absent. One harness serves every mode with
+    /// one executor, so a breaker opened in one mode refuses the same (tool, target) in all.
+    pub mode: Option<Mode>,
     /// Session the call belongs to; the harness's own session when absent.
     pub session: Option<String>,
     /// Provenance id of a prior successful check (Bezalel's proof).
@@ -142,6 +146,7 @@ pub struct HarnessBuilder {
     config: Config,
     registry: Option<Registry>,
     log: Option<Arc<dyn ProvenanceLog>>,
+    mode_logs: Vec<(Mode, Arc<dyn ProvenanceLog>)>,
     approver: Arc<dyn Approver>,
     policy: Option<HousePolicy>,
     session: Option<String>,
@@ -183,6 +188,13 @@ impl HarnessBuilder {
     /// Where provenance goes (default: a bounded in-memory log).
     pub fn provenance(mut self, log: Arc<dyn ProvenanceLog>) -> Self {
         self.log = Some(log);
+        self
+    }
+
+    /// Where the provenance of calls in `mode` goes, instead of [`HarnessBuilder::provenance`]'s
+    /// log (a worker audits Sovereign calls only, when configured so).
+    pub fn provenance_for(mut self, mode: Mode, log: Arc<dyn ProvenanceLog>) -> Self {
+        self.mode_logs.push((mode, log));
         self
     }
 
@@ -264,12 +276,28 @@ impl HarnessBuilder {
                 env: Arc::new(env),
                 registry,
                 policy,
-                log: self.log.unwrap_or_else(|| Arc::new(MemoryLog::default())),
+                logs: {
+                    let default = self.log.unwrap_or_else(|| Arc::new(MemoryLog::default()));
+                    let mut logs = [default.clone(), default.clone(), default];
+                    for (mode, log) in self.mode_logs {
+                        logs[slot(mode)] = log;
+                    }
+                    logs
+                },
                 approver: self.approver,
                 session: self.session.unwrap_or_else(provenance::new_id),
                 config: self.config,
             }),
         })
+    }
+}
+
+/// The index of `mode`'s provenance log in `Inner::logs`.
+const fn slot(mode: Mode) -> usize {
+    match mode {
+        Mode::Simple => 0,
+        Mode::Intelligent => 1,
+        Mode::Sovereign => 2,
     }
 }
 
@@ -309,7 +337,8 @@ fn narrows(base: &HousePolicy, p: &HousePolicy) -> Result<()> {
     Ok(())
 }
 
-/// Runs tools for one house in one mode. Cheap to clone; share it.
+/// Runs tools for one house, in its own mode or the one a request names. Cheap to clone;
+/// share it.
 #[derive(Clone)]
 pub struct Harness {
     inner: Arc<Inner>,
@@ -323,7 +352,8 @@ struct Inner {
     env: Arc<ToolEnv>,
     registry: Registry,
     policy: HousePolicy,
-    log: Arc<dyn ProvenanceLog>,
+    /// Provenance per mode, by [`slot`].
+    logs: [Arc<dyn ProvenanceLog>; 3],
     approver: Arc<dyn Approver>,
     session: String,
     config: Config,
@@ -350,6 +380,7 @@ impl Harness {
             config: Config::default(),
             registry: None,
             log: None,
+            mode_logs: Vec::new(),
             approver: Arc::new(DenyAll),
             policy: None,
             session: None,
@@ -363,7 +394,7 @@ impl Harness {
         self.inner.house
     }
 
-    /// The mode.
+    /// The mode a request that names none runs in.
     pub fn mode(&self) -> Mode {
         self.inner.mode
     }
@@ -388,9 +419,14 @@ impl Harness {
         self.inner.intelligence.as_ref()
     }
 
-    /// The provenance log.
+    /// The provenance log of calls in the harness's own mode.
     pub fn provenance(&self) -> &Arc<dyn ProvenanceLog> {
-        &self.inner.log
+        self.provenance_of(self.inner.mode)
+    }
+
+    /// The provenance log of calls in `mode`.
+    pub fn provenance_of(&self, mode: Mode) -> &Arc<dyn ProvenanceLog> {
+        &self.inner.logs[slot(mode)]
     }
 
     /// Runs `tool` with `args` in the harness's session.
@@ -441,6 +477,8 @@ impl Harness {
                 .with_details(json!({ "tool": tool, "known": known }))
         })?;
         let contract = tool.contract();
+        let mode = req.mode.unwrap_or(inner.mode);
+        let log = &inner.logs[slot(mode)];
         let session = req.session.clone().unwrap_or_else(|| inner.session.clone());
         let target: Arc<str> = Arc::from(tool.target(&req.args));
         let args_sha256 = approval::args_sha256(&req.args);
@@ -452,7 +490,7 @@ impl Harness {
         let mut approvals = Vec::new();
         let mut notes = CallNotes::default();
         let result = self
-            .checked_call(request_id, req, &tool, &session, &target, &args_sha256, &mut approvals, &mut notes)
+            .checked_call(request_id, req, mode, &tool, &session, &target, &args_sha256, &mut approvals, &mut notes)
             .await;
 
         let duration_us = started.elapsed().as_micros() as u64;
@@ -465,7 +503,7 @@ impl Harness {
             parent_id,
             session: session.clone(),
             house: inner.house,
-            mode: inner.mode,
+            mode,
             node: inner.node.clone(),
             tool: contract.name.to_owned(),
             target: target.to_string(),
@@ -474,7 +512,7 @@ impl Harness {
             ok: result.is_ok(),
             error_code: result.as_ref().err().map(|e| e.code.as_str().to_owned()),
             args_sha256,
-            result_sha256: result.as_ref().ok().map(|(out, _)| crate::tools::sha256_value(out)),
+            result_sha256: result.as_ref().ok().map(|(out, _)| crate::hash::sha256_value(out)),
             approvals,
             started_ms,
             // From the monotonic duration: one clock read fewer, and never before the start.
@@ -493,7 +531,7 @@ impl Harness {
                     session: session.clone(),
                     tool: contract.name.to_owned(),
                     house: inner.house,
-                    mode: if notes.degraded.is_some() { Mode::Simple } else { inner.mode },
+                    mode: if notes.degraded.is_some() { Mode::Simple } else { mode },
                     fingerprint: fp,
                     success: result.is_ok(),
                     error_code,
@@ -505,9 +543,9 @@ impl Harness {
             )
         });
         let mut warnings = std::mem::take(&mut notes.warnings);
-        if let Err(e) = inner.log.submit(record).wait().await {
+        if let Err(e) = log.submit(record).wait().await {
             // Sovereign: a result nobody recorded is not returned (fail closed).
-            if inner.mode == Mode::Sovereign {
+            if mode == Mode::Sovereign {
                 return Err(e);
             }
             tracing::warn!(error = %e, "provenance record not written");
@@ -523,7 +561,7 @@ impl Harness {
             session,
             tool: contract.name.to_owned(),
             house: inner.house,
-            mode: inner.mode,
+            mode,
             output,
             dry_run,
             attempts,
@@ -538,6 +576,7 @@ impl Harness {
         &self,
         request_id: &str,
         req: Request,
+        mode: Mode,
         tool: &Arc<dyn crate::tools::Tool>,
         session: &str,
         target: &Arc<str>,
@@ -546,6 +585,7 @@ impl Harness {
         notes: &mut CallNotes,
     ) -> Result<(Value, u32)> {
         let inner = &*self.inner;
+        let log = &*inner.logs[slot(mode)];
         let contract = tool.contract();
         contract.validate_input(&req.args)?;
         let read_only = contract.annotations.read_only;
@@ -555,7 +595,7 @@ impl Harness {
         }
         let facts = CallFacts {
             house: inner.house,
-            mode: inner.mode,
+            mode,
             contract,
             args: &req.args,
             changes_nothing: read_only || req.dry_run,
@@ -564,21 +604,21 @@ impl Harness {
             session,
             proof: req.proof.as_deref(),
         };
-        let mut needs = houses::check(&inner.policy, &facts, &*inner.log)?;
+        let mut needs = policy::check(&inner.policy, &facts, log)?;
         if let Some(caller) = req.on_behalf_of.filter(|c| *c != inner.house) {
             let theirs = HousePolicy::default_for(caller);
-            needs.approval |= houses::check(&theirs, &CallFacts { house: caller, ..facts }, &*inner.log)?.approval;
+            needs.approval |= policy::check(&theirs, &CallFacts { house: caller, ..facts }, log)?.approval;
         }
         if needs.approval {
             let ask = ApprovalRequest {
                 request_id: request_id.to_owned(),
                 house: inner.house,
-                mode: inner.mode,
+                mode,
                 node: inner.node.clone(),
                 tool: contract.name.to_owned(),
                 args: approval::redact(&req.args),
                 args_sha256: args_sha256.to_owned(),
-                reason: if inner.mode == Mode::Sovereign && !read_only {
+                reason: if mode == Mode::Sovereign && !read_only {
                     "Sovereign mode: not read-only".into()
                 } else {
                     "changes production".into()
@@ -592,18 +632,18 @@ impl Harness {
             approval::verify(&granted, &ask)?;
             approvals.push(granted);
         }
-        if inner.mode == Mode::Sovereign {
+        if mode == Mode::Sovereign {
             // Fail closed: no tool runs in Sovereign mode unless its record can be written.
-            inner.log.ready()?;
+            log.ready()?;
         }
 
         let timeout = self.timeout_for(contract.name, contract.default_timeout, req.timeout);
         let (mode, timeout) = match &inner.intelligence {
             Some(intel) => {
                 let max = inner.config.max_timeout();
-                intel.plan(notes, contract, inner.house, inner.mode, &req.args, timeout, req.timeout.is_some(), max)?
+                intel.plan(notes, contract, inner.house, mode, &req.args, timeout, req.timeout.is_some(), max)?
             }
-            None => (inner.mode, timeout),
+            None => (mode, timeout),
         };
         let call = Call {
             tool: tool.clone(),

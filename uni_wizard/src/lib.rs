@@ -16,7 +16,8 @@
 //! # Layout
 //!
 //! - [`harness`]: the one entry point; the path of a call from lookup to record.
-//! - [`houses`]: houses, modes and the per-house policy of SYSTEM.md §1.
+//! - [`house`]: the houses and modes, the leaf types every layer names.
+//! - [`policy`]: the per-house policy of SYSTEM.md §1.
 //! - [`approval`]: the [`Approver`] trait; only Timmy approves; argument hashing and redaction.
 //! - [`tools`]: the [`Tool`](tools::Tool) trait, contracts, the registry, one module per tool.
 //! - [`executor`]: the tower layers (limit, breaker, retry, timeout) and their order.
@@ -25,6 +26,7 @@
 //! - [`audit`]: the hash-chained, append-only SQLite provenance store and its verification.
 //! - [`tokens`]: approval tokens signed with Timmy's ed25519 key, single-use.
 //! - [`config`]: library settings with defaults.
+//! - [`hash`], [`future`]: SHA-256 over canonical JSON, the boxed future; leaves.
 //! - [`error`]: stable error codes E1xxx–E5xxx.
 //! - `fuzzing`: fuzz target bodies (tool arguments, `/proc` and git parsers); docs/FUZZING.md.
 //!
@@ -38,11 +40,14 @@ pub mod audit;
 pub mod config;
 pub mod error;
 pub mod executor;
+pub mod future;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod harness;
-pub mod houses;
+pub mod hash;
+pub mod house;
 pub mod intelligence;
+pub mod policy;
 pub mod provenance;
 pub mod tokens;
 pub mod tools;
@@ -51,5 +56,6 @@ pub use approval::{Approval, ApprovalRequest, Approver};
 pub use config::Config;
 pub use error::{Category as ErrorCategory, Error, ErrorCode, Result};
 pub use harness::{Execution, Harness, HarnessBuilder, Observer, Outcome, Request};
-pub use houses::{House, HousePolicy, Mode};
+pub use house::{House, Mode};
 pub use intelligence::{Intelligence, IntelligenceConfig};
+pub use policy::HousePolicy;

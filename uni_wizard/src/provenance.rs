@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::approval::Approval;
 use crate::error::Result;
-use crate::houses::{House, Mode};
+use crate::house::{House, Mode};
 
 /// One execution, as the policy and the audit see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -30,9 +30,9 @@ use serde_json::json;
 use crate::approval::{self, Approval, ApprovalRequest, Approver};
 use crate::audit::AuditStore;
 use crate::error::{Error, ErrorCode, Result};
-use crate::houses::House;
+use crate::future::BoxFuture;
+use crate::house::House;
 use crate::provenance::now_ms;
-use crate::tools::BoxFuture;
 
 /// The claims format this build signs and accepts.
 pub const CLAIMS_VERSION: u32 = 2;

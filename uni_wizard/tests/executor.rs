@@ -14,9 +14,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use uni_wizard::executor::{BreakerConfig, BreakerState, LimitConfig, RetryConfig, RetryPolicy};
-use uni_wizard::tools::{
-    Annotations, BoxFuture, Category, Contract, ContractSpec, Registry, Risk, Tool, ToolContext, arg_str,
-};
+use uni_wizard::future::BoxFuture;
+use uni_wizard::tools::{Annotations, Category, Contract, ContractSpec, Registry, Risk, Tool, ToolContext, arg_str};
 use uni_wizard::{Config, Error, ErrorCode, Harness, House, Mode, Outcome, Request, Result};
 
 const MS: Duration = Duration::from_millis(1);

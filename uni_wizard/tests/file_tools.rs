@@ -63,6 +63,38 @@ async fn a_fifo_is_refused_without_blocking() {
     assert_eq!(found["matches"].as_array().map(Vec::len), Some(1), "{found}");
 }
 
+/// Proves `file_write` onto a symlink that leads to a FIFO (beside it or up a directory) is
+/// refused at once as a symlink, dry run or not, instead of blocking in `open()` on the FIFO.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_write_through_a_symlink_to_a_fifo_does_not_block() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let pipe = d.path().join("pipe");
+    mkfifo(&pipe);
+    std::fs::create_dir(d.path().join("sub")).expect("mkdir");
+    std::os::unix::fs::symlink("pipe", d.path().join("link")).expect("symlink");
+    std::os::unix::fs::symlink("../pipe", d.path().join("sub/rel")).expect("symlink");
+    let h = timmy_in(d.path(), false);
+    for path in ["link", "sub/rel"] {
+        for dry_run in [false, true] {
+            let mut req = uni_wizard::Request::new("file_write", json!({"path": path, "content": "NEW"}));
+            req.dry_run = dry_run;
+            // On its own task: a tool blocked in open() must not also block this timer.
+            let call = tokio::spawn({
+                let h = h.clone();
+                async move { h.execute_request(req).await }
+            });
+            let Ok(done) = tokio::time::timeout(Duration::from_secs(10), call).await else {
+                // Release the blocked open (a writer arrives), then fail.
+                let _writer = std::fs::OpenOptions::new().write(true).open(&pipe);
+                panic!("file_write of {path} (dry run {dry_run}) blocked on the FIFO");
+            };
+            let e = done.expect("task").expect_err("refused");
+            assert_eq!(e.code, ErrorCode::ToolFailed, "{path} (dry run {dry_run}): {e}");
+            assert!(e.message.contains("is a symlink"), "{path}: {e}");
+        }
+    }
+}
+
 /// Proves a hard link inside a root to a file outside it is neither read, nor searched, nor
 /// replaced (E2008, reason "hard link"; the outside file untouched), and that
 /// `allow_hard_links: true` opts a root in.

@@ -24,8 +24,9 @@ use clap::Args;
 use serde_json::json;
 use uni_wizard::approval::{Approval, ApprovalRequest, Approver};
 use uni_wizard::audit::AuditStore;
+use uni_wizard::future::BoxFuture;
 use uni_wizard::tokens::{self, Claims, TokenApprover};
-use uni_wizard::tools::{BoxFuture, Registry};
+use uni_wizard::tools::Registry;
 use uni_wizard::{Error, ErrorCode, House};
 
 /// Flags of `uni-wizard keygen`.

@@ -285,6 +285,7 @@ async fn run_test(a: TestArgs) -> Result<uni_wizard::Outcome, Error> {
     let request = Request {
         tool: a.tool,
         args,
+        mode: None,
         session: a.session,
         proof: a.proof,
         idempotency_key: a.idempotency_key,

@@ -18,9 +18,9 @@ use ed25519_dalek::SigningKey;
 use tokio::sync::watch;
 use uni_wizard::approval::{Approval, ApprovalRequest, Approver};
 use uni_wizard::audit::AuditStore;
+use uni_wizard::future::BoxFuture;
 use uni_wizard::provenance::now_ms;
 use uni_wizard::tokens::{self, Claims, TokenApprover};
-use uni_wizard::tools::BoxFuture;
 use uni_wizard::{Error, ErrorCode, House};
 use uni_wizard_proto::v1::sovereign_server::Sovereign;
 use uni_wizard_proto::v1::{

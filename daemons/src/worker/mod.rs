@@ -34,10 +34,8 @@ struct Inner {
     live: Live,
     house: House,
     node: String,
-    default_mode: Mode,
-    simple: Harness,
-    intelligent: Harness,
-    sovereign: Harness,
+    /// One harness for every mode: one executor, one breaker map, one concurrency limit.
+    harness: Harness,
     slots: Arc<Semaphore>,
     max_concurrency: u32,
     max_queued: u32,
@@ -116,35 +114,31 @@ impl WorkerService {
         } else {
             None
         };
-        let memory: Arc<dyn uni_wizard::provenance::ProvenanceLog> =
-            Arc::new(uni_wizard::provenance::MemoryLog::default());
-        let build = |mode: Mode| {
-            let log: Arc<dyn uni_wizard::provenance::ProvenanceLog> =
-                if mode == Mode::Sovereign || config.worker.audit_all_modes { store.clone() } else { memory.clone() };
-            let mut b = Harness::builder()
-                .house(config.house)
-                .mode(mode)
-                .config(library.clone())
-                .registry(registry.clone())
-                .provenance(log)
-                .approver(approver.clone());
-            if let Some(i) = &intelligence {
-                b = b.intelligence(i.clone());
-            }
-            if let Some(o) = &observer {
-                b = b.observer(o.clone());
-            }
-            b.build()
-        };
+        // Sovereign calls are always audited; the others too unless `audit_all_modes` is off.
+        let mut b = Harness::builder()
+            .house(config.house)
+            .mode(config.worker.default_mode)
+            .config(library)
+            .registry(registry)
+            .provenance(store)
+            .approver(approver);
+        if !config.worker.audit_all_modes {
+            let memory: Arc<dyn uni_wizard::provenance::ProvenanceLog> =
+                Arc::new(uni_wizard::provenance::MemoryLog::default());
+            b = b.provenance_for(Mode::Simple, memory.clone()).provenance_for(Mode::Intelligent, memory);
+        }
+        if let Some(i) = intelligence {
+            b = b.intelligence(i);
+        }
+        if let Some(o) = observer {
+            b = b.observer(o);
+        }
         let max = config.worker.max_concurrency;
         Ok(WorkerService {
             inner: Arc::new(Inner {
                 house: config.house,
                 node: config.node_name(),
-                default_mode: config.worker.default_mode,
-                simple: build(Mode::Simple)?,
-                intelligent: build(Mode::Intelligent)?,
-                sovereign: build(Mode::Sovereign)?,
+                harness: b.build()?,
                 slots: Arc::new(Semaphore::new(max as usize)),
                 max_concurrency: max,
                 max_queued: config.worker.max_queued,
@@ -156,34 +150,29 @@ impl WorkerService {
         })
     }
 
-    /// The pattern DB and model of this worker's harnesses, when intelligence is on.
+    /// The pattern DB and model of this worker's harness, when intelligence is on.
     pub fn intelligence(&self) -> Option<Arc<uni_wizard::Intelligence>> {
-        self.inner.intelligent.intelligence().cloned()
+        self.inner.harness.intelligence().cloned()
     }
 
-    /// (tool, target) of every open breaker of the full-stack harnesses.
+    /// (tool, target) of every open breaker.
     pub fn open_breakers(&self) -> Vec<(String, String)> {
-        [&self.inner.intelligent, &self.inner.sovereign]
-            .iter()
-            .flat_map(|h| h.executor().breakers().not_closed())
+        self.inner
+            .harness
+            .executor()
+            .breakers()
+            .not_closed()
+            .into_iter()
             .filter(|(_, _, state)| *state == uni_wizard::executor::BreakerState::Open)
             .map(|(tool, target, _)| (tool, target))
             .collect()
-    }
-
-    fn harness(&self, mode: Mode) -> &Harness {
-        match mode {
-            Mode::Simple => &self.inner.simple,
-            Mode::Intelligent => &self.inner.intelligent,
-            Mode::Sovereign => &self.inner.sovereign,
-        }
     }
 
     /// Runs one call, waiting for a slot of the pool.
     async fn run(&self, call: Call, dispatcher: House) -> Result<uni_wizard::Outcome, Error> {
         let inner = &*self.inner;
         let Call { mode, mut request, caller, .. } = call;
-        let mode = mode.unwrap_or(inner.default_mode);
+        request.mode = mode;
         request.on_behalf_of = Some(caller.unwrap_or(dispatcher));
         if inner.queued.fetch_add(1, Ordering::AcqRel) >= inner.max_queued {
             inner.queued.fetch_sub(1, Ordering::AcqRel);
@@ -197,7 +186,7 @@ impl WorkerService {
         let _permit = permit.map_err(|_| Error::new(ErrorCode::Saturated, "worker is shutting down"))?;
         inner.in_flight.fetch_add(1, Ordering::AcqRel);
         let started = Instant::now();
-        let result = self.harness(mode).execute_request(request).await;
+        let result = inner.harness.execute_request(request).await;
         inner.in_flight.fetch_sub(1, Ordering::AcqRel);
         let outcome = match &result {
             Ok(_) => "ok",
@@ -283,16 +272,10 @@ impl Worker for WorkerService {
     ) -> Result<tonic::Response<CapacityResponse>, tonic::Status> {
         auth::peer(&request)?;
         let inner = &*self.inner;
-        // Intelligent and Sovereign share the full executor stack's breakers per harness; a tool
-        // with any open breaker (for some target) is reported unhealthy.
-        let open: Vec<String> = [&inner.intelligent, &inner.sovereign]
-            .iter()
-            .flat_map(|h| h.executor().breakers().not_closed())
-            .filter(|(_, _, state)| *state == uni_wizard::executor::BreakerState::Open)
-            .map(|(tool, _, _)| tool)
-            .collect();
+        // A tool with any open breaker (for some target) is reported unhealthy.
+        let open: Vec<String> = self.open_breakers().into_iter().map(|(tool, _)| tool).collect();
         let healthy_tools = inner
-            .intelligent
+            .harness
             .registry()
             .iter()
             .map(|t| t.contract().name.to_owned())
@@ -306,5 +289,91 @@ impl Worker for WorkerService {
             house: wire::house_to_wire(inner.house).into(),
             healthy_tools,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    use serde_json::{Value, json};
+    use uni_wizard::approval::DenyAll;
+    use uni_wizard::tools::{Annotations, Category, ContractSpec, Risk, ToolContext, TypedTool};
+
+    use super::*;
+
+    /// Times the failing tool ran.
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+
+    /// A read-only tool whose target always fails (E3003, which counts for the breaker and is
+    /// not retried).
+    struct Failing;
+
+    impl TypedTool for Failing {
+        type Input = Value;
+        type Output = Value;
+
+        fn spec() -> ContractSpec {
+            ContractSpec {
+                name: "failing",
+                category: Category::System,
+                description: "Always fails (tests).",
+                input_schema: json!({"type": "object", "properties": {}, "additionalProperties": false}),
+                output_schema: json!({"type": "object"}),
+                annotations: Annotations { read_only: true, destructive: false, idempotent: true, open_world: false },
+                risk: Risk::Low,
+                default_timeout: Duration::from_secs(5),
+                dry_run: false,
+                content_guard: false,
+            }
+        }
+
+        fn target(_: &Value) -> String {
+            "the-target".into()
+        }
+
+        async fn run(_: &ToolContext, _: Value) -> uni_wizard::Result<Value> {
+            RUNS.fetch_add(1, Ordering::SeqCst);
+            Err(Error::new(ErrorCode::ToolFailed, "the target is broken"))
+        }
+    }
+
+    fn call(mode: Mode) -> Call {
+        Call {
+            house: House::Ezra,
+            mode: Some(mode),
+            request: uni_wizard::Request::new("failing", json!({})),
+            caller: None,
+            fencing_token: 1,
+        }
+    }
+
+    /// Proves one breaker serves every mode: failures in Intelligent mode open it, and a
+    /// Sovereign call to the same (tool, target) is then refused with E3002 without running.
+    #[tokio::test]
+    async fn a_breaker_opened_in_intelligent_mode_refuses_sovereign_calls() {
+        let home = tempfile::tempdir().expect("home");
+        let yaml = format!(
+            "house: ezra\nplaintext_loopback: true\nroles: [worker]\nlisten: {{grpc: 127.0.0.1:1, http: 127.0.0.1:2}}\n\
+             houses:\n  ezra: {{endpoint: 127.0.0.1:1, auth_token: ezra-token-0123456789}}\n\
+             worker:\n  library:\n    home: {}\n    intelligence: {{enabled: false}}\n    executor: {{breaker: {{failure_threshold: 3}}}}\n",
+            home.path().display()
+        );
+        let live = Live::new(DaemonConfig::parse(&yaml, "t.yaml", &|_| None).expect("config"));
+        let mut registry = Registry::empty();
+        registry.add_typed::<Failing>().expect("tool");
+        let store = WorkerService::open_store(&live.get()).expect("store");
+        let worker = WorkerService::with_registry(live, store, Arc::new(DenyAll), registry).expect("worker");
+
+        for _ in 0..3 {
+            let e = worker.run(call(Mode::Intelligent), House::Timmy).await.expect_err("fails");
+            assert_eq!(e.code, ErrorCode::ToolFailed, "{e}");
+        }
+        assert_eq!(worker.open_breakers(), vec![("failing".to_owned(), "the-target".to_owned())]);
+        let ran = RUNS.load(Ordering::SeqCst);
+        let e = worker.run(call(Mode::Sovereign), House::Timmy).await.expect_err("refused");
+        assert_eq!(e.code, ErrorCode::BreakerOpen, "{e}");
+        assert_eq!(RUNS.load(Ordering::SeqCst), ran, "the tool must not run behind an open breaker");
     }
 }

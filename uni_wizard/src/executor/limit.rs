@@ -12,7 +12,7 @@ use tower::{Layer, Service};
 
 use super::Call;
 use crate::error::{Error, ErrorCode, Result};
-use crate::tools::BoxFuture;
+use crate::future::BoxFuture;
 
 /// Settings of the concurrency limit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

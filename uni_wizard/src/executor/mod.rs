@@ -30,7 +30,8 @@ use serde_json::Value;
 use tower::{Service, ServiceExt};
 
 use crate::error::{Error, Result};
-use crate::tools::{BoxFuture, Tool, ToolContext};
+use crate::future::BoxFuture;
+use crate::tools::{Tool, ToolContext};
 
 pub mod breaker;
 pub mod limit;

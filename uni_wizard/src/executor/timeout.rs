@@ -9,7 +9,7 @@ use tower::{Layer, Service};
 
 use super::Call;
 use crate::error::{Error, ErrorCode, Result};
-use crate::tools::BoxFuture;
+use crate::future::BoxFuture;
 
 /// Wraps a service in [`Timeout`].
 #[derive(Debug, Clone, Copy, Default)]

@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::{Error, ErrorCode, Result};
-use crate::houses::{House, Mode};
+use crate::house::{House, Mode};
 use crate::tools::Contract;
 
 pub mod adaptation;

@@ -21,7 +21,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, params};
 
 use super::predictions::OutcomeClass;
-use crate::houses::{House, Mode};
+use crate::house::{House, Mode};
 
 /// Schema migrations; `PRAGMA user_version` says how many have been applied.
 const MIGRATIONS: &[&str] = &[

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::houses::House;
+use crate::house::House;
 
 /// Number of log-spaced latency buckets: bucket `i` holds latencies near `2^(i/4)` µs, so 128
 /// buckets span 1 µs to about 4.3·10^9 µs (72 minutes) with ±9% resolution.

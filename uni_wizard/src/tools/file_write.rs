@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::confine::{errno_error, open_beneath, regular_file, split_name};
-use super::{Annotations, Category, ContractSpec, Risk, ToolContext, TypedTool, arg_str, sha256_hex};
+use super::{Annotations, Category, ContractSpec, Risk, ToolContext, TypedTool, arg_str};
 use crate::error::{Error, ErrorCode, Result};
+use crate::hash::sha256_hex;
 
 /// Largest content accepted, in bytes.
 pub const MAX_CONTENT_BYTES: usize = 16 * 1024 * 1024;
@@ -153,8 +154,9 @@ pub fn write(roots: &super::Roots, input: &Input, dry_run: bool) -> Result<Outpu
         Some(st) => {
             let ft = FileType::from_raw_mode(st.st_mode);
             if ft == FileType::Symlink {
-                // Find out whether it leads out (E2008) before refusing to replace a link.
-                roots.open(&r, OFlags::RDONLY, Mode::empty())?;
+                // Find out whether it leads out (E2008) before refusing to replace a link. O_PATH
+                // resolves without opening what is there, so a FIFO or device never blocks it.
+                roots.open(&r, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?;
                 return Err(Error::new(
                     ErrorCode::ToolFailed,
                     format!("{shown_s} is a symlink; write to its target instead"),

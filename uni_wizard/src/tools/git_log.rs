@@ -309,7 +309,7 @@ mod tests {
     async fn unborn_branch_is_an_empty_history() {
         use std::sync::Arc;
 
-        use crate::houses::House;
+        use crate::house::House;
         use crate::tools::{Roots, ToolEnv};
         let dir = tempfile::tempdir().unwrap();
         let init = std::process::Command::new("git").arg("-C").arg(dir.path()).args(["init", "-q"]).status().unwrap();

@@ -47,8 +47,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::git;
-use super::{Annotations, Category, ContractSpec, Risk, ToolContext, ToolEnv, TypedTool, arg_str, sha256_hex};
+use super::{Annotations, Category, ContractSpec, Risk, ToolContext, ToolEnv, TypedTool, arg_str};
 use crate::error::{Error, ErrorCode, Result};
+use crate::hash::sha256_hex;
 
 /// The `git status` arguments whose output is parsed and hashed into `state_sha256`.
 ///
@@ -574,7 +575,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::houses::House;
+    use crate::house::House;
     use crate::tools::{Contract, Roots};
 
     fn ctx() -> ToolContext {

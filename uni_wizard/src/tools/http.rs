@@ -487,7 +487,7 @@ mod tests {
     /// [`check_url`] to a name resolving to loopback, or to a name off the list, is E2009.
     #[tokio::test]
     async fn client_resolver_refuses_at_connect_time() {
-        use crate::houses::House;
+        use crate::house::House;
         use crate::tools::egress::{AllowList, Rule, Scheme};
         let rules = ["localhost", "not-listed.invalid"].map(|host| Rule {
             host: host.into(),

@@ -18,8 +18,9 @@ use serde_json::{Value, json};
 
 use super::http::{self, Limits, Outgoing};
 use super::http_get::{common_input_properties, common_output_properties};
-use super::{Annotations, Category, ContractSpec, Risk, ToolContext, TypedTool, arg_str, sha256_hex};
+use super::{Annotations, Category, ContractSpec, Risk, ToolContext, TypedTool, arg_str};
 use crate::error::{Error, ErrorCode, Result};
+use crate::hash::sha256_hex;
 
 /// Arguments of `http_post`.
 #[derive(Debug, Clone, Deserialize)]

@@ -518,7 +518,7 @@ fn unescape_mount(field: &str) -> String {
 #[allow(clippy::unwrap_used, reason = "a test fails loudly on any unexpected error")]
 mod tests {
     use super::*;
-    use crate::houses::House;
+    use crate::house::House;
     use std::sync::Arc;
 
     use crate::tools::{Contract, Roots, ToolEnv};

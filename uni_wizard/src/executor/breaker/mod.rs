@@ -17,7 +17,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::Call;
 use crate::error::{Error, ErrorCode, Result};
-use crate::tools::BoxFuture;
+use crate::future::BoxFuture;
 
 pub mod state;
 

@@ -10,7 +10,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::Call;
 use crate::error::{Error, Result};
-use crate::tools::BoxFuture;
+use crate::future::BoxFuture;
 
 pub mod policy;
 
