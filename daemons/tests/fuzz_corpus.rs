@@ -245,7 +245,7 @@ fn write_seeds() {
             tool: "git_status".into(),
             house: v1::House::Bezalel.into(),
             mode: v1::Mode::Intelligent.into(),
-            args_fingerprint: "00ff00ff00ff00ff".into(),
+            args_fingerprint: 0x00ff_00ff_00ff_00ff,
             success: false,
             error_code: "E3001".into(),
             duration_us: 30_000,

@@ -29,7 +29,7 @@ use uni_wizard_proto::v1::{
 };
 
 use crate::auth;
-use crate::fleet::SovereignConfig;
+use crate::config::SovereignConfig;
 use crate::peers::Peers;
 use crate::wire;
 
