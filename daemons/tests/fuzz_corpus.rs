@@ -210,6 +210,7 @@ fn write_seeds() {
         degraded_reason: Some("pattern DB unavailable".into()),
         warnings: vec!["low predicted success".into()],
         dry_run: false,
+        session: "s-1".into(),
     };
     let seed = |which: u8, m: &dyn Fn() -> Vec<u8>| [vec![which], m()].concat();
     let execute = v1::ExecuteRequest {

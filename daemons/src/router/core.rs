@@ -154,8 +154,7 @@ impl<R: Clone> Task<R> {
         let mut rx = self.state.subscribe();
         // Timing out only means "still running": the snapshot then carries no result.
         let _ = tokio::time::timeout(limit, rx.wait_for(Snapshot::finished)).await;
-        let s = rx.borrow().clone();
-        s
+        rx.borrow().clone()
     }
 }
 
@@ -563,8 +562,8 @@ mod tests {
         assert_eq!(task.submitter(), Ezra);
         assert!(tasks.visible(Ezra, task.id()).is_ok());
         assert!(tasks.visible(Timmy, task.id()).is_ok());
-        let theirs = tasks.visible(Bezalel, task.id()).err().expect("refused");
-        let missing = tasks.visible(Bezalel, "no-such-task").err().expect("refused");
+        let theirs = tasks.visible(Bezalel, task.id()).expect_err("refused");
+        let missing = tasks.visible(Bezalel, "no-such-task").expect_err("refused");
         assert_eq!((theirs.code, missing.code), (ErrorCode::Forbidden, ErrorCode::Forbidden));
         assert_eq!(theirs.message.replace(task.id(), "ID"), missing.message.replace("no-such-task", "ID"));
         assert_eq!(tasks.visible(Timmy, "no-such-task").err().map(|e| e.code), Some(ErrorCode::NotFound));

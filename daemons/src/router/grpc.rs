@@ -380,8 +380,8 @@ mod tests {
         let task = tasks.admit(House::Ezra, "k", r.inner.live.get().router.max_tasks).expect("admitted").task;
         assert!(tasks.visible(House::Ezra, task.id()).is_ok());
         assert!(tasks.visible(House::Timmy, task.id()).is_ok());
-        let theirs = tasks.visible(House::Bezalel, task.id()).err().expect("refused");
-        let missing = tasks.visible(House::Bezalel, "no-such-task").err().expect("refused");
+        let theirs = tasks.visible(House::Bezalel, task.id()).expect_err("refused");
+        let missing = tasks.visible(House::Bezalel, "no-such-task").expect_err("refused");
         assert_eq!((theirs.code, missing.code), (ErrorCode::Forbidden, ErrorCode::Forbidden));
         assert_eq!(theirs.message.replace(task.id(), "ID"), missing.message.replace("no-such-task", "ID"));
         assert_eq!(tasks.visible(House::Timmy, "no-such-task").err().map(|e| e.code), Some(ErrorCode::NotFound));

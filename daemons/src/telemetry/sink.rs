@@ -34,7 +34,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use uni_wizard::{Error, ErrorCode, House, Intelligence};
 use uni_wizard_proto::v1::telemetry_server::Telemetry;
 use uni_wizard_proto::v1::{
-    self, Ack, NodeStatus, TelemetryEvent, TelemetryQuery, TelemetryQueryResponse, telemetry_event::Kind,
+    Ack, NodeStatus, TelemetryEvent, TelemetryQuery, TelemetryQueryResponse, telemetry_event::Kind,
 };
 
 use super::{TelemetryConfig, now_us};
@@ -499,6 +499,7 @@ impl Telemetry for SinkService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uni_wizard_proto::v1;
 
     fn ev(node: &str, seq: u64) -> TelemetryEvent {
         TelemetryEvent {
