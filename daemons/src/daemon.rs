@@ -357,3 +357,34 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(roles: &str, home: &std::path::Path) -> Result<Node, Error> {
+        let yaml = format!(
+            "house: timmy\nplaintext_loopback: true\nroles: {roles}\nlisten: {{grpc: 127.0.0.1:1, http: 127.0.0.1:2}}\n\
+             houses:\n  timmy: {{endpoint: 127.0.0.1:1, auth_token: timmy-token-0123456789}}\n\
+             worker:\n  library:\n    home: {}\n    intelligence: {{enabled: false}}\n",
+            home.display()
+        );
+        build(&Live::new(DaemonConfig::parse(&yaml, "t.yaml", &|_| None)?))
+    }
+
+    /// Proves each role adds what it serves and runs from its one place in `build`: a worker
+    /// and router node serves exactly those two services and runs the prober, a health-only
+    /// node serves nothing and runs the prober, a worker-only node runs no task.
+    #[tokio::test]
+    async fn each_role_adds_its_own_services_and_tasks() {
+        let dir = tempfile::tempdir().expect("dir");
+        let both = node("[worker, router]", dir.path()).expect("built");
+        assert_eq!(both.names, vec!["uniwizard.v1.Worker", "uniwizard.v1.Router"]);
+        assert_eq!((both.tasks.len(), both.http.len(), both.outbox.is_none()), (1, 0, true));
+        let health = node("[health]", dir.path()).expect("built");
+        assert!(health.names.is_empty());
+        assert_eq!(health.tasks.len(), 1);
+        let worker = node("[worker]", dir.path()).expect("built");
+        assert_eq!((worker.names.len(), worker.tasks.len()), (1, 0));
+    }
+}
