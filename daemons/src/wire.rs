@@ -317,6 +317,36 @@ pub fn request_to_wire(r: &Request) -> v1::ToolCall {
     }
 }
 
+/// A library approval request as the worker asks Timmy's Sovereign service: as `house`,
+/// willing to wait `wait` for the decision (cut to `u32::MAX` ms).
+pub fn approval_request_to_wire(
+    r: &uni_wizard::approval::ApprovalRequest,
+    house: House,
+    wait: Duration,
+) -> v1::ApprovalRequest {
+    v1::ApprovalRequest {
+        request_id: r.request_id.clone(),
+        requesting_house: house_to_wire(house).into(),
+        tool: r.tool.clone(),
+        args_sha256: r.args_sha256.clone(),
+        args_json: r.args.to_string(),
+        reason: r.reason.clone(),
+        wait_timeout_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
+        node: r.node.clone(),
+    }
+}
+
+/// The lowercase name of an approval decision, as the CLI prints it.
+pub fn decision_name(d: v1::ApprovalDecision) -> &'static str {
+    match d {
+        v1::ApprovalDecision::Approved => "approved",
+        v1::ApprovalDecision::Denied => "denied",
+        v1::ApprovalDecision::Expired => "expired",
+        v1::ApprovalDecision::Pending => "pending",
+        v1::ApprovalDecision::Unspecified => "unspecified",
+    }
+}
+
 /// What a house submits to the router besides the call.
 #[derive(Debug, Clone)]
 pub struct Submission {

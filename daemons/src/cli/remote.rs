@@ -12,8 +12,7 @@ use clap::Args;
 use serde_json::{Value, json};
 use uni_wizard::{Error, ErrorCode, House, Outcome, Request};
 use uni_wizard_proto::v1::{
-    self, ApprovalDecision, DecideRequest, ListPendingRequest, router_client::RouterClient,
-    sovereign_client::SovereignClient,
+    self, DecideRequest, ListPendingRequest, router_client::RouterClient, sovereign_client::SovereignClient,
 };
 
 use crate::auth::{Authed, Credentials};
@@ -298,12 +297,6 @@ pub async fn decide(connect: &Connect, addr: &str, id: &str, approve: bool, note
     let mut client = SovereignClient::new(connect.open(addr, House::Timmy)?);
     let req = DecideRequest { approval_id: id.to_owned(), approve, note: note.to_owned() };
     let d = client.decide(req).await.map_err(|s| wire::error_from_status(&s))?.into_inner();
-    let decision = match d.decision() {
-        ApprovalDecision::Approved => "approved",
-        ApprovalDecision::Denied => "denied",
-        ApprovalDecision::Expired => "expired",
-        ApprovalDecision::Pending => "pending",
-        ApprovalDecision::Unspecified => "unspecified",
-    };
+    let decision = wire::decision_name(d.decision());
     Ok(json!({ "ok": true, "approval_id": d.approval_id, "decision": decision, "approver": d.approver }))
 }
