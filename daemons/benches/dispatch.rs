@@ -32,7 +32,7 @@ use tonic::transport::Server;
 use uni_wizard::tools::{Annotations, Category, ContractSpec, Registry, Risk, ToolContext, TypedTool};
 use uni_wizard::{House, approval::DenyAll};
 use uni_wizard_daemons::auth::{AuthLayer, Credentials};
-use uni_wizard_daemons::fleet::{DaemonConfig, Secret};
+use uni_wizard_daemons::config::{DaemonConfig, Secret};
 use uni_wizard_daemons::health::Membership;
 use uni_wizard_daemons::live::Live;
 use uni_wizard_daemons::peers::Peers;

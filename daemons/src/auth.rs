@@ -28,7 +28,7 @@ use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use uni_wizard::{Error, ErrorCode, House};
 
-use crate::fleet::Secret;
+use crate::config::Secret;
 use crate::live::Live;
 use crate::wire;
 

@@ -3,7 +3,9 @@
 //! 1. **Config**: load and validate the file; no port is bound yet. A bad file exits 64
 //!    naming file, line and field.
 //! 2. **Tracing and metrics**: text or JSON logs; the Prometheus recorder.
-//! 3. **Build** the roles this node runs (router, health, worker, sovereign, triage).
+//! 3. **Build** the roles this node runs (telemetry, worker, router, health, sovereign,
+//!    triage), each in one place in `build`: what it serves on the gRPC port, what it adds
+//!    to the HTTP port, and the background tasks it starts once the node serves.
 //! 4. **Serve**: gRPC (every service behind [`AuthLayer`], health's serving status excepted;
 //!    `grpc.health.v1`, reflection, TLS when configured; what tonic refuses by itself answered
 //!    with the conventional codes) and HTTP (`/metrics`, `/health`, the triage webhook); tell
@@ -20,11 +22,13 @@ use std::time::Duration;
 
 use clap::Parser;
 use tokio::sync::watch;
+use tonic::service::RoutesBuilder;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use uni_wizard::approval::{Approver, DenyAll};
 use uni_wizard::tokens::TokenApprover;
+use uni_wizard::tools::Registry;
 use uni_wizard::{Error, ErrorCode};
 use uni_wizard_proto::v1::{
     router_server::RouterServer, sovereign_server::SovereignServer, telemetry_server::TelemetryServer,
@@ -32,7 +36,7 @@ use uni_wizard_proto::v1::{
 };
 
 use crate::auth::AuthLayer;
-use crate::fleet::{DaemonConfig, LogFormat, Role};
+use crate::config::{DaemonConfig, LogFormat, Role};
 use crate::health::Membership;
 use crate::live::Live;
 use crate::peers::Peers;
@@ -97,35 +101,68 @@ fn init_tracing(config: &DaemonConfig) {
     };
 }
 
-/// The built roles of one node.
-struct Built {
-    router: Option<RouterService>,
-    worker: Option<WorkerService>,
-    sovereign: Option<SovereignService>,
-    triage: Option<Triage>,
-    telemetry: Option<crate::telemetry::Bridge>,
-    sink: Option<crate::telemetry::SinkService>,
+/// What the roles of one node add to it: gRPC services, HTTP routes, background tasks.
+struct Node {
+    /// The gRPC services, each also advertised by reflection and reported serving.
+    grpc: RoutesBuilder,
+    /// Their names (`uniwizard.v1.Worker`, ...).
+    names: Vec<&'static str>,
+    /// Routes on the HTTP port.
+    http: Vec<serve::HttpRoutes>,
+    /// Started once both ports serve; each stops when its receiver turns true.
+    tasks: Vec<Box<dyn FnOnce(watch::Receiver<bool>) + Send>>,
+    /// The membership view (`/health` shows it where the node probes).
     membership: Membership,
-    peers: Peers,
+    /// The telemetry outbox (`/health` shows its figures).
+    outbox: Option<Arc<crate::telemetry::Outbox>>,
 }
 
-fn build(live: &Live) -> Result<Built, Error> {
+impl Node {
+    /// Serves `svc` on the gRPC port.
+    fn grpc<S>(&mut self, svc: S)
+    where
+        S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
+            + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME);
+        self.grpc.add_service(svc);
+    }
+
+    /// Runs `task` once the node serves.
+    fn task(&mut self, task: impl FnOnce(watch::Receiver<bool>) + Send + 'static) {
+        self.tasks.push(Box::new(task));
+    }
+}
+
+/// Builds the roles this node runs, each in one place below, in dependency order: telemetry's
+/// observer before the worker, the worker's pattern DB before the router and the sink.
+fn build(live: &Live) -> Result<Node, Error> {
     let config = live.get();
     let roles = config.roles();
+    let on = |role: Role| roles.contains(&role);
     let peers = Peers::new(live.clone())?;
-    let membership = Membership::default();
-    let sovereign = if roles.contains(&Role::Sovereign) {
-        Some(SovereignService::new(&config.sovereign, &WorkerService::library(&config).home_dir())?)
-    } else {
-        None
+    let mut node = Node {
+        grpc: RoutesBuilder::default(),
+        names: Vec::new(),
+        http: Vec::new(),
+        tasks: Vec::new(),
+        membership: Membership::default(),
+        outbox: None,
     };
-    let (telemetry, observer) = if roles.contains(&Role::Telemetry) {
-        let (bridge, observer) = crate::telemetry::Bridge::new(live.clone(), peers.clone())?;
-        (Some(bridge), Some(observer as Arc<dyn uni_wizard::Observer>))
-    } else {
-        (None, None)
-    };
-    let worker = if roles.contains(&Role::Worker) {
+
+    // Telemetry, first half: the outbox and the observer the worker's harness reports to.
+    let bridge =
+        if on(Role::Telemetry) { Some(crate::telemetry::Bridge::new(live.clone(), peers.clone())?) } else { None };
+    let observer = bridge.as_ref().map(|(_, o)| o.clone() as Arc<dyn uni_wizard::Observer>);
+    node.outbox = bridge.as_ref().map(|(b, _)| b.outbox());
+
+    let worker = if on(Role::Worker) {
         let store = WorkerService::open_store(&config)?;
         let approver: Arc<dyn Approver> = match &config.worker.timmy_pubkey {
             Some(path) => {
@@ -142,44 +179,80 @@ fn build(live: &Live) -> Result<Built, Error> {
                 Arc::new(DenyAll)
             }
         };
-        Some(WorkerService::observed(live.clone(), store, approver, uni_wizard::tools::Registry::builtin()?, observer)?)
+        let w = WorkerService::observed(live.clone(), store, approver, Registry::builtin()?, observer)?;
+        node.grpc(WorkerServer::new(w.clone()));
+        Some(w)
     } else {
         None
     };
-    let router = if roles.contains(&Role::Router) {
-        let intelligence = worker.as_ref().and_then(WorkerService::intelligence);
-        Some(RouterService::new(
+    let intelligence = worker.as_ref().and_then(WorkerService::intelligence);
+
+    if on(Role::Router) {
+        let router = RouterService::new(
             live.clone(),
             peers.clone(),
-            membership.clone(),
-            uni_wizard::tools::Registry::builtin()?,
-            intelligence,
-        ))
-    } else {
-        None
-    };
-    let triage = if roles.contains(&Role::Triage) { Some(Triage::new(live.clone(), peers.clone())?) } else { None };
-    let sink = if roles.contains(&Role::Telemetry) && config.house == uni_wizard::House::Timmy {
-        let path = crate::telemetry::home(&config).join(crate::telemetry::SINK_FILE);
-        let store = Arc::new(crate::telemetry::SinkStore::open(&path, &config.telemetry)?);
-        let intelligence = worker.as_ref().and_then(WorkerService::intelligence);
-        Some(crate::telemetry::SinkService::new(store, intelligence, live.clone()))
-    } else {
-        None
-    };
-    Ok(Built { router, worker, sovereign, triage, telemetry, sink, membership, peers })
+            node.membership.clone(),
+            Registry::builtin()?,
+            intelligence.clone(),
+        );
+        node.grpc(RouterServer::new(router));
+    }
+
+    if on(Role::Health) || on(Role::Router) {
+        let (live, peers, membership) = (live.clone(), peers.clone(), node.membership.clone());
+        node.task(move |stop| {
+            tokio::spawn(crate::health::run_prober(live, peers, membership, stop));
+        });
+    }
+
+    if on(Role::Sovereign) {
+        node.grpc(SovereignServer::new(SovereignService::new(&config.sovereign, &config.home())?));
+    }
+
+    if on(Role::Triage) {
+        let triage = Triage::new(live.clone(), peers.clone())?;
+        node.http.push(triage.routes());
+        node.task(move |stop| triage.spawn(stop));
+    }
+
+    // Telemetry, second half: Timmy's sink, the stream to it, the alerts.
+    if let Some((bridge, _)) = bridge {
+        let sink = if config.house == uni_wizard::House::Timmy {
+            let path = config.home().join(crate::telemetry::SINK_FILE);
+            let store = Arc::new(crate::telemetry::SinkStore::open(&path, &config.telemetry)?);
+            let sink = crate::telemetry::SinkService::new(store, intelligence, live.clone());
+            node.grpc(TelemetryServer::new(sink.clone()));
+            Some(sink)
+        } else {
+            None
+        };
+        let alerts = config.telemetry.alerts.any().then(|| crate::telemetry::alerts::Sources {
+            sink,
+            outbox: node.outbox.clone(),
+            breakers: worker.map(|w| Arc::new(move || w.open_breakers()) as crate::telemetry::alerts::OpenBreakers),
+            node: config.node_name(),
+        });
+        let rules = config.telemetry.alerts.clone();
+        node.task(move |stop| {
+            if let Some(sources) = alerts {
+                tokio::spawn(crate::telemetry::alerts::run(rules, sources, stop.clone()));
+            }
+            bridge.spawn(stop);
+        });
+    }
+    Ok(node)
 }
 
 async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
     // Before anything is served, so an early SIGTERM drains instead of killing.
-    let signals = serve::Signals::install();
+    let signals = crate::signal::Signals::install();
     let metrics = serve::install_metrics()?;
     let live = Live::new(config);
     let config = live.get();
     let roles = config.roles();
 
     // Phase 3: build.
-    let mut built = build(&live)?;
+    let node = build(&live)?;
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let (stop_tx, stop_rx) = watch::channel(false);
     // The HTTP listener's own stop: it closes after the gRPC drain, not at the signal.
@@ -196,43 +269,19 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
             .tls_config(serve::server_tls(tls)?)
             .map_err(|e| Error::new(ErrorCode::ConfigInvalid, format!("TLS: {e}")))?;
     }
-    if built.worker.is_some() {
-        reporter.set_serving::<WorkerServer<WorkerService>>().await;
-    }
-    if built.router.is_some() {
-        reporter.set_serving::<RouterServer<RouterService>>().await;
-    }
-    if built.sovereign.is_some() {
-        reporter.set_serving::<SovereignServer<SovereignService>>().await;
-    }
-    if built.sink.is_some() {
-        reporter.set_serving::<TelemetryServer<crate::telemetry::SinkService>>().await;
+    for name in &node.names {
+        reporter.set_service_status(*name, ServingStatus::Serving).await;
     }
     // Reflection advertises exactly the services this node serves.
-    let served: Vec<&'static str> = [
-        built.worker.is_some().then_some(<WorkerServer<WorkerService> as tonic::server::NamedService>::NAME),
-        built.router.is_some().then_some(<RouterServer<RouterService> as tonic::server::NamedService>::NAME),
-        built.sovereign.is_some().then_some(<SovereignServer<SovereignService> as tonic::server::NamedService>::NAME),
-        built
-            .sink
-            .is_some()
-            .then_some(<TelemetryServer<crate::telemetry::SinkService> as tonic::server::NamedService>::NAME),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    let (reflection_v1, reflection_v1alpha) = serve::reflection(&served)?;
+    let (reflection_v1, reflection_v1alpha) = serve::reflection(&node.names)?;
     let routes = server
         // Outermost: the codes of what tonic refuses by itself, and the caller's deadline.
         .layer(crate::conventions::ConventionsLayer)
         .layer(AuthLayer::new(live.clone()))
+        .add_routes(node.grpc.routes())
         .add_service(health_service)
         .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_optional_service(built.worker.clone().map(WorkerServer::new))
-        .add_optional_service(built.router.clone().map(RouterServer::new))
-        .add_optional_service(built.sovereign.clone().map(SovereignServer::new))
-        .add_optional_service(built.sink.clone().map(TelemetryServer::new));
+        .add_service(reflection_v1alpha);
     let mut grpc_stop = stop_rx.clone();
     let grpc = tokio::spawn(async move {
         let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
@@ -243,21 +292,9 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
             .await
     });
 
-    let outbox = built.telemetry.as_ref().map(crate::telemetry::Bridge::outbox);
-    if let Some(bridge) = built.telemetry.take() {
-        bridge.spawn(stop_rx.clone());
-        if config.telemetry.alerts.any() {
-            let sources = crate::telemetry::alerts::Sources {
-                sink: built.sink.clone(),
-                outbox: outbox.clone(),
-                worker: built.worker.clone(),
-                node: config.node_name(),
-            };
-            tokio::spawn(crate::telemetry::alerts::run(config.telemetry.alerts.clone(), sources, stop_rx.clone()));
-        }
-    }
     let health_view = {
-        let (membership, house, node) = (built.membership.clone(), config.house, config.node_name());
+        let (membership, outbox, house, node) =
+            (node.membership.clone(), node.outbox.clone(), config.house, config.node_name());
         let role_names: Vec<&'static str> = roles.iter().map(|r| r.as_str()).collect();
         let probes = roles.contains(&Role::Health) || roles.contains(&Role::Router);
         Arc::new(move |draining: bool| {
@@ -276,20 +313,10 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
             v
         }) as serve::HealthFn
     };
-    let mut routes = Vec::new();
-    if let Some(triage) = &built.triage {
-        routes.push(triage.routes());
-        triage.spawn(stop_rx.clone());
-    }
-    let app = serve::http_app(metrics, health_view, stop_rx.clone(), http_auth, routes);
+    let app = serve::http_app(metrics, health_view, stop_rx.clone(), http_auth, node.http);
     let http = tokio::spawn(serve::serve_http(http_listener, app, live.clone(), http_stop_rx));
-    if roles.contains(&Role::Health) || roles.contains(&Role::Router) {
-        tokio::spawn(crate::health::run_prober(
-            live.clone(),
-            built.peers.clone(),
-            built.membership.clone(),
-            stop_rx.clone(),
-        ));
+    for task in node.tasks {
+        task(stop_rx.clone());
     }
     let _watcher = match crate::live::watch(live.clone(), path.clone()) {
         Ok(w) => Some(w),
@@ -329,4 +356,35 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
         tracing::warn!(grace_ms = config.shutdown_grace_ms, "grace period over; stopping with calls in flight");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(roles: &str, home: &std::path::Path) -> Result<Node, Error> {
+        let yaml = format!(
+            "house: timmy\nplaintext_loopback: true\nroles: {roles}\nlisten: {{grpc: 127.0.0.1:1, http: 127.0.0.1:2}}\n\
+             houses:\n  timmy: {{endpoint: 127.0.0.1:1, auth_token: timmy-token-0123456789}}\n\
+             worker:\n  library:\n    home: {}\n    intelligence: {{enabled: false}}\n",
+            home.display()
+        );
+        build(&Live::new(DaemonConfig::parse(&yaml, "t.yaml", &|_| None)?))
+    }
+
+    /// Proves each role adds what it serves and runs from its one place in `build`: a worker
+    /// and router node serves exactly those two services and runs the prober, a health-only
+    /// node serves nothing and runs the prober, a worker-only node runs no task.
+    #[tokio::test]
+    async fn each_role_adds_its_own_services_and_tasks() {
+        let dir = tempfile::tempdir().expect("dir");
+        let both = node("[worker, router]", dir.path()).expect("built");
+        assert_eq!(both.names, vec!["uniwizard.v1.Worker", "uniwizard.v1.Router"]);
+        assert_eq!((both.tasks.len(), both.http.len(), both.outbox.is_none()), (1, 0, true));
+        let health = node("[health]", dir.path()).expect("built");
+        assert!(health.names.is_empty());
+        assert_eq!(health.tasks.len(), 1);
+        let worker = node("[worker]", dir.path()).expect("built");
+        assert_eq!((worker.names.len(), worker.tasks.len()), (1, 0));
+    }
 }

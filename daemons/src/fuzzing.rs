@@ -19,7 +19,7 @@ use prost::Message;
 use uni_wizard::ErrorCode;
 use uni_wizard_proto::v1;
 
-use crate::fleet::DaemonConfig;
+use crate::config::DaemonConfig;
 use crate::triage::TriageConfig;
 use crate::triage::webhook;
 use crate::wire;
@@ -134,8 +134,9 @@ pub fn webhook(data: &[u8]) {
 /// A message off the wire: byte 0 picks the message type, the rest is its protobuf encoding
 /// (or, for a status, byte 1 is the gRPC code and the rest its details). Decodes with prost
 /// and runs the conversions in `wire.rs` the services run on it: `request_from_wire`
-/// (`args_json`), `mode_from_wire`, `house_from_wire`, `house_field`, `error_from_wire`,
-/// `outcome_json`, `error_from_status`, and the sink's `pattern_row` for telemetry executions.
+/// (`args_json`) beside the router's `check_call`, `mode_from_wire`, `house_from_wire`,
+/// `house_field`, `error_from_wire`, `outcome_from_wire`, `error_from_status`, and
+/// `execution_row` for telemetry executions.
 /// An error read off the wire must keep its code, message (as bounded, `wire::Bounds`) and
 /// request id when sent on again, through `ErrorDetail`, a `Status` and that status's HTTP
 /// headers.
@@ -180,7 +181,7 @@ pub fn wire(data: &[u8]) {
             let Ok(ev) = v1::TelemetryEvent::decode(bytes) else { return };
             let _ = crate::telemetry::sink::kind_name(ev.kind.as_ref());
             if let Some(v1::telemetry_event::Kind::Execution(x)) = &ev.kind {
-                let _ = crate::telemetry::sink::pattern_row(x, ev.time_unix_ms, &"fuzz-node".into());
+                let _ = wire::execution_row(x, ev.time_unix_ms, &"fuzz-node".into());
             }
         }
     }
@@ -194,15 +195,30 @@ fn house(raw: i32) {
 }
 
 fn call(call: Option<&v1::ToolCall>) {
+    let checked = wire::check_call(call);
+    if let Err(e) = &checked {
+        assert_eq!(e.code, ErrorCode::InvalidInput, "the router refused a call without E1005: {e:?}");
+    }
     match wire::request_from_wire(call) {
-        Ok(req) => assert!(req.args.is_object(), "args_json became {}", req.args),
+        Ok(req) => {
+            assert!(req.args.is_object(), "args_json became {}", req.args);
+            assert!(checked.is_ok(), "the router's check refused what the worker parses");
+        }
         Err(e) => assert_eq!(e.code, ErrorCode::InvalidInput, "a bad call refused without E1005: {e:?}"),
     }
 }
 
 fn outcome(o: &v1::Outcome) {
-    let v = wire::outcome_json(o);
-    assert!(v["house"].is_string() && v["mode"].is_string(), "{v}");
+    match wire::outcome_from_wire(o) {
+        Ok(x) => {
+            let again = wire::outcome_from_wire(&wire::outcome_to_wire(&x)).map(|y| y.output);
+            assert_eq!(again.ok().as_ref(), Some(&x.output), "the output changed on its way back");
+        }
+        Err(e) => assert!(
+            matches!(e.code, ErrorCode::UnknownHouse | ErrorCode::UnknownMode),
+            "an outcome refused without E1002/E1004: {e:?}"
+        ),
+    }
 }
 
 /// What must survive a hop: code, message and request id.

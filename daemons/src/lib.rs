@@ -3,14 +3,16 @@
 //! # Layout
 //!
 //! - [`cli`]: the `uni-wizard` operator command: argument parsing, rendering, exit codes.
-//! - [`config`]: YAML loading with `${ENV}` expansion and errors naming file, line and field.
-//! - [`fleet`]: the daemon config: `houses:` (endpoints, tokens, roles), this node, each role.
+//! - [`config`]: the daemon config, every role's settings in one home: `houses:` (endpoints,
+//!   tokens, roles), this node, each role's section; YAML loading with `${ENV}` expansion and
+//!   errors naming file, line and field.
 //! - [`live`]: the live config every service reads, and its hot reload.
 //! - [`auth`]: per-house tokens on every RPC, checked in constant time by one tower layer.
 //! - [`conventions`]: the gRPC codes of what tonic refuses by itself, and the caller's deadline.
 //! - [`wire`]: conversions between library and `uniwizard.v1` types, errors to statuses.
 //! - [`peers`]: client channels to the other houses, with credentials and TLS.
-//! - [`serve`]: health, reflection, TLS, `/metrics`, `/health`, signals, watchdog.
+//! - [`serve`]: health, reflection, TLS, `/metrics`, `/health`, watchdog.
+//! - [`signal`]: SIGTERM and SIGINT, installed before anything is served.
 //! - [`daemon`]: `uni-wizardd` main in fixed phases.
 //! - [`router`], [`health`], [`worker`], [`sovereign`], [`triage`]: one folder per daemon.
 //! - [`telemetry`]: Hermes tailer, durable outbox, stream to Timmy and Timmy's sink.
@@ -25,7 +27,9 @@ pub mod cli;
 pub mod config;
 pub mod conventions;
 pub mod daemon;
-pub mod fleet;
+/// The old name of [`config`], kept while branches that still say `crate::fleet` merge.
+#[doc(hidden)]
+pub use config as fleet;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
@@ -33,6 +37,7 @@ pub mod live;
 pub mod peers;
 pub mod router;
 pub mod serve;
+pub mod signal;
 pub mod sovereign;
 pub mod telemetry;
 pub mod triage;

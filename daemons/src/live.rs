@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
 
-use crate::fleet::DaemonConfig;
+use crate::config::DaemonConfig;
 
 /// A shared, hot-swappable config.
 #[derive(Clone)]

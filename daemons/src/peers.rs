@@ -15,7 +15,7 @@ use uni_wizard_proto::v1::{
 };
 
 use crate::auth::{Authed, Credentials};
-use crate::fleet::{DaemonConfig, TlsConfig, parse_endpoint};
+use crate::config::{DaemonConfig, TlsConfig, parse_endpoint};
 use crate::live::Live;
 
 /// TLS material for client connections, read once.

@@ -1,6 +1,6 @@
 //! What every daemon serves besides its own services: `grpc.health.v1`, reflection, TLS and
-//! auth on the gRPC port; `/metrics` and `/health` on the HTTP port; signals, readiness and
-//! the systemd watchdog.
+//! auth on the gRPC port; `/metrics` and `/health` on the HTTP port; the systemd watchdog.
+//! (Signals are [`crate::signal`]'s.)
 //!
 //! # The HTTP port
 //!
@@ -38,7 +38,7 @@ use tokio::sync::watch;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use uni_wizard::{Error, ErrorCode};
 
-use crate::fleet::TlsConfig;
+use crate::config::TlsConfig;
 use crate::live::Live;
 use crate::peers::read;
 
@@ -471,41 +471,6 @@ pub async fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListene
     })
 }
 
-/// SIGTERM and SIGINT handlers, installed before anything is served: a signal that arrives
-/// the moment the node answers must drain it, not kill it with the default action.
-pub struct Signals {
-    term: Option<tokio::signal::unix::Signal>,
-    int: Option<tokio::signal::unix::Signal>,
-}
-
-impl Signals {
-    /// Installs the handlers now.
-    pub fn install() -> Signals {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (term, int) = (signal(SignalKind::terminate()).ok(), signal(SignalKind::interrupt()).ok());
-        if term.is_none() || int.is_none() {
-            tracing::warn!("cannot install SIGTERM/SIGINT handlers: stop the daemon with SIGKILL");
-        }
-        Signals { term, int }
-    }
-
-    /// Resolves on SIGTERM or SIGINT.
-    pub async fn wait(mut self) {
-        async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
-            match s {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        }
-        tokio::select! {
-            _ = next(&mut self.term) => tracing::info!("SIGTERM: draining"),
-            _ = next(&mut self.int) => tracing::info!("SIGINT: draining"),
-        }
-    }
-}
-
 /// Pings the systemd watchdog at half its interval, when the unit has one, until `stop`.
 pub async fn watchdog(mut stop: watch::Receiver<bool>) {
     let Some(every) = sd_notify::watchdog_enabled() else { return };
@@ -528,7 +493,7 @@ mod tests {
             "house: ezra\nplaintext_loopback: true\nlisten: {{grpc: 127.0.0.1:1, http: 127.0.0.1:2}}\nhttp: {http}\n\
              houses:\n  ezra: {{endpoint: 127.0.0.1:1, auth_token: ezra-token-0123456789}}\n"
         );
-        let config = crate::fleet::DaemonConfig::parse(&yaml, "t.yaml", &|_| None).expect("config");
+        let config = crate::config::DaemonConfig::parse(&yaml, "t.yaml", &|_| None).expect("config");
         HttpAuth::new(Live::new(config))
     }
 

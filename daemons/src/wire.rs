@@ -11,10 +11,16 @@
 //! limits. A status rides in HTTP/2 trailers, which peers cap at 8 to 16 KiB; a tool name of
 //! 10,000 characters echoed whole made the client see RESOURCE_EXHAUSTED instead of E1001.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
 use prost::Message;
 use serde_json::{Value, json};
 use uni_wizard::{Error, ErrorCategory, ErrorCode, House, Mode, Outcome, Request};
 use uni_wizard_proto::v1;
+
+use crate::router::core::State;
 
 /// The wire house; `Unspecified` never comes out of a library house.
 pub fn house_to_wire(h: House) -> v1::House {
@@ -170,6 +176,12 @@ pub fn error_from_wire(d: &v1::ErrorDetail) -> Error {
     e
 }
 
+/// The library code of a wire error, without decoding the rest (`None`: a code this build
+/// does not know, from a newer peer).
+pub fn error_code_of(d: &v1::ErrorDetail) -> Option<ErrorCode> {
+    ErrorCode::parse(&d.code)
+}
+
 /// A gRPC status for an error that stops the RPC itself, within [`Bounds::STATUS`].
 pub fn status(e: &Error) -> tonic::Status {
     status_with(grpc_code(e.code), e)
@@ -237,38 +249,227 @@ pub fn outcome_to_wire(o: &Outcome) -> v1::Outcome {
         degraded_reason: o.degraded.clone(),
         warnings: o.warnings.clone(),
         dry_run: o.dry_run,
+        session: o.session.clone(),
     }
 }
 
-/// A wire outcome as the JSON the CLI prints for a local one (same field names).
-pub fn outcome_json(o: &v1::Outcome) -> Value {
-    let house = house_from_wire(o.house).map_or("unspecified", House::as_str);
-    let mode = mode_from_wire(o.mode).ok().flatten().map_or("unspecified", Mode::as_str);
-    let mut v = json!({
-        "request_id": o.request_id,
-        "provenance_id": o.provenance_id,
-        "tool": o.tool,
-        "house": house,
-        "mode": mode,
-        "output": serde_json::from_str::<Value>(&o.output_json).unwrap_or(Value::String(o.output_json.clone())),
-        "dry_run": o.dry_run,
-        "attempts": o.attempts,
-        "duration_us": o.duration_us,
-    });
-    if let Some(why) = &o.degraded_reason {
-        v["degraded"] = json!(why);
-    }
-    if !o.warnings.is_empty() {
-        v["warnings"] = json!(o.warnings);
-    }
-    v
-}
-
-/// A wire tool call as a library request.
+/// The library outcome a wire outcome stands for, so a routed call renders as a local one.
+/// Output that is not JSON (a peer's bug) is kept as a JSON string.
 ///
 /// # Errors
-/// E1005 when the call is missing, names no tool or its `args_json` is not a JSON object.
-pub fn request_from_wire(call: Option<&v1::ToolCall>) -> Result<Request, Error> {
+/// E1002 when the outcome names no house, E1004 when it names no mode.
+pub fn outcome_from_wire(o: &v1::Outcome) -> Result<Outcome, Error> {
+    let house = required_house(o.house, "outcome.house")?;
+    let mode = mode_from_wire(o.mode)?.ok_or_else(|| {
+        Error::new(ErrorCode::UnknownMode, "the outcome names no mode").with_details(json!({ "field": "outcome.mode" }))
+    })?;
+    Ok(Outcome {
+        request_id: o.request_id.clone(),
+        provenance_id: o.provenance_id.clone(),
+        session: o.session.clone(),
+        tool: o.tool.clone(),
+        house,
+        mode,
+        output: serde_json::from_str(&o.output_json).unwrap_or_else(|_| Value::String(o.output_json.clone())),
+        dry_run: o.dry_run,
+        attempts: o.attempts,
+        duration_us: o.duration_us,
+        degraded: o.degraded_reason.clone(),
+        warnings: o.warnings.clone(),
+    })
+}
+
+/// The wire state of a router task.
+pub fn task_state_to_wire(s: State) -> v1::TaskState {
+    match s {
+        State::Pending => v1::TaskState::Pending,
+        State::Running => v1::TaskState::Running,
+        State::Succeeded => v1::TaskState::Succeeded,
+        State::Failed => v1::TaskState::Failed,
+        State::Rejected => v1::TaskState::Rejected,
+    }
+}
+
+/// The lowercase name of a wire task state, as the CLI prints it.
+pub fn task_state_name(s: v1::TaskState) -> &'static str {
+    match s {
+        v1::TaskState::Pending => "pending",
+        v1::TaskState::Running => "running",
+        v1::TaskState::Succeeded => "succeeded",
+        v1::TaskState::Failed => "failed",
+        v1::TaskState::Rejected => "rejected",
+        v1::TaskState::Unspecified => "unspecified",
+    }
+}
+
+/// A library request as a wire tool call: the arguments serialized once, a timeout above
+/// `u32::MAX` ms cut to it. (The call's mode, approval and parent do not travel in a
+/// `ToolCall`: the mode rides in the enclosing request, the parent is the router's task.)
+pub fn request_to_wire(r: &Request) -> v1::ToolCall {
+    v1::ToolCall {
+        tool: r.tool.clone(),
+        args_json: r.args.to_string(),
+        session: r.session.clone().unwrap_or_default(),
+        proof: r.proof.clone().unwrap_or_default(),
+        idempotency_key: r.idempotency_key.clone().unwrap_or_default(),
+        dry_run: r.dry_run,
+        timeout_ms: r.timeout.map_or(0, |t| u32::try_from(t.as_millis()).unwrap_or(u32::MAX)),
+    }
+}
+
+/// A library approval request as the worker asks Timmy's Sovereign service: as `house`,
+/// willing to wait `wait` for the decision (cut to `u32::MAX` ms).
+pub fn approval_request_to_wire(
+    r: &uni_wizard::approval::ApprovalRequest,
+    house: House,
+    wait: Duration,
+) -> v1::ApprovalRequest {
+    v1::ApprovalRequest {
+        request_id: r.request_id.clone(),
+        requesting_house: house_to_wire(house).into(),
+        tool: r.tool.clone(),
+        args_sha256: r.args_sha256.clone(),
+        args_json: r.args.to_string(),
+        reason: r.reason.clone(),
+        wait_timeout_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
+        node: r.node.clone(),
+    }
+}
+
+/// The lowercase name of an approval decision, as the CLI prints it.
+pub fn decision_name(d: v1::ApprovalDecision) -> &'static str {
+    match d {
+        v1::ApprovalDecision::Approved => "approved",
+        v1::ApprovalDecision::Denied => "denied",
+        v1::ApprovalDecision::Expired => "expired",
+        v1::ApprovalDecision::Pending => "pending",
+        v1::ApprovalDecision::Unspecified => "unspecified",
+    }
+}
+
+/// What a house submits to the router besides the call.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// The submitting house (it must authenticate as this house).
+    pub caller: House,
+    /// The task's idempotency key: one task per `(caller, key)`.
+    pub key: String,
+    /// The house to prefer for running it.
+    pub preferred: Option<House>,
+    /// The mode; `None` for the worker's default.
+    pub mode: Option<Mode>,
+}
+
+/// The one `SubmitRequest` builder (the CLI's `test --router` and triage both use it).
+pub fn submit_request(s: &Submission, call: &Request) -> v1::SubmitRequest {
+    v1::SubmitRequest {
+        call: Some(request_to_wire(call)),
+        idempotency_key: s.key.clone(),
+        preferred_house: s.preferred.map_or(v1::House::Unspecified, house_to_wire).into(),
+        caller_house: house_to_wire(s.caller).into(),
+        mode: s.mode.map_or(v1::Mode::Unspecified, mode_to_wire).into(),
+    }
+}
+
+/// The wire form of one harness execution; the fingerprint travels as the pattern DB's own
+/// `u64` key, so the sink feeds it back unchanged.
+pub fn execution_to_wire(e: &uni_wizard::Execution) -> v1::ExecutionEvent {
+    v1::ExecutionEvent {
+        request_id: e.request_id.clone(),
+        provenance_id: e.provenance_id.clone(),
+        task_id: e.parent.clone().unwrap_or_default(),
+        session: e.session.clone(),
+        tool: e.tool.clone(),
+        house: house_to_wire(e.house).into(),
+        mode: mode_to_wire(e.mode).into(),
+        args_fingerprint: e.fingerprint,
+        success: e.success,
+        error_code: e.error_code.map(|c| c.as_str().to_owned()).unwrap_or_default(),
+        duration_us: e.duration_us,
+        attempts: e.attempts,
+        degraded_reason: e.degraded.clone(),
+        dry_run: e.dry_run,
+    }
+}
+
+/// The pattern-DB row of a fleet execution; none for calls refused before execution (the
+/// harness records only executed calls) or with no fingerprint (0, which no call has: an
+/// older node's event), house or mode.
+pub fn execution_row(x: &v1::ExecutionEvent, time_ms: i64, node: &Arc<str>) -> Option<uni_wizard::intelligence::Row> {
+    use uni_wizard::intelligence::OutcomeClass;
+    if x.provenance_id.is_empty() || x.args_fingerprint == uni_wizard::intelligence::predictions::AGGREGATE {
+        return None;
+    }
+    let house = house_from_wire(x.house)?;
+    let mode = mode_from_wire(x.mode).ok().flatten()?;
+    let code = ErrorCode::parse(&x.error_code);
+    let class = match (x.success, code) {
+        (true, _) => OutcomeClass::Ok,
+        (false, Some(c)) if c.is_transient() => OutcomeClass::Transient,
+        (false, _) => OutcomeClass::Permanent,
+    };
+    Some(uni_wizard::intelligence::Row {
+        time_ms: u64::try_from(time_ms).unwrap_or(0),
+        tool: Cow::Owned(x.tool.clone()),
+        house,
+        mode,
+        fingerprint: x.args_fingerprint,
+        class,
+        error_code: code.map(ErrorCode::as_str),
+        latency_us: x.duration_us,
+        node: node.clone(),
+    })
+}
+
+/// A tool call's shape, checked where it is only passed on (the router): present, naming a
+/// tool, its `args_json` empty or a JSON object. The arguments are scanned, not built into a
+/// value: the worker that runs the call parses them, once. Never stricter than
+/// [`request_from_wire`]; arguments nested deeper than its 128 levels pass here and are the
+/// worker's E1005.
+///
+/// # Errors
+/// As [`request_from_wire`].
+pub fn check_call(call: Option<&v1::ToolCall>) -> Result<&v1::ToolCall, Error> {
+    let call = present(call)?;
+    if !call.args_json.trim().is_empty() {
+        serde_json::from_str::<JsonObject>(&call.args_json).map_err(|e| args_error(&e))?;
+    }
+    Ok(call)
+}
+
+/// Accepts any JSON object, keeping nothing of it.
+struct JsonObject;
+
+impl<'de> serde::Deserialize<'de> for JsonObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<JsonObject, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = JsonObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<JsonObject, A::Error> {
+                use serde::de::IgnoredAny;
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(JsonObject)
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+/// E1005 for arguments that do not parse (syntax) or are JSON but no object (data).
+fn args_error(e: &serde_json::Error) -> Error {
+    let field = json!({ "field": "call.args_json" });
+    if e.is_data() {
+        Error::new(ErrorCode::InvalidInput, "`args_json` must be a JSON object").with_details(field)
+    } else {
+        Error::new(ErrorCode::InvalidInput, format!("`args_json` is not JSON: {e}")).with_details(field)
+    }
+}
+
+/// The call, present and naming a tool.
+fn present(call: Option<&v1::ToolCall>) -> Result<&v1::ToolCall, Error> {
     let call = call.ok_or_else(|| {
         Error::new(ErrorCode::InvalidInput, "the request carries no `call`").with_details(json!({ "field": "call" }))
     })?;
@@ -276,13 +477,19 @@ pub fn request_from_wire(call: Option<&v1::ToolCall>) -> Result<Request, Error> 
         return Err(Error::new(ErrorCode::InvalidInput, "`call.tool` is required")
             .with_details(json!({ "field": "call.tool" })));
     }
+    Ok(call)
+}
+
+/// A wire tool call as a library request.
+///
+/// # Errors
+/// E1005 when the call is missing, names no tool or its `args_json` is not a JSON object.
+pub fn request_from_wire(call: Option<&v1::ToolCall>) -> Result<Request, Error> {
+    let call = present(call)?;
     let args: Value = if call.args_json.trim().is_empty() {
         json!({})
     } else {
-        serde_json::from_str(&call.args_json).map_err(|e| {
-            Error::new(ErrorCode::InvalidInput, format!("`args_json` is not JSON: {e}"))
-                .with_details(json!({ "field": "call.args_json" }))
-        })?
+        serde_json::from_str(&call.args_json).map_err(|e| args_error(&e))?
     };
     if !args.is_object() {
         return Err(Error::new(ErrorCode::InvalidInput, "`args_json` must be a JSON object")
@@ -294,7 +501,7 @@ pub fn request_from_wire(call: Option<&v1::ToolCall>) -> Result<Request, Error> 
     req.proof = opt(&call.proof);
     req.idempotency_key = opt(&call.idempotency_key);
     req.dry_run = call.dry_run;
-    req.timeout = (call.timeout_ms > 0).then(|| std::time::Duration::from_millis(u64::from(call.timeout_ms)));
+    req.timeout = (call.timeout_ms > 0).then(|| Duration::from_millis(u64::from(call.timeout_ms)));
     Ok(req)
 }
 
@@ -377,5 +584,93 @@ mod tests {
         assert_eq!(house_from_wire(0), None);
         assert_eq!(mode_from_wire(mode_to_wire(Mode::Sovereign).into()).ok().flatten(), Some(Mode::Sovereign));
         assert!(mode_from_wire(99).is_err());
+    }
+
+    /// Proves the router's scan of a call agrees with the worker's parse (same code, field and
+    /// message) on empty, nested, non-object and malformed arguments.
+    #[test]
+    fn checking_a_call_agrees_with_parsing_it() {
+        for args in
+            ["", "  ", "{}", r#"{"path": "a", "n": [1, {"x": null}]}"#, "[1]", "3", "\"s\"", "{", "nope", "{} x"]
+        {
+            let call = v1::ToolCall { tool: "file_read".into(), args_json: args.into(), ..Default::default() };
+            let checked = check_call(Some(&call)).map(|_| ()).map_err(|e| (e.code, e.details, e.message));
+            let parsed = request_from_wire(Some(&call)).map(|_| ()).map_err(|e| (e.code, e.details, e.message));
+            assert_eq!(checked, parsed, "{args:?}");
+        }
+        assert_eq!(check_call(None).map_err(|e| e.code).err(), Some(ErrorCode::InvalidInput));
+        let unnamed = v1::ToolCall { args_json: "{}".into(), ..Default::default() };
+        assert_eq!(check_call(Some(&unnamed)).err().map(|e| e.details["field"].clone()), Some(json!("call.tool")));
+    }
+
+    /// Proves a request crosses to the wire and back unchanged (arguments, session, proof,
+    /// key, dry run, timeout), and the submission builder fills every routing field.
+    #[test]
+    fn requests_and_submissions_cross_the_wire_unchanged() {
+        let mut r = Request::new("file_read", json!({"path": "a.txt", "max_bytes": 10}));
+        r.session = Some("s-1".into());
+        r.proof = Some("p-1".into());
+        r.idempotency_key = Some("k-1".into());
+        r.dry_run = true;
+        r.timeout = Some(Duration::from_millis(1500));
+        let s = Submission { caller: House::Allegro, key: "t-1".into(), preferred: Some(House::Ezra), mode: None };
+        let req = submit_request(&s, &r);
+        let back = request_from_wire(req.call.as_ref()).expect("valid");
+        assert_eq!(
+            (back.tool.as_str(), &back.args, &back.session, &back.proof),
+            (r.tool.as_str(), &r.args, &r.session, &r.proof)
+        );
+        assert_eq!((&back.idempotency_key, back.dry_run, back.timeout), (&r.idempotency_key, true, r.timeout));
+        assert_eq!((req.idempotency_key.as_str(), house_from_wire(req.caller_house)), ("t-1", Some(House::Allegro)));
+        assert_eq!(
+            (house_from_wire(req.preferred_house), mode_from_wire(req.mode).ok()),
+            (Some(House::Ezra), Some(None))
+        );
+    }
+
+    /// Proves an outcome crosses the wire and back whole, output that is not JSON is kept as
+    /// a string, and an outcome naming no house or mode is refused.
+    #[test]
+    fn outcomes_cross_the_wire_and_back() {
+        let o = Outcome {
+            request_id: "r".into(),
+            provenance_id: "p".into(),
+            session: "s".into(),
+            tool: "file_read".into(),
+            house: House::Ezra,
+            mode: Mode::Intelligent,
+            output: json!({"content": "hi"}),
+            dry_run: false,
+            attempts: 2,
+            duration_us: 1234,
+            degraded: None,
+            warnings: vec!["w".into()],
+        };
+        assert_eq!(outcome_from_wire(&outcome_to_wire(&o)).ok(), Some(o.clone()));
+        let odd = v1::Outcome { output_json: "not json".into(), ..outcome_to_wire(&o) };
+        assert_eq!(outcome_from_wire(&odd).map(|x| x.output).ok(), Some(json!("not json")));
+        let no_house = v1::Outcome { house: 0, ..outcome_to_wire(&o) };
+        assert_eq!(outcome_from_wire(&no_house).map_err(|e| e.code).err(), Some(ErrorCode::UnknownHouse));
+        let no_mode = v1::Outcome { mode: 0, ..outcome_to_wire(&o) };
+        assert_eq!(outcome_from_wire(&no_mode).map_err(|e| e.code).err(), Some(ErrorCode::UnknownMode));
+    }
+
+    /// Proves an execution's fingerprint reaches the pattern row as the same `u64`, and an
+    /// event without one (0: an older node's) or refused before execution yields no row.
+    #[test]
+    fn executions_keep_their_fingerprint() {
+        let node: Arc<str> = Arc::from("n");
+        let x = v1::ExecutionEvent {
+            provenance_id: "p".into(),
+            tool: "git_status".into(),
+            house: v1::House::Bezalel.into(),
+            mode: v1::Mode::Intelligent.into(),
+            args_fingerprint: 0xfedc_ba98_7654_3210,
+            success: true,
+            ..Default::default()
+        };
+        assert_eq!(execution_row(&x, 5, &node).map(|r| r.fingerprint), Some(0xfedc_ba98_7654_3210));
+        assert!(execution_row(&v1::ExecutionEvent { args_fingerprint: 0, ..x.clone() }, 5, &node).is_none());
+        assert!(execution_row(&v1::ExecutionEvent { provenance_id: String::new(), ..x }, 5, &node).is_none());
     }
 }

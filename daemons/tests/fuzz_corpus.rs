@@ -210,6 +210,7 @@ fn write_seeds() {
         degraded_reason: Some("pattern DB unavailable".into()),
         warnings: vec!["low predicted success".into()],
         dry_run: false,
+        session: "s-1".into(),
     };
     let seed = |which: u8, m: &dyn Fn() -> Vec<u8>| [vec![which], m()].concat();
     let execute = v1::ExecuteRequest {
@@ -245,7 +246,7 @@ fn write_seeds() {
             tool: "git_status".into(),
             house: v1::House::Bezalel.into(),
             mode: v1::Mode::Intelligent.into(),
-            args_fingerprint: "00ff00ff00ff00ff".into(),
+            args_fingerprint: 0x00ff_00ff_00ff_00ff,
             success: false,
             error_code: "E3001".into(),
             duration_us: 30_000,

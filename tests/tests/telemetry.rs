@@ -382,7 +382,7 @@ fn harness_executions_reach_timmy_and_teach_its_pattern_db() {
         executions_at_timmy(&fleet)?.into_iter().next()
     });
     assert_eq!((x.tool.as_str(), x.success, x.house), ("file_read", true, v1::House::Allegro as i32), "{x:?}");
-    assert!(!x.provenance_id.is_empty() && x.args_fingerprint.len() == 16, "{x:?}");
+    assert!(!x.provenance_id.is_empty() && x.args_fingerprint != 0, "{x:?}");
     let db = fleet.nodes["timmy"].home.join("patterns.db");
     let rows = wait_for("allegro's execution in timmy's pattern DB", Duration::from_secs(20), || {
         let c = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;

@@ -183,68 +183,50 @@ impl Approver for PromptApprover {
 }
 
 /// `uni-wizard keygen`.
-pub fn keygen(a: &KeygenArgs) -> i32 {
+///
+/// # Errors
+/// E4001 when a key pair exists (without `--force`), E4002 when the files cannot be written.
+pub fn keygen(a: &KeygenArgs) -> Result<i32, Error> {
     let dir = a.out.clone().unwrap_or_else(home);
     let (key_path, pub_path) = (dir.join("timmy.key"), dir.join("timmy.pub"));
-    let result = (|| -> Result<(), Error> {
-        std::fs::create_dir_all(&dir).map_err(|e| io_error(ErrorCode::HomeUnavailable, "cannot create", &dir, e))?;
-        if key_path.exists() && !a.force {
-            return Err(io_error(
-                ErrorCode::ConfigInvalid,
-                "refusing to replace",
-                &key_path,
-                "it exists (use --force)",
-            ));
-        }
-        let (secret, public) = tokens::key_files(&tokens::generate_key());
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f =
-            opts.open(&key_path).map_err(|e| io_error(ErrorCode::HomeUnavailable, "cannot write", &key_path, e))?;
-        writeln!(f, "{secret}").map_err(|e| io_error(ErrorCode::HomeUnavailable, "cannot write", &key_path, e))?;
-        std::fs::write(&pub_path, format!("{public}\n"))
-            .map_err(|e| io_error(ErrorCode::HomeUnavailable, "cannot write", &pub_path, e))?;
-        Ok(())
-    })();
-    match result {
-        Ok(()) => {
-            if a.json {
-                println!(
-                    "{}",
-                    json!({ "ok": true, "key": key_path.display().to_string(), "pub": pub_path.display().to_string() })
-                );
-            } else {
-                println!("ok  wrote {} (secret, 0600) and {}", key_path.display(), pub_path.display());
-            }
-            0
-        }
-        Err(e) => {
-            super::render::error(&e, a.json);
-            super::exit_code(&e)
-        }
+    std::fs::create_dir_all(&dir).map_err(|e| io_error(ErrorCode::HomeUnavailable, "cannot create", &dir, e))?;
+    if key_path.exists() && !a.force {
+        return Err(io_error(ErrorCode::ConfigInvalid, "refusing to replace", &key_path, "it exists (use --force)"));
     }
+    let (secret, public) = tokens::key_files(&tokens::generate_key());
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&key_path).map_err(|e| io_error(ErrorCode::HomeUnavailable, "cannot write", &key_path, e))?;
+    writeln!(f, "{secret}").map_err(|e| io_error(ErrorCode::HomeUnavailable, "cannot write", &key_path, e))?;
+    std::fs::write(&pub_path, format!("{public}\n"))
+        .map_err(|e| io_error(ErrorCode::HomeUnavailable, "cannot write", &pub_path, e))?;
+    if a.json {
+        println!(
+            "{}",
+            json!({ "ok": true, "key": key_path.display().to_string(), "pub": pub_path.display().to_string() })
+        );
+    } else {
+        println!("ok  wrote {} (secret, 0600) and {}", key_path.display(), pub_path.display());
+    }
+    Ok(0)
 }
 
 /// `uni-wizard approve`.
-pub async fn approve(a: &ApproveArgs) -> i32 {
+///
+/// # Errors
+/// The Sovereign service's refusal (`--list`, `--decide`); for `--sign`, an unknown tool or
+/// house, bad arguments, an unreadable key.
+pub async fn approve(a: &ApproveArgs) -> Result<i32, Error> {
     if a.list || a.decide.is_some() {
         let addr = a.sovereign.clone().unwrap_or_default();
-        let result = match &a.decide {
-            Some(id) => super::remote::decide(&a.connect, &addr, id, !a.deny, &a.note).await,
-            None => super::remote::pending(&a.connect, &addr).await,
+        let v = match &a.decide {
+            Some(id) => super::remote::decide(&a.connect, &addr, id, !a.deny, &a.note).await?,
+            None => super::remote::pending(&a.connect, &addr).await?,
         };
-        return match result {
-            Ok(v) => {
-                print_remote(&v, a.json);
-                0
-            }
-            Err(e) => {
-                super::render::error(&e, a.json);
-                super::exit_code(&e)
-            }
-        };
+        print_remote(&v, a.json);
+        return Ok(0);
     }
     sign(a)
 }
@@ -273,8 +255,8 @@ fn print_remote(v: &serde_json::Value, as_json: bool) {
     }
 }
 
-fn sign(a: &ApproveArgs) -> i32 {
-    let result = (|| -> Result<(String, Claims), Error> {
+fn sign(a: &ApproveArgs) -> Result<i32, Error> {
+    let (token, claims) = {
         let registry = Registry::builtin()?;
         let name = a.tool.clone().unwrap_or_default();
         let tool = registry.get(&name).ok_or_else(|| {
@@ -305,20 +287,12 @@ fn sign(a: &ApproveArgs) -> i32 {
             }
         };
         let claims = Claims::new(house, &node, &name, &args, a.ttl_secs.saturating_mul(1000));
-        Ok((tokens::sign(&key, &claims), claims))
-    })();
-    match result {
-        Ok((token, claims)) => {
-            if a.json {
-                println!("{}", json!({ "ok": true, "token": token, "claims": claims }));
-            } else {
-                println!("{token}");
-            }
-            0
-        }
-        Err(e) => {
-            super::render::error(&e, a.json);
-            super::exit_code(&e)
-        }
+        (tokens::sign(&key, &claims), claims)
+    };
+    if a.json {
+        println!("{}", json!({ "ok": true, "token": token, "claims": claims }));
+    } else {
+        println!("{token}");
     }
+    Ok(0)
 }

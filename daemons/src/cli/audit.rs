@@ -46,19 +46,24 @@ fn open(db: Option<PathBuf>) -> Result<AuditStore, Error> {
     AuditStore::open_read_only(path)
 }
 
-/// Runs an `audit` subcommand and returns the exit code.
-pub fn run(cmd: AuditCommand) -> i32 {
-    match cmd {
-        AuditCommand::Verify { db, json } => finish(verify(db, json), json),
-        AuditCommand::Show { session, limit, db, json } => finish(show(db, session.as_deref(), limit, json), json),
+impl AuditCommand {
+    /// Whether `--json` was asked for.
+    pub fn json(&self) -> bool {
+        match self {
+            AuditCommand::Verify { json, .. } | AuditCommand::Show { json, .. } => *json,
+        }
     }
 }
 
-fn finish(r: Result<i32, Error>, as_json: bool) -> i32 {
-    r.unwrap_or_else(|e| {
-        super::render::error(&e, as_json);
-        super::exit_code(&e)
-    })
+/// Runs an `audit` subcommand.
+///
+/// # Errors
+/// E3008 when the store cannot be opened or read.
+pub fn run(cmd: AuditCommand) -> Result<i32, Error> {
+    match cmd {
+        AuditCommand::Verify { db, json } => verify(db, json),
+        AuditCommand::Show { session, limit, db, json } => show(db, session.as_deref(), limit, json),
+    }
 }
 
 fn verify(db: Option<PathBuf>, as_json: bool) -> Result<i32, Error> {

@@ -25,6 +25,8 @@ use uni_wizard::error::Category;
 use uni_wizard::tools::Registry;
 use uni_wizard::{Config, Error, ErrorCode, Harness, House, Mode, Request};
 
+use crate::wire;
+
 pub mod approve;
 pub mod audit;
 pub mod predict;
@@ -164,48 +166,72 @@ pub struct ToolsArgs {
     pub json: bool,
 }
 
-/// Runs the CLI and returns the process exit code.
+/// Runs the CLI and returns the process exit code: the command's own, or the exit code of
+/// the error that stopped it, printed here, once (readable on stderr, JSON on stdout with
+/// `--json`).
 pub async fn run(cli: Cli) -> i32 {
-    match cli.command {
+    let as_json = cli.command.json();
+    match execute(cli.command).await {
+        Ok(code) => code,
+        Err(e) => {
+            render::error(&e, as_json);
+            exit_code(&e)
+        }
+    }
+}
+
+impl Command {
+    /// Whether the command was asked for JSON (errors are then printed as JSON too).
+    fn json(&self) -> bool {
+        match self {
+            Command::Test(a) => a.json,
+            Command::Tools(a) => a.json,
+            Command::Predict(a) => a.json,
+            Command::Config(ConfigCommand::Check { json, .. }) => *json,
+            Command::Audit(c) => c.json(),
+            Command::Approve(a) => a.json,
+            Command::Keygen(a) => a.json,
+            Command::Health(a) => a.json,
+            Command::Task(a) => a.json,
+            Command::Triage(a) => a.json,
+            Command::Telemetry(a) => a.json,
+            Command::HermesHook(_) => false,
+        }
+    }
+}
+
+/// Runs one command: its exit code when it ran (a health check may find a house down: 4), or
+/// the error that stopped it.
+async fn execute(command: Command) -> Result<i32, Error> {
+    match command {
         Command::Test(a) => test(*a).await,
-        Command::Tools(a) => tools(&a),
+        Command::Tools(a) => {
+            render::tools(&Registry::builtin()?, a.json);
+            Ok(0)
+        }
         Command::Predict(a) => predict::run(&a),
         Command::Config(ConfigCommand::Check { file, json }) => config_check(&file, json),
         Command::Audit(c) => audit::run(c),
         Command::Approve(a) => approve::approve(&a).await,
         Command::Keygen(a) => approve::keygen(&a),
-        Command::Task(a) => match remote::task(&a).await {
-            Ok(v) => {
-                remote::print_task(&v, a.json);
-                0
-            }
-            Err(e) => {
-                render::error(&e, a.json);
-                exit_code(&e)
-            }
-        },
-        Command::Triage(a) => triage::run(&a),
-        Command::Health(a) => match remote::health(&a).await {
-            Ok((v, all_up)) => {
-                remote::print_health(&v, a.json);
-                if all_up { 0 } else { 4 }
-            }
-            Err(e) => {
-                render::error(&e, a.json);
-                exit_code(&e)
-            }
-        },
-        Command::Telemetry(a) => match telemetry::status(&a).await {
-            Ok(v) => {
-                telemetry::print_status(&v, a.json);
-                if v["ok"] == true { 0 } else { 4 }
-            }
-            Err(e) => {
-                render::error(&e, a.json);
-                exit_code(&e)
-            }
-        },
-        Command::HermesHook(a) => telemetry::hermes_hook(&a),
+        Command::Task(a) => {
+            remote::print_task(&remote::task(&a).await?, a.json);
+            Ok(0)
+        }
+        // Prints its own errors (cli/triage.rs).
+        Command::Triage(a) => Ok(triage::run(&a)),
+        Command::Health(a) => {
+            let (v, all_up) = remote::health(&a).await?;
+            remote::print_health(&v, a.json);
+            Ok(if all_up { 0 } else { 4 })
+        }
+        Command::Telemetry(a) => {
+            let v = telemetry::status(&a).await?;
+            telemetry::print_status(&v, a.json);
+            Ok(if v["ok"] == true { 0 } else { 4 })
+        }
+        // Always 0: Hermes reads the answer, not the status.
+        Command::HermesHook(a) => Ok(telemetry::hermes_hook(&a)),
     }
 }
 
@@ -220,30 +246,14 @@ pub fn exit_code(e: &Error) -> i32 {
     }
 }
 
-async fn test(a: TestArgs) -> i32 {
-    let json_out = a.json;
+async fn test(a: TestArgs) -> Result<i32, Error> {
+    let as_json = a.json;
     if a.router.is_some() {
-        return match run_remote(a).await {
-            Ok(v) => {
-                remote::print_submitted(&v, json_out);
-                0
-            }
-            Err(e) => {
-                render::error(&e, json_out);
-                exit_code(&e)
-            }
-        };
+        render::routed(&run_remote(a).await?, as_json);
+    } else {
+        render::outcome(&run_test(a).await?, as_json);
     }
-    match run_test(a).await {
-        Ok(outcome) => {
-            render::outcome(&outcome, json_out);
-            0
-        }
-        Err(e) => {
-            render::error(&e, json_out);
-            exit_code(&e)
-        }
-    }
+    Ok(0)
 }
 
 async fn run_test(a: TestArgs) -> Result<uni_wizard::Outcome, Error> {
@@ -299,30 +309,26 @@ async fn run_test(a: TestArgs) -> Result<uni_wizard::Outcome, Error> {
     harness.execute_request(request).await
 }
 
-async fn run_remote(a: TestArgs) -> Result<Value, Error> {
+async fn run_remote(a: TestArgs) -> Result<remote::Routed, Error> {
     let house: House = a.house.parse()?;
     let mode: Option<Mode> = a.mode.as_deref().map(str::parse).transpose()?;
     let on = a.on.as_deref().map(str::parse::<House>).transpose()?;
     let registry = Registry::builtin()?;
     let schema = registry.get(&a.tool).map(|t| t.contract().input_schema.clone()).unwrap_or(Value::Null);
     let args = parse_args(&a.args, a.args_json.as_deref(), &schema)?;
-    let call = uni_wizard_proto::v1::ToolCall {
-        tool: a.tool.clone(),
-        args_json: args.to_string(),
-        session: a.session.clone().unwrap_or_default(),
-        proof: a.proof.clone().unwrap_or_default(),
-        idempotency_key: a.idempotency_key.clone().unwrap_or_default(),
-        dry_run: a.dry_run,
-        timeout_ms: a.timeout_ms.map_or(0, |ms| u32::try_from(ms).unwrap_or(u32::MAX)),
-    };
-    let submit = remote::Submit {
-        router: a.router.clone().unwrap_or_default(),
-        house,
+    let mut call = Request::new(a.tool, args);
+    call.session = a.session;
+    call.proof = a.proof;
+    call.idempotency_key = a.idempotency_key;
+    call.dry_run = a.dry_run;
+    call.timeout = a.timeout_ms.map(Duration::from_millis);
+    let submission = wire::Submission {
+        caller: house,
+        key: a.task_key.or_else(|| call.idempotency_key.clone()).unwrap_or_else(uni_wizard::provenance::new_id),
+        preferred: on,
         mode,
-        on,
-        task_key: a.task_key.clone().or_else(|| a.idempotency_key.clone()),
     };
-    remote::submit(&a.connect, submit, call).await
+    remote::submit(&a.connect, a.router.as_deref().unwrap_or_default(), &submission, &call).await
 }
 
 fn roots(flags: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
@@ -376,40 +382,20 @@ pub fn parse_args(pairs: &[String], args_json: Option<&str>, schema: &Value) -> 
     Ok(Value::Object(map))
 }
 
-fn config_check(file: &std::path::Path, as_json: bool) -> i32 {
+fn config_check(file: &std::path::Path, as_json: bool) -> Result<i32, Error> {
     // A node's daemon config has a top-level `houses:`; anything else is a library config.
     let is_daemon = std::fs::read_to_string(file).is_ok_and(|t| t.lines().any(|l| l.starts_with("houses:")));
-    let checked = if is_daemon {
-        crate::fleet::DaemonConfig::load(file).map(|_| ())
+    if is_daemon {
+        crate::config::DaemonConfig::load(file)?;
     } else {
-        crate::config::load_library(file).map(|_| ())
-    };
-    match checked {
-        Ok(()) => {
-            if as_json {
-                println!("{}", json!({ "ok": true, "file": file.display().to_string() }));
-            } else {
-                println!("ok  {} is valid", file.display());
-            }
-            0
-        }
-        Err(e) => {
-            render::error(&e, as_json);
-            exit_code(&e)
-        }
+        crate::config::load_library(file)?;
     }
-}
-
-fn tools(a: &ToolsArgs) -> i32 {
-    let registry = match Registry::builtin() {
-        Ok(r) => r,
-        Err(e) => {
-            render::error(&e, a.json);
-            return exit_code(&e);
-        }
-    };
-    render::tools(&registry, a.json);
-    0
+    if as_json {
+        println!("{}", json!({ "ok": true, "file": file.display().to_string() }));
+    } else {
+        println!("ok  {} is valid", file.display());
+    }
+    Ok(0)
 }
 
 #[cfg(test)]

@@ -15,8 +15,6 @@ use uni_wizard::intelligence::adaptation;
 use uni_wizard::tools::Registry;
 use uni_wizard::{Config, Error, House, Intelligence};
 
-use super::{exit_code, render};
-
 /// Flags of `uni-wizard predict`.
 #[derive(Debug, Args)]
 pub struct PredictArgs {
@@ -34,18 +32,13 @@ pub struct PredictArgs {
     pub config: Option<PathBuf>,
 }
 
-/// Runs `predict` and returns the exit code.
-pub fn run(a: &PredictArgs) -> i32 {
-    match prediction(a) {
-        Ok(v) => {
-            print(&v, a.json);
-            0
-        }
-        Err(e) => {
-            render::error(&e, a.json);
-            exit_code(&e)
-        }
-    }
+/// Runs `predict` and prints the prediction.
+///
+/// # Errors
+/// As [`prediction`].
+pub fn run(a: &PredictArgs) -> Result<i32, Error> {
+    print(&prediction(a)?, a.json);
+    Ok(0)
 }
 
 /// The prediction as the JSON document `--json` prints.

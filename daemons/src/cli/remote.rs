@@ -10,14 +10,13 @@ use std::time::Duration;
 
 use clap::Args;
 use serde_json::{Value, json};
-use uni_wizard::{Error, ErrorCode, House};
+use uni_wizard::{Error, ErrorCode, House, Outcome, Request};
 use uni_wizard_proto::v1::{
-    self, ApprovalDecision, DecideRequest, ListPendingRequest, SubmitRequest, ToolCall, router_client::RouterClient,
-    sovereign_client::SovereignClient,
+    self, DecideRequest, ListPendingRequest, router_client::RouterClient, sovereign_client::SovereignClient,
 };
 
 use crate::auth::{Authed, Credentials};
-use crate::fleet::{DaemonConfig, Secret, TlsConfig, is_loopback_host, parse_endpoint};
+use crate::config::{DaemonConfig, Secret, TlsConfig, is_loopback_host, parse_endpoint};
 use crate::peers::{ClientTls, channel};
 use crate::wire;
 
@@ -71,46 +70,40 @@ impl Connect {
     }
 }
 
-/// What `test --router` sends besides the call itself.
-#[derive(Debug)]
-pub struct Submit {
-    /// Router address.
-    pub router: String,
-    /// The caller.
-    pub house: House,
-    /// The mode, when given.
-    pub mode: Option<uni_wizard::Mode>,
-    /// The house to prefer.
-    pub on: Option<House>,
-    /// The task key (a fresh one when absent).
-    pub task_key: Option<String>,
+/// A call the router ran: the task and where it ran, with the worker's outcome.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    /// The router's task id.
+    pub task_id: String,
+    /// The house that ran it.
+    pub assigned_house: Option<House>,
+    /// The worker's node.
+    pub node: String,
+    /// Whether the task key named an earlier task, whose result this is.
+    pub deduplicated: bool,
+    /// The outcome, as a local run has it.
+    pub outcome: Outcome,
 }
 
-/// Submits one call through the router; the JSON document the CLI prints on success.
+/// Submits one call through the `router` as `s` says.
 ///
 /// # Errors
-/// The router's refusal or the task's error, with its E-code.
-pub async fn submit(connect: &Connect, s: Submit, call: ToolCall) -> Result<Value, Error> {
-    let mut client = RouterClient::new(connect.open(&s.router, s.house)?);
-    let key = s.task_key.clone().unwrap_or_else(uni_wizard::provenance::new_id);
-    let req = SubmitRequest {
-        call: Some(call),
-        idempotency_key: key,
-        preferred_house: s.on.map_or(v1::House::Unspecified, wire::house_to_wire).into(),
-        caller_house: wire::house_to_wire(s.house).into(),
-        mode: s.mode.map_or(v1::Mode::Unspecified, wire::mode_to_wire).into(),
-    };
-    let resp = client.submit(req).await.map_err(|st| wire::error_from_status(&st))?.into_inner();
+/// The router's refusal or the task's error, with its E-code (the error's details name the
+/// task and the house it went to); E3001 when the task is still running after the router's
+/// wait.
+pub async fn submit(connect: &Connect, router: &str, s: &wire::Submission, call: &Request) -> Result<Routed, Error> {
+    let mut client = RouterClient::new(connect.open(router, s.caller)?);
+    let resp =
+        client.submit(wire::submit_request(s, call)).await.map_err(|st| wire::error_from_status(&st))?.into_inner();
     let assigned = wire::house_from_wire(resp.assigned_house);
     match resp.result {
-        Some(v1::submit_response::Result::Outcome(o)) => Ok(json!({
-            "ok": true,
-            "task_id": resp.task_id,
-            "assigned_house": assigned,
-            "node": resp.node,
-            "deduplicated": resp.deduplicated,
-            "outcome": wire::outcome_json(&o),
-        })),
+        Some(v1::submit_response::Result::Outcome(o)) => Ok(Routed {
+            outcome: wire::outcome_from_wire(&o)?,
+            task_id: resp.task_id,
+            assigned_house: assigned,
+            node: resp.node,
+            deduplicated: resp.deduplicated,
+        }),
         Some(v1::submit_response::Result::Error(d)) => {
             let mut e = wire::error_from_wire(&d);
             if let Value::Object(m) = &mut e.details {
@@ -127,34 +120,6 @@ pub async fn submit(connect: &Connect, s: Submit, call: ToolCall) -> Result<Valu
         )
         .with_details(json!({ "task_id": resp.task_id }))),
     }
-}
-
-/// Prints a remote outcome.
-pub fn print_submitted(v: &Value, as_json: bool) {
-    let mut out = std::io::stdout().lock();
-    if as_json {
-        let _ = writeln!(out, "{v}");
-        return;
-    }
-    let o = &v["outcome"];
-    let dedup = if v["deduplicated"] == true { "  [deduplicated]" } else { "" };
-    let _ = writeln!(
-        out,
-        "ok  {}  house={} node={} mode={}  {:.1} ms  attempts={}{dedup}",
-        o["tool"].as_str().unwrap_or(""),
-        v["assigned_house"].as_str().unwrap_or(""),
-        v["node"].as_str().unwrap_or(""),
-        o["mode"].as_str().unwrap_or(""),
-        o["duration_us"].as_f64().unwrap_or(0.0) / 1000.0,
-        o["attempts"]
-    );
-    let _ = writeln!(
-        out,
-        "    task {}  request {}",
-        v["task_id"].as_str().unwrap_or(""),
-        o["request_id"].as_str().unwrap_or("")
-    );
-    let _ = writeln!(out, "{}", serde_json::to_string_pretty(&o["output"]).unwrap_or_default());
 }
 
 /// Flags of `uni-wizard task`.
@@ -190,14 +155,7 @@ pub async fn task(a: &TaskArgs) -> Result<Value, Error> {
         .await
         .map_err(|st| wire::error_from_status(&st))?
         .into_inner();
-    let state = match s.state() {
-        v1::TaskState::Pending => "pending",
-        v1::TaskState::Running => "running",
-        v1::TaskState::Succeeded => "succeeded",
-        v1::TaskState::Failed => "failed",
-        v1::TaskState::Rejected => "rejected",
-        v1::TaskState::Unspecified => "unspecified",
-    };
+    let state = wire::task_state_name(s.state());
     let mut v = json!({
         "ok": true,
         "task_id": s.task_id,
@@ -206,7 +164,9 @@ pub async fn task(a: &TaskArgs) -> Result<Value, Error> {
         "node": s.node,
     });
     match s.result {
-        Some(v1::status_response::Result::Outcome(o)) => v["outcome"] = wire::outcome_json(&o),
+        Some(v1::status_response::Result::Outcome(o)) => {
+            v["outcome"] = serde_json::to_value(wire::outcome_from_wire(&o)?).unwrap_or_default();
+        }
         Some(v1::status_response::Result::Error(d)) => {
             v["error"] = serde_json::to_value(wire::error_from_wire(&d)).unwrap_or_default()
         }
@@ -337,12 +297,6 @@ pub async fn decide(connect: &Connect, addr: &str, id: &str, approve: bool, note
     let mut client = SovereignClient::new(connect.open(addr, House::Timmy)?);
     let req = DecideRequest { approval_id: id.to_owned(), approve, note: note.to_owned() };
     let d = client.decide(req).await.map_err(|s| wire::error_from_status(&s))?.into_inner();
-    let decision = match d.decision() {
-        ApprovalDecision::Approved => "approved",
-        ApprovalDecision::Denied => "denied",
-        ApprovalDecision::Expired => "expired",
-        ApprovalDecision::Pending => "pending",
-        ApprovalDecision::Unspecified => "unspecified",
-    };
+    let decision = wire::decision_name(d.decision());
     Ok(json!({ "ok": true, "approval_id": d.approval_id, "decision": decision, "approver": d.approver }))
 }

@@ -7,17 +7,25 @@ use serde_json::{Value, json};
 use uni_wizard::tools::Registry;
 use uni_wizard::{Error, Outcome};
 
-/// Prints a successful outcome.
+use super::remote::Routed;
+
+/// Prints the outcome of a local run.
 pub fn outcome(o: &Outcome, as_json: bool) {
     let mut out = std::io::stdout().lock();
     if as_json {
         let _ = writeln!(out, "{}", json!({ "ok": true, "outcome": o }));
         return;
     }
-    let ms = o.duration_us as f64 / 1000.0;
     let dry = if o.dry_run { "  [dry run]" } else { "" };
-    let _ =
-        writeln!(out, "ok  {}  house={} mode={}  {ms:.1} ms  attempts={}{dry}", o.tool, o.house, o.mode, o.attempts);
+    let _ = writeln!(
+        out,
+        "ok  {}  house={} mode={}  {:.1} ms  attempts={}{dry}",
+        o.tool,
+        o.house,
+        o.mode,
+        ms(o),
+        o.attempts
+    );
     let _ = writeln!(out, "    request {}  provenance {}  session {}", o.request_id, o.provenance_id, o.session);
     if let Some(d) = &o.degraded {
         let _ = writeln!(out, "    degraded: {d}");
@@ -25,6 +33,47 @@ pub fn outcome(o: &Outcome, as_json: bool) {
     for w in &o.warnings {
         let _ = writeln!(out, "    warning: {w}");
     }
+    output(&mut out, o);
+}
+
+/// Prints the outcome of a call the router ran: the same outcome, with the task and the
+/// house and node that ran it.
+pub fn routed(r: &Routed, as_json: bool) {
+    let mut out = std::io::stdout().lock();
+    let o = &r.outcome;
+    if as_json {
+        let v = json!({
+            "ok": true,
+            "task_id": r.task_id,
+            "assigned_house": r.assigned_house,
+            "node": r.node,
+            "deduplicated": r.deduplicated,
+            "outcome": o,
+        });
+        let _ = writeln!(out, "{v}");
+        return;
+    }
+    let dedup = if r.deduplicated { "  [deduplicated]" } else { "" };
+    let _ = writeln!(
+        out,
+        "ok  {}  house={} node={} mode={}  {:.1} ms  attempts={}{dedup}",
+        o.tool,
+        r.assigned_house.map_or("", uni_wizard::House::as_str),
+        r.node,
+        o.mode,
+        ms(o),
+        o.attempts
+    );
+    let _ = writeln!(out, "    task {}  request {}", r.task_id, o.request_id);
+    output(&mut out, o);
+}
+
+fn ms(o: &Outcome) -> f64 {
+    o.duration_us as f64 / 1000.0
+}
+
+/// The tool's output, pretty JSON.
+fn output(out: &mut impl Write, o: &Outcome) {
     let _ = writeln!(out, "{}", serde_json::to_string_pretty(&o.output).unwrap_or_default());
 }
 

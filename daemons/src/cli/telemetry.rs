@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use uni_wizard::{Error, ErrorCode, House};
 use uni_wizard_proto::v1::{TelemetryQuery, telemetry_client::TelemetryClient};
 
-use crate::fleet::DaemonConfig;
+use crate::config::DaemonConfig;
 use crate::telemetry::{self, hook, outbox};
 use crate::wire;
 

@@ -29,7 +29,7 @@ use uni_wizard_proto::v1::{
 };
 
 use crate::auth;
-use crate::fleet::SovereignConfig;
+use crate::config::SovereignConfig;
 use crate::peers::Peers;
 use crate::wire;
 
@@ -342,16 +342,7 @@ impl RemoteApprover {
             return self.redeem(token, request).await;
         }
         let mut client = self.peers.sovereign()?;
-        let ask = v1::ApprovalRequest {
-            request_id: request.request_id.clone(),
-            requesting_house: wire::house_to_wire(self.house).into(),
-            tool: request.tool.clone(),
-            args_sha256: request.args_sha256.clone(),
-            args_json: request.args.to_string(),
-            reason: request.reason.clone(),
-            wait_timeout_ms: u32::try_from(self.wait.as_millis()).unwrap_or(u32::MAX),
-            node: request.node.clone(),
-        };
+        let ask = wire::approval_request_to_wire(request, self.house, self.wait);
         let mut rpc = tonic::Request::new(ask);
         rpc.set_timeout(self.wait + Duration::from_secs(5));
         let answer = client.request_approval(rpc).await.map_err(|s| {

@@ -13,53 +13,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 use super::{Outbox, SinkService};
 
-/// Alert rules; a rule left unset is off.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AlertsConfig {
-    /// How often the rules are evaluated, ms.
-    pub interval_ms: u64,
-    /// Where transitions are POSTed (`http://host:port/path`); unset: log only.
-    pub webhook: Option<String>,
-    /// A node the sink knows has had no open stream for this long, ms (Timmy only).
-    pub node_down_ms: Option<u64>,
-    /// A breaker of this node's worker has been open this long, ms.
-    pub breaker_open_ms: Option<u64>,
-    /// This node's outbox holds more events than this.
-    pub buffered_above: Option<u64>,
-    /// Lag above this, ms: at the sink, per node; on a bridge, the age of its oldest
-    /// unacknowledged event.
-    pub lag_above_ms: Option<u64>,
-}
+pub use crate::config::telemetry::AlertsConfig;
 
-impl Default for AlertsConfig {
-    fn default() -> AlertsConfig {
-        AlertsConfig {
-            interval_ms: 1_000,
-            webhook: None,
-            node_down_ms: None,
-            breaker_open_ms: None,
-            buffered_above: None,
-            lag_above_ms: None,
-        }
-    }
-}
-
-impl AlertsConfig {
-    /// Whether any rule is on.
-    pub fn any(&self) -> bool {
-        self.node_down_ms.is_some()
-            || self.breaker_open_ms.is_some()
-            || self.buffered_above.is_some()
-            || self.lag_above_ms.is_some()
-    }
-}
+/// Reads a worker's open breakers, (tool, target) each.
+pub type OpenBreakers = Arc<dyn Fn() -> Vec<(String, String)> + Send + Sync>;
 
 /// The figures the rules look at, taken at one instant.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -172,8 +134,9 @@ pub struct Sources {
     pub sink: Option<SinkService>,
     /// This node's outbox.
     pub outbox: Option<Arc<Outbox>>,
-    /// This node's worker (breakers).
-    pub worker: Option<crate::worker::WorkerService>,
+    /// This node's open breakers as (tool, target), when it runs a worker: the role that
+    /// owns them passes this in, so telemetry needs no worker.
+    pub breakers: Option<OpenBreakers>,
     /// This node's name, for the webhook payload.
     pub node: String,
 }
@@ -194,8 +157,8 @@ async fn observe(s: &Sources) -> Observation {
                 Some(if st.oldest_ms > 0 { u64::try_from(super::now_ms() - st.oldest_ms).unwrap_or(0) } else { 0 });
         }
     }
-    if let Some(w) = &s.worker {
-        o.breakers_open = w.open_breakers().into_iter().map(|(t, target)| format!("{t}@{target}")).collect();
+    if let Some(open) = &s.breakers {
+        o.breakers_open = open().into_iter().map(|(t, target)| format!("{t}@{target}")).collect();
     }
     o
 }

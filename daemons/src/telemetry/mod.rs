@@ -30,15 +30,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use uni_wizard::{Error, ErrorCode};
-use uni_wizard_proto::v1::{self, telemetry_event::Kind};
+use uni_wizard_proto::v1::telemetry_event::Kind;
 
-use crate::fleet::DaemonConfig;
+use crate::config::DaemonConfig;
 use crate::live::Live;
 use crate::peers::Peers;
 
@@ -49,6 +46,7 @@ pub mod outbox;
 pub mod sink;
 pub mod stream;
 
+pub use crate::config::telemetry::{Durability, TelemetryConfig};
 pub use outbox::{Outbox, OutboxStats};
 pub use sink::{SinkService, SinkStore};
 
@@ -57,132 +55,9 @@ pub const OUTBOX_FILE: &str = "telemetry-outbox.db";
 /// The sink's file name under Timmy's home.
 pub const SINK_FILE: &str = "telemetry.db";
 
-/// How hard each telemetry database syncs a commit to disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Durability {
-    /// `synchronous=FULL`: a commit survives power loss (one fsync per batch). The default:
-    /// an outbox commit that a power cut rolled back would reuse sequence numbers already
-    /// acknowledged, and a sink commit is what an ack promises.
-    Full,
-    /// `synchronous=NORMAL` (WAL): a commit survives a process crash (SIGKILL), not a power
-    /// cut. Faster by one fsync per batch; for hosts where that trade is acceptable.
-    Normal,
-}
-
-impl Durability {
-    /// The pragma value.
-    pub const fn pragma(self) -> &'static str {
-        match self {
-            Durability::Full => "FULL",
-            Durability::Normal => "NORMAL",
-        }
-    }
-}
-
-/// Settings of the `telemetry` role.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TelemetryConfig {
-    /// Hermes' home (`$HERMES_HOME`); its `state.db` is tailed. None: no Hermes on this node.
-    pub hermes_home: Option<PathBuf>,
-    /// Polling fallback beside file notifications, milliseconds (bounded 10..=5000).
-    pub poll_ms: u64,
-    /// Events the outbox holds at most; beyond, new events are refused (see the module docs).
-    pub max_buffered: u64,
-    /// Events per outbox read, stream message burst and sink transaction.
-    pub batch: usize,
-    /// Events sent but not yet acknowledged, at most.
-    pub max_in_flight: usize,
-    /// Hermes tool results longer than this many bytes are cut (and flagged).
-    pub result_max_bytes: usize,
-    /// First reconnect delay to Timmy, milliseconds; doubles up to `backoff_max_ms`.
-    pub backoff_min_ms: u64,
-    /// Longest reconnect delay, milliseconds.
-    pub backoff_max_ms: u64,
-    /// Disk sync of the outbox and the sink.
-    pub durability: Durability,
-    /// Hermes tools this house refuses in `pre_tool_call` (besides the house's built-in
-    /// `denied_tools`), by Hermes tool name.
-    pub hook_deny: Vec<String>,
-    /// Longest time `uni-wizard hermes-hook` spends on the outbox before answering, ms.
-    pub hook_timeout_ms: u64,
-    /// Alert rules.
-    pub alerts: alerts::AlertsConfig,
-}
-
-impl Default for TelemetryConfig {
-    fn default() -> TelemetryConfig {
-        TelemetryConfig {
-            hermes_home: None,
-            poll_ms: 250,
-            max_buffered: 1_000_000,
-            batch: 512,
-            max_in_flight: 4096,
-            result_max_bytes: 4096,
-            backoff_min_ms: 50,
-            backoff_max_ms: 5_000,
-            durability: Durability::Full,
-            hook_deny: Vec::new(),
-            hook_timeout_ms: 500,
-            alerts: alerts::AlertsConfig::default(),
-        }
-    }
-}
-
-impl TelemetryConfig {
-    /// Checks the bounds.
-    ///
-    /// # Errors
-    /// E4001 naming the field (relative to `telemetry`).
-    pub fn validate(&self) -> Result<(), Error> {
-        let bad = |field: &str, problem: &str| {
-            Err(Error::new(ErrorCode::ConfigInvalid, format!("field `{field}`: {problem}"))
-                .with_details(json!({ "field": field })))
-        };
-        if !(10..=5_000).contains(&self.poll_ms) {
-            return bad("poll_ms", "must be 10 to 5000");
-        }
-        if self.max_buffered == 0 {
-            return bad("max_buffered", "must be positive");
-        }
-        if !(1..=10_000).contains(&self.batch) {
-            return bad("batch", "must be 1 to 10000");
-        }
-        if self.max_in_flight < self.batch {
-            return bad("max_in_flight", "must be at least `batch`");
-        }
-        if self.backoff_min_ms == 0 || self.backoff_max_ms < self.backoff_min_ms {
-            return bad("backoff_max_ms", "backoff_min_ms must be positive and at most backoff_max_ms");
-        }
-        if self.hook_timeout_ms == 0 || self.hook_timeout_ms > 10_000 {
-            return bad("hook_timeout_ms", "must be 1 to 10000");
-        }
-        if !(10..=3_600_000).contains(&self.alerts.interval_ms) {
-            return bad("alerts.interval_ms", "must be 10 to 3600000");
-        }
-        if let Some(url) = &self.alerts.webhook
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            return bad("alerts.webhook", "must be an http:// or https:// URL");
-        }
-        Ok(())
-    }
-
-    /// The polling interval.
-    pub fn poll(&self) -> Duration {
-        Duration::from_millis(self.poll_ms)
-    }
-}
-
-/// The node's state directory (the worker library's `home`).
-pub fn home(config: &DaemonConfig) -> PathBuf {
-    crate::worker::WorkerService::library(config).home_dir()
-}
-
 /// The outbox path of the node `config` describes.
 pub fn outbox_path(config: &DaemonConfig) -> PathBuf {
-    home(config).join(OUTBOX_FILE)
+    config.home().join(OUTBOX_FILE)
 }
 
 /// Milliseconds since the Unix epoch.
@@ -227,32 +102,11 @@ pub struct HarnessObserver {
 
 impl uni_wizard::Observer for HarnessObserver {
     fn executed(&self, e: &uni_wizard::Execution) {
-        let event = Kind::Execution(execution_to_wire(e));
+        let event = Kind::Execution(crate::wire::execution_to_wire(e));
         if self.tx.try_send((now_ms(), event)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("uw_telemetry_dropped_total", "source" => "harness").increment(1);
         }
-    }
-}
-
-/// The wire form of one harness execution. The fingerprint travels as 16 hex digits, the
-/// pattern DB's own key, so the sink can feed it back unchanged.
-pub fn execution_to_wire(e: &uni_wizard::Execution) -> v1::ExecutionEvent {
-    v1::ExecutionEvent {
-        request_id: e.request_id.clone(),
-        provenance_id: e.provenance_id.clone(),
-        task_id: e.parent.clone().unwrap_or_default(),
-        session: e.session.clone(),
-        tool: e.tool.clone(),
-        house: crate::wire::house_to_wire(e.house).into(),
-        mode: crate::wire::mode_to_wire(e.mode).into(),
-        args_fingerprint: format!("{:016x}", e.fingerprint),
-        success: e.success,
-        error_code: e.error_code.map(|c| c.as_str().to_owned()).unwrap_or_default(),
-        duration_us: e.duration_us,
-        attempts: e.attempts,
-        degraded_reason: e.degraded.clone(),
-        dry_run: e.dry_run,
     }
 }
 
@@ -281,7 +135,7 @@ impl Bridge {
     /// E4002 when the state directory or the outbox cannot be opened.
     pub fn new(live: Live, peers: Peers) -> Result<(Bridge, Arc<HarnessObserver>), Error> {
         let config = live.get();
-        let dir = home(&config);
+        let dir = config.home();
         std::fs::create_dir_all(&dir).map_err(|e| {
             Error::new(ErrorCode::HomeUnavailable, format!("cannot create state directory {}: {e}", dir.display()))
         })?;

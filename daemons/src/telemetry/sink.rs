@@ -9,7 +9,7 @@
 //! just below it: nothing below it is still coming.
 //!
 //! **Who may stream a node.** A node name belongs to the house the fleet config binds it to
-//! ([`DaemonConfig::node_house`](crate::fleet::DaemonConfig::node_house): `houses.<h>.nodes`,
+//! ([`DaemonConfig::node_house`](crate::config::DaemonConfig::node_house): `houses.<h>.nodes`,
 //! else the house's name as prefix), never to whoever streams it first. Every burst is checked
 //! against the live config before anything is stored or the node is shown connected: another
 //! house, or a name bound to no house, ends the stream with E5002 at its first message, so a
@@ -21,7 +21,6 @@
 //! node's own executions are already recorded by its harness. The pattern DB is a model,
 //! fed best-effort: a row the recorder cannot take is counted, not retried.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -35,7 +34,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use uni_wizard::{Error, ErrorCode, House, Intelligence};
 use uni_wizard_proto::v1::telemetry_server::Telemetry;
 use uni_wizard_proto::v1::{
-    self, Ack, NodeStatus, TelemetryEvent, TelemetryQuery, TelemetryQueryResponse, telemetry_event::Kind,
+    Ack, NodeStatus, TelemetryEvent, TelemetryQuery, TelemetryQueryResponse, telemetry_event::Kind,
 };
 
 use super::{TelemetryConfig, now_us};
@@ -358,40 +357,11 @@ impl SinkService {
         let node: Arc<str> = node.into();
         for &i in new {
             let Some(Kind::Execution(x)) = &events[i].kind else { continue };
-            let Some(row) = pattern_row(x, events[i].time_unix_ms, &node) else { continue };
+            let Some(row) = wire::execution_row(x, events[i].time_unix_ms, &node) else { continue };
             let result = if intel.record(row).is_ok() { "recorded" } else { "dropped" };
             metrics::counter!("uw_telemetry_sink_patterns_total", "result" => result).increment(1);
         }
     }
-}
-
-/// The pattern-DB row of a fleet execution; none for calls refused before execution (the
-/// harness records only executed calls) or with an unusable fingerprint or house.
-pub fn pattern_row(x: &v1::ExecutionEvent, time_ms: i64, node: &Arc<str>) -> Option<uni_wizard::intelligence::Row> {
-    use uni_wizard::intelligence::OutcomeClass;
-    if x.provenance_id.is_empty() {
-        return None;
-    }
-    let house = wire::house_from_wire(x.house)?;
-    let mode = wire::mode_from_wire(x.mode).ok().flatten()?;
-    let fingerprint = u64::from_str_radix(&x.args_fingerprint, 16).ok()?;
-    let code = ErrorCode::parse(&x.error_code);
-    let class = match (x.success, code) {
-        (true, _) => OutcomeClass::Ok,
-        (false, Some(c)) if c.is_transient() => OutcomeClass::Transient,
-        (false, _) => OutcomeClass::Permanent,
-    };
-    Some(uni_wizard::intelligence::Row {
-        time_ms: u64::try_from(time_ms).unwrap_or(0),
-        tool: Cow::Owned(x.tool.clone()),
-        house,
-        mode,
-        fingerprint,
-        class,
-        error_code: code.map(ErrorCode::as_str),
-        latency_us: x.duration_us,
-        node: node.clone(),
-    })
 }
 
 fn invalid(why: String) -> tonic::Status {
@@ -529,6 +499,7 @@ impl Telemetry for SinkService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uni_wizard_proto::v1;
 
     fn ev(node: &str, seq: u64) -> TelemetryEvent {
         TelemetryEvent {

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, watch};
 use uni_wizard::tools::gitea::{CreateLabelOption, EditIssueOption, LabelRef};
 use uni_wizard::{Error, ErrorCode, House};
-use uni_wizard_proto::v1::{self, SubmitRequest, ToolCall};
+use uni_wizard_proto::v1;
 
 use super::rules::{Plan, house_label};
 use super::store::{TaskAnswer, Triaged, Work, now_ms};
@@ -288,19 +288,11 @@ pub async fn route(t: &Triage, repo: &str, number: u64, key: &str, plan: &Plan) 
     if let (Some(h), true) = (plan.house, settings.house_labels) {
         args["labels"] = json!([house_label(h)]);
     }
-    let req = SubmitRequest {
-        call: Some(ToolCall {
-            tool: TASK_TOOL.into(),
-            args_json: args.to_string(),
-            session: format!("triage:{repo}#{number}"),
-            idempotency_key: key.to_owned(),
-            ..ToolCall::default()
-        }),
-        idempotency_key: key.to_owned(),
-        preferred_house: plan.house.map_or(v1::House::Unspecified, wire::house_to_wire).into(),
-        caller_house: wire::house_to_wire(config.house).into(),
-        mode: v1::Mode::Unspecified.into(),
-    };
+    let mut call = uni_wizard::Request::new(TASK_TOOL, args);
+    call.session = Some(format!("triage:{repo}#{number}"));
+    call.idempotency_key = Some(key.to_owned());
+    let submission = wire::Submission { caller: config.house, key: key.to_owned(), preferred: plan.house, mode: None };
+    let req = wire::submit_request(&submission, &call);
     let answer = match t.inner.peers.router(router) {
         Ok(mut client) => client.submit(req).await.map_err(|s| wire::error_from_status(&s)),
         Err(e) => Err(e),

@@ -42,7 +42,7 @@ use tokio::sync::{Notify, watch};
 use uni_wizard::tools::gitea::{GiteaClient, GiteaConfig, is_valid_name};
 use uni_wizard::{Error, ErrorCode, House};
 
-use crate::fleet::{DaemonConfig, Secret};
+use crate::config::{DaemonConfig, Secret};
 use crate::live::Live;
 use crate::peers::Peers;
 use rules::{RuleConfig, Rules};
@@ -330,7 +330,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Error> + Send
 
 #[cfg(test)]
 mod tests {
-    use crate::fleet::{DaemonConfig, Role};
+    use crate::config::{DaemonConfig, Role};
 
     const NODE: &str = "house: allegro
 roles: [router, worker, triage]

@@ -20,7 +20,7 @@ use uni_wizard_proto::v1::worker_server::Worker;
 use uni_wizard_proto::v1::{CapacityRequest, CapacityResponse, ExecuteRequest, ExecuteResponse, execute_response};
 
 use crate::auth;
-use crate::fleet::DaemonConfig;
+use crate::config::DaemonConfig;
 use crate::live::Live;
 use crate::wire;
 

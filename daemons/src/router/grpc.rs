@@ -1,0 +1,419 @@
+//! The router's gRPC face: `Submit` and `Status` over [`super::core`], and the dispatch of a
+//! task to its candidates' workers. Every decision is the core's; this file validates,
+//! converts (through `wire.rs`), makes the worker RPCs and reads what they did.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use uni_wizard::tools::Registry;
+use uni_wizard::{Error, ErrorCode, House, Intelligence};
+use uni_wizard_proto::v1::router_server::Router;
+use uni_wizard_proto::v1::{
+    self, ExecuteRequest, StatusRequest, StatusResponse, SubmitRequest, SubmitResponse, execute_response,
+};
+
+use super::core::{self, Attempt, Candidates, Choice, Passed, State, Verdict};
+use crate::auth;
+use crate::health::Membership;
+use crate::live::Live;
+use crate::peers::Peers;
+use crate::wire;
+
+/// What a finished task holds: the worker's answer as it came off the wire (or the router's
+/// own error, converted once).
+type Answer = Result<v1::Outcome, v1::ErrorDetail>;
+
+type Task = core::Task<Answer>;
+
+/// The Router service.
+#[derive(Clone)]
+pub struct RouterService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    live: Live,
+    peers: Peers,
+    membership: Membership,
+    registry: Registry,
+    intelligence: Option<Arc<Intelligence>>,
+    tasks: core::Tasks<Answer>,
+}
+
+impl std::fmt::Debug for RouterService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterService").finish_non_exhaustive()
+    }
+}
+
+/// How one dispatch to one house ended: what the core judges, and what the task would hold.
+struct Tried {
+    attempt: Attempt,
+    node: String,
+    answer: Reply,
+    /// The failed RPC's own message, for the membership view and a lost call's details.
+    grpc: String,
+}
+
+/// What came back from one house.
+enum Reply {
+    /// The worker's own answer, passed on untouched.
+    Worker(Answer),
+    /// The router's reading of an RPC that failed, or of a house it could not reach.
+    Router(Error),
+}
+
+impl RouterService {
+    /// A router over `membership`, dispatching with `peers`, knowing the tools of `registry`.
+    pub fn new(
+        live: Live,
+        peers: Peers,
+        membership: Membership,
+        registry: Registry,
+        intelligence: Option<Arc<Intelligence>>,
+    ) -> RouterService {
+        RouterService {
+            inner: Arc::new(Inner { live, peers, membership, registry, intelligence, tasks: core::Tasks::default() }),
+        }
+    }
+
+    /// The houses to try for `tool`, in order, with the state of each house considered.
+    fn candidates(&self, tool: &str, preferred: Option<House>) -> Candidates {
+        let config = self.inner.live.get();
+        let category = self.inner.registry.get(tool).map(|t| t.contract().category.as_str());
+        let route =
+            core::route(&config.router.routes, config.houses.iter().map(|(h, e)| (*h, e.priority)), tool, category);
+        let fleet: Vec<House> = config.houses.keys().copied().collect();
+        // Asked only when it can matter: the core ignores it beside a preferred house.
+        let best = match preferred {
+            None => self.inner.intelligence.as_ref().and_then(|i| i.preferred_house(tool)),
+            Some(_) => None,
+        };
+        core::candidates(Choice { route: &route, fleet: &fleet, preferred, best }, |h| {
+            self.inner.membership.status(h).state
+        })
+    }
+
+    /// Dispatches a task to its candidates in turn, as the core's failover policy says.
+    async fn dispatch(self, task: Arc<Task>, req: SubmitRequest, candidates: Candidates) {
+        let started = Instant::now();
+        let tool = req.call.as_ref().map_or("", |c| c.tool.as_str()).to_owned();
+        let safe_to_repeat = self
+            .inner
+            .registry
+            .get(&tool)
+            .is_some_and(|t| t.contract().annotations.read_only || t.contract().annotations.idempotent);
+        let mut passed: Vec<Passed> = Vec::new();
+        for house in candidates.order {
+            task.start(house);
+            let tried = self.dispatch_one(&task, house, &req).await;
+            if tried.attempt.house_down() {
+                self.inner.membership.report_unreachable(house, tried.grpc.clone());
+            }
+            match core::failover(tried.attempt, safe_to_repeat) {
+                Verdict::Finish => return self.finish(&task, Some(house), tried.node, tried.answer, started),
+                Verdict::Next => {
+                    let (code, message) = match &tried.answer {
+                        Reply::Worker(Err(d)) => (d.code.clone(), d.message.clone()),
+                        Reply::Router(e) => (e.code.as_str().to_owned(), e.message.clone()),
+                        Reply::Worker(Ok(_)) => (String::new(), String::new()),
+                    };
+                    tracing::warn!(task = %task.id(), %house, code, error = %message, "dispatch moved on");
+                    passed.push(Passed { house, code, message });
+                }
+                Verdict::Lost => {
+                    let e = Error::new(
+                        ErrorCode::WorkerUnavailable,
+                        format!(
+                            "worker {house} was lost while running `{tool}`; not run elsewhere since it may have changed something"
+                        ),
+                    )
+                    .with_details(serde_json::json!({ "house": house, "maybe_ran": true, "grpc": tried.grpc }));
+                    return self.finish(&task, Some(house), String::new(), Reply::Router(e), started);
+                }
+            }
+        }
+        let e = core::exhausted(&tool, &candidates.states, &passed);
+        self.finish(&task, None, String::new(), Reply::Router(e), started);
+    }
+
+    /// One worker RPC, and what it shows.
+    async fn dispatch_one(&self, task: &Task, house: House, req: &SubmitRequest) -> Tried {
+        let config = self.inner.live.get();
+        let call = req.call.clone().unwrap_or_default();
+        let deadline = match call.timeout_ms {
+            0 => Duration::from_millis(config.router.dispatch_timeout_ms),
+            // The worker's own timeout fires first; leave it room to answer.
+            ms => Duration::from_millis(u64::from(ms) + 5_000),
+        };
+        let mut client = match self.inner.peers.worker(house) {
+            Ok(c) => c,
+            Err(e) => {
+                return Tried {
+                    attempt: Attempt::NoChannel,
+                    node: String::new(),
+                    answer: Reply::Router(e),
+                    grpc: String::new(),
+                };
+            }
+        };
+        let execute = ExecuteRequest {
+            call: Some(call),
+            house: wire::house_to_wire(house).into(),
+            mode: req.mode,
+            task_id: task.id().to_owned(),
+            fencing_token: 0,
+            caller_house: wire::house_to_wire(task.submitter()).into(),
+        };
+        let mut rpc = tonic::Request::new(execute);
+        rpc.set_timeout(deadline);
+        let answered = |answer: Answer| {
+            let saturated = answer.as_ref().err().and_then(wire::error_code_of) == Some(ErrorCode::Saturated);
+            let attempt = if saturated { Attempt::Saturated } else { Attempt::Answered };
+            let node = self.inner.membership.status(house).node;
+            Tried { attempt, node, answer: Reply::Worker(answer), grpc: String::new() }
+        };
+        match client.execute(rpc).await {
+            Ok(resp) => match resp.into_inner().result {
+                Some(execute_response::Result::Outcome(o)) => answered(Ok(o)),
+                Some(execute_response::Result::Error(d)) => answered(Err(d)),
+                None => Tried {
+                    attempt: Attempt::Answered,
+                    node: String::new(),
+                    answer: Reply::Router(Error::new(
+                        ErrorCode::WorkerUnavailable,
+                        format!("worker {house} answered with no result"),
+                    )),
+                    grpc: String::new(),
+                },
+            },
+            Err(status) => {
+                let e = wire::error_from_status(&status);
+                let attempt = if e.code != ErrorCode::WorkerUnavailable && e.code != ErrorCode::Timeout {
+                    // Our own refusal (auth, fencing, wrong house): the worker is fine.
+                    Attempt::Answered
+                } else if is_connect_error(&status) {
+                    Attempt::NotConnected
+                } else {
+                    Attempt::Lost
+                };
+                Tried { attempt, node: String::new(), answer: Reply::Router(e), grpc: status.message().to_owned() }
+            }
+        }
+    }
+
+    /// Ends the task with `reply`: a worker's answer as it is (its request id filled with the
+    /// task's when it has none), the router's own error converted once.
+    fn finish(&self, task: &Task, house: Option<House>, node: String, reply: Reply, started: Instant) {
+        let (state, answer) = match reply {
+            Reply::Worker(Ok(o)) => (State::Succeeded, Ok(o)),
+            Reply::Worker(Err(mut d)) => {
+                if d.request_id.is_empty() {
+                    d.request_id = task.id().to_owned();
+                }
+                (State::of_error(wire::error_code_of(&d).map(|c| c.category())), Err(d))
+            }
+            Reply::Router(e) => {
+                let state = State::of_error(Some(e.code.category()));
+                let e = if e.request_id.is_none() { e.with_request_id(task.id().to_owned()) } else { e };
+                (state, Err(wire::error_to_wire(&e)))
+            }
+        };
+        let house_label = house.map_or("none", House::as_str);
+        metrics::counter!("uw_router_tasks_total", "state" => state.as_str(), "house" => house_label).increment(1);
+        metrics::histogram!("uw_router_task_seconds").record(started.elapsed().as_secs_f64());
+        task.finish(state, house, node, answer);
+    }
+
+    /// Checks a submission's fields before anything is decided about its caller (E1xxx).
+    /// Returns the house it claims to submit as, if any. The call's arguments are scanned,
+    /// not parsed: the worker parses them.
+    fn check(&self, req: &SubmitRequest) -> Result<Option<House>, Error> {
+        if req.idempotency_key.trim().is_empty() {
+            return Err(Error::new(ErrorCode::InvalidInput, "`idempotency_key` is required")
+                .with_details(serde_json::json!({ "field": "idempotency_key" })));
+        }
+        let claimed = wire::house_field(req.caller_house, "caller_house")?;
+        wire::house_field(req.preferred_house, "preferred_house")?;
+        wire::mode_from_wire(req.mode)?;
+        let call = wire::check_call(req.call.as_ref())?;
+        if self.inner.registry.get(&call.tool).is_none() {
+            let tool = uni_wizard::error::echo(&call.tool);
+            return Err(Error::new(ErrorCode::UnknownTool, format!("unknown tool `{tool}`"))
+                .with_details(serde_json::json!({ "tool": tool })));
+        }
+        Ok(claimed)
+    }
+}
+
+fn is_connect_error(status: &tonic::Status) -> bool {
+    let mut text = status.message().to_ascii_lowercase();
+    let mut source = std::error::Error::source(status);
+    while let Some(s) = source {
+        text.push(' ');
+        text.push_str(&s.to_string().to_ascii_lowercase());
+        source = s.source();
+    }
+    text.contains("tcp connect error")
+        || text.contains("connection refused")
+        || text.contains("error trying to connect")
+}
+
+fn response(task: &Task, snapshot: &core::Snapshot<Answer>, deduplicated: bool) -> SubmitResponse {
+    use v1::submit_response::Result as R;
+    SubmitResponse {
+        task_id: task.id().to_owned(),
+        assigned_house: snapshot.assigned.map_or(v1::House::Unspecified, wire::house_to_wire).into(),
+        node: snapshot.node.clone(),
+        result: snapshot.result.clone().map(|r| match r {
+            Ok(o) => R::Outcome(o),
+            Err(e) => R::Error(e),
+        }),
+        deduplicated,
+    }
+}
+
+#[tonic::async_trait]
+impl Router for RouterService {
+    async fn submit(
+        &self,
+        request: tonic::Request<SubmitRequest>,
+    ) -> Result<tonic::Response<SubmitResponse>, tonic::Status> {
+        let peer = auth::peer(&request)?;
+        let config = self.inner.live.get();
+        let req = request.into_inner();
+        let claimed = self.check(&req).map_err(|e| wire::status(&e))?;
+        auth::require(peer, &config.router.submitters, "submit tasks")?;
+        if let Some(claimed) = claimed
+            && claimed != peer.house
+        {
+            let e = Error::new(
+                ErrorCode::Impersonation,
+                format!("authenticated as {} but claims to be {claimed}", peer.house),
+            );
+            return Err(wire::status(&e));
+        }
+        let admitted = self
+            .inner
+            .tasks
+            .admit(peer.house, &req.idempotency_key, config.router.max_tasks)
+            .map_err(|e| wire::status(&e))?;
+        let task = admitted.task;
+        if admitted.deduplicated {
+            metrics::counter!("uw_router_deduplicated_total").increment(1);
+        } else {
+            let tool = req.call.as_ref().map(|c| c.tool.as_str()).unwrap_or_default();
+            let candidates = self.candidates(tool, wire::house_from_wire(req.preferred_house));
+            // Its own task, so a client that disconnects does not cancel the dispatch.
+            tokio::spawn(self.clone().dispatch(task.clone(), req, candidates));
+        }
+        let snapshot = task.wait(Duration::from_millis(config.router.submit_wait_ms)).await;
+        Ok(tonic::Response::new(response(&task, &snapshot, admitted.deduplicated)))
+    }
+
+    async fn status(
+        &self,
+        request: tonic::Request<StatusRequest>,
+    ) -> Result<tonic::Response<StatusResponse>, tonic::Status> {
+        let peer = auth::peer(&request)?;
+        let id = request.into_inner().task_id;
+        // Malformed before authorization, as for every request: E1005, INVALID_ARGUMENT.
+        if id.is_empty() || id.len() > 128 {
+            return Err(wire::status(
+                &Error::new(ErrorCode::InvalidInput, "`task_id` must be 1 to 128 characters")
+                    .with_details(serde_json::json!({ "field": "task_id" })),
+            ));
+        }
+        auth::require(peer, &self.inner.live.get().router.submitters, "read task status")?;
+        let task = self.inner.tasks.visible(peer.house, &id).map_err(|e| wire::status(&e))?;
+        let s = task.snapshot();
+        let r = response(&task, &s, false);
+        Ok(tonic::Response::new(StatusResponse {
+            task_id: r.task_id,
+            state: wire::task_state_to_wire(s.state).into(),
+            assigned_house: r.assigned_house,
+            node: r.node,
+            result: r.result.map(|x| match x {
+                v1::submit_response::Result::Outcome(o) => v1::status_response::Result::Outcome(o),
+                v1::submit_response::Result::Error(e) => v1::status_response::Result::Error(e),
+            }),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uni_wizard::intelligence::{OutcomeClass, Row};
+
+    fn router(intelligence: Option<Arc<Intelligence>>) -> (RouterService, Membership) {
+        let yaml = "house: timmy\nplaintext_loopback: true\nlisten: {grpc: 127.0.0.1:1, http: 127.0.0.1:2}\nhouses:\n  timmy: {endpoint: 127.0.0.1:1, auth_token: timmy-token-0123456789}\n  ezra: {endpoint: 127.0.0.1:3, auth_token: ezra-token-0123456789}\n  bezalel: {endpoint: 127.0.0.1:4, auth_token: bezalel-token-0123456789}\nrouter: {routes: {file: [ezra, bezalel, timmy]}}\n";
+        let live = Live::new(crate::config::DaemonConfig::parse(yaml, "t.yaml", &|_| None).expect("config"));
+        let membership = Membership::default();
+        let peers = Peers::new(live.clone()).expect("peers");
+        let registry = Registry::builtin().expect("registry");
+        (RouterService::new(live, peers, membership.clone(), registry, intelligence), membership)
+    }
+
+    /// Proves the route's order holds among houses that are up, down houses are skipped, houses
+    /// not probed yet come after the ones up, and a preferred house goes first unless it is down.
+    #[test]
+    fn candidates_follow_the_route_and_membership() {
+        let (r, m) = router(None);
+        assert_eq!(r.candidates("file_read", None).order, vec![House::Ezra, House::Bezalel, House::Timmy]);
+        m.report_up(House::Timmy, None);
+        m.report_unreachable(House::Ezra, "gone".into());
+        assert_eq!(r.candidates("file_read", None).order, vec![House::Timmy, House::Bezalel]);
+        assert_eq!(r.candidates("file_read", Some(House::Bezalel)).order, vec![House::Bezalel, House::Timmy]);
+        m.report_unreachable(House::Bezalel, "gone".into());
+        assert_eq!(r.candidates("file_read", Some(House::Bezalel)).order, vec![House::Timmy]);
+        m.report_up(House::Bezalel, None);
+        assert_eq!(r.candidates("file_read", Some(House::Bezalel)).order, vec![House::Bezalel, House::Timmy]);
+    }
+
+    /// Proves a task is visible to its submitter and Timmy only, and another house gets the
+    /// same E5003 for someone else's task as for one that does not exist.
+    #[test]
+    fn a_task_is_visible_to_its_submitter_and_timmy_only() {
+        let (r, _) = router(None);
+        let tasks = &r.inner.tasks;
+        let task = tasks.admit(House::Ezra, "k", r.inner.live.get().router.max_tasks).expect("admitted").task;
+        assert!(tasks.visible(House::Ezra, task.id()).is_ok());
+        assert!(tasks.visible(House::Timmy, task.id()).is_ok());
+        let theirs = tasks.visible(House::Bezalel, task.id()).expect_err("refused");
+        let missing = tasks.visible(House::Bezalel, "no-such-task").expect_err("refused");
+        assert_eq!((theirs.code, missing.code), (ErrorCode::Forbidden, ErrorCode::Forbidden));
+        assert_eq!(theirs.message.replace(task.id(), "ID"), missing.message.replace("no-such-task", "ID"));
+        assert_eq!(tasks.visible(House::Timmy, "no-such-task").err().map(|e| e.code), Some(ErrorCode::NotFound));
+    }
+
+    /// Proves that with a pattern DB, the house predicted most likely to succeed at a tool goes
+    /// first among the houses up, whatever the route's order.
+    #[test]
+    fn the_best_predicted_house_goes_first() {
+        let dir = tempfile::tempdir().expect("dir");
+        let intel = Intelligence::open(&uni_wizard::IntelligenceConfig::default(), dir.path().join("p.db"), "t")
+            .expect("intelligence");
+        for i in 0..60 {
+            for (house, class) in [(House::Ezra, OutcomeClass::Permanent), (House::Bezalel, OutcomeClass::Ok)] {
+                let row = Row {
+                    time_ms: i,
+                    tool: "file_read".into(),
+                    house,
+                    mode: uni_wizard::Mode::Intelligent,
+                    fingerprint: 0,
+                    class,
+                    error_code: None,
+                    latency_us: 100,
+                    node: Arc::from("t"),
+                };
+                intel.record(row).expect("recorded");
+            }
+        }
+        let (r, m) = router(Some(intel));
+        for h in [House::Timmy, House::Ezra, House::Bezalel] {
+            m.report_up(h, None);
+        }
+        assert_eq!(r.candidates("file_read", None).order, vec![House::Bezalel, House::Ezra, House::Timmy]);
+    }
+}
