@@ -125,8 +125,10 @@ fn build(live: &Live) -> Result<Built, Error> {
     } else {
         (None, None)
     };
+    // One audit chain per node: the worker and triage append to this one store.
+    let audit = WorkerService::open_store(&config)?;
     let worker = if roles.contains(&Role::Worker) {
-        let store = WorkerService::open_store(&config)?;
+        let store = audit.clone();
         let approver: Arc<dyn Approver> = match &config.worker.timmy_pubkey {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
@@ -158,7 +160,8 @@ fn build(live: &Live) -> Result<Built, Error> {
     } else {
         None
     };
-    let triage = if roles.contains(&Role::Triage) { Some(Triage::new(live.clone(), peers.clone())?) } else { None };
+    let triage =
+        if roles.contains(&Role::Triage) { Some(Triage::new(live.clone(), peers.clone(), audit)?) } else { None };
     let sink = if roles.contains(&Role::Telemetry) && config.house == uni_wizard::House::Timmy {
         let path = crate::telemetry::home(&config).join(crate::telemetry::SINK_FILE);
         let store = Arc::new(crate::telemetry::SinkStore::open(&path, &config.telemetry)?);

@@ -42,9 +42,14 @@ pub struct Config {
     /// What the HTTP tools may reach, per house; a house without a list reaches nothing.
     pub egress: crate::tools::egress::EgressConfig,
     /// The Gitea server the Gitea tools talk to; without it they refuse with E4001.
-    pub gitea: Option<crate::tools::gitea::GiteaConfig>,
+    pub gitea: Option<crate::gitea::GiteaConfig>,
     /// Intelligent mode: pattern DB, predictions, adaptive policies.
     pub intelligence: crate::intelligence::IntelligenceConfig,
+    /// This node's house policy, narrowing the built-in one of SYSTEM.md §1 (e.g. more
+    /// `denied_tools`); `None` keeps the built-in one. A policy that loosens any rule is
+    /// refused when a harness is built, and by `uni-wizardd` when it loads the node config
+    /// ([`crate::harness::check_policy`]).
+    pub policy: Option<crate::houses::HousePolicy>,
 }
 
 impl Default for Config {
@@ -61,6 +66,7 @@ impl Default for Config {
             egress: crate::tools::egress::EgressConfig::default(),
             gitea: None,
             intelligence: crate::intelligence::IntelligenceConfig::default(),
+            policy: None,
         }
     }
 }

@@ -228,7 +228,7 @@ pub struct ToolEnv {
     /// What the HTTP tools may reach: the calling house's egress policy.
     pub egress: Arc<egress::Egress>,
     /// The Gitea API client, when `gitea` is configured (the Gitea tools refuse with E4001 otherwise).
-    pub gitea: Option<Arc<gitea::GiteaClient>>,
+    pub gitea: Option<Arc<dyn crate::gitea::Gitea>>,
 }
 
 impl ToolEnv {
