@@ -297,7 +297,7 @@ fn audit_verify(node: &Node) -> (Option<i32>, Value) {
 async fn triage_writes_are_allegro_audit_records_on_the_issue() {
     let server = GiteaServer::start().await;
     let (mut fleet, http) = start_polled(&server, 3_600_000).await;
-    let n = server.add_issue(OWNER, REPO, "App crashes on start", "", &[]);
+    let n = server.add_issue(OWNER, REPO, "App crashes on start", "panic at main.rs:1", &[]);
     let d = Delivery::from_sample("issues-opened", n, "App crashes on start", "alice", &sample_secret());
     assert_eq!(send(&http, &d).await.0, 202);
     let r = until("triaged and routed", Duration::from_secs(15), async || {
@@ -349,7 +349,7 @@ async fn policy_denying_the_update_tool_applies_nothing_and_status_says_why() {
                 production_needs_approval: true}\n";
     let mut fleet = tokio::task::block_in_place(|| start_triage_fleet_with(&server, 3_600_000, deny));
     let http = Http::of(fleet.node("allegro"));
-    let n = server.add_issue(OWNER, REPO, "App crashes on start", "", &[]);
+    let n = server.add_issue(OWNER, REPO, "App crashes on start", "panic at main.rs:1", &[]);
     let d = Delivery::from_sample("issues-opened", n, "App crashes on start", "alice", &sample_secret());
     assert_eq!(send(&http, &d).await.0, 202);
     let s = until("the plan refused", Duration::from_secs(15), async || {
