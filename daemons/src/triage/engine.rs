@@ -171,7 +171,7 @@ async fn work_one(t: &Triage, w: Work) {
         Err(e) if e.code == ErrorCode::NotFound => {
             error(t, "gitea", e);
             let (repo, number, upto) = (w.repo.clone(), w.number, w.upto);
-            blocking(move || store.done(&repo, number, upto)).await
+            blocking(move || store.done(&repo, number, upto).and_then(|()| store.forget_refused(&repo, number))).await
         }
         Err(e) => {
             error(t, "gitea", e);
@@ -204,6 +204,8 @@ pub async fn triage_issue(t: &Triage, w: &Work) -> Result<Applied, Error> {
     let gitea = &t.inner.gitea;
     let issue = gitea.get_issue(owner, name, w.number).await?;
     if issue.is_pull() || issue.state != "open" {
+        let (store, repo, number) = (t.store().clone(), w.repo.clone(), w.number);
+        blocking(move || store.forget_refused(&repo, number)).await?;
         return Ok(Applied::Skipped);
     }
     let plan = t.rules().plan(&issue);

@@ -478,6 +478,18 @@ impl Store {
             .map_err(db_error)
     }
 
+    /// Forgets the refusal of an issue that is gone or no longer open: there is nothing left
+    /// to apply, so a restart should not queue it again.
+    ///
+    /// # Errors
+    /// E4002 when the write fails.
+    pub fn forget_refused(&self, repo: &str, number: u64) -> Result<(), Error> {
+        self.conn()
+            .execute("DELETE FROM refused WHERE repo = ?1 AND number = ?2", params![repo, sql(number)])
+            .map(|_| ())
+            .map_err(db_error)
+    }
+
     /// Queues every issue with a refused plan again (at start: the policy may have changed);
     /// returns how many. The refusals stay until a plan applies.
     ///
@@ -743,7 +755,9 @@ mod tests {
             (json!("E2001"), json!("prov-9"), json!(2))
         );
         assert!(row["message"].as_str().is_some_and(|m| m.contains("may not use")), "{row}");
-        assert_eq!(s.requeue_refused(20).expect("requeue"), 1);
+        s.record_refused(&Refused { number: 5, ..r.clone() }, 12).expect("another");
+        s.forget_refused("uni/fleet", 5).expect("closed since");
+        assert_eq!(s.requeue_refused(20).expect("requeue"), 1, "only the issue still refused");
         let (due, _) = s.due(30, 10).expect("due");
         assert_eq!((due[0].number, due[0].source.as_str()), (4, "retry"));
         let t = Triaged {
