@@ -142,6 +142,29 @@ pub fn default_home() -> PathBuf {
 mod tests {
     use super::*;
 
+    /// Proves `policy` narrows the house policy of every harness built from the config (a
+    /// denied tool is E2001), and one that loosens the house's rules fails the build naming the field.
+    #[tokio::test]
+    async fn policy_narrows_every_harness_built_from_it() {
+        use crate::houses::{House, HousePolicy};
+        let mut narrowed = HousePolicy::default_for(House::Allegro);
+        narrowed.denied_tools.push("system_info".into());
+        let c = Config { policy: Some(narrowed), ..Config::default() };
+        let h = crate::Harness::builder().house(House::Allegro).config(c.clone()).build().expect("narrowing builds");
+        let e = h.execute("system_info", json!({})).await.expect_err("denied");
+        assert_eq!(e.code, ErrorCode::ToolNotAllowed);
+        assert!(crate::harness::check_policy(House::Allegro, c.policy.as_ref().expect("set")).is_ok());
+
+        let loose = HousePolicy { production_needs_approval: false, ..HousePolicy::default_for(House::Allegro) };
+        let c = Config { policy: Some(loose.clone()), ..Config::default() };
+        let e = crate::Harness::builder().house(House::Allegro).config(c).build().expect_err("loosening is refused");
+        assert_eq!(
+            (e.code, e.details["field"].clone()),
+            (ErrorCode::ConfigInvalid, json!("production_needs_approval"))
+        );
+        assert!(crate::harness::check_policy(House::Allegro, &loose).is_err());
+    }
+
     /// Proves the default config is valid and a zero concurrency limit is refused by field name.
     #[test]
     fn default_is_valid_and_bad_values_name_the_field() {
