@@ -5,14 +5,15 @@
 //!
 //! Each issue triaged shows the provenance ids of the harness calls that applied its plan
 //! (look them up with `uni-wizard audit show --session triage:<owner>/<repo>#<n>`); each plan
-//! the harness refused shows why: the code and message, and the refused call's provenance id.
+//! the harness did not apply shows why: `REFUSED` (policy or contract: tried again after a
+//! restart) or `FAILED` (being retried), the code and message, and the call's provenance id.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
 use serde_json::Value;
-use uni_wizard::{Config, Error, ErrorCode};
+use uni_wizard::{Config, Error, ErrorCategory, ErrorCode};
 
 use super::{exit_code, render};
 use crate::triage::store::Store;
@@ -119,12 +120,16 @@ fn print(v: &Value, as_json: bool) {
         );
     }
     for r in v["refusals"].as_array().into_iter().flatten() {
+        let code = r["code"].as_str().unwrap_or("");
+        // A policy or contract refusal waits for a restart; anything else is being retried.
+        let final_refusal = ErrorCode::parse(code)
+            .is_some_and(|c| matches!(c.category(), ErrorCategory::Policy | ErrorCategory::Contract));
         let _ = writeln!(
             out,
-            "  {}#{}  REFUSED {} {}  ({} times, provenance {})",
+            "  {}#{}  {} {code} {}  ({} times, provenance {})",
             r["repo"].as_str().unwrap_or(""),
             r["number"],
-            r["code"].as_str().unwrap_or(""),
+            if final_refusal { "REFUSED" } else { "FAILED" },
             r["message"].as_str().unwrap_or(""),
             r["times"],
             r["provenance_id"].as_str().unwrap_or("-")

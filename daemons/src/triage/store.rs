@@ -128,7 +128,8 @@ pub struct Triaged<'a> {
     pub provenance: &'a [String],
 }
 
-/// A plan the harness did not apply, and why.
+/// A plan the harness did not apply, and why: refused (policy, contract) or failed (kept until
+/// a plan for the issue applies, or the issue is closed or gone).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Refused {
     /// `owner/name`.
