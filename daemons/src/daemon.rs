@@ -162,8 +162,9 @@ fn build(live: &Live) -> Result<Node, Error> {
     let observer = bridge.as_ref().map(|(_, o)| o.clone() as Arc<dyn uni_wizard::Observer>);
     node.outbox = bridge.as_ref().map(|(b, _)| b.outbox());
 
-    let worker = if on(Role::Worker) {
-        let store = WorkerService::open_store(&config)?;
+    // One audit chain per node: the worker and triage append to this one store.
+    let audit = if on(Role::Worker) || on(Role::Triage) { Some(WorkerService::open_store(&config)?) } else { None };
+    let worker = if let (true, Some(store)) = (on(Role::Worker), audit.clone()) {
         let approver: Arc<dyn Approver> = match &config.worker.timmy_pubkey {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
@@ -209,8 +210,8 @@ fn build(live: &Live) -> Result<Node, Error> {
         node.grpc(SovereignServer::new(SovereignService::new(&config.sovereign, &config.home())?));
     }
 
-    if on(Role::Triage) {
-        let triage = Triage::new(live.clone(), peers.clone())?;
+    if let (true, Some(audit)) = (on(Role::Triage), audit) {
+        let triage = Triage::new(live.clone(), peers.clone(), audit)?;
         node.http.push(triage.routes());
         node.task(move |stop| triage.spawn(stop));
     }

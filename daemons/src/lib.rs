@@ -27,9 +27,6 @@ pub mod cli;
 pub mod config;
 pub mod conventions;
 pub mod daemon;
-/// The old name of [`config`], kept while branches that still say `crate::fleet` merge.
-#[doc(hidden)]
-pub use config as fleet;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;

@@ -137,10 +137,17 @@ pub const RULES: &str = "  rules:
 /// `server`; every worker can reach Gitea (the routed tasks call it). Blocking: call it from
 /// `tokio::task::block_in_place` inside a runtime.
 pub fn start_triage_fleet(server: &GiteaServer, poll_interval_ms: u64) -> Fleet {
+    start_triage_fleet_with(server, poll_interval_ms, "")
+}
+
+/// As [`start_triage_fleet`], with `allegro_library` (YAML lines indented four spaces, e.g. a
+/// `policy:` override) added to Allegro's `worker.library` section.
+pub fn start_triage_fleet_with(server: &GiteaServer, poll_interval_ms: u64, allegro_library: &str) -> Fleet {
     let (url, token, secret) = (server.url(), server.token().to_owned(), sample_secret());
     Fleet::start(&["allegro", "ezra", "bezalel"], &|house| {
         let mut extra = format!("    gitea: {{base_url: \"{url}\", token: \"{token}\"}}\n");
         if house == "allegro" {
+            extra.push_str(allegro_library);
             extra.push_str(&format!(
                 "roles: [router, health, worker, triage]\ntriage:\n  gitea: {{base_url: \"{url}\", token: \"{token}\"}}\n  \
                  webhook_secret: \"{secret}\"\n  bot_user: {BOT}\n  repos: [{OWNER}/{REPO}]\n  \

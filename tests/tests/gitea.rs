@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock};
 
 use serde_json::{Value, json};
-use uni_wizard::tools::gitea::{
+use uni_wizard::gitea::{
     CreateIssueOption, CreateLabelOption, CreatePullRequestOption, EditIssueOption, GiteaClient, GiteaConfig,
     IssueKind, IssueQuery, LabelRef, PullQuery, StateFilter,
 };
@@ -616,6 +616,66 @@ async fn tool_update_issue_failures() {
     let e = fails(&reader, "gitea_update_issue", json!({"number": n, "state": "closed"})).await;
     assert_eq!(e.code, ErrorCode::ConfigInvalid);
     assert_eq!(e.details["step"], "edit_issue");
+    assert_conformant(&server);
+}
+
+/// Proves `create_missing_labels` creates the added names the repository lacks (a dry run only reports them), and a repeat creates nothing.
+#[tokio::test]
+async fn tool_update_issue_creates_missing_labels_when_asked() {
+    let server = GiteaServer::start().await;
+    server.add_label(OWNER, REPO, "kind/bug", "ee0701");
+    let n = server.add_issue(OWNER, REPO, "crash", "", &[]);
+    let h = harness(&server);
+    let args = json!({
+        "number": n,
+        "add_labels": ["kind/bug", "house/ezra", "house/ezra"],
+        "create_missing_labels": {"color": "#C5DEF5", "description": "made by triage"}
+    });
+    let before = server.snapshot();
+    let dry = run_dry(&h, "gitea_update_issue", args.clone()).await;
+    assert_eq!(dry["changes"]["labels_created"], json!(["house/ezra"]));
+    assert_eq!(dry["changes"]["labels_added"], json!(["kind/bug", "house/ezra"]));
+    assert_eq!(dry["issue"]["labels"], json!(["kind/bug", "house/ezra"]));
+    assert_eq!(server.snapshot(), before, "a dry run creates no label");
+
+    let out = run(&h, "gitea_update_issue", args.clone()).await;
+    assert_eq!(out["changes"]["labels_created"], json!(["house/ezra"]));
+    let mut on_issue = server.labels(OWNER, REPO, n);
+    on_issue.sort();
+    assert_eq!(on_issue, vec!["house/ezra", "kind/bug"]);
+    let repo_labels = client(&server).list_labels(OWNER, REPO).await.expect("labels").items;
+    let made: Vec<&uni_wizard::gitea::Label> = repo_labels.iter().filter(|l| l.name == "house/ezra").collect();
+    assert_eq!(made.len(), 1, "{repo_labels:?}");
+    assert_eq!((made[0].color.as_str(), made[0].description.as_str()), ("c5def5", "made by triage"));
+
+    let again = run(&h, "gitea_update_issue", args).await;
+    assert_eq!((again["changed"].clone(), again["changes"]["labels_created"].clone()), (json!(false), json!([])));
+    let created = server
+        .exchanges()
+        .iter()
+        .filter(|e| e.request.method == "POST" && e.request.path.ends_with(&format!("/repos/{OWNER}/{REPO}/labels")))
+        .count();
+    assert_eq!(created, 1, "the label was created once");
+    assert_conformant(&server);
+}
+
+/// Proves a harness uses the Gitea client it is handed (no `gitea` config at all), and that an update's provenance record targets the issue.
+#[tokio::test]
+async fn harness_takes_a_gitea_client_and_update_targets_the_issue() {
+    let server = GiteaServer::start().await;
+    let n = server.add_issue(OWNER, REPO, "crash", "", &[]);
+    let gitea: Arc<dyn uni_wizard::gitea::Gitea> = Arc::new(client(&server));
+    let h = Harness::builder().house(House::Timmy).mode(Mode::Simple).gitea(gitea).build().expect("harness");
+    let listed = run(&h, "gitea_list_issues", json!({})).await;
+    assert_eq!(listed["count"], 1);
+    let outcome = h
+        .execute("gitea_update_issue", json!({"owner": OWNER, "repo": REPO, "number": n, "comment": "hi"}))
+        .await
+        .expect("update");
+    let record = h.provenance().get(&outcome.provenance_id).expect("recorded");
+    assert_eq!(record.target, format!("{OWNER}/{REPO}#{n}"));
+    assert_eq!(server.comments(OWNER, REPO, n), vec!["hi"]);
+    assert!(harness_with(None).execute("gitea_list_issues", json!({})).await.is_err(), "without a client: E4001");
     assert_conformant(&server);
 }
 

@@ -17,7 +17,9 @@ use uni_wizard_proto::v1::{
 use uni_wizard_tests::fleet::{Fleet, Node};
 use uni_wizard_tests::gitea_server::{BOT, GiteaServer, OWNER, REPO};
 use uni_wizard_tests::openapi::Spec;
-use uni_wizard_tests::webhooks::{Delivery, fresh_id, hmac_hex, sample_secret, start_triage_fleet};
+use uni_wizard_tests::webhooks::{
+    Delivery, fresh_id, hmac_hex, sample_secret, start_triage_fleet, start_triage_fleet_with,
+};
 use uni_wizard_tests::{cli, json_stdout, run};
 
 fn spec() -> &'static Spec {
@@ -270,6 +272,117 @@ async fn webhook_issue_is_triaged_and_routed_lost_one_polled_restart_retriages_n
     let o = run(c);
     assert_eq!(o.status.code(), Some(64), "no triage.db there");
     assert_eq!(json_stdout(&o)["error"]["code"], "E4002");
+    assert_conformant(&server);
+}
+
+/// Allegro's audit records of one session, as `uni-wizard audit show --json` lists them.
+fn audit_records(node: &Node, session: &str) -> Vec<Value> {
+    let mut c = cli(&node.home);
+    c.args(["audit", "show", "--json", "--session", session, "--db"]).arg(node.home.join("audit.db"));
+    let o = run(c);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    json_stdout(&o)["records"].as_array().cloned().unwrap_or_default()
+}
+
+/// `uni-wizard audit verify --json` of the node's audit chain.
+fn audit_verify(node: &Node) -> (Option<i32>, Value) {
+    let mut c = cli(&node.home);
+    c.args(["audit", "verify", "--json", "--db"]).arg(node.home.join("audit.db"));
+    let o = run(c);
+    (o.status.code(), json_stdout(&o))
+}
+
+/// Proves the Gitea writes triage makes for an issue are one `gitea_update_issue` record in Allegro's audit chain (target and session = the issue), linked from `triage --status`, with `audit verify` passing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triage_writes_are_allegro_audit_records_on_the_issue() {
+    let server = GiteaServer::start().await;
+    let (mut fleet, http) = start_polled(&server, 3_600_000).await;
+    let n = server.add_issue(OWNER, REPO, "App crashes on start", "panic at main.rs:1", &[]);
+    let d = Delivery::from_sample("issues-opened", n, "App crashes on start", "alice", &sample_secret());
+    assert_eq!(send(&http, &d).await.0, 202);
+    let r = until("triaged and routed", Duration::from_secs(15), async || {
+        row(&status(&http).await, n).filter(|r| r["task_state"] == "succeeded")
+    })
+    .await;
+    // What Gitea saw: labels created, added, the assignment and the comment (the routed task only reads).
+    let w = writes(&server);
+    let issue = format!("/api/v1/repos/{OWNER}/{REPO}/issues/{n}");
+    for expected in [
+        format!("POST /api/v1/repos/{OWNER}/{REPO}/labels"),
+        format!("POST {issue}/labels"),
+        format!("PATCH {issue}"),
+        format!("POST {issue}/comments"),
+    ] {
+        assert!(w.contains(&expected), "no {expected} in {w:?}");
+    }
+    let linked: Vec<String> =
+        r["provenance"].as_array().into_iter().flatten().filter_map(|p| p.as_str().map(str::to_owned)).collect();
+    assert_eq!(linked.len(), 1, "one call applied the plan: {r}");
+
+    let allegro = fleet.node("allegro");
+    let session = format!("triage:{OWNER}/{REPO}#{n}");
+    let records = audit_records(allegro, &session);
+    assert_eq!(records.len(), 1, "{records:?}");
+    let rec = &records[0];
+    assert_eq!(rec["id"], json!(linked[0]), "triage.db links the audit record");
+    assert_eq!(rec["tool"], "gitea_update_issue");
+    assert_eq!(rec["target"], format!("{OWNER}/{REPO}#{n}"));
+    assert_eq!(rec["session"], json!(session));
+    assert_eq!(rec["house"], "allegro");
+    assert_eq!((rec["ok"].clone(), rec["read_only"].clone()), (json!(true), json!(false)), "{rec}");
+    let (code, v) = audit_verify(allegro);
+    assert_eq!(code, Some(0), "{v}");
+    assert!(v["ok"] == json!(true) && v["verification"]["records"].as_u64().is_some_and(|c| c >= 1), "{v}");
+
+    let mut c = cli(&allegro.home);
+    c.args(["triage", "--status", "--home"]).arg(&allegro.home);
+    let text = String::from_utf8_lossy(&run(c).stdout).into_owned();
+    assert!(text.contains(&format!("provenance {}", linked[0])), "{text}");
+    assert_conformant(&server);
+}
+
+/// Proves that with a node policy denying Allegro `gitea_update_issue`, triage applies nothing (Gitea sees no write) and `triage --status` says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_denying_the_update_tool_applies_nothing_and_status_says_why() {
+    let server = GiteaServer::start().await;
+    let deny = "    policy: {allowed_categories: [system, git, network, file], denied_tools: [gitea_update_issue], \
+                production_needs_approval: true}\n";
+    let mut fleet = tokio::task::block_in_place(|| start_triage_fleet_with(&server, 3_600_000, deny));
+    let http = Http::of(fleet.node("allegro"));
+    let n = server.add_issue(OWNER, REPO, "App crashes on start", "panic at main.rs:1", &[]);
+    let d = Delivery::from_sample("issues-opened", n, "App crashes on start", "alice", &sample_secret());
+    assert_eq!(send(&http, &d).await.0, 202);
+    let s = until("the plan refused", Duration::from_secs(15), async || {
+        let s = status(&http).await;
+        (s["refused"] == 1 && s["queued"] == 0).then_some(s)
+    })
+    .await;
+    assert_eq!(writes(&server), Vec::<String>::new(), "triage wrote to Gitea");
+    assert!(server.comments(OWNER, REPO, n).is_empty() && labels_of(&server, n).is_empty());
+    assert_eq!((s["issues_triaged"].clone(), s["process"]["plans_refused"].clone()), (json!(0), json!(1)), "{s}");
+    let refusal = &s["refusals"][0];
+    assert_eq!((refusal["number"].clone(), refusal["code"].clone()), (json!(n), json!("E2001")), "{refusal}");
+    assert!(refusal["message"].as_str().is_some_and(|m| m.contains("may not use gitea_update_issue")), "{refusal}");
+
+    // The refused call is itself in Allegro's audit chain, and the chain holds.
+    let allegro = fleet.node("allegro");
+    let records = audit_records(allegro, &format!("triage:{OWNER}/{REPO}#{n}"));
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!((records[0]["ok"].clone(), records[0]["error_code"].clone()), (json!(false), json!("E2001")));
+    assert_eq!(records[0]["id"], refusal["provenance_id"]);
+    assert_eq!(audit_verify(allegro).0, Some(0));
+
+    // The operator's view says why.
+    let mut c = cli(&allegro.home);
+    c.args(["triage", "--status", "--config"]).arg(&allegro.config);
+    let o = run(c);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(text.contains("refused 1"), "{text}");
+    assert!(
+        text.contains(&format!("{OWNER}/{REPO}#{n}  REFUSED E2001 house allegro may not use gitea_update_issue")),
+        "{text}"
+    );
     assert_conformant(&server);
 }
 

@@ -42,9 +42,14 @@ pub struct Config {
     /// What the HTTP tools may reach, per house; a house without a list reaches nothing.
     pub egress: crate::tools::egress::EgressConfig,
     /// The Gitea server the Gitea tools talk to; without it they refuse with E4001.
-    pub gitea: Option<crate::tools::gitea::GiteaConfig>,
+    pub gitea: Option<crate::gitea::GiteaConfig>,
     /// Intelligent mode: pattern DB, predictions, adaptive policies.
     pub intelligence: crate::intelligence::IntelligenceConfig,
+    /// This node's house policy, narrowing the built-in one of SYSTEM.md §1 (e.g. more
+    /// `denied_tools`); `None` keeps the built-in one. A policy that loosens any rule is
+    /// refused when a harness is built, and by `uni-wizardd` when it loads the node config
+    /// ([`crate::harness::check_policy`]).
+    pub policy: Option<crate::policy::HousePolicy>,
 }
 
 impl Default for Config {
@@ -61,6 +66,7 @@ impl Default for Config {
             egress: crate::tools::egress::EgressConfig::default(),
             gitea: None,
             intelligence: crate::intelligence::IntelligenceConfig::default(),
+            policy: None,
         }
     }
 }
@@ -135,6 +141,30 @@ pub fn default_home() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Proves `policy` narrows the house policy of every harness built from the config (a
+    /// denied tool is E2001), and one that loosens the house's rules fails the build naming the field.
+    #[tokio::test]
+    async fn policy_narrows_every_harness_built_from_it() {
+        use crate::house::House;
+        use crate::policy::HousePolicy;
+        let mut narrowed = HousePolicy::default_for(House::Allegro);
+        narrowed.denied_tools.push("system_info".into());
+        let c = Config { policy: Some(narrowed), ..Config::default() };
+        let h = crate::Harness::builder().house(House::Allegro).config(c.clone()).build().expect("narrowing builds");
+        let e = h.execute("system_info", json!({})).await.expect_err("denied");
+        assert_eq!(e.code, ErrorCode::ToolNotAllowed);
+        assert!(crate::harness::check_policy(House::Allegro, c.policy.as_ref().expect("set")).is_ok());
+
+        let loose = HousePolicy { production_needs_approval: false, ..HousePolicy::default_for(House::Allegro) };
+        let c = Config { policy: Some(loose.clone()), ..Config::default() };
+        let e = crate::Harness::builder().house(House::Allegro).config(c).build().expect_err("loosening is refused");
+        assert_eq!(
+            (e.code, e.details["field"].clone()),
+            (ErrorCode::ConfigInvalid, json!("production_needs_approval"))
+        );
+        assert!(crate::harness::check_policy(House::Allegro, &loose).is_err());
+    }
 
     /// Proves the default config is valid and a zero concurrency limit is refused by field name.
     #[test]

@@ -152,6 +152,7 @@ pub struct HarnessBuilder {
     session: Option<String>,
     intelligence: Option<Arc<Intelligence>>,
     observer: Option<Arc<dyn Observer>>,
+    gitea: Option<Arc<dyn crate::gitea::Gitea>>,
 }
 
 impl std::fmt::Debug for HarnessBuilder {
@@ -204,8 +205,8 @@ impl HarnessBuilder {
         self
     }
 
-    /// Narrows the house's built-in policy. Only narrowing is accepted: a policy that would
-    /// loosen a rule of SYSTEM.md §1 is refused.
+    /// Narrows the house's built-in policy (default: `config.policy`, else the built-in one).
+    /// Only narrowing is accepted: a policy that would loosen a rule of SYSTEM.md §1 is refused.
     pub fn policy(mut self, policy: HousePolicy) -> Self {
         self.policy = Some(policy);
         self
@@ -230,6 +231,12 @@ impl HarnessBuilder {
         self
     }
 
+    /// The Gitea client the Gitea tools use (default: one built from `config.gitea`, else none).
+    pub fn gitea(mut self, gitea: Arc<dyn crate::gitea::Gitea>) -> Self {
+        self.gitea = Some(gitea);
+        self
+    }
+
     /// Builds the harness.
     ///
     /// # Errors
@@ -237,7 +244,7 @@ impl HarnessBuilder {
     pub fn build(self) -> Result<Harness> {
         self.config.validate()?;
         let base = HousePolicy::default_for(self.house);
-        let policy = match self.policy {
+        let policy = match self.policy.or_else(|| self.config.policy.clone()) {
             Some(p) => {
                 narrows(&base, &p)?;
                 p
@@ -248,9 +255,10 @@ impl HarnessBuilder {
         let mut env = ToolEnv::new(roots);
         env.git = self.config.git_binary.clone();
         env.egress = Arc::new(crate::tools::egress::Egress::for_house(&self.config.egress, self.house)?);
-        env.gitea = match &self.config.gitea {
-            Some(g) => Some(Arc::new(crate::tools::gitea::GiteaClient::new(g)?)),
-            None => None,
+        env.gitea = match (self.gitea, &self.config.gitea) {
+            (Some(g), _) => Some(g),
+            (None, Some(g)) => Some(Arc::new(crate::gitea::GiteaClient::new(g)?)),
+            (None, None) => None,
         };
         let registry = match self.registry {
             Some(r) => r,
@@ -309,6 +317,15 @@ fn executed(error: Option<ErrorCode>) -> bool {
         matches!(c.category(), Category::Execution)
             && !matches!(c, ErrorCode::PredictedFailure | ErrorCode::ProvenanceUnavailable)
     })
+}
+
+/// Checks that `policy` only narrows `house`'s built-in policy: what
+/// [`HarnessBuilder::policy`] and `Config::policy` accept.
+///
+/// # Errors
+/// E4001 naming the field (`denied_tools`, ...) that `policy` loosens.
+pub fn check_policy(house: House, policy: &HousePolicy) -> Result<()> {
+    narrows(&HousePolicy::default_for(house), policy)
 }
 
 fn narrows(base: &HousePolicy, p: &HousePolicy) -> Result<()> {
@@ -386,6 +403,7 @@ impl Harness {
             session: None,
             intelligence: None,
             observer: None,
+            gitea: None,
         }
     }
 

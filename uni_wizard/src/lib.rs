@@ -20,6 +20,8 @@
 //! - [`policy`]: the per-house policy of SYSTEM.md §1.
 //! - [`approval`]: the [`Approver`] trait; only Timmy approves; argument hashing and redaction.
 //! - [`tools`]: the [`Tool`](tools::Tool) trait, contracts, the registry, one module per tool.
+//! - [`gitea`]: the Gitea API client behind the [`Gitea`](gitea::Gitea) trait the Gitea tools
+//!   and the triage daemon use.
 //! - [`executor`]: the tower layers (limit, breaker, retry, timeout) and their order.
 //! - [`provenance`]: execution records and the ids policies cite.
 //! - [`intelligence`]: Intelligent mode: pattern DB, calibrated predictions, adaptive policies.
@@ -43,6 +45,7 @@ pub mod executor;
 pub mod future;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gitea;
 pub mod harness;
 pub mod hash;
 pub mod house;

@@ -2,13 +2,18 @@
 //! `triage.db` (`--home DIR`, else the `worker.library.home` of the node config `--config
 //! FILE`, else `$UNI_WIZARD_HOME`). Read-only: the store is opened read-only and never created,
 //! so it works beside the running daemon (WAL readers do not block its writer).
+//!
+//! Each issue triaged shows the provenance ids of the harness calls that applied its plan
+//! (look them up with `uni-wizard audit show --session triage:<owner>/<repo>#<n>`); each plan
+//! the harness did not apply shows why: `REFUSED` (policy or contract: tried again after a
+//! restart) or `FAILED` (being retried), the code and message, and the call's provenance id.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
 use serde_json::Value;
-use uni_wizard::{Config, Error, ErrorCode};
+use uni_wizard::{Config, Error, ErrorCategory, ErrorCode};
 
 use super::{exit_code, render};
 use crate::triage::store::Store;
@@ -57,7 +62,7 @@ pub fn status(a: &TriageArgs) -> Result<Value, Error> {
     }
     let home = match (&a.home, &a.config) {
         (Some(h), _) => h.clone(),
-        (None, Some(file)) => crate::fleet::DaemonConfig::load(file)?.worker.library.home_dir(),
+        (None, Some(file)) => crate::config::DaemonConfig::load(file)?.home(),
         (None, None) => Config::default().home_dir(),
     };
     let path = home.join("triage.db");
@@ -82,12 +87,13 @@ fn print(v: &Value, as_json: bool) {
     let n = |k: &str| v[k].as_i64().unwrap_or(0);
     let _ = writeln!(
         out,
-        "triage  {} issues triaged ({} applications)  queue {}  tasks pending {}  deliveries {}",
+        "triage  {} issues triaged ({} applications)  queue {}  tasks pending {}  deliveries {}  refused {}",
         n("issues_triaged"),
         n("applications"),
         n("queued"),
         n("tasks_pending"),
-        n("deliveries")
+        n("deliveries"),
+        n("refused")
     );
     for c in v["cursors"].as_array().into_iter().flatten() {
         let _ = writeln!(
@@ -98,16 +104,35 @@ fn print(v: &Value, as_json: bool) {
         );
     }
     for r in v["latest"].as_array().into_iter().flatten() {
+        let provenance: Vec<&str> =
+            r["provenance"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
         let _ = writeln!(
             out,
-            "  {}#{}  house {}  via {}  {} ms  task {} {}",
+            "  {}#{}  house {}  via {}  {} ms  task {} {}  provenance {}",
             r["repo"].as_str().unwrap_or(""),
             r["number"],
             r["house"].as_str().unwrap_or("-"),
             r["source"].as_str().unwrap_or(""),
             r["latency_ms"],
             r["task_state"].as_str().unwrap_or("-"),
-            r["task_id"].as_str().unwrap_or("")
+            r["task_id"].as_str().unwrap_or(""),
+            if provenance.is_empty() { "-".to_owned() } else { provenance.join(",") }
+        );
+    }
+    for r in v["refusals"].as_array().into_iter().flatten() {
+        let code = r["code"].as_str().unwrap_or("");
+        // A policy or contract refusal waits for a restart; anything else is being retried.
+        let final_refusal = ErrorCode::parse(code)
+            .is_some_and(|c| matches!(c.category(), ErrorCategory::Policy | ErrorCategory::Contract));
+        let _ = writeln!(
+            out,
+            "  {}#{}  {} {code} {}  ({} times, provenance {})",
+            r["repo"].as_str().unwrap_or(""),
+            r["number"],
+            if final_refusal { "REFUSED" } else { "FAILED" },
+            r["message"].as_str().unwrap_or(""),
+            r["times"],
+            r["provenance_id"].as_str().unwrap_or("-")
         );
     }
 }

@@ -483,6 +483,9 @@ impl DaemonConfig {
             Error::new(ErrorCode::ConfigInvalid, format!("field `{field}`: {}", e.message))
                 .with_details(json!({ "field": field }))
         })?;
+        if let Some(p) = &self.worker.library.policy {
+            uni_wizard::harness::check_policy(self.house, p).map_err(|e| in_field("worker.library.policy", e))?;
+        }
         Ok(())
     }
 

@@ -7,24 +7,35 @@
 //! A failure leaves the rows in the queue with a back-off (1 s doubling, at most 5 min) until
 //! `max_attempts`; an issue that no longer exists is dropped at once.
 //!
+//! Applying is one `gitea_update_issue` call through the node's [`Harness`](uni_wizard::Harness)
+//! per issue (labels, creating the missing ones; assignees; the comment), as the node's house,
+//! with the issue as the call's session (`triage:<owner>/<repo>#<n>`) and target
+//! (`<owner>/<repo>#<n>`): the house policy decides whether triage may, the breaker and retry
+//! apply, and the call is a record in the node's audit chain whose id is kept with the plan in
+//! `triage.db`. A refusal by the policy or the contract is recorded with its code and message
+//! and not tried again until the daemon restarts (a changed policy takes effect then); other
+//! failures back off as below.
+//!
 //! Applying is idempotent by construction: labels are added only when missing, assignees only
-//! when not all are there, and the comment carries a marker with the plan's fingerprint, so a
-//! crash between acting and recording repeats nothing visible when the issue is triaged again.
+//! when not all are there, and the comment carries a marker with the plan's fingerprint (the
+//! marker check is a read), so a crash between acting and recording repeats nothing visible
+//! when the issue is triaged again. A call that posts no comment converges, so it carries an
+//! idempotency key and the executor may retry it; one that posts a comment is never repeated
+//! by the executor (triage's own back-off re-reads the comments first).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Semaphore, watch};
-use uni_wizard::tools::gitea::{CreateLabelOption, EditIssueOption, LabelRef};
-use uni_wizard::{Error, ErrorCode, House};
+use uni_wizard::{Error, ErrorCategory, ErrorCode, House, Request};
 use uni_wizard_proto::v1;
 
 use super::rules::{Plan, house_label};
-use super::store::{TaskAnswer, Triaged, Work, now_ms};
+use super::store::{Refused, TaskAnswer, Triaged, Work, now_ms};
 use super::{Triage, blocking, split_repo};
 use crate::wire;
 
@@ -40,6 +51,9 @@ use crate::wire;
 /// records, so the worker's audit names the issue each task served.
 pub const TASK_TOOL: &str = "gitea_list_issues";
 
+/// The tool every Gitea write of triage is a call of.
+pub const APPLY_TOOL: &str = "gitea_update_issue";
+
 /// How one issue went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -49,11 +63,18 @@ pub enum Applied {
     Unchanged,
     /// Not an open issue (a pull request or closed): left alone.
     Skipped,
+    /// The harness refused the plan's call (policy or contract): recorded, not retried.
+    Refused,
 }
 
 /// The marker the bot's comment carries, naming the plan it belongs to.
 pub fn comment_marker(fingerprint: &str) -> String {
     format!("<!-- uni-wizard-triage {fingerprint} -->")
+}
+
+/// The session (and provenance scope) of every call made for an issue.
+pub fn session_of(repo: &str, number: u64) -> String {
+    format!("triage:{repo}#{number}")
 }
 
 /// The router idempotency key of an issue's task: repository, issue and plan fingerprint.
@@ -64,6 +85,7 @@ pub fn task_key(repo: &str, number: u64, fingerprint: &str) -> String {
 
 /// The queue worker; returns when `stop` turns true.
 pub async fn run(t: Triage, mut stop: watch::Receiver<bool>) {
+    requeue_refused(&t).await;
     resubmit_pending(&t).await;
     let settings = t.settings();
     let permits = Arc::new(Semaphore::new(settings.concurrency));
@@ -133,12 +155,14 @@ async fn work_one(t: &Triage, w: Work) {
             let counter = match applied {
                 Applied::Triaged => &t.counters().triaged,
                 Applied::Unchanged | Applied::Skipped => &t.counters().unchanged,
+                Applied::Refused => &t.counters().plans_refused,
             };
             counter.fetch_add(1, Ordering::Relaxed);
             let label = match applied {
                 Applied::Triaged => "triaged",
                 Applied::Unchanged => "unchanged",
                 Applied::Skipped => "skipped",
+                Applied::Refused => "refused",
             };
             metrics::counter!("uw_triage_issues_total", "result" => label).increment(1);
             let (repo, number, upto) = (w.repo.clone(), w.number, w.upto);
@@ -147,7 +171,7 @@ async fn work_one(t: &Triage, w: Work) {
         Err(e) if e.code == ErrorCode::NotFound => {
             error(t, "gitea", e);
             let (repo, number, upto) = (w.repo.clone(), w.number, w.upto);
-            blocking(move || store.done(&repo, number, upto)).await
+            blocking(move || store.done(&repo, number, upto).and_then(|()| store.forget_refused(&repo, number))).await
         }
         Err(e) => {
             error(t, "gitea", e);
@@ -167,16 +191,21 @@ async fn work_one(t: &Triage, w: Work) {
     }
 }
 
-/// Triages one issue: reads it, plans, applies the difference, records, routes.
+/// Triages one issue: reads it, plans, applies the difference through the harness, records
+/// (with the call's provenance id), routes. A plan the harness refuses by policy or contract
+/// is recorded with why, and answers [`Applied::Refused`].
 ///
 /// # Errors
-/// Gitea's errors (as the client maps them) and E4002 from the store.
+/// Gitea's errors (as the client maps them, reading directly or through the harness), the
+/// harness's other failures (an open breaker, a timeout), E4002 from the store.
 pub async fn triage_issue(t: &Triage, w: &Work) -> Result<Applied, Error> {
     let (owner, name) = split_repo(&w.repo)
         .ok_or_else(|| Error::new(ErrorCode::ConfigInvalid, format!("`{}` is not owner/name", w.repo)))?;
     let gitea = &t.inner.gitea;
     let issue = gitea.get_issue(owner, name, w.number).await?;
     if issue.is_pull() || issue.state != "open" {
+        let (store, repo, number) = (t.store().clone(), w.repo.clone(), w.number);
+        blocking(move || store.forget_refused(&repo, number)).await?;
         return Ok(Applied::Skipped);
     }
     let plan = t.rules().plan(&issue);
@@ -187,41 +216,28 @@ pub async fn triage_issue(t: &Triage, w: &Work) -> Result<Applied, Error> {
         return Ok(Applied::Unchanged);
     }
 
-    let have: BTreeSet<String> = issue.label_names().into_iter().collect();
-    let missing: Vec<String> = plan.labels.difference(&have).cloned().collect();
-    if !missing.is_empty() {
-        let ids = label_ids(t, owner, name, &missing).await?;
-        let refs: Vec<LabelRef> = ids.into_iter().map(LabelRef::Id).collect();
-        gitea.add_labels(owner, name, w.number, &refs).await?;
-        metrics::counter!("uw_triage_actions_total", "action" => "label").increment(missing.len() as u64);
-    }
-    let assigned: BTreeSet<String> = issue.assignee_logins().into_iter().collect();
-    if !plan.assignees.iter().all(|a| assigned.iter().any(|b| b.eq_ignore_ascii_case(a))) {
-        let all: Vec<String> = assigned.union(&plan.assignees).cloned().collect();
-        gitea
-            .edit_issue(owner, name, w.number, &EditIssueOption { assignees: Some(all), ..Default::default() })
-            .await?;
-        metrics::counter!("uw_triage_actions_total", "action" => "assign").increment(1);
-    }
-    if let Some(text) = &plan.comment {
-        let marker = comment_marker(&fingerprint);
-        let posted = issue.comments > 0
-            && gitea.list_comments(owner, name, w.number).await?.iter().any(|c| c.body.contains(&marker));
-        if !posted {
-            gitea.create_comment(owner, name, w.number, &format!("{text}\n\n{marker}")).await?;
-            metrics::counter!("uw_triage_actions_total", "action" => "comment").increment(1);
-        }
-    }
+    let args = apply_args(t, owner, name, &issue, &plan, &fingerprint).await?;
+    let provenance = match args {
+        None => vec![],
+        Some(args) => match apply(t, w, &fingerprint, args).await {
+            Ok(id) => vec![id],
+            Err(e) => return refused(t, w, &plan, &fingerprint, e).await,
+        },
+    };
     let latency_ms = (now_ms() - w.received_ms).max(0);
-    metrics::histogram!("uw_triage_latency_seconds", "source" => if w.source == "poll" { "poll" } else { "webhook" })
-        .record(latency_ms as f64 / 1000.0);
+    let source = match w.source.as_str() {
+        "poll" => "poll",
+        "webhook" => "webhook",
+        _ => "retry",
+    };
+    metrics::histogram!("uw_triage_latency_seconds", "source" => source).record(latency_ms as f64 / 1000.0);
 
     let key = plan.house.map(|_| task_key(&w.repo, w.number, &fingerprint));
     let plan_json = serde_json::to_value(&plan).unwrap_or_default();
     {
         let store = t.store().clone();
-        let (repo, source, fp, key, plan_json) =
-            (w.repo.clone(), w.source.clone(), fingerprint.clone(), key.clone(), plan_json.clone());
+        let (repo, source, fp, key, plan_json, provenance) =
+            (w.repo.clone(), w.source.clone(), fingerprint.clone(), key.clone(), plan_json.clone(), provenance.clone());
         let house = plan.house.map(|h| h.as_str());
         blocking(move || {
             store.record_triaged(
@@ -234,13 +250,14 @@ pub async fn triage_issue(t: &Triage, w: &Work) -> Result<Applied, Error> {
                     source: &source,
                     latency_ms,
                     task_key: key.as_deref(),
+                    provenance: &provenance,
                 },
                 now_ms(),
             )
         })
         .await?;
     }
-    tracing::info!(repo = %w.repo, number, fingerprint = %fingerprint, house = ?plan.house, rules = ?plan.rules, latency_ms, "triaged");
+    tracing::info!(repo = %w.repo, number, fingerprint = %fingerprint, house = ?plan.house, rules = ?plan.rules, provenance = ?provenance, latency_ms, "triaged");
     if let Some(key) = key {
         let (t, repo) = (t.clone(), w.repo.clone());
         tokio::spawn(async move { route(&t, &repo, number, &key, &plan).await });
@@ -248,32 +265,122 @@ pub async fn triage_issue(t: &Triage, w: &Work) -> Result<Applied, Error> {
     Ok(Applied::Triaged)
 }
 
-/// The ids of `names` in the repository, creating the labels that do not exist.
-async fn label_ids(t: &Triage, owner: &str, name: &str, names: &[String]) -> Result<Vec<i64>, Error> {
-    let repo = format!("{owner}/{name}");
-    let mut cache = t.inner.labels.lock().await;
-    let known = cache.entry(repo).or_default();
-    if names.iter().any(|n| !known.contains_key(n)) {
-        let listed = t.inner.gitea.list_labels(owner, name).await?;
-        known.clear();
-        known.extend(listed.items.into_iter().map(|l| (l.name, l.id)));
+/// The arguments of the plan's `gitea_update_issue` call: the labels the issue lacks (created
+/// when the repository lacks them), the assignees when not all are there (the call replaces
+/// the set, so the ones already there are kept), the comment unless its marker is already
+/// posted. `None` when Gitea already shows everything the plan wants.
+///
+/// # Errors
+/// Gitea's errors reading the comments.
+async fn apply_args(
+    t: &Triage,
+    owner: &str,
+    name: &str,
+    issue: &uni_wizard::gitea::Issue,
+    plan: &Plan,
+    fingerprint: &str,
+) -> Result<Option<Value>, Error> {
+    let mut args = json!({ "owner": owner, "repo": name, "number": issue.number });
+    let have: BTreeSet<String> = issue.label_names().into_iter().collect();
+    let missing: Vec<&String> = plan.labels.difference(&have).collect();
+    if !missing.is_empty() {
+        args["add_labels"] = json!(missing);
+        args["create_missing_labels"] = json!({ "color": t.settings().label_color });
     }
-    let color = format!("#{}", t.settings().label_color);
-    let mut ids = Vec::with_capacity(names.len());
-    for n in names {
-        let id = match known.get(n) {
-            Some(id) => *id,
-            None => {
-                let opt = CreateLabelOption { name: n.clone(), color: color.clone(), ..Default::default() };
-                let label = t.inner.gitea.create_label(owner, name, &opt).await?;
-                metrics::counter!("uw_triage_actions_total", "action" => "label_create").increment(1);
-                known.insert(label.name.clone(), label.id);
-                label.id
-            }
-        };
-        ids.push(id);
+    let assigned: BTreeSet<String> = issue.assignee_logins().into_iter().collect();
+    if !plan.assignees.iter().all(|a| assigned.iter().any(|b| b.eq_ignore_ascii_case(a))) {
+        let all: Vec<&String> = assigned.union(&plan.assignees).collect();
+        args["assignees"] = json!(all);
     }
-    Ok(ids)
+    if let Some(text) = &plan.comment {
+        let marker = comment_marker(fingerprint);
+        let posted = issue.comments > 0
+            && t.inner.gitea.list_comments(owner, name, issue.number).await?.iter().any(|c| c.body.contains(&marker));
+        if !posted {
+            args["comment"] = json!(format!("{text}\n\n{marker}"));
+        }
+    }
+    let changes = ["add_labels", "assignees", "comment"].iter().any(|k| args.get(k).is_some());
+    Ok(changes.then_some(args))
+}
+
+/// Runs the plan's call through the harness; returns its provenance id.
+///
+/// Held meanwhile, when the call may create labels: the set of label names known to exist, so
+/// two issues never create the same label at once (Gitea would keep both).
+///
+/// # Errors
+/// Whatever the harness answers: a policy or contract refusal, Gitea's errors, an open breaker.
+async fn apply(t: &Triage, w: &Work, fingerprint: &str, args: Value) -> Result<String, Error> {
+    let wanted: Vec<String> =
+        args["add_labels"].as_array().into_iter().flatten().filter_map(|l| l.as_str().map(str::to_owned)).collect();
+    let mut held = Some(t.inner.labels.lock().await);
+    let creates =
+        held.as_ref().is_some_and(|known| wanted.iter().any(|l| !known.get(&w.repo).is_some_and(|k| k.contains(l))));
+    if !creates {
+        held = None;
+    }
+    let mut req = Request::new(APPLY_TOOL, args);
+    req.session = Some(session_of(&w.repo, w.number));
+    if req.args.get("comment").is_none() {
+        // Without a comment the call converges: safe for the executor to repeat.
+        req.idempotency_key = Some(format!("{}-apply", task_key(&w.repo, w.number, fingerprint)));
+    }
+    let outcome = t.inner.harness.execute_request(req).await?;
+    let mut known = match held {
+        Some(g) => g,
+        None => t.inner.labels.lock().await,
+    };
+    known.entry(w.repo.clone()).or_default().extend(wanted);
+    drop(known);
+    let changes = &outcome.output["changes"];
+    let count = |k: &str| changes[k].as_array().map_or(0, Vec::len) as u64;
+    metrics::counter!("uw_triage_actions_total", "action" => "label_create").increment(count("labels_created"));
+    metrics::counter!("uw_triage_actions_total", "action" => "label").increment(count("labels_added"));
+    if !changes["assignees"].is_null() {
+        metrics::counter!("uw_triage_actions_total", "action" => "assign").increment(1);
+    }
+    if changes["comment"] == json!(true) {
+        metrics::counter!("uw_triage_actions_total", "action" => "comment").increment(1);
+    }
+    Ok(outcome.provenance_id)
+}
+
+/// Records why the harness did not apply a plan. A refusal by the policy or the contract will
+/// not pass by itself: the issue leaves the queue as [`Applied::Refused`] (a restart queues it
+/// again). Anything else is returned, to back off and try again.
+///
+/// # Errors
+/// `e` when it may pass; E4002 from the store.
+async fn refused(t: &Triage, w: &Work, plan: &Plan, fingerprint: &str, e: Error) -> Result<Applied, Error> {
+    let store = t.store().clone();
+    let row = Refused {
+        repo: w.repo.clone(),
+        number: w.number,
+        fingerprint: fingerprint.to_owned(),
+        plan: serde_json::to_value(plan).unwrap_or_default(),
+        code: e.code.as_str().to_owned(),
+        message: e.message.clone(),
+        provenance_id: e.request_id.clone(),
+    };
+    blocking(move || store.record_refused(&row, now_ms())).await?;
+    if matches!(e.code.category(), ErrorCategory::Policy | ErrorCategory::Contract) {
+        metrics::counter!("uw_triage_errors_total", "stage" => "refused").increment(1);
+        tracing::warn!(repo = %w.repo, number = w.number, code = e.code.as_str(), error = %e.message, "the harness refused the triage plan");
+        return Ok(Applied::Refused);
+    }
+    Err(e)
+}
+
+/// Queues again every issue whose plan was refused before this start (a policy may have
+/// changed since).
+async fn requeue_refused(t: &Triage) {
+    let store = t.store().clone();
+    match blocking(move || store.requeue_refused(now_ms())).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(issues = n, "triage plans refused before this start are queued again"),
+        Err(e) => error(t, "store", &e),
+    }
 }
 
 /// Submits the issue's task to the router and records the answer. A router that cannot be

@@ -9,17 +9,33 @@
 //! - [`poll`]: the polling loop, for deliveries that were lost or never sent: a persisted
 //!   `since` cursor per repository, every page, `type=issues`.
 //! - [`rules`]: the YAML rules and the pure decision of what an issue should look like.
-//! - [`engine`]: the queue worker that compares the plan with Gitea and applies the difference,
-//!   and the router submission.
-//! - [`store`]: `<home>/triage.db` (SQLite): deliveries, queue, issues triaged, cursors.
+//! - [`engine`]: the queue worker that compares the plan with Gitea and applies the difference
+//!   through the node's harness, and the router submission.
+//! - [`store`]: `<home>/triage.db` (SQLite): deliveries, queue, issues triaged (with the
+//!   provenance ids of the writes that applied each plan), plans refused, cursors.
 //!
 //! # Flow
 //!
 //! ```text
-//! webhook ─┐                                   ┌─> labels (created when missing), assignees, comment
-//!          ├─> queue (triage.db) ─> engine ─> plan vs Gitea ─┤
-//! poll ────┘                                   └─> Router Submit (idempotency key from the plan)
+//! webhook ─┐                                    reads (issue, comments): the Gitea client
+//!          ├─> queue (triage.db) ─> engine ─> plan vs Gitea ─┬─> Harness::execute_request, as this
+//! poll ────┘                                                 │   node's house (Allegro):
+//!                                                            │   gitea_update_issue, one call per
+//!                                                            │   issue: labels (created when
+//!                                                            │   missing), assignees, comment;
+//!                                                            │   session and target = the issue;
+//!                                                            │   policy, breaker, retry, and a
+//!                                                            │   record in <home>/audit.db
+//!                                                            └─> Router Submit (idempotency key
+//!                                                                from the plan)
 //! ```
+//!
+//! Triage changes Gitea only through the harness, like every other caller: the node's house
+//! policy (built-in, narrowed by `worker.library.policy`) decides whether it may, and each write
+//! is a record in the node's one audit chain (the same `AuditStore` the worker appends to, so
+//! `uni-wizard audit verify` covers both). The provenance id of each applied plan's call is kept
+//! in `triage.db`; a plan the harness refuses is kept there too, with the code and message, and
+//! `uni-wizard triage --status` shows both.
 //!
 //! Every issue triaged is recorded with the fingerprint of its plan. The same plan is never
 //! applied twice: a redelivery, a poll that sees the issue again, a restart, or the webhooks the
@@ -32,15 +48,16 @@ pub mod rules;
 pub mod store;
 pub mod webhook;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{Notify, watch};
-use uni_wizard::tools::gitea::{GiteaClient, GiteaConfig, is_valid_name};
-use uni_wizard::{Error, ErrorCode, House};
+use uni_wizard::audit::AuditStore;
+use uni_wizard::gitea::{Gitea, GiteaClient, GiteaConfig, is_valid_name};
+use uni_wizard::{Error, ErrorCode, Harness, House, Mode};
 
 use crate::config::{DaemonConfig, Secret};
 use crate::live::Live;
@@ -178,6 +195,8 @@ pub struct Counters {
     pub refused: AtomicU64,
     /// Issues whose plan was applied.
     pub triaged: AtomicU64,
+    /// Issues whose plan the harness refused (policy, contract): not tried again until a restart.
+    pub plans_refused: AtomicU64,
     /// Issues looked at whose plan was already applied.
     pub unchanged: AtomicU64,
     /// Failures (Gitea, router, store).
@@ -193,6 +212,7 @@ impl Counters {
             "webhooks_ignored": g(&self.ignored),
             "webhooks_refused": g(&self.refused),
             "triaged": g(&self.triaged),
+            "plans_refused": g(&self.plans_refused),
             "unchanged": g(&self.unchanged),
             "errors": g(&self.errors),
         })
@@ -209,15 +229,19 @@ struct Inner {
     live: Live,
     peers: Peers,
     store: Arc<Store>,
-    gitea: GiteaClient,
+    /// Reads (the issue, its comments, polling). Writes go through `harness`.
+    gitea: Arc<dyn Gitea>,
+    /// The node's house, full executor stack, provenance in the node's audit store.
+    harness: Harness,
     /// The config the daemon started with; used when a reload drops the section.
     initial: TriageConfig,
     /// Rules compiled from the config they came from (recompiled after a reload).
     rules: Mutex<(Arc<DaemonConfig>, Arc<Rules>)>,
     /// Wakes the queue worker.
     notify: Notify,
-    /// Label name -> id per repository; also serialises label creation.
-    labels: tokio::sync::Mutex<HashMap<String, HashMap<String, i64>>>,
+    /// Label names known to exist, per repository; held while a call may create labels, so
+    /// two issues never create the same label twice.
+    labels: tokio::sync::Mutex<HashMap<String, HashSet<String>>>,
     counters: Counters,
 }
 
@@ -229,26 +253,44 @@ impl std::fmt::Debug for Triage {
 
 impl Triage {
     /// Builds the daemon for the node `live` describes: opens `<home>/triage.db`, builds the
-    /// Gitea client and compiles the rules. Nothing is sent until [`Triage::spawn`].
+    /// Gitea client, the harness its writes go through, and compiles the rules. Nothing is sent
+    /// until [`Triage::spawn`].
+    ///
+    /// The harness runs as the node's house in Intelligent mode (the whole executor stack:
+    /// limit, breaker, retry, timeout; no predictions, the pattern DB is the worker's) under
+    /// the node's house policy (`worker.library.policy` narrows it), with the triage Gitea
+    /// client, and records every call in `audit`: the node's one audit store, shared with the
+    /// worker (a second `AuditStore` on the same file would fork the chain).
     ///
     /// # Errors
-    /// E4001 without a `triage:` section or with an unusable Gitea config; E4002 when the
-    /// store cannot be opened.
-    pub fn new(live: Live, peers: Peers) -> Result<Triage, Error> {
+    /// E4001 without a `triage:` section, with an unusable Gitea config or a loosened policy;
+    /// E4002 when the store cannot be opened.
+    pub fn new(live: Live, peers: Peers, audit: Arc<AuditStore>) -> Result<Triage, Error> {
         let config = live.get();
         let t = config
             .triage
             .clone()
             .ok_or_else(|| Error::new(ErrorCode::ConfigInvalid, "the triage role needs a `triage:` section"))?;
-        let store = Arc::new(Store::open(&config.worker.library.home_dir().join("triage.db"))?);
-        let gitea = GiteaClient::new(&t.gitea)?;
+        let store = Arc::new(Store::open(&config.home().join("triage.db"))?);
+        let gitea: Arc<dyn Gitea> = Arc::new(GiteaClient::new(&t.gitea)?);
         let rules = Rules::compile(&t.rules, t.house_labels).map_err(|e| field_error("triage", e))?;
+        let mut library = config.worker.library.clone();
+        library.node = Some(config.node_name());
+        library.intelligence.enabled = false;
+        let harness = Harness::builder()
+            .house(config.house)
+            .mode(Mode::Intelligent)
+            .config(library)
+            .provenance(audit)
+            .gitea(gitea.clone())
+            .build()?;
         Ok(Triage {
             inner: Arc::new(Inner {
                 live,
                 peers,
                 store,
                 gitea,
+                harness,
                 initial: t,
                 rules: Mutex::new((config, Arc::new(rules))),
                 notify: Notify::new(),
@@ -376,6 +418,22 @@ houses:
         let short = format!("{NODE}{}", TRIAGE.replace("a-webhook-secret-0123", "short"));
         assert_eq!(field(&short), "triage.webhook_secret");
         assert!(parse(&format!("{NODE}{TRIAGE}  colour: red\n")).is_err(), "unknown field");
+    }
+
+    /// Proves a node's `worker.library.policy` loads when it narrows the house's built-in policy
+    /// and is refused at load, naming the field, when it loosens it.
+    #[test]
+    fn policy_override_may_only_narrow() {
+        let with = |policy: &str| format!("{NODE}worker:\n  library:\n    policy: {policy}\n{TRIAGE}");
+        let narrowed = "{allowed_categories: [system, git, network, file], denied_tools: [gitea_update_issue], \
+                        production_needs_approval: true}";
+        let c = parse(&with(narrowed)).expect("narrowing is accepted");
+        let p = c.worker.library.policy.as_ref().expect("policy");
+        assert_eq!(p.denied_tools, vec!["gitea_update_issue"]);
+        let loosened = "{allowed_categories: [system, git, network, file], production_needs_approval: false}";
+        let e = parse(&with(loosened)).expect_err("loosening is refused");
+        assert_eq!(e.details["field"], "worker.library.policy.production_needs_approval", "{e:?}");
+        assert!(parse(&with("{allowed_categories: [file], colour: red}")).is_err(), "unknown fields are refused");
     }
 
     /// Proves a triage concurrency the engine's semaphore cannot hold is refused at load, not

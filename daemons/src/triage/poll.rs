@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use uni_wizard::Error;
-use uni_wizard::tools::gitea::{IssueKind, IssueQuery, MAX_PAGE_SIZE, StateFilter};
+use uni_wizard::gitea::{IssueKind, IssueQuery, MAX_PAGE_SIZE, StateFilter};
 
 use super::store::now_ms;
 use super::{Triage, blocking, split_repo};

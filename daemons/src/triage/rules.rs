@@ -20,7 +20,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uni_wizard::House;
-use uni_wizard::tools::gitea::Issue;
+use uni_wizard::gitea::Issue;
 
 /// One rule as written under `triage.rules`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -319,7 +319,7 @@ fn render(template: &str, plan: &Plan, issue: &Issue) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use uni_wizard::tools::gitea::{Label, User};
+    use uni_wizard::gitea::{Label, User};
 
     fn issue(title: &str, body: &str, labels: &[&str]) -> Issue {
         Issue {

@@ -1,5 +1,11 @@
 //! The triage state in SQLite at `<home>/triage.db`: deliveries seen, the work queue, the
-//! issues triaged (with the fingerprint of what was applied), and the polling cursors.
+//! issues triaged (with the fingerprint of what was applied and the provenance ids of the
+//! harness calls that applied it), the plans the harness refused (code, message, provenance
+//! id), and the polling cursors.
+//!
+//! Schema version 2 (`PRAGMA user_version`). A version-1 store (before triage wrote through
+//! the harness) is migrated when opened: `triaged` gains its `provenance` column (`NULL` for
+//! the rows from before, which no harness call applied) and `refused` is created.
 //!
 //! WAL with `synchronous=FULL`: a webhook is answered only after its queue row is on disk, so
 //! an accepted delivery survives a crash. One `Mutex<Connection>`; every call holds it for a
@@ -48,6 +54,19 @@ CREATE TABLE IF NOT EXISTS triaged (
   task_state TEXT,
   task_house TEXT,
   task_error TEXT,
+  provenance TEXT,
+  PRIMARY KEY (repo, number)
+);
+CREATE TABLE IF NOT EXISTS refused (
+  repo TEXT NOT NULL,
+  number INTEGER NOT NULL,
+  fingerprint TEXT NOT NULL,
+  plan TEXT NOT NULL,
+  code TEXT NOT NULL,
+  message TEXT NOT NULL,
+  provenance_id TEXT,
+  refused_ms INTEGER NOT NULL,
+  times INTEGER NOT NULL DEFAULT 1,
   PRIMARY KEY (repo, number)
 );
 CREATE TABLE IF NOT EXISTS cursors (
@@ -55,8 +74,10 @@ CREATE TABLE IF NOT EXISTS cursors (
   since TEXT,
   polled_ms INTEGER NOT NULL
 );
-PRAGMA user_version = 1;
 ";
+
+/// The schema version this code writes.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Deliveries are remembered this long for deduplication.
 pub const DELIVERY_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -102,6 +123,29 @@ pub struct Triaged<'a> {
     pub latency_ms: i64,
     /// The router task's idempotency key, when there is a task.
     pub task_key: Option<&'a str>,
+    /// The provenance ids of the harness calls that applied the plan (empty when Gitea
+    /// already showed it).
+    pub provenance: &'a [String],
+}
+
+/// A plan the harness did not apply, and why: refused (policy, contract) or failed (kept until
+/// a plan for the issue applies, or the issue is closed or gone).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    /// `owner/name`.
+    pub repo: String,
+    /// The issue number.
+    pub number: u64,
+    /// The plan's fingerprint.
+    pub fingerprint: String,
+    /// The plan as JSON.
+    pub plan: Value,
+    /// The error code, e.g. `E2001`.
+    pub code: String,
+    /// The error's message.
+    pub message: String,
+    /// The provenance id of the refused call (its record in the audit chain), when it has one.
+    pub provenance_id: Option<String>,
 }
 
 /// What the router answered for a task.
@@ -141,6 +185,17 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Brings a store of an older schema to [`SCHEMA_VERSION`] (the tables `SCHEMA` creates exist
+/// by now; only columns added to existing tables are left).
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has_provenance =
+        conn.prepare("SELECT 1 FROM pragma_table_info('triaged') WHERE name = 'provenance'")?.exists([])?;
+    if !has_provenance {
+        conn.execute_batch("ALTER TABLE triaged ADD COLUMN provenance TEXT")?;
+    }
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+}
+
 /// An issue number as SQLite stores it.
 fn sql(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -170,6 +225,7 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(db_error)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(db_error)?;
         conn.execute_batch(SCHEMA).map_err(db_error)?;
+        migrate(&conn).map_err(db_error)?;
         let cutoff = now_ms() - i64::try_from(DELIVERY_RETENTION.as_millis()).unwrap_or(i64::MAX);
         conn.execute("DELETE FROM deliveries WHERE received_ms < ?1", params![cutoff]).map_err(db_error)?;
         Ok(Store { conn: Mutex::new(conn) })
@@ -358,30 +414,94 @@ impl Store {
     ///
     /// # Errors
     /// E4002 when the write fails.
+    /// A refusal recorded for the issue before is cleared: its plan (or a newer one) applied.
+    ///
+    /// # Errors
+    /// E4002 when the write fails.
     pub fn record_triaged(&self, t: &Triaged<'_>, now: i64) -> Result<(), Error> {
         let state = t.task_key.map(|_| "pending");
+        let provenance = serde_json::to_string(t.provenance).unwrap_or_else(|_| "[]".into());
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db_error)?;
+        tx.execute(
+            "INSERT INTO triaged (repo, number, fingerprint, plan, house, source, triaged_ms, latency_ms, task_key, task_id, task_state, task_error, provenance)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10, NULL, ?11)
+             ON CONFLICT (repo, number) DO UPDATE SET fingerprint = excluded.fingerprint, plan = excluded.plan,
+               house = excluded.house, source = excluded.source, triaged_ms = excluded.triaged_ms,
+               latency_ms = excluded.latency_ms, times = triaged.times + 1, task_key = excluded.task_key,
+               task_id = NULL, task_state = excluded.task_state, task_house = NULL, task_error = NULL,
+               provenance = excluded.provenance",
+            params![
+                t.repo,
+                sql(t.number),
+                t.fingerprint,
+                t.plan.to_string(),
+                t.house,
+                t.source,
+                now,
+                t.latency_ms,
+                t.task_key,
+                state,
+                provenance
+            ],
+        )
+        .map_err(db_error)?;
+        tx.execute("DELETE FROM refused WHERE repo = ?1 AND number = ?2", params![t.repo, sql(t.number)])
+            .map_err(db_error)?;
+        tx.commit().map_err(db_error)
+    }
+
+    /// Records that the harness refused an issue's plan (replacing an earlier refusal of it,
+    /// counting the times).
+    ///
+    /// # Errors
+    /// E4002 when the write fails.
+    pub fn record_refused(&self, r: &Refused, now: i64) -> Result<(), Error> {
         self.conn()
             .execute(
-                "INSERT INTO triaged (repo, number, fingerprint, plan, house, source, triaged_ms, latency_ms, task_key, task_id, task_state, task_error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10, NULL)
+                "INSERT INTO refused (repo, number, fingerprint, plan, code, message, provenance_id, refused_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (repo, number) DO UPDATE SET fingerprint = excluded.fingerprint, plan = excluded.plan,
-                   house = excluded.house, source = excluded.source, triaged_ms = excluded.triaged_ms,
-                   latency_ms = excluded.latency_ms, times = triaged.times + 1, task_key = excluded.task_key,
-                   task_id = NULL, task_state = excluded.task_state, task_house = NULL, task_error = NULL",
+                   code = excluded.code, message = excluded.message, provenance_id = excluded.provenance_id,
+                   refused_ms = excluded.refused_ms, times = refused.times + 1",
                 params![
-                    t.repo,
-                    sql(t.number),
-                    t.fingerprint,
-                    t.plan.to_string(),
-                    t.house,
-                    t.source,
-                    now,
-                    t.latency_ms,
-                    t.task_key,
-                    state
+                    r.repo,
+                    sql(r.number),
+                    r.fingerprint,
+                    r.plan.to_string(),
+                    r.code,
+                    r.message,
+                    r.provenance_id,
+                    now
                 ],
             )
             .map(|_| ())
+            .map_err(db_error)
+    }
+
+    /// Forgets the refusal of an issue that is gone or no longer open: there is nothing left
+    /// to apply, so a restart should not queue it again.
+    ///
+    /// # Errors
+    /// E4002 when the write fails.
+    pub fn forget_refused(&self, repo: &str, number: u64) -> Result<(), Error> {
+        self.conn()
+            .execute("DELETE FROM refused WHERE repo = ?1 AND number = ?2", params![repo, sql(number)])
+            .map(|_| ())
+            .map_err(db_error)
+    }
+
+    /// Queues every issue with a refused plan again (at start: the policy may have changed);
+    /// returns how many. The refusals stay until a plan applies.
+    ///
+    /// # Errors
+    /// E4002 when the write fails.
+    pub fn requeue_refused(&self, now: i64) -> Result<usize, Error> {
+        self.conn()
+            .execute(
+                "INSERT INTO queue (repo, number, source, received_ms) SELECT repo, number, 'retry', ?1 FROM refused",
+                params![now],
+            )
             .map_err(db_error)
     }
 
@@ -444,6 +564,19 @@ impl Store {
             task_state: Option<String>,
             task_house: Option<String>,
             task_error: Option<String>,
+            provenance: Option<Vec<String>>,
+            plan: Value,
+        }
+        #[derive(Serialize)]
+        struct RefusedRow {
+            repo: String,
+            number: u64,
+            fingerprint: String,
+            code: String,
+            message: String,
+            provenance_id: Option<String>,
+            refused_ms: i64,
+            times: i64,
             plan: Value,
         }
         let conn = self.conn();
@@ -453,9 +586,10 @@ impl Store {
         let queued = count("SELECT COUNT(DISTINCT repo || '#' || number) FROM queue")?;
         let deliveries = count("SELECT COUNT(*) FROM deliveries")?;
         let tasks_pending = count("SELECT COUNT(*) FROM triaged WHERE task_state = 'pending'")?;
+        let refused = count("SELECT COUNT(*) FROM refused")?;
         let mut stmt = conn
             .prepare_cached(
-                "SELECT repo, number, fingerprint, house, source, triaged_ms, latency_ms, times, task_id, task_state, task_house, task_error, plan
+                "SELECT repo, number, fingerprint, house, source, triaged_ms, latency_ms, times, task_id, task_state, task_house, task_error, plan, provenance
                  FROM triaged ORDER BY triaged_ms DESC, number DESC LIMIT ?1",
             )
             .map_err(db_error)?;
@@ -475,6 +609,31 @@ impl Store {
                     task_state: r.get(9)?,
                     task_house: r.get(10)?,
                     task_error: r.get(11)?,
+                    provenance: r.get::<_, Option<String>>(13)?.and_then(|p| serde_json::from_str(&p).ok()),
+                    plan: serde_json::from_str(&plan).unwrap_or(Value::Null),
+                })
+            })
+            .map_err(db_error)?
+            .collect::<Result<_, _>>()
+            .map_err(db_error)?;
+        let mut rstmt = conn
+            .prepare_cached(
+                "SELECT repo, number, fingerprint, code, message, provenance_id, refused_ms, times, plan
+                 FROM refused ORDER BY refused_ms DESC, number DESC LIMIT ?1",
+            )
+            .map_err(db_error)?;
+        let refusals: Vec<RefusedRow> = rstmt
+            .query_map(params![i64::try_from(latest).unwrap_or(i64::MAX)], |r| {
+                let plan: String = r.get(8)?;
+                Ok(RefusedRow {
+                    repo: r.get(0)?,
+                    number: num(r.get(1)?),
+                    fingerprint: r.get(2)?,
+                    code: r.get(3)?,
+                    message: r.get(4)?,
+                    provenance_id: r.get(5)?,
+                    refused_ms: r.get(6)?,
+                    times: r.get(7)?,
                     plan: serde_json::from_str(&plan).unwrap_or(Value::Null),
                 })
             })
@@ -496,8 +655,10 @@ impl Store {
             "queued": queued,
             "deliveries": deliveries,
             "tasks_pending": tasks_pending,
+            "refused": refused,
             "cursors": cursors,
             "latest": rows,
+            "refusals": refusals,
         }))
     }
 }
@@ -525,5 +686,93 @@ mod tests {
         assert!(!s.retry_later(w, "boom", 500, 3).expect("retry"));
         assert!(s.due(100, 10).expect("due").0.is_empty(), "not before 500");
         assert_eq!(s.due(100, 10).expect("due").1, Some(500));
+    }
+
+    /// Proves a version-1 store (no `provenance` column, no `refused` table) opens as version 2
+    /// with its rows intact, and then takes provenance ids.
+    #[test]
+    fn version_1_store_is_migrated_keeping_its_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("triage.db");
+        {
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(
+                "CREATE TABLE triaged (repo TEXT NOT NULL, number INTEGER NOT NULL, fingerprint TEXT NOT NULL,
+                   plan TEXT NOT NULL, house TEXT, source TEXT NOT NULL, triaged_ms INTEGER NOT NULL,
+                   latency_ms INTEGER NOT NULL, times INTEGER NOT NULL DEFAULT 1, task_key TEXT, task_id TEXT,
+                   task_state TEXT, task_house TEXT, task_error TEXT, PRIMARY KEY (repo, number));
+                 INSERT INTO triaged (repo, number, fingerprint, plan, source, triaged_ms, latency_ms)
+                   VALUES ('uni/fleet', 1, 'fp-old', '{}', 'poll', 5, 1);
+                 PRAGMA user_version = 1;",
+            )
+            .expect("a version-1 store");
+        }
+        let s = Store::open(&path).expect("migrates");
+        let version: i64 = s.conn().query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(s.fingerprint("uni/fleet", 1).expect("read").as_deref(), Some("fp-old"));
+        let v = s.status(10).expect("status");
+        assert_eq!(v["latest"][0]["provenance"], Value::Null, "a row from before has no provenance");
+        let ids = vec!["prov-1".to_owned()];
+        let t = Triaged {
+            repo: "uni/fleet",
+            number: 2,
+            fingerprint: "fp",
+            plan: &json!({}),
+            house: None,
+            source: "webhook",
+            latency_ms: 3,
+            task_key: None,
+            provenance: &ids,
+        };
+        s.record_triaged(&t, 10).expect("record");
+        assert_eq!(s.status(10).expect("status")["latest"][0]["provenance"], json!(["prov-1"]));
+        drop(s);
+        Store::open(&path).expect("opens again, already migrated");
+    }
+
+    /// Proves a refusal is shown with its code, message and provenance id, counted per attempt,
+    /// queued again on request, and cleared when a plan for the issue applies.
+    #[test]
+    fn refusals_are_shown_requeued_and_cleared_when_applied() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(&dir.path().join("triage.db")).expect("open");
+        let r = Refused {
+            repo: "uni/fleet".into(),
+            number: 4,
+            fingerprint: "fp".into(),
+            plan: json!({"labels": ["kind/bug"]}),
+            code: "E2001".into(),
+            message: "house allegro may not use gitea_update_issue".into(),
+            provenance_id: Some("prov-9".into()),
+        };
+        s.record_refused(&r, 10).expect("record");
+        s.record_refused(&r, 11).expect("again");
+        let v = s.status(10).expect("status");
+        assert_eq!(v["refused"], 1);
+        let row = &v["refusals"][0];
+        assert_eq!(
+            (row["code"].clone(), row["provenance_id"].clone(), row["times"].clone()),
+            (json!("E2001"), json!("prov-9"), json!(2))
+        );
+        assert!(row["message"].as_str().is_some_and(|m| m.contains("may not use")), "{row}");
+        s.record_refused(&Refused { number: 5, ..r.clone() }, 12).expect("another");
+        s.forget_refused("uni/fleet", 5).expect("closed since");
+        assert_eq!(s.requeue_refused(20).expect("requeue"), 1, "only the issue still refused");
+        let (due, _) = s.due(30, 10).expect("due");
+        assert_eq!((due[0].number, due[0].source.as_str()), (4, "retry"));
+        let t = Triaged {
+            repo: "uni/fleet",
+            number: 4,
+            fingerprint: "fp",
+            plan: &json!({}),
+            house: None,
+            source: "retry",
+            latency_ms: 1,
+            task_key: None,
+            provenance: &[],
+        };
+        s.record_triaged(&t, 40).expect("applied");
+        assert_eq!(s.status(10).expect("status")["refused"], 0);
     }
 }

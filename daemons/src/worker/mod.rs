@@ -65,7 +65,7 @@ impl WorkerService {
     /// # Errors
     /// E4002 when the state directory cannot be created, E3008 when the store cannot open.
     pub fn open_store(config: &DaemonConfig) -> Result<Arc<AuditStore>, Error> {
-        let home = WorkerService::library(config).home_dir();
+        let home = config.home();
         std::fs::create_dir_all(&home).map_err(|e| {
             Error::new(ErrorCode::HomeUnavailable, format!("cannot create state directory {}: {e}", home.display()))
         })?;

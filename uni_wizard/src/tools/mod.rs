@@ -226,8 +226,9 @@ pub struct ToolEnv {
     pub git: PathBuf,
     /// What the HTTP tools may reach: the calling house's egress policy.
     pub egress: Arc<egress::Egress>,
-    /// The Gitea API client, when `gitea` is configured (the Gitea tools refuse with E4001 otherwise).
-    pub gitea: Option<Arc<gitea::GiteaClient>>,
+    /// The Gitea client: the one handed to the harness, else one built from `gitea` when it is
+    /// configured (the Gitea tools refuse with E4001 without one).
+    pub gitea: Option<Arc<dyn crate::gitea::Gitea>>,
 }
 
 impl ToolEnv {

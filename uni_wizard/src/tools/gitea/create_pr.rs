@@ -14,8 +14,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{CreatePullRequestOption, PullQuery, StateFilter, client, repo_properties, target_of};
+use super::{client, repo_properties, target_of};
 use crate::error::{Error, ErrorCode, Result};
+use crate::gitea::{CreatePullRequestOption, PullQuery, StateFilter};
 use crate::tools::{Annotations, Category, ContractSpec, Risk, ToolContext, TypedTool};
 
 /// JSON Schema pattern of a branch (`head` may be `owner:branch` for a fork).

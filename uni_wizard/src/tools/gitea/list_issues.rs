@@ -12,8 +12,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{IssueKind, IssueQuery, MAX_PAGE_SIZE, StateFilter, client, repo_properties, target_of, truncate_chars};
+use super::{client, repo_properties, target_of, truncate_chars};
 use crate::error::{Error, ErrorCode, Result};
+use crate::gitea::{IssueKind, IssueQuery, MAX_PAGE_SIZE, StateFilter};
 use crate::tools::{Annotations, Category, ContractSpec, Risk, ToolContext, TypedTool};
 
 /// Largest `max_issues` a caller may ask for.

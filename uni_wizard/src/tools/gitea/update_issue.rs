@@ -6,20 +6,31 @@
 //!    are named, the repository's labels. Every label — by name (a JSON string) or by id (a JSON
 //!    integer) — must exist in the repository, or the call is refused with E3003 **before
 //!    anything changes** (Gitea itself would silently ignore an unknown name or id on add).
-//! 2. Works out the changes against what the issue has now: labels to add that it lacks,
-//!    labels to remove that it carries, the assignee set (`assignees` **replaces the whole
-//!    set**; `[]` clears it), the state, the comment.
-//! 3. With `dry_run`, stops here and reports those changes and the issue as it would be.
-//! 4. Otherwise applies them: `DELETE .../labels/{id}` per removed label, `POST .../labels` with
-//!    the ids to add (Gitea answers with the full set), `PATCH .../issues/{index}` for
-//!    assignees and state (Gitea answers 201), `POST .../comments`; then reads the issue again
-//!    so the output is what Gitea holds.
+//!    The one exception: with `create_missing_labels: {color, description?}`, an `add_labels`
+//!    entry *by name* that the repository lacks is to be created with that colour (`rrggbb` or
+//!    `#rrggbb`); an unknown id, or an unknown name in `remove_labels`, is still refused.
+//! 2. Works out the changes against what the issue has now: labels to create, labels to add
+//!    that it lacks, labels to remove that it carries, the assignee set (`assignees`
+//!    **replaces the whole set**; `[]` clears it), the state, the comment.
+//! 3. With `dry_run`, stops here and reports those changes (`labels_created` names the labels
+//!    it would create) and the issue as it would be.
+//! 4. Otherwise applies them: `DELETE .../labels/{id}` per removed label, `POST
+//!    /repos/{owner}/{repo}/labels` per label to create, `POST .../labels` with the ids to add
+//!    (Gitea answers with the full set), `PATCH .../issues/{index}` for assignees and state
+//!    (Gitea answers 201), `POST .../comments`; then reads the issue again so the output is
+//!    what Gitea holds.
 //!
 //! Gitea has no transactions: when a step fails, the error's `details.step` names it and
-//! `details.applied` lists the steps already done.
+//! `details.applied` lists the steps already done. Two calls creating the same missing label
+//! at once may both create it (Gitea allows duplicate names); a caller that runs calls in
+//! parallel on one repository serialises those that may create labels (triage does).
+//!
+//! The call's target is the issue, `owner/repo#N`: its breaker, and its provenance record,
+//! name the issue it changes.
 //!
 //! The contract says `idempotent: false` because a comment posted twice is two comments; every
-//! other field converges (a second identical call changes nothing).
+//! other field converges (a second identical call changes nothing), so a call without a
+//! comment may carry an idempotency key and be retried.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -27,8 +38,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{EditIssueOption, GiteaClient, Issue, Label, LabelRef, NAME_PATTERN, client, repo_properties, target_of};
+use super::{client, issue_target, repo_properties};
 use crate::error::{Error, ErrorCode, Result};
+use crate::gitea::{CreateLabelOption, EditIssueOption, Gitea, Issue, Label, LabelRef, NAME_PATTERN};
 use crate::tools::{Annotations, Category, ContractSpec, Risk, ToolContext, TypedTool};
 
 /// Most labels or assignees one call may name.
@@ -82,6 +94,20 @@ pub struct Input {
     /// New state.
     #[serde(default)]
     pub state: Option<IssueState>,
+    /// Create the labels `add_labels` names (by name) that the repository lacks.
+    #[serde(default)]
+    pub create_missing_labels: Option<NewLabels>,
+}
+
+/// How to create the labels a call adds by name that the repository lacks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewLabels {
+    /// Colour, `rrggbb` or `#rrggbb`.
+    pub color: String,
+    /// Description of each label created.
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 /// A value before and after.
@@ -96,6 +122,8 @@ pub struct Transition<T> {
 /// What the call changed, or in a dry run would change.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Changes {
+    /// Label names created in the repository (each is also in `labels_added`).
+    pub labels_created: Vec<String>,
     /// Label names added.
     pub labels_added: Vec<String>,
     /// Label names removed.
@@ -186,6 +214,19 @@ impl TypedTool for GiteaUpdateIssue {
                 json!({"type": "string", "minLength": 1, "maxLength": MAX_COMMENT_CHARS, "description": "Comment to post (not idempotent: each call posts one)."}),
             ),
             ("state", json!({"enum": ["open", "closed"]})),
+            (
+                "create_missing_labels",
+                json!({
+                    "type": "object",
+                    "properties": {
+                        "color": {"type": "string", "pattern": "^#?[0-9A-Fa-f]{6}$", "description": "Colour of each label created, rrggbb or #rrggbb."},
+                        "description": {"type": "string", "maxLength": 200}
+                    },
+                    "required": ["color"],
+                    "additionalProperties": false,
+                    "description": "Create the add_labels named by name that the repository lacks (else they are refused, E3003); dry_run reports them in labels_created."
+                }),
+            ),
         ] {
             props.insert(k.into(), v);
         }
@@ -193,7 +234,7 @@ impl TypedTool for GiteaUpdateIssue {
         ContractSpec {
             name: "gitea_update_issue",
             category: Category::Network,
-            description: "Change one Gitea issue: add or remove labels (by name or id), replace the whole assignee set, open or close it, post a comment; dry_run reports the changes without making them.",
+            description: "Change one Gitea issue: add or remove labels (by name or id, optionally creating missing ones), replace the whole assignee set, open or close it, post a comment; dry_run reports the changes without making them.",
             input_schema: json!({ "type": "object", "properties": props, "required": ["number"], "additionalProperties": false }),
             output_schema: json!({
                 "type": "object",
@@ -206,6 +247,7 @@ impl TypedTool for GiteaUpdateIssue {
                     "changes": {
                         "type": "object",
                         "properties": {
+                            "labels_created": names,
                             "labels_added": names,
                             "labels_removed": names,
                             "assignees": {"type": ["object", "null"], "properties": {"from": names, "to": names},
@@ -214,7 +256,7 @@ impl TypedTool for GiteaUpdateIssue {
                                       "required": ["from", "to"], "additionalProperties": false},
                             "comment": {"type": "boolean"}
                         },
-                        "required": ["labels_added", "labels_removed", "assignees", "state", "comment"],
+                        "required": ["labels_created", "labels_added", "labels_removed", "assignees", "state", "comment"],
                         "additionalProperties": false
                     },
                     "issue": {
@@ -244,13 +286,13 @@ impl TypedTool for GiteaUpdateIssue {
     }
 
     fn target(args: &Value) -> String {
-        target_of(args)
+        issue_target(args)
     }
 
     async fn run(ctx: &ToolContext, input: Input) -> Result<Output> {
         let gitea = client(ctx)?;
         let (owner, repo) = gitea.repo_of(input.owner.as_deref(), input.repo.as_deref())?;
-        let plan = plan(gitea, &owner, &repo, &input).await?;
+        let plan = plan(gitea.as_ref(), &owner, &repo, &input).await?;
         if ctx.dry_run || !plan.changes.any() {
             return Ok(Output {
                 owner,
@@ -264,13 +306,15 @@ impl TypedTool for GiteaUpdateIssue {
                 comment_url: None,
             });
         }
-        apply(gitea, &owner, &repo, input, plan).await
+        apply(gitea.as_ref(), &owner, &repo, input, plan).await
     }
 }
 
 /// What a call will do, worked out before anything changes.
 struct Plan {
     changes: Changes,
+    /// Labels to create (then add), with the colour and description to give them.
+    create: Vec<CreateLabelOption>,
     add_ids: Vec<i64>,
     remove_ids: Vec<i64>,
     edit: EditIssueOption,
@@ -282,7 +326,7 @@ fn refuse(message: String, details: Value) -> Error {
     Error::new(ErrorCode::InvalidArguments, message).with_details(details)
 }
 
-async fn plan(gitea: &GiteaClient, owner: &str, repo: &str, input: &Input) -> Result<Plan> {
+async fn plan(gitea: &dyn Gitea, owner: &str, repo: &str, input: &Input) -> Result<Plan> {
     if let Some(same) = input.add_labels.iter().find(|l| input.remove_labels.contains(l)) {
         return Err(refuse(
             format!("gitea_update_issue: label `{same}` is both added and removed"),
@@ -295,7 +339,10 @@ async fn plan(gitea: &GiteaClient, owner: &str, repo: &str, input: &Input) -> Re
     } else {
         gitea.list_labels(owner, repo).await?.items
     };
-    let add = resolve(&input.add_labels, &repo_labels, owner, repo)?;
+    let (add, missing) = match &input.create_missing_labels {
+        Some(_) => resolve_or_create(&input.add_labels, &repo_labels, owner, repo)?,
+        None => (resolve(&input.add_labels, &repo_labels, owner, repo)?, vec![]),
+    };
     let remove = resolve(&input.remove_labels, &repo_labels, owner, repo)?;
     if let Some(l) = add.iter().find(|a| remove.iter().any(|r| r.id == a.id)) {
         return Err(refuse(
@@ -312,6 +359,19 @@ async fn plan(gitea: &GiteaClient, owner: &str, repo: &str, input: &Input) -> Re
             labels_added.push(l.name.clone());
         }
     }
+    let create: Vec<CreateLabelOption> = match &input.create_missing_labels {
+        Some(new) => missing
+            .iter()
+            .map(|name| CreateLabelOption {
+                name: name.clone(),
+                color: format!("#{}", new.color.trim_start_matches('#').to_ascii_lowercase()),
+                description: new.description.clone(),
+                exclusive: None,
+            })
+            .collect(),
+        None => vec![],
+    };
+    labels_added.extend(missing.iter().cloned());
     let mut remove_ids = Vec::new();
     let mut labels_removed = Vec::new();
     for l in &remove {
@@ -361,7 +421,15 @@ async fn plan(gitea: &GiteaClient, owner: &str, repo: &str, input: &Input) -> Re
         html_url: issue.html_url.clone(),
     };
     Ok(Plan {
-        changes: Changes { labels_added, labels_removed, assignees, state, comment: input.comment.is_some() },
+        changes: Changes {
+            labels_created: missing,
+            labels_added,
+            labels_removed,
+            assignees,
+            state,
+            comment: input.comment.is_some(),
+        },
+        create,
         add_ids,
         remove_ids,
         edit,
@@ -391,7 +459,30 @@ fn resolve(refs: &[LabelRef], labels: &[Label], owner: &str, repo: &str) -> Resu
         .collect()
 }
 
-async fn apply(gitea: &GiteaClient, owner: &str, repo: &str, input: Input, plan: Plan) -> Result<Output> {
+/// As [`resolve`] for labels to add, except that a name the repository lacks is returned, once,
+/// among the labels to create instead of refusing the call; an unknown id still refuses it.
+fn resolve_or_create(
+    refs: &[LabelRef],
+    labels: &[Label],
+    owner: &str,
+    repo: &str,
+) -> Result<(Vec<Label>, Vec<String>)> {
+    let mut found = Vec::new();
+    let mut missing: Vec<String> = Vec::new();
+    for r in refs {
+        match r {
+            LabelRef::Name(name) if !labels.iter().any(|l| &l.name == name) => {
+                if !missing.contains(name) {
+                    missing.push(name.clone());
+                }
+            }
+            _ => found.extend(resolve(std::slice::from_ref(r), labels, owner, repo)?),
+        }
+    }
+    Ok((found, missing))
+}
+
+async fn apply(gitea: &dyn Gitea, owner: &str, repo: &str, input: Input, plan: Plan) -> Result<Output> {
     let n = input.number;
     let mut applied: Vec<&'static str> = Vec::new();
     let at = |step: &'static str, applied: &[&'static str], e: Error| -> Error {
@@ -410,8 +501,16 @@ async fn apply(gitea: &GiteaClient, owner: &str, repo: &str, input: Input, plan:
     if !plan.remove_ids.is_empty() {
         applied.push("remove_labels");
     }
-    if !plan.add_ids.is_empty() {
-        let refs: Vec<LabelRef> = plan.add_ids.iter().map(|id| LabelRef::Id(*id)).collect();
+    let mut add_ids = plan.add_ids.clone();
+    for opt in &plan.create {
+        let label = gitea.create_label(owner, repo, opt).await.map_err(|e| at("create_labels", &applied, e))?;
+        add_ids.push(label.id);
+    }
+    if !plan.create.is_empty() {
+        applied.push("create_labels");
+    }
+    if !add_ids.is_empty() {
+        let refs: Vec<LabelRef> = add_ids.iter().map(|id| LabelRef::Id(*id)).collect();
         gitea.add_labels(owner, repo, n, &refs).await.map_err(|e| at("add_labels", &applied, e))?;
         applied.push("add_labels");
     }
@@ -482,5 +581,30 @@ mod tests {
         let e = resolve(&[LabelRef::Name("nope".into())], &labels, "o", "r").expect_err("unknown");
         assert_eq!(e.code, ErrorCode::ToolFailed);
         assert!(e.message.contains("label does not exist [name: nope]"), "{}", e.message);
+    }
+
+    /// Proves that with `create_missing_labels` an unknown name is to be created (once), while
+    /// an unknown id is still refused; and that the contract takes the option and targets the issue.
+    #[test]
+    fn missing_names_are_to_be_created_unknown_ids_refused() {
+        let labels = vec![Label { id: 1, name: "kind/bug".into(), ..Label::default() }];
+        let refs = [LabelRef::Name("house/ezra".into()), LabelRef::Id(1), LabelRef::Name("house/ezra".into())];
+        let (found, missing) = resolve_or_create(&refs, &labels, "o", "r").expect("ok");
+        assert_eq!(found.iter().map(|l| l.id).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(missing, vec!["house/ezra"]);
+        let e = resolve_or_create(&[LabelRef::Id(9)], &labels, "o", "r").expect_err("unknown id");
+        assert!(e.message.contains("label does not exist [label_id: 9]"), "{}", e.message);
+
+        let t = Typed::<GiteaUpdateIssue>::new().expect("compiles");
+        let c = crate::tools::Tool::contract(&t);
+        let ok = json!({"number": 1, "add_labels": ["x"], "create_missing_labels": {"color": "#c5def5"}});
+        assert!(c.validate_input(&ok).is_ok());
+        for bad in [json!({"color": "red"}), json!({}), json!({"color": "c5def5", "colour": "x"})] {
+            assert!(c.validate_input(&json!({"number": 1, "create_missing_labels": bad})).is_err(), "{bad}");
+        }
+        assert_eq!(
+            crate::tools::Tool::target(&t, &json!({"owner": "uni", "repo": "fleet", "number": 3})),
+            "uni/fleet#3"
+        );
     }
 }
