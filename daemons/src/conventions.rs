@@ -17,7 +17,8 @@
 //! so an `INTERNAL` of ours stays `INTERNAL`. For the deadline, tonic's own timer
 //! (`transport::server`'s `GrpcTimeout`) wraps this layer and would answer `CANCELLED`; this
 //! layer's deadline is taken from the same header a moment earlier, so it always comes first.
-//! A status a streaming handler ends its response stream with is the handler's to choose.
+//! A message of a client stream that does not decode reaches the handler instead, as an
+//! error item; the handler answers it with the same code through [`replacement`].
 
 use std::future::Future;
 use std::pin::{Pin, pin};
@@ -126,8 +127,9 @@ fn rewrite(mut response: http::Response<tonic::body::Body>) -> http::Response<to
     response
 }
 
-/// The status to answer instead of `code` (with tonic's `message`), if any.
-fn replacement(code: tonic::Code, message: &str) -> Option<tonic::Status> {
+/// The status to answer instead of `code` (with tonic's `message`), if any: also what a
+/// streaming handler ends its stream with when an inbound message does not decode.
+pub fn replacement(code: tonic::Code, message: &str) -> Option<tonic::Status> {
     match code {
         tonic::Code::OutOfRange => Some(wire::status_with(
             tonic::Code::ResourceExhausted,

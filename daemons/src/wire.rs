@@ -329,7 +329,8 @@ pub fn approval_request_to_wire(
         requesting_house: house_to_wire(house).into(),
         tool: r.tool.clone(),
         args_sha256: r.args_sha256.clone(),
-        args_json: r.args.to_string(),
+        // Every value: Timmy checks the hash against them and keeps only the redacted form.
+        args_json: r.call_args.to_string(),
         reason: r.reason.clone(),
         wait_timeout_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
         node: r.node.clone(),
@@ -477,7 +478,26 @@ fn present(call: Option<&v1::ToolCall>) -> Result<&v1::ToolCall, Error> {
         return Err(Error::new(ErrorCode::InvalidInput, "`call.tool` is required")
             .with_details(json!({ "field": "call.tool" })));
     }
+    id_field("call.session", &call.session)?;
+    id_field("call.proof", &call.proof)?;
+    id_field("call.idempotency_key", &call.idempotency_key)?;
     Ok(call)
+}
+
+/// Longest id, key, session or proof a request may carry: they are stored with every task and
+/// record, so a megabyte of one would be kept (and echoed) as often.
+pub const MAX_ID_LEN: usize = 256;
+
+/// E1005 when the id-like field `field` is longer than [`MAX_ID_LEN`].
+///
+/// # Errors
+/// E1005 naming the field and the limit.
+pub fn id_field(field: &str, value: &str) -> Result<(), Error> {
+    if value.len() > MAX_ID_LEN {
+        return Err(Error::new(ErrorCode::InvalidInput, format!("`{field}` is longer than {MAX_ID_LEN} bytes"))
+            .with_details(json!({ "field": field, "limit": MAX_ID_LEN, "length": value.len() })));
+    }
+    Ok(())
 }
 
 /// A wire tool call as a library request.

@@ -246,7 +246,8 @@ async fn a_server_side_deadline_is_deadline_exceeded() {
         request_id: "deadline-1".into(),
         requesting_house: 1,
         tool: "file_write".into(),
-        args_sha256: "0".repeat(64),
+        // The hash of its (empty) arguments: Timmy refuses a request whose hash is not.
+        args_sha256: uni_wizard::approval::args_sha256(&serde_json::json!({})),
         node: "timmy-node".into(),
         wait_timeout_ms: 10_000,
         ..Default::default()
@@ -318,4 +319,57 @@ async fn health_answers_probes_without_credentials() {
         let s = raw_call(&channel, path, Vec::new(), None).await;
         assert_status(&s, tonic::Code::Unauthenticated, "E5001");
     }
+}
+
+/// Proves a telemetry stream whose message does not decode (invalid UTF-8 in `node`) is
+/// answered INVALID_ARGUMENT with E1005, as a unary request is, instead of ending with OK.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undecodable_telemetry_message_is_invalid_argument() {
+    let fleet = Fleet::start(&["timmy"], &|_| "roles: [worker, telemetry]\n".to_owned());
+    let timmy = &fleet.nodes["timmy"];
+    let channel = channel(&fleet).await;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    // TelemetryEvent { node: b"\xff" }
+    let events = tonic::codegen::tokio_stream::iter(vec![vec![0x0a, 0x01, 0xff]]);
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/uniwizard.v1.Telemetry/Stream");
+    let answer = async {
+        let mut acks = grpc.streaming(as_house(events, timmy), path, Raw).await?.into_inner();
+        acks.message().await
+    };
+    let s = tokio::time::timeout(Duration::from_secs(10), answer).await.expect("answered").expect_err("refused");
+    assert_status(&s, tonic::Code::InvalidArgument, "E1005");
+}
+
+/// Proves the id-like fields a request carries are bounded (E1005, INVALID_ARGUMENT, nothing
+/// stored): a 1 MB `session`, `proof`, `idempotency_key` or `task_id` of an `Execute`, and a
+/// 2 MB `idempotency_key` of a `Submit`, were accepted and kept with the task and the record.
+#[tokio::test(flavor = "multi_thread")]
+async fn ids_keys_sessions_and_proofs_are_bounded() {
+    let fleet = start();
+    let timmy = &fleet.nodes["timmy"];
+    let channel = channel(&fleet).await;
+    let mut worker = WorkerClient::new(channel.clone());
+    let huge = "s".repeat(1 << 20);
+    let calls = [
+        ToolCall { session: huge.clone(), ..read_call().expect("call") },
+        ToolCall { proof: huge.clone(), ..read_call().expect("call") },
+        ToolCall { idempotency_key: huge.clone(), ..read_call().expect("call") },
+    ];
+    for call in calls {
+        let r = ExecuteRequest { call: Some(call), house: 1, ..Default::default() };
+        let s = worker.execute(as_house(r, timmy)).await.expect_err("bounded");
+        assert_status(&s, tonic::Code::InvalidArgument, "E1005");
+        assert!(s.message().len() < 400, "the error echoes no megabyte: {}", s.message().len());
+    }
+    let r = ExecuteRequest { call: read_call(), house: 1, task_id: huge.clone(), ..Default::default() };
+    let s = worker.execute(as_house(r, timmy)).await.expect_err("bounded");
+    assert_status(&s, tonic::Code::InvalidArgument, "E1005");
+    let submit = SubmitRequest { call: read_call(), idempotency_key: huge.repeat(2), ..Default::default() };
+    let s = RouterClient::new(channel).submit(as_house(submit, timmy)).await.expect_err("bounded");
+    assert_status(&s, tonic::Code::InvalidArgument, "E1005");
+    let db = rusqlite::Connection::open(timmy.home.join("audit.db")).expect("audit store");
+    let longest: Option<i64> =
+        db.query_row("SELECT max(length(session)) FROM records", [], |r| r.get(0)).expect("query");
+    assert!(longest.unwrap_or(0) <= 256, "no long session stored: {longest:?}");
 }

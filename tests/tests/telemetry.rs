@@ -511,6 +511,18 @@ fn node_down_alert_fires_and_resolves_to_the_webhook() {
 /// Streams one hook event of `node` (with `seq`) to Timmy's sink as `house` with `token`; the
 /// sink's first answer: the seq it acknowledged through, or its refusal.
 fn stream_one(timmy: &Node, house: &str, token: &str, node: &str, seq: u64) -> Result<u64, tonic::Status> {
+    stream_kind(
+        timmy,
+        house,
+        token,
+        node,
+        seq,
+        Kind::Hook(v1::HookEvent { hook: "squat-test".into(), ..Default::default() }),
+    )
+}
+
+/// Streams one event of `kind` as `house` from `node`; the sink's acknowledgement or refusal.
+fn stream_kind(timmy: &Node, house: &str, token: &str, node: &str, seq: u64, kind: Kind) -> Result<u64, tonic::Status> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
         let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", timmy.grpc))
@@ -526,12 +538,7 @@ fn stream_one(timmy: &Node, house: &str, token: &str, node: &str, seq: u64) -> R
             r.metadata_mut().insert("x-uw-house", house.clone());
             Ok(r)
         });
-        let event = TelemetryEvent {
-            node: node.to_owned(),
-            seq,
-            time_unix_ms: 1,
-            kind: Some(Kind::Hook(v1::HookEvent { hook: "squat-test".into(), ..Default::default() })),
-        };
+        let event = TelemetryEvent { node: node.to_owned(), seq, time_unix_ms: 1, kind: Some(kind) };
         let events = tonic::codegen::tokio_stream::iter(vec![event]);
         let answer = async {
             let mut acks = client.stream(events).await?.into_inner();
@@ -578,4 +585,31 @@ fn node_names_cannot_be_squatted() {
     refused(stream_one(timmy, "ezra", &ezra.token, "build-box", 1));
     assert_eq!(stream_one(timmy, "bezalel", &bezalel.token, "build-box", 5).expect("declared"), 5);
     refused(stream_one(timmy, "bezalel", &bezalel.token, "bezalel-node", 2));
+}
+
+/// Proves a node reports only its own house's calls: Ezra streaming, from its own node,
+/// executions that claim Timmy's house (or no house) is refused with E5002 and stores nothing,
+/// so they never reach Timmy's pattern DB; its own executions are stored.
+#[test]
+fn executions_count_only_for_the_house_that_streams_them() {
+    let extra = |h: &str| if h == "timmy" { "roles: [worker, telemetry]\n".to_owned() } else { String::new() };
+    let mut fleet = Fleet::configure(&["timmy", "ezra"], &extra);
+    fleet.node("timmy").start();
+    let (timmy, ezra) = (&fleet.nodes["timmy"], &fleet.nodes["ezra"]);
+    let execution = |house: v1::House| {
+        Kind::Execution(v1::ExecutionEvent {
+            tool: "system_info".into(),
+            house: house.into(),
+            success: false,
+            ..Default::default()
+        })
+    };
+    for claimed in [v1::House::Timmy, v1::House::Unspecified] {
+        let s = stream_kind(timmy, "ezra", &ezra.token, "ezra-node", 1, execution(claimed)).expect_err("refused");
+        assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+        assert!(s.message().starts_with("E5002"), "{s:?}");
+    }
+    let (events, _) = query(timmy, "ezra-node").expect("query");
+    assert!(events.is_empty(), "nothing of the poisoned bursts is stored: {events:?}");
+    assert_eq!(stream_kind(timmy, "ezra", &ezra.token, "ezra-node", 1, execution(v1::House::Ezra)).expect("own"), 1);
 }

@@ -30,7 +30,7 @@ pub struct Approval {
 }
 
 /// What an approver is asked.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Clone, Serialize)]
 pub struct ApprovalRequest {
     /// The request awaiting approval.
     pub request_id: String,
@@ -42,8 +42,13 @@ pub struct ApprovalRequest {
     pub node: String,
     /// The tool.
     pub tool: String,
-    /// Arguments with secrets redacted.
+    /// Arguments with secrets redacted: what people and logs see.
     pub args: Value,
+    /// The arguments as the call runs them, secrets included, so that Timmy can check
+    /// `args_sha256` against what he is shown (sent only to Timmy, over the fleet's TLS).
+    /// Never shown, logged, stored or serialised; `Debug` leaves it out.
+    #[serde(skip)]
+    pub call_args: Value,
     /// [`args_sha256`] of the arguments (every value); an approval must name it.
     pub args_sha256: String,
     /// Why approval is needed.
@@ -51,6 +56,21 @@ pub struct ApprovalRequest {
     /// A signed approval token the caller brought (see [`crate::tokens`]); never serialised.
     #[serde(skip)]
     pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ApprovalRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApprovalRequest")
+            .field("request_id", &self.request_id)
+            .field("house", &self.house)
+            .field("mode", &self.mode)
+            .field("node", &self.node)
+            .field("tool", &self.tool)
+            .field("args", &self.args)
+            .field("args_sha256", &self.args_sha256)
+            .field("reason", &self.reason)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Something that can obtain Timmy's decision on a call.
@@ -149,6 +169,7 @@ mod tests {
             node: "n1".into(),
             tool: "file_write".into(),
             args: json!({}),
+            call_args: json!({"path": "a"}),
             args_sha256: args_sha256(&json!({"path": "a"})),
             reason: "test".into(),
             token: None,

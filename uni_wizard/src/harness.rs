@@ -635,6 +635,7 @@ impl Harness {
                 node: inner.node.clone(),
                 tool: contract.name.to_owned(),
                 args: approval::redact(&req.args),
+                call_args: req.args.clone(),
                 args_sha256: args_sha256.to_owned(),
                 reason: if mode == Mode::Sovereign && !read_only {
                     "Sovereign mode: not read-only".into()

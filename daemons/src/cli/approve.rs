@@ -242,9 +242,10 @@ fn print_remote(v: &serde_json::Value, as_json: bool) {
         }
         for p in list {
             println!(
-                "{}  {} wants {}  {}  ({})",
+                "{}  {} on {} wants {}  {}  ({})",
                 p["approval_id"].as_str().unwrap_or(""),
                 p["house"].as_str().unwrap_or("?"),
+                p["node"].as_str().unwrap_or("?"),
                 p["tool"].as_str().unwrap_or(""),
                 p["args"],
                 p["reason"].as_str().unwrap_or("")
@@ -276,12 +277,13 @@ fn sign(a: &ApproveArgs) -> Result<i32, Error> {
             })?
             .parse()?;
         let node = match (&a.node, a.any_node) {
-            (Some(n), false) if !n.is_empty() => n.clone(),
+            // `*` is spelt --any-node, so a token for every node is never signed by accident.
+            (Some(n), false) if !n.is_empty() && n != tokens::ANY_NODE => n.clone(),
             (None, true) => tokens::ANY_NODE.to_owned(),
             _ => {
                 return Err(Error::new(
                     ErrorCode::InvalidArguments,
-                    "--sign needs --node NODE (the node the call runs on) or --any-node",
+                    "--sign needs --node NODE (the node the call runs on; `*` is not a node) or --any-node",
                 )
                 .with_details(json!({ "field": "node" })));
             }

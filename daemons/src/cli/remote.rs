@@ -277,6 +277,7 @@ pub async fn pending(connect: &Connect, addr: &str) -> Result<Value, Error> {
             json!({
                 "approval_id": p.approval_id,
                 "house": wire::house_from_wire(r.requesting_house),
+                "node": r.node,
                 "tool": r.tool,
                 "args": serde_json::from_str::<Value>(&r.args_json).unwrap_or(Value::Null),
                 "args_sha256": r.args_sha256,

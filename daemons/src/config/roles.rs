@@ -112,7 +112,8 @@ pub struct SovereignConfig {
     pub token_ttl_ms: u64,
     /// How long a request waits for a decision before it expires.
     pub pending_ttl_ms: u64,
-    /// Pending requests kept at most; more are refused.
+    /// Pending requests kept at most; more are refused (E3005). Each house may hold a quarter
+    /// of them (rounded up), so one house cannot fill the queue for the others.
     pub max_pending: usize,
 }
 

@@ -233,6 +233,7 @@ impl RouterService {
             return Err(Error::new(ErrorCode::InvalidInput, "`idempotency_key` is required")
                 .with_details(serde_json::json!({ "field": "idempotency_key" })));
         }
+        wire::id_field("idempotency_key", &req.idempotency_key)?;
         let claimed = wire::house_field(req.caller_house, "caller_house")?;
         wire::house_field(req.preferred_house, "preferred_house")?;
         wire::mode_from_wire(req.mode)?;

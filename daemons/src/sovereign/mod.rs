@@ -137,7 +137,7 @@ impl Sovereign for SovereignService {
         request: tonic::Request<v1::ApprovalRequest>,
     ) -> Result<tonic::Response<ApprovalResponse>, tonic::Status> {
         let peer = auth::peer(&request)?;
-        let req = request.into_inner();
+        let mut req = request.into_inner();
         // Validation before authorization: a malformed request is E1xxx, not impersonation.
         let requesting =
             wire::required_house(req.requesting_house, "requesting_house").map_err(|e| wire::status(&e))?;
@@ -149,6 +149,11 @@ impl Sovereign for SovereignService {
         }
         if req.node.is_empty() || req.node.len() > 255 {
             return Err(invalid("node", "must be 1 to 255 characters"));
+        }
+        if req.node == tokens::ANY_NODE {
+            // A request comes from the node the call runs on; an any-node token is only ever
+            // signed on purpose, with `approve --sign --any-node`.
+            return Err(invalid("node", "must name the node the call runs on, not `*`"));
         }
         if req.args_sha256.len() != 64 || !req.args_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(invalid("args_sha256", "must be 64 hex digits"));
@@ -162,6 +167,17 @@ impl Sovereign for SovereignService {
                 format!("authenticated as {} but asks for {requesting}", peer.house),
             )));
         }
+        // What Timmy is shown is what he signs: the hash is computed here, from the arguments
+        // themselves (none: `{}`), and only their redacted form is kept and listed.
+        let args: serde_json::Value = if req.args_json.trim().is_empty() {
+            serde_json::json!({})
+        } else {
+            serde_json::from_str(&req.args_json).map_err(|_| invalid("args_json", "is not JSON"))?
+        };
+        if uni_wizard::approval::args_sha256(&args) != req.args_sha256 {
+            return Err(invalid("args_sha256", "is not the hash of `args_json`"));
+        }
+        req.args_json = uni_wizard::approval::redact(&args).to_string();
         let id = format!("{}:{}", peer.house, req.request_id);
         let wait = Duration::from_millis(u64::from(req.wait_timeout_ms));
         let entry = {
@@ -170,10 +186,25 @@ impl Sovereign for SovereignService {
             match entries.get(&id) {
                 Some(e) => e.clone(),
                 None => {
-                    let pending =
-                        entries.values().filter(|e| e.decision.borrow().decision == ApprovalDecision::Pending);
-                    if pending.count() >= self.inner.config.max_pending {
-                        return Err(wire::status(&Error::new(ErrorCode::Saturated, "too many approvals are pending")));
+                    // Each house has its share of the queue, so one house asking without end
+                    // cannot keep Timmy from hearing the others.
+                    let max = self.inner.config.max_pending;
+                    let share = max.div_ceil(House::ALL.len());
+                    let (mut all, mut theirs) = (0, 0);
+                    for e in entries.values().filter(|e| e.decision.borrow().decision == ApprovalDecision::Pending) {
+                        all += 1;
+                        theirs += usize::from(e.request.requesting_house == req.requesting_house);
+                    }
+                    if theirs >= share || all >= max {
+                        return Err(wire::status(
+                            &Error::new(
+                                ErrorCode::Saturated,
+                                format!("too many approvals are pending ({theirs} of {share} from {requesting})"),
+                            )
+                            .with_details(
+                                serde_json::json!({ "house": requesting, "pending": theirs, "share": share }),
+                            ),
+                        ));
                     }
                     let now = now_ms();
                     let decision =
@@ -381,5 +412,89 @@ impl RemoteApprover {
 impl Approver for RemoteApprover {
     fn approve<'a>(&'a self, request: &'a ApprovalRequest) -> BoxFuture<'a, Result<Approval, Error>> {
         Box::pin(self.ask(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use uni_wizard::approval::args_sha256;
+
+    use super::*;
+
+    fn service(max_pending: usize) -> (SovereignService, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spent = Arc::new(AuditStore::open(dir.path().join("sovereign.db")).expect("store"));
+        let config = SovereignConfig { max_pending, ..SovereignConfig::default() };
+        (SovereignService::with_key(tokens::generate_key(), config, spent), dir)
+    }
+
+    /// An approval request from `house`, authenticated as the auth layer would.
+    fn ask(
+        house: House,
+        id: &str,
+        args_json: &str,
+        args_sha256: &str,
+        node: &str,
+    ) -> tonic::Request<v1::ApprovalRequest> {
+        let mut r = tonic::Request::new(v1::ApprovalRequest {
+            request_id: id.into(),
+            requesting_house: wire::house_to_wire(house).into(),
+            tool: "file_write".into(),
+            args_sha256: args_sha256.into(),
+            args_json: args_json.into(),
+            reason: "test".into(),
+            wait_timeout_ms: 0,
+            node: node.into(),
+        });
+        r.extensions_mut().insert(auth::Peer { house });
+        r
+    }
+
+    fn assert_invalid(s: &tonic::Status, field: &str) {
+        assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
+        assert!(s.message().starts_with("E1005") && s.message().contains(field), "{s:?}");
+    }
+
+    /// Proves Timmy is asked to sign only what he is shown: arguments whose hash is not
+    /// `args_sha256`, or a request for "any node", are refused (E1005) before they are queued,
+    /// and a secret among honest arguments is queued and listed redacted, never in clear.
+    #[tokio::test]
+    async fn what_timmy_is_shown_is_what_he_signs() {
+        let (s, _dir) = service(64);
+        let shown = json!({"path": "notes.txt", "content": "harmless"}).to_string();
+        let meant = args_sha256(&json!({"path": "evil.txt", "content": "pwn"}));
+        let e =
+            s.request_approval(ask(House::Allegro, "r1", &shown, &meant, "allegro-node")).await.expect_err("refused");
+        assert_invalid(&e, "args_sha256");
+        let honest = args_sha256(&json!({"path": "notes.txt", "content": "harmless"}));
+        let e = s.request_approval(ask(House::Allegro, "r2", &shown, &honest, "*")).await.expect_err("refused");
+        assert_invalid(&e, "node");
+        assert!(s.entries().is_empty(), "nothing refused is queued");
+
+        let secret = json!({"path": "x", "password_reset": {"user": "bob", "new_password": "hunter2"}});
+        let r = ask(House::Allegro, "r3", &secret.to_string(), &args_sha256(&secret), "allegro-node");
+        s.request_approval(r).await.expect("queued");
+        let mut list = tonic::Request::new(ListPendingRequest {});
+        list.extensions_mut().insert(auth::Peer { house: House::Timmy });
+        let pending = s.list_pending(list).await.expect("listed").into_inner().pending;
+        let listed = &pending[0].request.as_ref().expect("request").args_json;
+        assert!(!listed.contains("hunter2") && listed.contains("[redacted]") && listed.contains("\"x\""), "{listed}");
+    }
+
+    /// Proves one house cannot fill Timmy's queue for the others: with room for 8, Ezra's third
+    /// pending request is refused (E3005) while Allegro's first is still queued.
+    #[tokio::test]
+    async fn each_house_has_its_share_of_the_queue() {
+        let (s, _dir) = service(8);
+        let args = json!({"path": "a"});
+        let (text, hash) = (args.to_string(), args_sha256(&args));
+        for i in 0..2 {
+            s.request_approval(ask(House::Ezra, &format!("e{i}"), &text, &hash, "ezra-node")).await.expect("queued");
+        }
+        let e = s.request_approval(ask(House::Ezra, "e2", &text, &hash, "ezra-node")).await.expect_err("share used");
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+        assert!(e.message().starts_with("E3005"), "{e:?}");
+        s.request_approval(ask(House::Allegro, "a0", &text, &hash, "allegro-node")).await.expect("Allegro still heard");
     }
 }

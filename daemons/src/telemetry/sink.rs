@@ -388,6 +388,24 @@ fn check_burst(node: &mut Option<String>, events: &[TelemetryEvent]) -> Result<(
     Ok(())
 }
 
+/// Refuses a burst holding an execution of another house than the one streaming (E5002): a
+/// node reports its own house's calls, and the pattern DB learns them for that house only.
+fn own_executions(house: House, events: &[TelemetryEvent]) -> Result<(), Error> {
+    for e in events {
+        let Some(Kind::Execution(x)) = &e.kind else { continue };
+        let claimed = wire::house_from_wire(x.house);
+        if claimed != Some(house) {
+            let shown = claimed.map_or_else(|| format!("house number {}", x.house), |h| h.to_string());
+            return Err(Error::new(
+                ErrorCode::Impersonation,
+                format!("event {} of `{}` is an execution of {shown}; {house} reports only its own", e.seq, e.node),
+            )
+            .with_details(serde_json::json!({ "house": house, "claimed": x.house, "seq": e.seq })));
+        }
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl Telemetry for SinkService {
     type StreamStream = ReceiverStream<Result<Ack, tonic::Status>>;
@@ -411,7 +429,15 @@ impl Telemetry for SinkService {
                 for item in burst {
                     match item {
                         Ok(e) => events.push(e),
-                        Err(_) => return, // the client went away; nothing to answer
+                        Err(s) => {
+                            // A message that does not decode is answered as a unary one would
+                            // be (E1005); anything else means the client went away.
+                            if let Some(answer) = crate::conventions::replacement(s.code(), s.message()) {
+                                tracing::warn!(house = %peer.house, reason = %s.message(), "telemetry stream refused");
+                                let _ = tx.send(Err(answer)).await;
+                            }
+                            return;
+                        }
                     }
                 }
                 if let Err(s) = check_burst(&mut node, &events) {
@@ -422,6 +448,12 @@ impl Telemetry for SinkService {
                 // Every burst, so a binding withdrawn by a hot reload ends the stream too; before
                 // the node is shown connected or anything is stored.
                 if let Err(e) = sink.check_binding(peer.house, &n) {
+                    metrics::counter!("uw_auth_refused_total", "code" => e.code.as_str()).increment(1);
+                    tracing::warn!(code = e.code.as_str(), node = %n, house = %peer.house, reason = %e.message, "telemetry stream refused");
+                    let _ = tx.send(Err(wire::status(&e))).await;
+                    return;
+                }
+                if let Err(e) = own_executions(peer.house, &events) {
                     metrics::counter!("uw_auth_refused_total", "code" => e.code.as_str()).increment(1);
                     tracing::warn!(code = e.code.as_str(), node = %n, house = %peer.house, reason = %e.message, "telemetry stream refused");
                     let _ = tx.send(Err(wire::status(&e))).await;

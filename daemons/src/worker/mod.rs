@@ -217,6 +217,7 @@ impl Call {
     /// a mode number that is no mode; E1005 for a missing call, tool name or bad `args_json`.
     fn from_wire(req: ExecuteRequest) -> Result<Call, Error> {
         let mut request = wire::request_from_wire(req.call.as_ref())?;
+        wire::id_field("task_id", &req.task_id)?;
         if !req.task_id.is_empty() {
             request.parent = Some(req.task_id);
         }
