@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use tokio::sync::watch;
+use tokio_stream::StreamExt as _;
 use tonic::service::RoutesBuilder;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
@@ -264,7 +265,13 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
     let grpc_listener = serve::bind(config.listen.grpc, "grpc").await?;
     let http_listener = serve::bind(config.listen.http, "http").await?;
     let grpc_addr = grpc_listener.local_addr().ok();
-    let mut server = Server::builder().tcp_nodelay(true);
+    let limits =
+        |c: &DaemonConfig| crate::guard::Limits { preface: c.http.header_timeout(), idle: c.http.idle_timeout() };
+    let (ping, ping_timeout) = crate::guard::keepalive(limits(&config));
+    let mut server = Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(ping))
+        .http2_keepalive_timeout(Some(ping_timeout));
     if let Some(tls) = &config.tls {
         server = server
             .tls_config(serve::server_tls(tls)?)
@@ -284,8 +291,12 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     let mut grpc_stop = stop_rx.clone();
+    let grpc_live = live.clone();
     let grpc = tokio::spawn(async move {
-        let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+        // Each connection is held to the live header and idle timeouts (see guard.rs).
+        let incoming = TcpIncoming::from(grpc_listener)
+            .with_nodelay(Some(true))
+            .map(move |s| s.map(|s| crate::guard::Guarded::new(s, limits(&grpc_live.get()))));
         routes
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = grpc_stop.wait_for(|s| *s).await;

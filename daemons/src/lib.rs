@@ -29,6 +29,7 @@ pub mod conventions;
 pub mod daemon;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod guard;
 pub mod health;
 pub mod live;
 pub mod peers;

@@ -113,11 +113,17 @@ fn without_a_token_metrics_is_refused_unless_explicitly_open() {
 /// Opens `n` connections that each send half a request header and then nothing; returns how
 /// long each took to be closed by the server (`None`: still open after `within`).
 fn slow_header_connections(addr: &str, n: usize, within: Duration) -> Vec<Option<Duration>> {
+    connections_sending(addr, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ", n, within)
+}
+
+/// Opens `n` connections that each send `first` and nothing more, reading what comes back
+/// without answering it; when each was closed by the server (`None`: still open at `within`).
+fn connections_sending(addr: &str, first: &[u8], n: usize, within: Duration) -> Vec<Option<Duration>> {
     let started = Instant::now();
     let mut conns: Vec<TcpStream> = (0..n)
         .map(|_| {
             let mut s = TcpStream::connect(addr).expect("connect");
-            s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ").expect("half a header");
+            s.write_all(first).expect("first bytes");
             s
         })
         .collect();
@@ -246,4 +252,40 @@ fn health_says_draining_until_the_listener_closes() {
     let v = json_stdout(&out);
     assert!(out.status.success(), "the call in flight finished during the drain: {v}");
     assert!(fleet.nodes["timmy"].log().contains("drained"), "{}", fleet.nodes["timmy"].log());
+}
+
+/// Proves the gRPC port lets go of connections that say nothing: silent ones and ones with
+/// half the HTTP/2 preface are closed at `http.header_timeout_ms` (300 ms here), ones that send
+/// the preface and then never answer the server's PING by the idle limit (1.2 s here), while a
+/// client that stays connected but quiet for longer is still served.
+#[test]
+fn grpc_connections_that_say_nothing_are_closed() {
+    let fleet = Fleet::start_with_http(&["ezra"], &none, "header_timeout_ms: 300, idle_timeout_ms: 1200");
+    let ezra = &fleet.nodes["ezra"];
+    // A worker thread drives the client's connection (and answers the server's PINGs) while
+    // this thread holds the raw connections.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let channel = rt.block_on(async {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", ezra.grpc))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect")
+    });
+    for (first, limit) in [
+        (&b""[..], Duration::from_millis(300)),
+        (b"PRI * HTTP/2.0\r\n", Duration::from_millis(300)),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", Duration::from_millis(1200)),
+    ] {
+        let closed = connections_sending(&ezra.grpc, first, 10, Duration::from_secs(8));
+        assert!(closed.iter().all(Option::is_some), "{first:?}: some stayed open: {closed:?}");
+        let slowest = closed.iter().flatten().max().copied().unwrap_or_default();
+        assert!(slowest < limit + Duration::from_secs(2), "{first:?}: closed only after {slowest:?}");
+    }
+    // The channel has been quiet for far longer than the idle limit: the server's PINGs kept it.
+    let served = rt.block_on(async {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await
+    });
+    assert!(served.is_ok(), "{served:?}");
 }
