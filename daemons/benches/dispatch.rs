@@ -33,8 +33,8 @@ use uni_wizard::tools::{Annotations, Category, ContractSpec, Registry, Risk, Too
 use uni_wizard::{House, approval::DenyAll};
 use uni_wizard_daemons::auth::{AuthLayer, Credentials};
 use uni_wizard_daemons::config::{DaemonConfig, Secret};
-use uni_wizard_daemons::health::Membership;
 use uni_wizard_daemons::live::Live;
+use uni_wizard_daemons::membership::Membership;
 use uni_wizard_daemons::peers::Peers;
 use uni_wizard_daemons::router::RouterService;
 use uni_wizard_daemons::worker::WorkerService;

@@ -38,8 +38,8 @@ use uni_wizard_proto::v1::{
 
 use crate::auth::AuthLayer;
 use crate::config::{DaemonConfig, LogFormat, Role};
-use crate::health::Membership;
 use crate::live::Live;
+use crate::membership::Membership;
 use crate::peers::Peers;
 use crate::router::RouterService;
 use crate::serve;

@@ -20,7 +20,7 @@ use uni_wizard::ErrorCode;
 use uni_wizard_proto::v1;
 
 use crate::config::DaemonConfig;
-use crate::triage::TriageConfig;
+use crate::config::triage::TriageConfig;
 use crate::triage::webhook;
 use crate::wire;
 

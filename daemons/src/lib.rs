@@ -14,6 +14,10 @@
 //! - [`serve`]: health, reflection, TLS, `/metrics`, `/health`, watchdog.
 //! - [`signal`]: SIGTERM and SIGINT, installed before anything is served.
 //! - [`daemon`]: `uni-wizardd` main in fixed phases.
+//! - [`membership`]: the membership view (each house up, down or not probed yet), which the
+//!   health prober writes and the router routes by.
+//! - [`routing`]: the router's core: routing decisions, the task table, the failover policy;
+//!   no gRPC types.
 //! - [`router`], [`health`], [`worker`], [`sovereign`], [`triage`]: one folder per daemon.
 //! - [`telemetry`]: Hermes tailer, durable outbox, stream to Timmy and Timmy's sink.
 //! - `fuzzing`: fuzz target bodies (config, webhook, wire); docs/FUZZING.md.
@@ -32,8 +36,10 @@ pub mod fuzzing;
 pub mod guard;
 pub mod health;
 pub mod live;
+pub mod membership;
 pub mod peers;
 pub mod router;
+pub mod routing;
 pub mod serve;
 pub mod signal;
 pub mod sovereign;

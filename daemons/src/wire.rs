@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use uni_wizard::{Error, ErrorCategory, ErrorCode, House, Mode, Outcome, Request};
 use uni_wizard_proto::v1;
 
-use crate::router::core::State;
+use crate::routing::State;
 
 /// The wire house; `Unspecified` never comes out of a library house.
 pub fn house_to_wire(h: House) -> v1::House {

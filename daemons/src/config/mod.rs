@@ -6,11 +6,12 @@
 //!   the node's state directory every role keeps its files in.
 //! - [`roles`]: the sections of the router, health, worker and sovereign roles.
 //! - [`telemetry`]: the `telemetry` role's section, alerts included.
+//! - [`triage`]: the `triage` role's section: Gitea, webhook, repositories, the rules, and
+//!   their checks (the regexes the role runs are compiled by the same function).
 //! - [`yaml`]: loading any YAML file: `${ENV}` expansion, strict fields, errors that name the
 //!   place (re-exported here: [`load`], [`parse`], [`expand`], [`load_library`]).
 //!
-//! The roles import their settings from here; nothing here imports a role, except the
-//! `triage:` section, which is still [`crate::triage::TriageConfig`].
+//! The roles import their settings from here; nothing here imports a role.
 //!
 //! One YAML file per node (`configs/houses.yaml` is the commented example). The `houses:`
 //! section is the same on every node: each house's endpoint, its auth token (from the
@@ -31,6 +32,7 @@ use uni_wizard::{Error, ErrorCode, House};
 
 pub mod roles;
 pub mod telemetry;
+pub mod triage;
 pub mod yaml;
 
 pub use roles::{HealthConfig, RouterConfig, SovereignConfig, WorkerConfig};
@@ -78,7 +80,7 @@ pub struct DaemonConfig {
     pub sovereign: SovereignConfig,
     /// Gitea triage settings; required when the node runs the `triage` role.
     #[serde(default)]
-    pub triage: Option<crate::triage::TriageConfig>,
+    pub triage: Option<triage::TriageConfig>,
     /// Telemetry settings (the `telemetry` role).
     #[serde(default)]
     pub telemetry: telemetry::TelemetryConfig,
@@ -453,7 +455,7 @@ impl DaemonConfig {
             return bad("router.max_tasks", "must be positive".into());
         }
         match &self.triage {
-            Some(t) => t.validate().map_err(|e| crate::triage::field_error("triage", e))?,
+            Some(t) => t.validate().map_err(|e| triage::field_error("triage", e))?,
             None if self.roles().contains(&Role::Triage) => {
                 return bad("triage", "the node runs the triage role but has no `triage:` section".into());
             }

@@ -1,4 +1,5 @@
-//! The health daemon: probes every house and keeps the membership view the router routes by.
+//! The health daemon: probes every house and writes what it finds into the membership view
+//! the router routes by ([`crate::membership`]).
 //!
 //! Every `health.interval_ms` each house in `houses:` is asked `grpc.health.v1/Check` and, when
 //! serving, `Worker/Capacity`, each under `health.timeout_ms`. `health.down_after` consecutive
@@ -7,11 +8,8 @@
 //! house down at once instead of waiting for the next probes. With the defaults (500 ms, 400 ms,
 //! 2) a killed worker is down within about 1.5 s.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use serde::Serialize;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -19,105 +17,8 @@ use uni_wizard::House;
 use uni_wizard_proto::v1::CapacityRequest;
 
 use crate::live::Live;
+use crate::membership::Membership;
 use crate::peers::Peers;
-
-/// What is known of one house.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct NodeStatus {
-    /// `up`, `down` or `unknown` (not probed yet).
-    pub state: NodeState,
-    /// Failed probes in a row.
-    pub consecutive_failures: u32,
-    /// Why the last probe failed; empty after a success.
-    pub last_error: String,
-    /// Node name the worker reported.
-    pub node: String,
-    /// Most calls the worker runs at once.
-    pub max_concurrency: u32,
-    /// Calls running now.
-    pub in_flight: u32,
-    /// Calls waiting for a slot.
-    pub queued: u32,
-    /// Tools whose breakers are closed.
-    pub healthy_tools: usize,
-}
-
-/// Up, down or not probed yet.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NodeState {
-    /// Not probed yet: routable, after the houses known to be up.
-    #[default]
-    Unknown,
-    /// Answered its last probe.
-    Up,
-    /// Failed `down_after` probes in a row, or could not be reached by a dispatch.
-    Down,
-}
-
-/// The membership view, shared by the prober and the router.
-#[derive(Debug, Clone, Default)]
-pub struct Membership {
-    inner: Arc<RwLock<BTreeMap<House, NodeStatus>>>,
-}
-
-impl Membership {
-    /// The status of `house` now.
-    pub fn status(&self, house: House) -> NodeStatus {
-        self.read().get(&house).cloned().unwrap_or_default()
-    }
-
-    /// Every house's status.
-    pub fn all(&self) -> BTreeMap<House, NodeStatus> {
-        self.read().clone()
-    }
-
-    /// Records a successful probe.
-    pub fn report_up(&self, house: House, capacity: Option<&uni_wizard_proto::v1::CapacityResponse>) {
-        let mut map = self.write();
-        let s = map.entry(house).or_default();
-        if s.state != NodeState::Up {
-            tracing::info!(%house, "house is up");
-        }
-        s.state = NodeState::Up;
-        s.consecutive_failures = 0;
-        s.last_error.clear();
-        if let Some(c) = capacity {
-            s.node = c.node.clone();
-            s.max_concurrency = c.max_concurrency;
-            s.in_flight = c.in_flight;
-            s.queued = c.queued;
-            s.healthy_tools = c.healthy_tools.len();
-        }
-        metrics::gauge!("uw_peer_up", "house" => house.as_str()).set(1.0);
-    }
-
-    /// Records a failed probe; `down_after` in a row mark the house down.
-    pub fn report_failure(&self, house: House, down_after: u32, why: String) {
-        let mut map = self.write();
-        let s = map.entry(house).or_default();
-        s.consecutive_failures = s.consecutive_failures.saturating_add(1);
-        s.last_error = why;
-        if s.consecutive_failures >= down_after && s.state != NodeState::Down {
-            s.state = NodeState::Down;
-            tracing::warn!(%house, error = %s.last_error, "house is down");
-            metrics::gauge!("uw_peer_up", "house" => house.as_str()).set(0.0);
-        }
-    }
-
-    /// A dispatch could not reach `house`: down now, until a probe succeeds.
-    pub fn report_unreachable(&self, house: House, why: String) {
-        self.report_failure(house, 1, why);
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<House, NodeStatus>> {
-        self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<House, NodeStatus>> {
-        self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
 
 /// Probes one house once: health, then capacity.
 ///
@@ -175,26 +76,5 @@ pub async fn run_prober(
             _ = tokio::time::sleep(config.probe_interval()) => {}
             _ = stop.changed() => return,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Proves `down_after` failures in a row mark a house down, an unreachable dispatch does so
-    /// at once, and one success brings it back.
-    #[test]
-    fn failures_mark_down_and_success_marks_up() {
-        let m = Membership::default();
-        assert_eq!(m.status(House::Ezra).state, NodeState::Unknown);
-        m.report_failure(House::Ezra, 2, "refused".into());
-        assert_ne!(m.status(House::Ezra).state, NodeState::Down);
-        m.report_failure(House::Ezra, 2, "refused".into());
-        assert_eq!(m.status(House::Ezra).state, NodeState::Down);
-        m.report_up(House::Ezra, None);
-        assert_eq!(m.status(House::Ezra).state, NodeState::Up);
-        m.report_unreachable(House::Ezra, "connection reset".into());
-        assert_eq!(m.status(House::Ezra).state, NodeState::Down);
     }
 }

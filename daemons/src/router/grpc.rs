@@ -1,6 +1,6 @@
-//! The router's gRPC face: `Submit` and `Status` over [`super::core`], and the dispatch of a
-//! task to its candidates' workers. Every decision is the core's; this file validates,
-//! converts (through `wire.rs`), makes the worker RPCs and reads what they did.
+//! The router's gRPC face: `Submit` and `Status` over the routing core ([`crate::routing`]),
+//! and the dispatch of a task to its candidates' workers. Every decision is the core's; this
+//! file validates, converts (through `wire.rs`), makes the worker RPCs and reads what they did.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,18 +12,18 @@ use uni_wizard_proto::v1::{
     self, ExecuteRequest, StatusRequest, StatusResponse, SubmitRequest, SubmitResponse, execute_response,
 };
 
-use super::core::{self, Attempt, Candidates, Choice, Passed, State, Verdict};
 use crate::auth;
-use crate::health::Membership;
 use crate::live::Live;
+use crate::membership::Membership;
 use crate::peers::Peers;
+use crate::routing::{self, Attempt, Candidates, Choice, Passed, State, Verdict};
 use crate::wire;
 
 /// What a finished task holds: the worker's answer as it came off the wire (or the router's
 /// own error, converted once).
 type Answer = Result<v1::Outcome, v1::ErrorDetail>;
 
-type Task = core::Task<Answer>;
+type Task = routing::Task<Answer>;
 
 /// The Router service.
 #[derive(Clone)]
@@ -37,7 +37,7 @@ struct Inner {
     membership: Membership,
     registry: Registry,
     intelligence: Option<Arc<Intelligence>>,
-    tasks: core::Tasks<Answer>,
+    tasks: routing::Tasks<Answer>,
 }
 
 impl std::fmt::Debug for RouterService {
@@ -73,7 +73,14 @@ impl RouterService {
         intelligence: Option<Arc<Intelligence>>,
     ) -> RouterService {
         RouterService {
-            inner: Arc::new(Inner { live, peers, membership, registry, intelligence, tasks: core::Tasks::default() }),
+            inner: Arc::new(Inner {
+                live,
+                peers,
+                membership,
+                registry,
+                intelligence,
+                tasks: routing::Tasks::default(),
+            }),
         }
     }
 
@@ -82,14 +89,14 @@ impl RouterService {
         let config = self.inner.live.get();
         let category = self.inner.registry.get(tool).map(|t| t.contract().category.as_str());
         let route =
-            core::route(&config.router.routes, config.houses.iter().map(|(h, e)| (*h, e.priority)), tool, category);
+            routing::route(&config.router.routes, config.houses.iter().map(|(h, e)| (*h, e.priority)), tool, category);
         let fleet: Vec<House> = config.houses.keys().copied().collect();
         // Asked only when it can matter: the core ignores it beside a preferred house.
         let best = match preferred {
             None => self.inner.intelligence.as_ref().and_then(|i| i.preferred_house(tool)),
             Some(_) => None,
         };
-        core::candidates(Choice { route: &route, fleet: &fleet, preferred, best }, |h| {
+        routing::candidates(Choice { route: &route, fleet: &fleet, preferred, best }, |h| {
             self.inner.membership.status(h).state
         })
     }
@@ -110,7 +117,7 @@ impl RouterService {
             if tried.attempt.house_down() {
                 self.inner.membership.report_unreachable(house, tried.grpc.clone());
             }
-            match core::failover(tried.attempt, safe_to_repeat) {
+            match routing::failover(tried.attempt, safe_to_repeat) {
                 Verdict::Finish => return self.finish(&task, Some(house), tried.node, tried.answer, started),
                 Verdict::Next => {
                     let (code, message) = match &tried.answer {
@@ -133,7 +140,7 @@ impl RouterService {
                 }
             }
         }
-        let e = core::exhausted(&tool, &candidates.states, &passed);
+        let e = routing::exhausted(&tool, &candidates.states, &passed);
         self.finish(&task, None, String::new(), Reply::Router(e), started);
     }
 
@@ -260,7 +267,7 @@ fn is_connect_error(status: &tonic::Status) -> bool {
         || text.contains("error trying to connect")
 }
 
-fn response(task: &Task, snapshot: &core::Snapshot<Answer>, deduplicated: bool) -> SubmitResponse {
+fn response(task: &Task, snapshot: &routing::Snapshot<Answer>, deduplicated: bool) -> SubmitResponse {
     use v1::submit_response::Result as R;
     SubmitResponse {
         task_id: task.id().to_owned(),

@@ -1,9 +1,10 @@
 //! The router daemon: accepts tasks, routes each to a house that fits and is up, and keeps the
 //! result for `Status` and for idempotent resubmission.
 //!
-//! - [`core`]: the decisions and the task table in plain Rust (candidates, failover policy,
-//!   admission, visibility, a task's states), unit-tested without a network; its module doc
-//!   is the API leader election (issue 14) plugs into.
+//! - [`crate::routing`]: the core, a top-level module of its own: the decisions and the task
+//!   table in plain Rust (candidates, failover policy, admission, visibility, a task's states),
+//!   unit-tested without a network; its module doc is the API leader election (issue 14)
+//!   plugs into.
 //! - [`RouterService`] (`grpc.rs`): the thin gRPC face. `Submit` checks the request (E1xxx
 //!   before authorization), authorizes, admits through the core, and spawns the dispatch,
 //!   which asks the core whom to try and what to do after each attempt; `Status` asks the
@@ -41,7 +42,6 @@
 //! same answer as for a task that does not exist, so ids cannot be probed. `Submit` finds
 //! earlier tasks only under the caller's own `(house, idempotency_key)`.
 
-pub mod core;
 mod grpc;
 
 pub use grpc::RouterService;

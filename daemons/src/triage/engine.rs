@@ -36,7 +36,8 @@ use uni_wizard_proto::v1;
 
 use super::rules::{Plan, house_label};
 use super::store::{Refused, TaskAnswer, Triaged, Work, now_ms};
-use super::{Triage, blocking, split_repo};
+use super::{Triage, blocking};
+use crate::config::triage::split_repo;
 use crate::wire;
 
 /// The tool each routed task runs.

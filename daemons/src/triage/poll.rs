@@ -19,7 +19,8 @@ use uni_wizard::Error;
 use uni_wizard::gitea::{IssueKind, IssueQuery, MAX_PAGE_SIZE, StateFilter};
 
 use super::store::now_ms;
-use super::{Triage, blocking, split_repo};
+use super::{Triage, blocking};
+use crate::config::triage::split_repo;
 
 /// The polling loop; returns when `stop` turns true.
 pub async fn run(t: Triage, mut stop: watch::Receiver<bool>) {

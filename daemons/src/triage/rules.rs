@@ -1,5 +1,5 @@
-//! Triage rules: what the YAML says ([`RuleConfig`]), compiled once ([`Rules`]), and what they
-//! want for one issue ([`Plan`]).
+//! Triage rules: what the YAML says ([`RuleConfig`], in the config home with the rest of the
+//! `triage:` section), compiled once ([`Rules`]), and what they want for one issue ([`Plan`]).
 //!
 //! Deciding is kept apart from doing: [`Rules::plan`] is a pure function of the issue (title,
 //! body, author, labels) and the config; the engine (`super::engine`) compares the plan with
@@ -22,78 +22,7 @@ use sha2::{Digest, Sha256};
 use uni_wizard::House;
 use uni_wizard::gitea::Issue;
 
-/// One rule as written under `triage.rules`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleConfig {
-    /// A short name, unique among the rules (shown in status and fingerprints).
-    pub name: String,
-    /// When the rule applies; an empty `match` applies to every issue.
-    #[serde(default, rename = "match")]
-    pub when: MatchConfig,
-    /// Labels to set (created in the repository when missing).
-    #[serde(default)]
-    pub labels: Vec<String>,
-    /// The issue's category, e.g. `bug`, `docs`, `critical`.
-    #[serde(default)]
-    pub category: Option<String>,
-    /// Logins to assign (added to the assignees already there).
-    #[serde(default)]
-    pub assignees: Vec<String>,
-    /// The house to route to (default: from the category, see [`default_house`]).
-    #[serde(default)]
-    pub house: Option<House>,
-    /// A comment template; `{house}`, `{category}`, `{labels}`, `{author}`, `{number}` and
-    /// `{rules}` are replaced.
-    #[serde(default)]
-    pub comment: Option<String>,
-}
-
-/// The conditions of a rule; all given ones must hold.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MatchConfig {
-    /// Any of these words (case-insensitive, whole words) in the title or body.
-    #[serde(default)]
-    pub keywords: Vec<String>,
-    /// A regular expression (Rust `regex` syntax) matching the title or body.
-    #[serde(default)]
-    pub regex: Option<String>,
-    /// Where `keywords` and `regex` look: `title`, `body` (default both).
-    #[serde(default = "both_fields")]
-    pub fields: Vec<Field>,
-    /// The issue carries every one of these labels.
-    #[serde(default)]
-    pub labels: Vec<String>,
-    /// The author's login is one of these (case-insensitive).
-    #[serde(default)]
-    pub authors: Vec<String>,
-}
-
-fn both_fields() -> Vec<Field> {
-    vec![Field::Title, Field::Body]
-}
-
-/// A text field of an issue that keywords and regexes search.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Field {
-    /// The title.
-    Title,
-    /// The body.
-    Body,
-}
-
-/// The house a category goes to when the rule names none (SYSTEM.md §1): Ezra archives and
-/// analyses, Bezalel builds and tests, Timmy decides.
-pub fn default_house(category: &str) -> Option<House> {
-    match category.to_ascii_lowercase().as_str() {
-        "docs" | "documentation" | "architecture" | "analysis" => Some(House::Ezra),
-        "implementation" | "testing" | "test" | "tests" | "bug" | "bugs" => Some(House::Bezalel),
-        "critical" | "decision" | "decisions" => Some(House::Timmy),
-        _ => None,
-    }
-}
+use crate::config::triage::{Field, RuleConfig, check_rules, default_house};
 
 struct Compiled {
     config: RuleConfig,
@@ -145,55 +74,19 @@ impl Plan {
 }
 
 impl Rules {
-    /// Compiles rules.
+    /// Compiles rules: [`check_rules`] checks them and compiles their regexes, the same
+    /// function that validated them when the config loaded.
     ///
     /// # Errors
-    /// A sentence naming the rule (by index and name) and what is wrong: an empty or duplicate
-    /// name, a regex that does not compile, a category with no default house and no `house`.
+    /// What [`check_rules`] refuses: `(field, problem)` naming the rule by index.
     pub fn compile(rules: &[RuleConfig], house_labels: bool) -> Result<Rules, (String, String)> {
-        let mut names = BTreeSet::new();
-        let mut out = Vec::with_capacity(rules.len());
-        for (i, r) in rules.iter().enumerate() {
-            let field = format!("rules.{i}");
-            if r.name.trim().is_empty() {
-                return Err((format!("{field}.name"), "must not be empty".into()));
-            }
-            if !names.insert(r.name.clone()) {
-                return Err((format!("{field}.name"), format!("`{}` is used by two rules", r.name)));
-            }
-            let keywords: Vec<String> =
-                r.when.keywords.iter().filter(|k| !k.trim().is_empty()).map(|k| regex::escape(k.trim())).collect();
-            let text = if keywords.is_empty() {
-                None
-            } else {
-                Some(
-                    Regex::new(&format!(r"(?i)\b(?:{})\b", keywords.join("|")))
-                        .map_err(|e| (format!("{field}.match.keywords"), e.to_string()))?,
-                )
-            };
-            let regex = match &r.when.regex {
-                Some(re) => Some(
-                    Regex::new(re).map_err(|e| (format!("{field}.match.regex"), format!("does not compile: {e}")))?,
-                ),
-                None => None,
-            };
-            if let Some(c) = &r.category
-                && r.house.is_none()
-                && default_house(c).is_none()
-            {
-                return Err((
-                    format!("{field}.category"),
-                    format!("category `{c}` has no default house; set `house` on the rule"),
-                ));
-            }
-            for l in r.labels.iter().chain(&r.when.labels) {
-                if l.trim().is_empty() || l.len() > 100 {
-                    return Err((format!("{field}.labels"), "labels must be 1 to 100 characters".into()));
-                }
-            }
-            out.push(Compiled { config: r.clone(), text, regex });
-        }
-        Ok(Rules { rules: out, house_labels })
+        let compiled = check_rules(rules)?;
+        let rules = rules
+            .iter()
+            .zip(compiled)
+            .map(|(r, m)| Compiled { config: r.clone(), text: m.keywords, regex: m.regex })
+            .collect();
+        Ok(Rules { rules, house_labels })
     }
 
     /// What the rules want for `issue`.

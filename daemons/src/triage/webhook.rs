@@ -40,7 +40,8 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use super::store::now_ms;
-use super::{Triage, TriageConfig, blocking};
+use super::{Triage, blocking};
+use crate::config::triage::TriageConfig;
 
 /// How long a client may take to send the body.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,5 +1,7 @@
 //! The router's core: every routing decision and the task table, in plain Rust. No gRPC and
-//! no wire types here; the gRPC face ([`super::RouterService`]) converts, dispatches and asks.
+//! no wire types here; the gRPC face ([`crate::router::RouterService`]) converts, dispatches
+//! and asks. It imports only the membership states ([`crate::membership::NodeState`]), so
+//! `wire.rs` can convert a task's [`State`] without reaching into the router.
 //!
 //! # API
 //!
@@ -30,7 +32,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use uni_wizard::{Error, ErrorCategory, ErrorCode, House};
 
-use crate::health::NodeState;
+use crate::membership::NodeState;
 
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
