@@ -266,7 +266,7 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
     let http_listener = serve::bind(config.listen.http, "http").await?;
     let grpc_addr = grpc_listener.local_addr().ok();
     let limits =
-        |c: &DaemonConfig| crate::guard::Limits { preface: c.http.header_timeout(), idle: c.http.idle_timeout() };
+        |c: &DaemonConfig| crate::guard::Limits { preface: Some(c.http.header_timeout()), idle: c.http.idle_timeout() };
     let (ping, ping_timeout) = crate::guard::keepalive(limits(&config));
     let mut server = Server::builder()
         .tcp_nodelay(true)

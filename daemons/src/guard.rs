@@ -1,4 +1,4 @@
-//! The gRPC port's connection guard: a connection that says nothing is closed.
+//! The connection guard of both ports: a connection that says nothing is closed.
 //!
 //! tonic's server keeps every accepted connection until its peer goes away, so a client that
 //! connects and sends nothing, half of the HTTP/2 preface, or the preface and then nothing,
@@ -11,8 +11,9 @@
 //!
 //! A live client is never idle that long: the server sends an HTTP/2 PING after a third of the
 //! idle timeout without traffic ([`keepalive`]), which every HTTP/2 client answers, and a
-//! connection that does not answer within its timeout is closed by hyper. The HTTP port has
-//! the same two limits (`serve::serve_http`).
+//! connection that does not answer within its timeout is closed by hyper. The HTTP port
+//! (`serve::serve_http`) guards its sockets with the idle limit only: hyper's own header read
+//! timeout covers what the preface limit covers here.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,8 +31,8 @@ pub const PREFACE_LEN: usize = 24;
 /// The two limits of one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// From the accept to the end of the preface.
-    pub preface: Duration,
+    /// From the accept to the end of the preface; `None`: no preface is awaited.
+    pub preface: Option<Duration>,
     /// Longest time without a byte either way.
     pub idle: Duration,
 }
@@ -64,14 +65,30 @@ impl<T> Guarded<T> {
             accepted: now,
             last: now,
             read: 0,
-            timer: Box::pin(tokio::time::sleep_until(now + limits.preface.min(limits.idle))),
+            timer: Box::pin(tokio::time::sleep_until(now + limits.idle)),
         }
     }
 
     /// When the connection breaks a limit unless a byte moves first.
     fn deadline(&self) -> Instant {
         let idle = self.last + self.limits.idle;
-        if self.read < PREFACE_LEN { idle.min(self.accepted + self.limits.preface) } else { idle }
+        match self.limits.preface {
+            Some(preface) if self.read < PREFACE_LEN => idle.min(self.accepted + preface),
+            _ => idle,
+        }
+    }
+
+    /// Notes a write that moved bytes; a write the peer does not take (it reads nothing) fails
+    /// at the deadline like a read.
+    fn wrote(&mut self, r: Poll<std::io::Result<usize>>, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        match r {
+            Poll::Ready(Ok(n)) if n > 0 => {
+                self.last = Instant::now();
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(timed_out(self))),
+            other => other,
+        }
     }
 
     /// `Ready` once the deadline has passed; otherwise the timer wakes the task at it.
@@ -88,9 +105,10 @@ impl<T> Guarded<T> {
 }
 
 fn timed_out(g: &Guarded<impl Sized>) -> std::io::Error {
-    let why = if g.read < PREFACE_LEN { "sent no HTTP/2 preface in time" } else { "idle" };
-    tracing::debug!(why, "gRPC connection closed");
-    std::io::Error::new(std::io::ErrorKind::TimedOut, format!("gRPC connection {why}"))
+    let why =
+        if g.limits.preface.is_some() && g.read < PREFACE_LEN { "sent no HTTP/2 preface in time" } else { "idle" };
+    tracing::debug!(why, "connection closed");
+    std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connection {why}"))
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
@@ -115,10 +133,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
 impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.last = Instant::now();
-        }
-        r
+        self.wrote(r, cx)
     }
 
     fn poll_write_vectored(
@@ -127,10 +142,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.last = Instant::now();
-        }
-        r
+        self.wrote(r, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -160,7 +172,7 @@ mod tests {
 
     use super::*;
 
-    const LIMITS: Limits = Limits { preface: Duration::from_secs(1), idle: Duration::from_secs(10) };
+    const LIMITS: Limits = Limits { preface: Some(Duration::from_secs(1)), idle: Duration::from_secs(10) };
 
     /// Proves a connection that sends nothing, or less than the preface, fails its read at the
     /// preface limit, one that sent the preface only at the idle limit, and one that keeps
@@ -174,7 +186,7 @@ mod tests {
             let mut buf = vec![0u8; 64];
             let started = Instant::now();
             while g.read(&mut buf).await.is_ok_and(|n| n > 0) {}
-            assert_eq!(started.elapsed(), LIMITS.preface, "{sent:?}");
+            assert_eq!(Some(started.elapsed()), LIMITS.preface, "{sent:?}");
         }
 
         let (mut client, server) = tokio::io::duplex(1024);

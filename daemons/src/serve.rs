@@ -17,11 +17,8 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -33,7 +30,6 @@ use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use uni_wizard::{Error, ErrorCode};
@@ -347,18 +343,16 @@ pub async fn serve_http(
         };
         let _ = stream.set_nodelay(true);
         let http = live.get().http.clone();
-        let (stream, activity) = Tracked::new(stream);
+        // Idle only: hyper's header read timeout is the HTTP/1 preface limit.
+        let limits = crate::guard::Limits { preface: None, idle: http.idle_timeout() };
+        let stream = crate::guard::Guarded::new(stream, limits);
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder.timer(TokioTimer::new()).header_read_timeout(http.header_timeout());
         let conn =
             graceful.watch(builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone())));
-        let idle = http.idle_timeout();
         tokio::spawn(async move {
-            tokio::select! {
-                r = conn => if let Err(e) = r {
-                    tracing::debug!(error = %e, "HTTP connection ended with an error");
-                },
-                () = activity.idle_for(idle) => tracing::debug!(idle_ms = idle.as_millis() as u64, "HTTP connection idle; closed"),
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
             }
         });
     }
@@ -375,89 +369,6 @@ async fn accept_failed(e: &std::io::Error) {
     }
     tracing::error!(error = %e, "HTTP accept failed");
     tokio::time::sleep(Duration::from_secs(1)).await;
-}
-
-/// When a connection last moved a byte, in milliseconds since it was accepted.
-struct Activity {
-    since: Instant,
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn touch(&self) {
-        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// Resolves once the connection has moved no byte for `limit`.
-    async fn idle_for(&self, limit: Duration) {
-        loop {
-            let last = self.since + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let quiet = last.elapsed();
-            if quiet >= limit {
-                return;
-            }
-            tokio::time::sleep(limit - quiet).await;
-        }
-    }
-}
-
-/// A socket that notes every read and write in its [`Activity`].
-struct Tracked<T> {
-    inner: T,
-    activity: Arc<Activity>,
-}
-
-impl<T> Tracked<T> {
-    fn new(inner: T) -> (Tracked<T>, Arc<Activity>) {
-        let activity = Arc::new(Activity { since: Instant::now(), last_ms: AtomicU64::new(0) });
-        (Tracked { inner, activity: activity.clone() }, activity)
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        r
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 /// Binds a TCP listener, naming the address in the error.
