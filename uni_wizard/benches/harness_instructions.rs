@@ -7,16 +7,31 @@
 //! ```sh
 //! cargo bench -p uni_wizard --bench harness_instructions --no-run
 //! B=$(ls -t target/release/deps/harness_instructions-* | grep -v '\.d$' | head -1)
-//! for n in 2000 12000; do valgrind --tool=callgrind --callgrind-out-file=/dev/null $B simple $n 2>&1 | grep Collected; done
+//! for m in simple intelligent sha bare; do for n in 2000 12000; do
+//!   echo "$m $n: $(valgrind --tool=callgrind --callgrind-out-file=/dev/null $B $m $n 2>&1 | grep Collected)"
+//! done; done
 //! ```
 //!
-//! Per call: (second total - first total) / 10000. `intelligent` instead of `simple` runs
-//! Intelligent mode with the pattern DB (its writer thread's work included). Valgrind hides
-//! SHA-NI, so SHA-256 runs in software here (~66k instructions of each call).
+//! Modes (the first argument; the second is the number of calls, default 1000):
+//! - `simple`, `intelligent`: that many `Harness::execute` calls in that mode (`intelligent`
+//!   with the pattern DB, its writer thread's work included);
+//! - `sha`: that many `uni_wizard::hash::sha256_value` of the same output `Value` a call
+//!   returns, which is the hash provenance computes once per call for `result_sha256`;
+//! - `bare`: that many runs of the stand-in's `run` + `into_value` alone, no harness.
+//!
+//! The arithmetic, with `T(mode, n)` the callgrind total ("Collected") of `n` calls:
+//! - per call of a mode: `c(mode) = (T(mode, 12000) - T(mode, 2000)) / 10000`;
+//! - the harness's own work, "minus the SHA-256 of the output": `c(simple) - c(sha)` (and
+//!   `c(intelligent) - c(sha)`), which still contains the tool itself, `c(bare)`.
+//!
+//! Valgrind hides SHA-NI, so SHA-256 runs in software here (~66k instructions of each call).
+
+use std::sync::Arc;
 
 use serde_json::json;
+use uni_wizard::hash::sha256_value;
 use uni_wizard::tools::file_read::{self, FileRead};
-use uni_wizard::tools::{ContractSpec, Registry, ToolContext, TypedTool, arg_str};
+use uni_wizard::tools::{ContractSpec, Registry, Roots, ToolContext, ToolEnv, TypedTool, arg_str};
 use uni_wizard::{Config, Harness, House, Mode};
 
 /// `file_read`'s contract and output, without the file.
@@ -50,27 +65,68 @@ impl TypedTool for InMemoryRead {
     }
 }
 
+/// The output `Value` one call of the stand-in returns.
+fn output_value() -> serde_json::Value {
+    let output = file_read::Output {
+        path: "/srv/files/one_kib.txt".into(),
+        content: "x".repeat(1024),
+        encoding: "utf8",
+        size: 1024,
+        sha256: "0".repeat(64),
+        truncated: false,
+    };
+    InMemoryRead::into_value(output).expect("output converts")
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let mode = if args.first().map(String::as_str) == Some("intelligent") { Mode::Intelligent } else { Mode::Simple };
+    let what = args.first().map_or("simple", String::as_str);
     let calls: usize = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(1000);
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut registry = Registry::builtin().expect("registry");
-    registry.add_typed::<InMemoryRead>().expect("stand-in contract");
-    let mut config = Config { file_roots: vec![dir.path().to_path_buf()], ..Config::default() };
-    if mode == Mode::Intelligent {
-        config.intelligence.enabled = true;
-        config.intelligence.db_path = Some(dir.path().join("patterns.db"));
-    }
-    let harness =
-        Harness::builder().house(House::Timmy).mode(mode).config(config).registry(registry).build().expect("harness");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    rt.block_on(async {
-        for _ in 0..calls {
-            std::hint::black_box(
-                harness.execute("in_memory_read", json!({"path": "one_kib.txt"})).await.expect("call"),
-            );
+    match what {
+        "sha" => {
+            let output = output_value();
+            for _ in 0..calls {
+                std::hint::black_box(sha256_value(std::hint::black_box(&output)));
+            }
         }
-    });
-    println!("harness_instructions: {calls} {mode} calls done (count them with callgrind, see the source)");
+        "bare" => {
+            let roots = Roots::new(&[dir.path().to_path_buf()]).expect("roots");
+            let ctx = ToolContext::new(Arc::new(ToolEnv::new(roots)), House::Timmy, false, "bare");
+            rt.block_on(async {
+                for _ in 0..calls {
+                    let input =
+                        file_read::Input { path: "one_kib.txt".into(), max_bytes: file_read::DEFAULT_MAX_BYTES };
+                    let output = InMemoryRead::run(&ctx, input).await.expect("run");
+                    std::hint::black_box(InMemoryRead::into_value(output).expect("convert"));
+                }
+            });
+        }
+        _ => {
+            let mode = if what == "intelligent" { Mode::Intelligent } else { Mode::Simple };
+            let mut registry = Registry::builtin().expect("registry");
+            registry.add_typed::<InMemoryRead>().expect("stand-in contract");
+            let mut config = Config { file_roots: vec![dir.path().to_path_buf()], ..Config::default() };
+            if mode == Mode::Intelligent {
+                config.intelligence.enabled = true;
+                config.intelligence.db_path = Some(dir.path().join("patterns.db"));
+            }
+            let harness = Harness::builder()
+                .house(House::Timmy)
+                .mode(mode)
+                .config(config)
+                .registry(registry)
+                .build()
+                .expect("harness");
+            rt.block_on(async {
+                for _ in 0..calls {
+                    std::hint::black_box(
+                        harness.execute("in_memory_read", json!({"path": "one_kib.txt"})).await.expect("call"),
+                    );
+                }
+            });
+        }
+    }
+    println!("harness_instructions: {calls} {what} calls done (count them with callgrind, see the source)");
 }

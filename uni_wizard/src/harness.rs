@@ -462,7 +462,11 @@ impl Harness {
     /// As [`Harness::execute`].
     pub async fn execute_request(&self, req: Request) -> Result<Outcome> {
         let request_id = provenance::new_id();
-        self.run(&request_id, req).await.map_err(|e| e.with_request_id(request_id))
+        match self.run(&request_id, req).await {
+            // `run` leaves the outcome's request id empty, so the id moves in here uncopied.
+            Ok(outcome) => Ok(Outcome { request_id, ..outcome }),
+            Err(e) => Err(e.with_request_id(request_id)),
+        }
     }
 
     /// Runs requests in parallel (bounded by the executor's concurrency limit outside Simple
@@ -484,7 +488,7 @@ impl Harness {
         out
     }
 
-    async fn run(&self, request_id: &str, req: Request) -> Result<Outcome> {
+    async fn run(&self, request_id: &str, mut req: Request) -> Result<Outcome> {
         let inner = &*self.inner;
         let started = Instant::now();
         let started_ms = provenance::now_ms();
@@ -497,12 +501,12 @@ impl Harness {
         let contract = tool.contract();
         let mode = req.mode.unwrap_or(inner.mode);
         let log = &inner.logs[slot(mode)];
-        let session = req.session.clone().unwrap_or_else(|| inner.session.clone());
-        let target: Arc<str> = Arc::from(tool.target(&req.args));
+        let session = req.session.take().unwrap_or_else(|| inner.session.clone());
+        let target = tool.target(&req.args);
         let args_sha256 = approval::args_sha256(&req.args);
 
         let dry_run = req.dry_run;
-        let parent_id = req.parent.clone();
+        let parent_id = req.parent.take();
         let fingerprint =
             inner.observer.as_ref().map(|_| crate::intelligence::fingerprint(&req.args, &contract.input_schema));
         let mut approvals = Vec::new();
@@ -524,7 +528,7 @@ impl Harness {
             mode,
             node: inner.node.clone(),
             tool: contract.name.to_owned(),
-            target: target.to_string(),
+            target,
             read_only: contract.annotations.read_only,
             dry_run,
             ok: result.is_ok(),
@@ -574,7 +578,8 @@ impl Harness {
         }
         let (output, attempts) = result?;
         Ok(Outcome {
-            request_id: request_id.to_owned(),
+            // Filled in by `execute_request`, which owns the id.
+            request_id: String::new(),
             provenance_id,
             session,
             tool: contract.name.to_owned(),
@@ -597,7 +602,7 @@ impl Harness {
         mode: Mode,
         tool: &Arc<dyn crate::tools::Tool>,
         session: &str,
-        target: &Arc<str>,
+        target: &str,
         args_sha256: &str,
         approvals: &mut Vec<Approval>,
         notes: &mut CallNotes,
@@ -664,21 +669,24 @@ impl Harness {
             }
             None => (mode, timeout),
         };
+        let ctx = ToolContext::new(inner.env.clone(), inner.house, req.dry_run, request_id);
+        if mode == Mode::Simple {
+            // One attempt under the timeout, nothing shared: no `Call` to build.
+            let output = inner.executor.run_once(&**tool, &ctx, &req.args, timeout).await?;
+            return Ok((output, 1));
+        }
         let call = Call {
             tool: tool.clone(),
-            ctx: Arc::new(ToolContext::new(inner.env.clone(), inner.house, req.dry_run, request_id)),
+            ctx: Arc::new(ctx),
             args: Arc::new(req.args),
-            target: target.clone(),
+            target: Arc::from(target),
             timeout,
             idempotency_key: req.idempotency_key.as_deref().map(Arc::from),
             attempts: Arc::new(AtomicU32::new(0)),
             max_retries: notes.max_retries,
         };
         let attempts = call.attempts.clone();
-        let output = match mode {
-            Mode::Simple => inner.executor.run_simple(call).await?,
-            Mode::Intelligent | Mode::Sovereign => inner.executor.run_full(call).await?,
-        };
+        let output = inner.executor.run_full(call).await?;
         Ok((output, attempts.load(std::sync::atomic::Ordering::Relaxed)))
     }
 

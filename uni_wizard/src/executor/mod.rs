@@ -151,7 +151,13 @@ impl Executor {
     /// directly, so Simple mode pays for no service clone and no boxed futures.
     pub async fn run_simple(&self, call: Call) -> Result<Value> {
         call.attempts.fetch_add(1, Ordering::Relaxed);
-        timeout::bounded(call.timeout, call.tool_name(), call.tool.call(&call.ctx, &call.args)).await
+        self.run_once(&*call.tool, &call.ctx, &call.args, call.timeout).await
+    }
+
+    /// Runs `tool` once under `timeout`: [`Executor::run_simple`] without a [`Call`], so a
+    /// Simple-mode call borrows its context and arguments instead of sharing them.
+    pub async fn run_once(&self, tool: &dyn Tool, ctx: &ToolContext, args: &Value, timeout: Duration) -> Result<Value> {
+        timeout::bounded(timeout, tool.contract().name, tool.call(ctx, args)).await
     }
 
     /// Runs a call through the whole stack.

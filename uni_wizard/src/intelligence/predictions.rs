@@ -133,8 +133,9 @@ impl Stats {
         (self.ok * k, self.failed * k, self.transient * k)
     }
 
-    fn latency_quantile_us(&self, q: f64) -> Option<f64> {
-        let total: f64 = self.latency.iter().sum();
+    /// The `q` quantile of latency; `total` is the sum of `latency`, computed once by the caller
+    /// for both quantiles a prediction gives.
+    fn latency_quantile_us(&self, q: f64, total: f64) -> Option<f64> {
         if total <= 0.0 {
             return None;
         }
@@ -156,6 +157,7 @@ impl Stats {
         let b = params.prior_beta + f;
         let mean = a / (a + b);
         let sd = (a * b / ((a + b) * (a + b) * (a + b + 1.0))).sqrt();
+        let latency_total: f64 = self.latency.iter().sum();
         Prediction {
             p_success: mean,
             lower: (mean - Z90 * sd).max(0.0),
@@ -164,8 +166,8 @@ impl Stats {
             effective_samples: s + f,
             transient_rate: if f > 0.0 { t / (s + f) } else { 0.0 },
             failure_transient_share: if f > 0.0 { t / f } else { 0.0 },
-            latency_p50_us: self.latency_quantile_us(0.50),
-            latency_p95_us: self.latency_quantile_us(0.95),
+            latency_p50_us: self.latency_quantile_us(0.50, latency_total),
+            latency_p95_us: self.latency_quantile_us(0.95, latency_total),
         }
     }
 }
