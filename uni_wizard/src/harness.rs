@@ -492,12 +492,7 @@ impl Harness {
         let inner = &*self.inner;
         let started = Instant::now();
         let started_ms = provenance::now_ms();
-        let tool = inner.registry.get(&req.tool).cloned().ok_or_else(|| {
-            let known: Vec<&str> = inner.registry.iter().map(|t| t.contract().name).collect();
-            let tool = crate::error::echo(&req.tool);
-            Error::new(ErrorCode::UnknownTool, format!("unknown tool `{tool}`"))
-                .with_details(json!({ "tool": tool, "known": known }))
-        })?;
+        let tool = inner.registry.require(&req.tool)?.clone();
         let contract = tool.contract();
         let mode = req.mode.unwrap_or(inner.mode);
         let log = &inner.logs[slot(mode)];

@@ -260,9 +260,7 @@ fn sign(a: &ApproveArgs) -> Result<i32, Error> {
     let (token, claims) = {
         let registry = Registry::builtin()?;
         let name = a.tool.clone().unwrap_or_default();
-        let tool = registry.get(&name).ok_or_else(|| {
-            Error::new(ErrorCode::UnknownTool, format!("unknown tool `{name}`")).with_details(json!({ "tool": name }))
-        })?;
+        let tool = registry.require(&name)?;
         let args = super::parse_args(&a.args, a.args_json.as_deref(), &tool.contract().input_schema)?;
         let path = a.key.clone().unwrap_or_else(|| home().join("timmy.key"));
         let text = std::fs::read_to_string(&path)

@@ -260,11 +260,7 @@ async fn run_test(a: TestArgs) -> Result<uni_wizard::Outcome, Error> {
     let house: House = a.house.parse()?;
     let mode: Mode = a.mode.as_deref().unwrap_or("intelligent").parse()?;
     let registry = Registry::builtin()?;
-    let tool = registry.get(&a.tool).ok_or_else(|| {
-        let known: Vec<&str> = registry.iter().map(|t| t.contract().name).collect();
-        Error::new(ErrorCode::UnknownTool, format!("unknown tool `{}`", a.tool))
-            .with_details(json!({ "tool": a.tool, "known": known }))
-    })?;
+    let tool = registry.require(&a.tool)?;
     let args = parse_args(&a.args, a.args_json.as_deref(), &tool.contract().input_schema)?;
     let mut config = match &a.config {
         Some(path) => crate::config::load_library(path)?,

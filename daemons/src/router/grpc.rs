@@ -245,11 +245,7 @@ impl RouterService {
         wire::house_field(req.preferred_house, "preferred_house")?;
         wire::mode_from_wire(req.mode)?;
         let call = wire::check_call(req.call.as_ref())?;
-        if self.inner.registry.get(&call.tool).is_none() {
-            let tool = uni_wizard::error::echo(&call.tool);
-            return Err(Error::new(ErrorCode::UnknownTool, format!("unknown tool `{tool}`"))
-                .with_details(serde_json::json!({ "tool": tool })));
-        }
+        self.inner.registry.require(&call.tool)?;
         Ok(claimed)
     }
 }

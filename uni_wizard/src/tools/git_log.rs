@@ -128,10 +128,6 @@ impl TypedTool for GitLog {
         arg_str(args, "repo_path").to_owned()
     }
 
-    fn changes_production(_args: &Value) -> bool {
-        false
-    }
-
     async fn run(ctx: &ToolContext, input: Input) -> Result<Output> {
         let repo = git::repo_path(&input.repo_path).await?;
         if let Some(rev) = &input.rev {

@@ -124,10 +124,6 @@ impl TypedTool for GitPull {
         arg_str(args, "repo_path").to_owned()
     }
 
-    fn changes_production(_args: &Value) -> bool {
-        false
-    }
-
     async fn run(ctx: &ToolContext, input: Input) -> Result<Output> {
         let env = &*ctx.env;
         let repo = git::repo_path(&input.repo_path).await?;

@@ -162,10 +162,6 @@ impl TypedTool for GitStatus {
         arg_str(args, "repo_path").to_owned()
     }
 
-    fn changes_production(_args: &Value) -> bool {
-        false
-    }
-
     async fn run(ctx: &ToolContext, input: Input) -> Result<Output> {
         let repo = git::repo_path(&input.repo_path).await?;
         let (status, state_sha256) = snapshot(&ctx.env, &repo).await?;

@@ -134,10 +134,6 @@ impl TypedTool for HttpGet {
         http::target_host(arg_str(args, "url"))
     }
 
-    fn changes_production(_args: &Value) -> bool {
-        false
-    }
-
     async fn run(ctx: &ToolContext, input: Input) -> Result<Output> {
         let url = http::parse_url(&input.url, "url")?;
         let headers = http::request_headers(&input.headers)?;

@@ -172,10 +172,6 @@ impl TypedTool for HttpPost {
         http::target_host(arg_str(args, "url"))
     }
 
-    fn changes_production(_args: &Value) -> bool {
-        false
-    }
-
     async fn run(ctx: &ToolContext, input: Input) -> Result<Output> {
         let url = http::parse_url(&input.url, "url")?;
         let mut headers = http::request_headers(&input.headers)?;

@@ -435,6 +435,20 @@ impl Registry {
         self.tools.len()
     }
 
+    /// The tool named `name`, or the one unknown-tool error (E1001): the name echoed bounded
+    /// ([`crate::error::echo`]) with the tools known.
+    ///
+    /// # Errors
+    /// E1001 when no tool has that name.
+    pub fn require(&self, name: &str) -> Result<&Arc<dyn Tool>> {
+        self.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.iter().map(|t| t.contract().name).collect();
+            let tool = crate::error::echo(name);
+            Error::new(ErrorCode::UnknownTool, format!("unknown tool `{tool}`"))
+                .with_details(json!({ "tool": tool, "known": known }))
+        })
+    }
+
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.tools.is_empty()
@@ -449,6 +463,18 @@ pub fn arg_str<'a>(args: &'a Value, field: &str) -> &'a str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Proves `Registry::require` finds a tool by name and answers an unknown one with E1001,
+    /// its name cut to the echo bound and the known tools listed.
+    #[test]
+    fn require_is_the_one_unknown_tool_error() {
+        let r = Registry::builtin().expect("builtin");
+        assert_eq!(r.require("file_read").map(|t| t.contract().name).ok(), Some("file_read"));
+        let e = r.require(&"x".repeat(10_000)).err().expect("unknown");
+        assert_eq!(e.code, ErrorCode::UnknownTool);
+        assert!(e.message.len() < 200, "{}", e.message.len());
+        assert_eq!(e.details["known"].as_array().map(Vec::len), Some(r.len()));
+    }
 
     /// Proves `Category::as_str` names each category as its serialised form does, so routes keyed
     /// by category name cannot drift from the contracts.

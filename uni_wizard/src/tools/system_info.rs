@@ -153,10 +153,6 @@ impl TypedTool for SystemInfo {
         }
     }
 
-    fn changes_production(_args: &Value) -> bool {
-        false
-    }
-
     async fn run(_ctx: &ToolContext, input: Input) -> Result<Output> {
         tokio::task::spawn_blocking(move || collect(Path::new("/"), input.include_disks))
             .await
