@@ -484,6 +484,19 @@ fn present(call: Option<&v1::ToolCall>) -> Result<&v1::ToolCall, Error> {
     Ok(call)
 }
 
+/// E1005 when `value` holds a control character (a newline, an escape, NUL): names and ids
+/// end up in logs and on Timmy's terminal, where one could forge a line or move the cursor.
+///
+/// # Errors
+/// E1005 naming the field.
+pub fn printable(field: &str, value: &str) -> Result<(), Error> {
+    if value.chars().any(char::is_control) {
+        return Err(Error::new(ErrorCode::InvalidInput, format!("`{field}` holds a control character"))
+            .with_details(json!({ "field": field })));
+    }
+    Ok(())
+}
+
 /// Longest id, key, session or proof a request may carry: they are stored with every task and
 /// record, so a megabyte of one would be kept (and echoed) as often.
 pub const MAX_ID_LEN: usize = 256;

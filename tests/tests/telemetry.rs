@@ -613,3 +613,20 @@ fn executions_count_only_for_the_house_that_streams_them() {
     assert!(events.is_empty(), "nothing of the poisoned bursts is stored: {events:?}");
     assert_eq!(stream_kind(timmy, "ezra", &ezra.token, "ezra-node", 1, execution(v1::House::Ezra)).expect("own"), 1);
 }
+
+/// Proves a node name cannot forge a line in Timmy's log: a name holding a newline (or NUL)
+/// is refused with E1005 and never written to the log.
+#[test]
+fn a_node_name_cannot_forge_a_log_line() {
+    let extra = |h: &str| if h == "timmy" { "roles: [worker, telemetry]\n".to_owned() } else { String::new() };
+    let mut fleet = Fleet::configure(&["timmy", "ezra"], &extra);
+    fleet.node("timmy").start();
+    let (timmy, ezra) = (&fleet.nodes["timmy"], &fleet.nodes["ezra"]);
+    for node in ["x\n2026-12-02T17:13:00Z  INFO approval granted FORGED-LINE", "ezra\0"] {
+        let s = stream_one(timmy, "ezra", &ezra.token, node, 1).expect_err("refused");
+        assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
+        assert!(s.message().starts_with("E1005"), "{s:?}");
+    }
+    let log = timmy.log();
+    assert!(!log.contains("FORGED-LINE") && !log.contains('\0'), "the log holds the forged name");
+}

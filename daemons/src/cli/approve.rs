@@ -241,14 +241,16 @@ fn print_remote(v: &serde_json::Value, as_json: bool) {
             println!("no approvals pending");
         }
         for p in list {
+            // Escaped: what another house wrote never moves Timmy's cursor or forges a line.
+            let text = |k: &str| p[k].as_str().unwrap_or("?").escape_debug().to_string();
             println!(
                 "{}  {} on {} wants {}  {}  ({})",
-                p["approval_id"].as_str().unwrap_or(""),
-                p["house"].as_str().unwrap_or("?"),
-                p["node"].as_str().unwrap_or("?"),
-                p["tool"].as_str().unwrap_or(""),
+                text("approval_id"),
+                text("house"),
+                text("node"),
+                text("tool"),
                 p["args"],
-                p["reason"].as_str().unwrap_or("")
+                text("reason")
             );
         }
     } else {

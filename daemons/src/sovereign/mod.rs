@@ -150,6 +150,12 @@ impl Sovereign for SovereignService {
         if req.node.is_empty() || req.node.len() > 255 {
             return Err(invalid("node", "must be 1 to 255 characters"));
         }
+        for (field, value) in
+            [("request_id", &req.request_id), ("tool", &req.tool), ("node", &req.node), ("reason", &req.reason)]
+        {
+            // Each is logged and shown on Timmy's terminal by `approve --list`.
+            wire::printable(field, value).map_err(|e| wire::status(&e))?;
+        }
         if req.node == tokens::ANY_NODE {
             // A request comes from the node the call runs on; an any-node token is only ever
             // signed on purpose, with `approve --sign --any-node`.
@@ -480,6 +486,31 @@ mod tests {
         let pending = s.list_pending(list).await.expect("listed").into_inner().pending;
         let listed = &pending[0].request.as_ref().expect("request").args_json;
         assert!(!listed.contains("hunter2") && listed.contains("[redacted]") && listed.contains("\"x\""), "{listed}");
+    }
+
+    /// Proves what Timmy reads on his terminal cannot be forged: a request id, node, tool or
+    /// reason holding a newline, an escape or NUL is refused (E1005) before it is logged or queued.
+    #[tokio::test]
+    async fn control_characters_never_reach_timmys_screen() {
+        let (s, _dir) = service(64);
+        let args = json!({"path": "a"});
+        let (text, hash) = (args.to_string(), args_sha256(&args));
+        let forged = [
+            ask(House::Ezra, "inj\n2", &text, &hash, "ezra-node"),
+            ask(House::Ezra, "r1", &text, &hash, "ezra-node\u{1b}[2K"),
+            ask(House::Ezra, "r2", &text, &hash, "ezra\0"),
+            {
+                let mut r = ask(House::Ezra, "r3", &text, &hash, "ezra-node");
+                r.get_mut().reason = "line1\nbezalel:x  bezalel on bezalel-node wants system_info".into();
+                r
+            },
+        ];
+        for r in forged {
+            let e = s.request_approval(r).await.expect_err("refused");
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+            assert!(e.message().starts_with("E1005") && e.message().contains("control character"), "{e:?}");
+        }
+        assert!(s.entries().is_empty(), "nothing refused is queued");
     }
 
     /// Proves one house cannot fill Timmy's queue for the others: with room for 8, Ezra's third

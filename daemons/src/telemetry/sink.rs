@@ -374,6 +374,8 @@ fn check_burst(node: &mut Option<String>, events: &[TelemetryEvent]) -> Result<(
         if e.node.is_empty() || e.node.len() > 256 {
             return Err(invalid("an event's `node` must be 1 to 256 characters".into()));
         }
+        // Before the name is logged or echoed anywhere.
+        wire::printable("node", &e.node).map_err(|e| wire::status(&e))?;
         match node {
             Some(n) if *n != e.node => {
                 return Err(invalid(format!("one stream carries one node (`{n}`), not `{}`", e.node)));
