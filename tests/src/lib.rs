@@ -58,6 +58,27 @@ fn newest_source(workspace: &std::path::Path, than: std::time::SystemTime) -> Op
     None
 }
 
+/// Every `.rs` file below `dir`, sorted.
+///
+/// # Panics
+/// When a directory cannot be read.
+pub fn rust_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
 /// A `uni-wizard` command with a private, empty state directory.
 pub fn cli(home: &std::path::Path) -> Command {
     let mut c = Command::new(bin("uni-wizard"));

@@ -235,24 +235,16 @@ fn no_code_spawns_a_shell() {
     let mut offenders = Vec::new();
     let mut scanned = 0;
     for dir in ["uni_wizard", "daemons", "proto", "tests"] {
-        let mut stack = vec![root.join(dir)];
-        while let Some(d) = stack.pop() {
-            for entry in std::fs::read_dir(&d).expect("read dir") {
-                let path = entry.expect("entry").path();
-                if path.is_dir() {
-                    stack.push(path);
-                } else if path.extension().is_some_and(|e| e == "rs") {
-                    let text = std::fs::read_to_string(&path).expect("read");
-                    scanned += 1;
-                    for (i, line) in text.lines().enumerate() {
-                        // This file names the patterns it looks for.
-                        if path.ends_with("tests/tests/contracts.rs") {
-                            continue;
-                        }
-                        if shell.is_match(line) || literal.is_match(line) {
-                            offenders.push(format!("{}:{}: {}", path.display(), i + 1, line.trim()));
-                        }
-                    }
+        for path in uni_wizard_tests::rust_files(&root.join(dir)) {
+            let text = std::fs::read_to_string(&path).expect("read");
+            scanned += 1;
+            // This file names the patterns it looks for.
+            if path.ends_with("tests/tests/contracts.rs") {
+                continue;
+            }
+            for (i, line) in text.lines().enumerate() {
+                if shell.is_match(line) || literal.is_match(line) {
+                    offenders.push(format!("{}:{}: {}", path.display(), i + 1, line.trim()));
                 }
             }
         }

@@ -7,7 +7,9 @@
 //! and the crate root (`lib.rs`) sit above every module and are not part of the graph.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use uni_wizard_tests::rust_files;
 
 /// module -> module it imports -> one place that shows the edge (`file:line`).
 type Graph = BTreeMap<String, BTreeMap<String, String>>;
@@ -97,23 +99,6 @@ fn imported_modules(code: &str) -> Vec<(usize, String)> {
         }
     }
     found
-}
-
-fn rust_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).expect("read dir") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    files
 }
 
 /// The import graph between the top-level modules of the crate whose sources are in `src`.
