@@ -449,13 +449,7 @@ impl Telemetry for SinkService {
                 let Some(n) = node.clone() else { continue };
                 // Every burst, so a binding withdrawn by a hot reload ends the stream too; before
                 // the node is shown connected or anything is stored.
-                if let Err(e) = sink.check_binding(peer.house, &n) {
-                    metrics::counter!("uw_auth_refused_total", "code" => e.code.as_str()).increment(1);
-                    tracing::warn!(code = e.code.as_str(), node = %n, house = %peer.house, reason = %e.message, "telemetry stream refused");
-                    let _ = tx.send(Err(wire::status(&e))).await;
-                    return;
-                }
-                if let Err(e) = own_executions(peer.house, &events) {
+                if let Err(e) = sink.check_binding(peer.house, &n).and_then(|()| own_executions(peer.house, &events)) {
                     metrics::counter!("uw_auth_refused_total", "code" => e.code.as_str()).increment(1);
                     tracing::warn!(code = e.code.as_str(), node = %n, house = %peer.house, reason = %e.message, "telemetry stream refused");
                     let _ = tx.send(Err(wire::status(&e))).await;

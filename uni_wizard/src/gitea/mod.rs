@@ -60,9 +60,6 @@
 //! A Gitea tool called while no Gitea is configured (`ToolEnv.gitea` is `None`) fails with
 //! E4001 "gitea is not configured".
 
-use std::future::Future;
-use std::pin::Pin;
-
 use crate::error::Result;
 
 pub mod client;
@@ -88,7 +85,7 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_MAX_PAGES: u32 = 40;
 
 /// The future a [`Gitea`] operation returns.
-pub type GiteaFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+pub type GiteaFuture<'a, T> = crate::future::BoxFuture<'a, Result<T>>;
 
 /// The Gitea operations the tools and the triage daemon use, so a test can hand a harness a
 /// client of its own. [`GiteaClient`] is the implementation; each method is the inherent
