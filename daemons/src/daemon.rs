@@ -9,7 +9,7 @@
 //! 4. **Serve**: gRPC (every service behind [`AuthLayer`], health's serving status excepted;
 //!    `grpc.health.v1`, reflection, TLS when configured; what tonic refuses by itself answered
 //!    with the conventional codes) and HTTP (`/metrics`, `/health`, the triage webhook); tell
-//!    systemd READY; watchdog pings; config hot reload.
+//!    systemd READY; watchdog pings; config hot reload (on a file change and on SIGHUP).
 //! 5. **Wait** for SIGTERM or SIGINT.
 //! 6. **Drain**: health answers NOT_SERVING (gRPC) and 503 `draining` (HTTP), the gRPC
 //!    listener closes and in-flight calls get `shutdown_grace_ms` to finish; the HTTP listener
@@ -247,7 +247,7 @@ fn build(live: &Live) -> Result<Node, Error> {
 
 async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
     // Before anything is served, so an early SIGTERM drains instead of killing.
-    let signals = crate::signal::Signals::install();
+    let mut signals = crate::signal::Signals::install();
     let metrics = serve::install_metrics()?;
     let live = Live::new(config);
     let config = live.get();
@@ -322,6 +322,11 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
             if let Some(stats) = outbox.as_ref().and_then(|o| o.stats().ok()) {
                 v["telemetry"] = serde_json::to_value(stats).unwrap_or_default();
             }
+            // Still serving calls (200), but a part of the node cannot do its job.
+            if let (false, Some(w)) = (draining, outbox.as_ref().and_then(|o| o.write_error())) {
+                v["status"] = "degraded".into();
+                v["degraded"] = serde_json::json!([{ "component": "telemetry outbox", "reason": w.reason }]);
+            }
             v
         }) as serve::HealthFn
     };
@@ -337,6 +342,9 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
             None
         }
     };
+    if let Some(hangup) = signals.take_hangup() {
+        crate::live::reload_on_hangup(live.clone(), path.clone(), hangup);
+    }
     tokio::spawn(serve::watchdog(stop_rx.clone()));
     let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
     tracing::info!(
@@ -358,14 +366,16 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
     reporter.set_service_status("", ServingStatus::NotServing).await;
     // From here `/health` answers 503 "draining" until the HTTP listener closes.
     let _ = stop_tx.send(true);
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(config.shutdown_grace_ms);
+    // The live value: `shutdown_grace_ms` reloads.
+    let grace_ms = live.get().shutdown_grace_ms;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(grace_ms);
     let grpc_drained = tokio::time::timeout_at(deadline, grpc).await.is_ok();
     let _ = http_stop_tx.send(true);
     let http_drained = tokio::time::timeout_at(deadline, http).await.is_ok();
     if grpc_drained && http_drained {
         tracing::info!("drained");
     } else {
-        tracing::warn!(grace_ms = config.shutdown_grace_ms, "grace period over; stopping with calls in flight");
+        tracing::warn!(grace_ms, "grace period over; stopping with calls in flight");
     }
     Ok(())
 }

@@ -1,14 +1,18 @@
-//! SIGTERM and SIGINT: the signals that start a daemon's drain.
+//! SIGTERM and SIGINT, the signals that start a daemon's drain, and SIGHUP, which reloads the
+//! config.
 //!
 //! [`Signals::install`] runs before anything is served, so a signal that arrives the moment
-//! the node answers drains it instead of killing it with the default action;
-//! [`Signals::wait`] is phase 5 of `uni-wizardd` (see [`crate::daemon`]).
+//! the node answers drains it (or reloads) instead of killing it with the default action;
+//! [`Signals::wait`] is phase 5 of `uni-wizardd` (see [`crate::daemon`]);
+//! [`Signals::take_hangup`] goes to [`crate::live::reload_on_hangup`].
 
-/// SIGTERM and SIGINT handlers, installed before anything is served: a signal that arrives
-/// the moment the node answers must drain it, not kill it with the default action.
+/// SIGTERM, SIGINT and SIGHUP handlers, installed before anything is served: a signal that
+/// arrives the moment the node answers must drain it (or reload), not kill it with the default
+/// action.
 pub struct Signals {
     term: Option<tokio::signal::unix::Signal>,
     int: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
@@ -19,7 +23,16 @@ impl Signals {
         if term.is_none() || int.is_none() {
             tracing::warn!("cannot install SIGTERM/SIGINT handlers: stop the daemon with SIGKILL");
         }
-        Signals { term, int }
+        let hup = signal(SignalKind::hangup()).ok();
+        if hup.is_none() {
+            tracing::warn!("cannot install a SIGHUP handler: the config reloads only when its file changes");
+        }
+        Signals { term, int, hup }
+    }
+
+    /// The SIGHUP stream (once), for the config reload.
+    pub fn take_hangup(&mut self) -> Option<tokio::signal::unix::Signal> {
+        self.hup.take()
     }
 
     /// Resolves on SIGTERM or SIGINT.

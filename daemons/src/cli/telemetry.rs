@@ -4,7 +4,8 @@
 //! lag of the newest burst) asked through `Telemetry/Query` as this node's house, and this
 //! node's own outbox, read-only from disk (buffered, dropped, Hermes cursor, last ack time).
 //! Buffered, dropped and the cursor are known only on the node itself, so other nodes' rows
-//! show them as unknown.
+//! show them as unknown. Whether the outbox's writes fail is known only to the daemon that
+//! writes: the local row takes it from that daemon's `/health` (`write_error`).
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -76,12 +77,31 @@ pub async fn status(a: &TelemetryArgs) -> Result<Value, Error> {
         r["next_seq"] = json!(s.next_seq);
         r["oldest_unacked_age_ms"] =
             json!(if s.oldest_ms > 0 { (telemetry::now_ms() - s.oldest_ms).max(0) } else { 0 });
+        // Only the daemon that writes knows whether its writes fail: its `/health` says.
+        r["write_error"] = local_write_error(&config).await;
     }
     let (ok, sink_state) = match &sink {
         Ok(_) => (true, json!("reachable")),
         Err(e) => (false, json!({ "error": e.code.as_str(), "message": e.message })),
     };
     Ok(json!({ "ok": ok, "node": me, "sink": sink_state, "nodes": rows }))
+}
+
+/// The local daemon's outbox write error from its `/health` (`null` when it writes, or when
+/// it does not answer within 2 s).
+async fn local_write_error(config: &DaemonConfig) -> Value {
+    let mut addr = config.listen.http;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let Ok(client) = reqwest::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build() else {
+        return Value::Null;
+    };
+    let Ok(reply) = client.get(format!("http://{addr}/health")).send().await else { return Value::Null };
+    match reply.json::<Value>().await {
+        Ok(h) => h["telemetry"]["write_error"]["reason"].clone(),
+        Err(_) => Value::Null,
+    }
 }
 
 async fn query_sink(config: &DaemonConfig) -> Result<uni_wizard_proto::v1::TelemetryQueryResponse, Error> {
@@ -125,6 +145,11 @@ pub fn print_status(v: &Value, as_json: bool) {
             shown(&r["dropped"]),
             shown(&r["hermes_cursor"]),
         );
+    }
+    for r in v["nodes"].as_array().into_iter().flatten() {
+        if let Some(why) = r["write_error"].as_str() {
+            let _ = writeln!(out, "{}: OUTBOX CANNOT WRITE ({why})", r["node"].as_str().unwrap_or(""));
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 //! - this module: [`DaemonConfig`], the node's file: house, node name, roles, listeners, TLS,
 //!   the HTTP port, the fleet, and validation naming file, line and field; [`DaemonConfig::home`],
 //!   the node's state directory every role keeps its files in.
+//! - [`reload`]: which fields a hot reload applies and which wait for a restart (one table),
+//!   and the diff of two configs by field path.
 //! - [`roles`]: the sections of the router, health, worker and sovereign roles.
 //! - [`telemetry`]: the `telemetry` role's section, alerts included.
 //! - [`triage`]: the `triage` role's section: Gitea, webhook, repositories, the rules, and
@@ -30,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uni_wizard::{Error, ErrorCode, House};
 
+pub mod reload;
 pub mod roles;
 pub mod telemetry;
 pub mod triage;

@@ -433,6 +433,9 @@ fn step(reader: &mut Reader, tail: &mut Tail, outbox: &Outbox, cfg: &TelemetryCo
             Ok(full)
         }
         Ok(None) => Ok(false),
+        // The outbox, not state.db, failed, and said so once naming its file; the cursor did
+        // not move, so the next pass retries from it.
+        Err(_) if outbox.write_error().is_some() => Ok(false),
         Err(e) => Err(describe(&e)),
     }
 }

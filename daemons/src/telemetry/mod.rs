@@ -84,6 +84,10 @@ pub fn describe_metrics() {
     describe_counter!("uw_telemetry_acked_total", "Telemetry events acknowledged by Timmy's sink");
     describe_gauge!("uw_telemetry_connected", "Whether this node's stream to Timmy is open (1) or not (0)");
     describe_counter!("uw_telemetry_reconnects_total", "Times this node's stream to Timmy was re-opened");
+    describe_gauge!(
+        "uw_telemetry_outbox_writable",
+        "Whether this node's outbox took its last write (1) or its write side is failing (0)"
+    );
     describe_counter!("uw_telemetry_sink_events_total", "Events stored by Timmy's sink, by result (new, duplicate)");
     describe_counter!("uw_telemetry_sink_patterns_total", "Fleet executions fed into Timmy's pattern DB, by result");
     describe_counter!("uw_telemetry_alerts_total", "Alert transitions, by state (firing, resolved)");
@@ -191,7 +195,12 @@ async fn ingest(outbox: Arc<Outbox>, mut rx: mpsc::Receiver<(i64, Kind)>, droppe
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 metrics::counter!("uw_telemetry_dropped_total", "source" => "harness").increment(n);
-                tracing::error!(code = e.code.as_str(), error = %e.message, events = n, "telemetry outbox write failed; events dropped");
+                // A failing write side is logged once by the outbox, not once per batch.
+                if outbox.write_error().is_some() {
+                    tracing::debug!(error = %e.message, events = n, "telemetry outbox write failed; events dropped");
+                } else {
+                    tracing::error!(code = e.code.as_str(), error = %e.message, events = n, "telemetry outbox write failed; events dropped");
+                }
             }
             Err(e) => tracing::error!(error = %e, "telemetry outbox task failed"),
         }

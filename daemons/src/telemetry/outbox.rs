@@ -22,6 +22,14 @@
 //! Every write is one `BEGIN IMMEDIATE` transaction: numbering, insertion, the cursor and
 //! the dedup state commit together or not at all. Several processes may write (the daemon
 //! and `uni-wizard hermes-hook`): the sequence is read and advanced inside the transaction.
+//!
+//! **A write side that fails** (disk full, read-only or failing filesystem: SQLite's
+//! `SQLITE_FULL`, `SQLITE_IOERR`, `SQLITE_READONLY`, ...) is a state, not a stream of errors:
+//! the first failing write logs one line naming the file and sets [`Outbox::write_error`]
+//! (shown by `/health` as `degraded` and by `uni-wizard telemetry --status`, and the stream
+//! backs off while it lasts); the first write that commits again clears it with one line.
+//! Nothing waits for an operator: the tailer retries from its cursor, the stream resends from
+//! the last ack, so freeing space is the whole recovery.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -112,6 +120,29 @@ pub struct OutboxStats {
     pub hermes_open_sessions: u64,
     /// Time of the oldest buffered event, ms since the epoch (0: none).
     pub oldest_ms: i64,
+    /// Why the outbox cannot be written, while it cannot (known to the process that writes:
+    /// the daemon's `/health`; a read-only reader sees `None`).
+    pub write_error: Option<WriteError>,
+}
+
+/// The outbox's write side failing: since when and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WriteError {
+    /// The file and the error, e.g. `cannot write /var/lib/uni-wizard/telemetry-outbox.db:
+    /// database or disk is full`.
+    pub reason: String,
+    /// When the first write failed, ms since the epoch.
+    pub since_ms: i64,
+}
+
+/// SQLite's codes for a write side that cannot write (space, permissions, the device), as
+/// opposed to a busy lock or bad data.
+fn is_write_side(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode as C;
+    matches!(
+        e.sqlite_error_code(),
+        Some(C::DiskFull | C::SystemIoFailure | C::ReadOnly | C::CannotOpen | C::PermissionDenied)
+    )
 }
 
 /// The outbox.
@@ -120,6 +151,8 @@ pub struct Outbox {
     path: PathBuf,
     node: String,
     max_buffered: u64,
+    /// Set while writes fail on the write side (see the module docs).
+    write_error: Mutex<Option<WriteError>>,
     /// Woken after every commit that added events (the streamer waits on it).
     pub added: tokio::sync::Notify,
 }
@@ -132,8 +165,9 @@ impl std::fmt::Debug for Outbox {
 
 fn db_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
     move |e| {
-        Error::new(ErrorCode::HomeUnavailable, format!("telemetry outbox {}: {e}", path.display()))
-            .with_details(serde_json::json!({ "path": path.display().to_string() }))
+        Error::new(ErrorCode::HomeUnavailable, format!("telemetry outbox {}: {e}", path.display())).with_details(
+            serde_json::json!({ "path": path.display().to_string(), "write_side": is_write_side(&e) }),
+        )
     }
 }
 
@@ -185,6 +219,7 @@ impl Outbox {
             path: path.to_owned(),
             node: node.to_owned(),
             max_buffered: config.max_buffered,
+            write_error: Mutex::new(None),
             added: tokio::sync::Notify::new(),
         })
     }
@@ -208,6 +243,43 @@ impl Outbox {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Why writes fail, while they do (see the module docs).
+    pub fn write_error(&self) -> Option<WriteError> {
+        self.write_error.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Records what a write did: `Ok(true)` committed, `Ok(false)` wrote nothing, `Err` failed.
+    /// Logs only the transitions into and out of the failing state, each naming the file.
+    fn note(&self, outcome: Result<bool, &Error>) {
+        let mut state = self.write_error.lock().unwrap_or_else(PoisonError::into_inner);
+        match outcome {
+            Ok(true) => {
+                if let Some(was) = state.take() {
+                    metrics::gauge!("uw_telemetry_outbox_writable").set(1.0);
+                    tracing::info!(
+                        file = %self.path.display(),
+                        failed_for_ms = (now_ms() - was.since_ms).max(0),
+                        "telemetry outbox writable again; buffering and streaming resume"
+                    );
+                }
+            }
+            Err(e) if e.details["write_side"] == true && state.is_none() => {
+                let prefix = format!("telemetry outbox {}: ", self.path.display());
+                let why = e.message.strip_prefix(&prefix).unwrap_or(&e.message);
+                let reason = format!("cannot write {}: {why}", self.path.display());
+                metrics::gauge!("uw_telemetry_outbox_writable").set(0.0);
+                tracing::error!(
+                    file = %self.path.display(),
+                    reason = %reason,
+                    "telemetry outbox cannot be written: Hermes events wait in state.db, harness events are dropped \
+                     and counted, the stream backs off; it recovers by itself once the file can be written"
+                );
+                *state = Some(WriteError { reason, since_ms: now_ms() });
+            }
+            Ok(false) | Err(_) => {}
+        }
+    }
+
     /// The node whose events these are.
     pub fn node(&self) -> &str {
         &self.node
@@ -229,6 +301,12 @@ impl Outbox {
     /// # Errors
     /// E4002 when the transaction fails (nothing was stored).
     pub fn append(&self, events: Vec<(i64, Kind)>, queue_drops: u64, source: &'static str) -> Result<usize, Error> {
+        let r = self.append_tx(events, queue_drops, source);
+        self.note(r.as_ref().map(|_| true));
+        r
+    }
+
+    fn append_tx(&self, events: Vec<(i64, Kind)>, queue_drops: u64, source: &'static str) -> Result<usize, Error> {
         let err = db_err(&self.path);
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
@@ -274,6 +352,12 @@ impl Outbox {
     /// # Errors
     /// E4002 when the transaction fails (nothing was committed).
     pub fn commit_hermes(&self, batch: HermesBatch) -> Result<Option<usize>, Error> {
+        let r = self.commit_hermes_tx(batch);
+        self.note(r.as_ref().map(Option::is_some));
+        r
+    }
+
+    fn commit_hermes_tx(&self, batch: HermesBatch) -> Result<Option<usize>, Error> {
         let err = db_err(&self.path);
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
@@ -398,6 +482,12 @@ impl Outbox {
     /// # Errors
     /// E4002 when the transaction fails.
     pub fn ack(&self, through: u64) -> Result<usize, Error> {
+        let r = self.ack_tx(through);
+        self.note(r.as_ref().map(|_| true));
+        r
+    }
+
+    fn ack_tx(&self, through: u64) -> Result<usize, Error> {
         let err = db_err(&self.path);
         let through = i64::try_from(through).unwrap_or(i64::MAX);
         let mut conn = self.lock();
@@ -438,6 +528,7 @@ impl Outbox {
             hermes_message_id: meta(&conn, "hermes_message_id").map_err(&err)?,
             hermes_open_sessions: u(open),
             oldest_ms: oldest.unwrap_or(0),
+            write_error: self.write_error(),
         })
     }
 }
@@ -455,6 +546,7 @@ pub fn read_stats(path: &Path, node: &str, max_buffered: u64) -> Result<OutboxSt
         path: path.to_owned(),
         node: node.to_owned(),
         max_buffered,
+        write_error: Mutex::new(None),
         added: Default::default(),
     };
     ob.stats()

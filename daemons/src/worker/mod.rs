@@ -36,9 +36,7 @@ struct Inner {
     node: String,
     /// One harness for every mode: one executor, one breaker map, one concurrency limit.
     harness: Harness,
-    slots: Arc<Semaphore>,
-    max_concurrency: u32,
-    max_queued: u32,
+    pool: Pool,
     in_flight: AtomicU32,
     queued: AtomicU32,
     fence: AtomicU64,
@@ -133,15 +131,12 @@ impl WorkerService {
         if let Some(o) = observer {
             b = b.observer(o);
         }
-        let max = config.worker.max_concurrency;
         Ok(WorkerService {
             inner: Arc::new(Inner {
                 house: config.house,
                 node: config.node_name(),
                 harness: b.build()?,
-                slots: Arc::new(Semaphore::new(max as usize)),
-                max_concurrency: max,
-                max_queued: config.worker.max_queued,
+                pool: Pool::new(config.worker.max_concurrency),
                 in_flight: AtomicU32::new(0),
                 queued: AtomicU32::new(0),
                 fence: AtomicU64::new(0),
@@ -168,26 +163,33 @@ impl WorkerService {
             .collect()
     }
 
-    /// Runs one call, waiting for a slot of the pool.
+    /// Runs one call, waiting for a slot of the pool. The pool's size, the queue bound and the
+    /// default mode are the live config's (`worker.max_concurrency`, `max_queued`,
+    /// `default_mode`), so a reload applies them to the next call.
     async fn run(&self, call: Call, dispatcher: House) -> Result<uni_wizard::Outcome, Error> {
         let inner = &*self.inner;
+        let config = inner.live.get();
+        let settings = &config.worker;
+        inner.pool.resize(settings.max_concurrency);
         let Call { mode, mut request, caller, .. } = call;
-        request.mode = mode;
+        request.mode = Some(mode.unwrap_or(settings.default_mode));
         request.on_behalf_of = Some(caller.unwrap_or(dispatcher));
-        if inner.queued.fetch_add(1, Ordering::AcqRel) >= inner.max_queued {
+        if inner.queued.fetch_add(1, Ordering::AcqRel) >= settings.max_queued {
             inner.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(Error::new(
                 ErrorCode::Saturated,
-                format!("worker {} has {} calls queued", inner.node, inner.max_queued),
+                format!("worker {} has {} calls queued", inner.node, settings.max_queued),
             ));
         }
-        let permit = inner.slots.clone().acquire_owned().await;
+        drop(config);
+        let permit = inner.pool.slots.clone().acquire_owned().await;
         inner.queued.fetch_sub(1, Ordering::AcqRel);
-        let _permit = permit.map_err(|_| Error::new(ErrorCode::Saturated, "worker is shutting down"))?;
+        let permit = permit.map_err(|_| Error::new(ErrorCode::Saturated, "worker is shutting down"))?;
         inner.in_flight.fetch_add(1, Ordering::AcqRel);
         let started = Instant::now();
         let result = inner.harness.execute_request(request).await;
         inner.in_flight.fetch_sub(1, Ordering::AcqRel);
+        inner.pool.release(permit);
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.code.as_str(),
@@ -195,6 +197,66 @@ impl WorkerService {
         metrics::counter!("uw_worker_calls_total", "result" => outcome).increment(1);
         metrics::histogram!("uw_worker_call_seconds").record(started.elapsed().as_secs_f64());
         result
+    }
+}
+
+/// The bounded pool of call slots, resized to the live `worker.max_concurrency`.
+///
+/// Growing adds permits at once. Shrinking takes the free permits at once and the rest as
+/// calls finish ([`Pool::release`] forgets a permit while the pool owes one), so no call in
+/// flight is cut and the pool never holds more than its size after the calls drain.
+struct Pool {
+    slots: Arc<Semaphore>,
+    size: AtomicU32,
+    /// Permits still to forget from a shrink that found them held.
+    owed: AtomicU32,
+    resizing: std::sync::Mutex<()>,
+}
+
+impl Pool {
+    fn new(size: u32) -> Pool {
+        Pool {
+            slots: Arc::new(Semaphore::new(size as usize)),
+            size: AtomicU32::new(size),
+            owed: AtomicU32::new(0),
+            resizing: std::sync::Mutex::new(()),
+        }
+    }
+
+    /// The size it has (or is shrinking to).
+    fn size(&self) -> u32 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    /// Brings the pool to `want` slots (validation keeps `want` positive).
+    fn resize(&self, want: u32) {
+        if self.size() == want {
+            return;
+        }
+        let _one = self.resizing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let have = self.size();
+        if want > have {
+            // Cancel what a shrink still owes before adding permits.
+            let mut add = want - have;
+            let cancelled = self
+                .owed
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| Some(o - o.min(add)))
+                .map_or(0, |o| o.min(add));
+            add -= cancelled;
+            self.slots.add_permits(add as usize);
+        } else {
+            let take = have - want;
+            let gone = u32::try_from(self.slots.forget_permits(take as usize)).unwrap_or(take);
+            self.owed.fetch_add(take - gone.min(take), Ordering::AcqRel);
+        }
+        self.size.store(want, Ordering::Release);
+    }
+
+    /// Gives a finished call's slot back, or forgets it while a shrink is owed.
+    fn release(&self, permit: tokio::sync::OwnedSemaphorePermit) {
+        if self.owed.fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| o.checked_sub(1)).is_ok() {
+            permit.forget();
+        }
     }
 }
 
@@ -273,6 +335,8 @@ impl Worker for WorkerService {
     ) -> Result<tonic::Response<CapacityResponse>, tonic::Status> {
         auth::peer(&request)?;
         let inner = &*self.inner;
+        // The live size, also when no call came since a reload changed it.
+        inner.pool.resize(inner.live.get().worker.max_concurrency);
         // A tool with any open breaker (for some target) is reported unhealthy.
         let open: Vec<String> = self.open_breakers().into_iter().map(|(tool, _)| tool).collect();
         let healthy_tools = inner
@@ -283,7 +347,7 @@ impl Worker for WorkerService {
             .filter(|name| !open.contains(name))
             .collect();
         Ok(tonic::Response::new(CapacityResponse {
-            max_concurrency: inner.max_concurrency,
+            max_concurrency: inner.pool.size(),
             in_flight: inner.in_flight.load(Ordering::Acquire),
             queued: inner.queued.load(Ordering::Acquire),
             node: inner.node.clone(),
