@@ -79,6 +79,22 @@ pub fn rust_files(dir: &std::path::Path) -> Vec<PathBuf> {
     files
 }
 
+/// Whether the tests run under `CI=true`.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// A component the test needs is missing: under CI=true that fails the test; elsewhere the test
+/// says so loudly and returns `true` (scripts/test installs everything).
+///
+/// # Panics
+/// Under CI=true.
+pub fn missing(what: &str) -> bool {
+    assert!(!in_ci(), "{what} is missing under CI=true: scripts/test installs it");
+    eprintln!("SKIPPED: {what} is missing; run scripts/test to install it");
+    true
+}
+
 /// A `uni-wizard` command with a private, empty state directory.
 pub fn cli(home: &std::path::Path) -> Command {
     let mut c = Command::new(bin("uni-wizard"));

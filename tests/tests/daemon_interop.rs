@@ -17,6 +17,7 @@ use uni_wizard_proto::v1::{
     worker_client::WorkerClient,
 };
 use uni_wizard_tests::fleet::Fleet;
+use uni_wizard_tests::missing;
 
 /// The fleet of these tests: Timmy routes, probes and works; Ezra works.
 fn start_fleet() -> Fleet {
@@ -30,18 +31,6 @@ fn start_fleet() -> Fleet {
 /// The uniwizard.v1 services a node of this fleet runs.
 fn services_of(house: &str) -> &'static [&'static str] {
     if house == "timmy" { &["uniwizard.v1.Router", "uniwizard.v1.Worker"] } else { &["uniwizard.v1.Worker"] }
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// A component the test needs is missing: under CI=true that fails the test; elsewhere the test
-/// says so loudly and returns (scripts/test installs everything).
-fn missing(what: &str) -> bool {
-    assert!(!in_ci(), "{what} is missing under CI=true: scripts/test installs it");
-    eprintln!("SKIPPED: {what} is missing; run scripts/test to install it");
-    true
 }
 
 fn auth<T>(msg: T, house: &str, token: &str) -> Request<T> {

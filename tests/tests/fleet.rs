@@ -196,6 +196,74 @@ fn config_hot_reload_applies_valid_edits_and_keeps_the_old_on_invalid_ones() {
     assert_eq!(fleet.nodes["timmy"].health().map(|h| h["node"].clone()), Some(serde_json::json!("timmy-node")));
 }
 
+/// `Worker/Capacity` of `node`'s worker, asked as its own house; `None` when it does not answer.
+fn capacity(node: &uni_wizard_tests::fleet::Node) -> Option<u32> {
+    use tonic::metadata::MetadataValue;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", node.grpc)).ok()?.connect().await.ok()?;
+        let bearer: MetadataValue<_> = format!("Bearer {}", node.token).parse().ok()?;
+        let house: MetadataValue<_> = node.house.parse().ok()?;
+        let mut client = uni_wizard_proto::v1::worker_client::WorkerClient::with_interceptor(
+            ch,
+            move |mut r: tonic::Request<()>| {
+                r.metadata_mut().insert("authorization", bearer.clone());
+                r.metadata_mut().insert("x-uw-house", house.clone());
+                Ok(r)
+            },
+        );
+        let r = client.capacity(uni_wizard_proto::v1::CapacityRequest {}).await.ok()?;
+        Some(r.into_inner().max_concurrency)
+    })
+}
+
+/// Polls `f` every 50 ms until it holds, at most 10 s; the panic shows `node`'s log.
+fn eventually(node: &uni_wizard_tests::fleet::Node, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}:\n{}", node.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Proves SIGHUP reloads a running `uni-wizardd` instead of killing it (the default action),
+/// that a reloaded `worker.max_concurrency` is what `Capacity` reports next (it reported the
+/// start value before), and that an edit also changing the restart-only
+/// `worker.audit_all_modes` is refused naming that field, the running value kept.
+#[test]
+fn sighup_reloads_live_fields_and_names_restart_only_ones() {
+    let mut fleet = Fleet::start(&["timmy"], &|_| String::new());
+    let (path, pid) = (fleet.nodes["timmy"].config.clone(), fleet.node("timmy").pid().expect("running"));
+    let hup = || {
+        let sent = std::process::Command::new("kill").arg("-HUP").arg(pid.to_string()).status().expect("kill");
+        assert!(sent.success());
+    };
+    let node = &fleet.nodes["timmy"];
+    assert_eq!(capacity(node), Some(64), "the default");
+
+    hup();
+    eventually(node, "the SIGHUP reload", || node.log().contains("SIGHUP: reloading the config"));
+    eventually(node, "the unchanged file to be read", || node.log().contains("no field changed"));
+    assert!(node.health().is_some(), "still serving after SIGHUP:\n{}", node.log());
+
+    let text = std::fs::read_to_string(&path).expect("config");
+    assert!(text.contains("\nworker:\n"), "{text}");
+    rewrite(&path, &text.replace("\nworker:\n", "\nworker:\n  max_concurrency: 3\n"));
+    hup();
+    eventually(node, "Capacity to report the reloaded max_concurrency", || capacity(node) == Some(3));
+    let line = node.log().lines().find(|l| l.contains("config reloaded")).unwrap_or_default().to_owned();
+    assert!(line.contains("worker.max_concurrency"), "the applied field is named: {line}");
+
+    rewrite(&path, &text.replace("\nworker:\n", "\nworker:\n  max_concurrency: 5\n  audit_all_modes: false\n"));
+    hup();
+    eventually(node, "the refusal", || node.log().contains("config reload rejected: these fields apply only at a restart"));
+    let log = node.log();
+    let line = log.lines().find(|l| l.contains("config reload rejected")).unwrap_or_default();
+    assert!(line.contains("worker.audit_all_modes") && !line.contains("max_concurrency"), "names the field: {line}");
+    assert_eq!(capacity(node), Some(3), "nothing of the refused edit applied");
+    assert!(fleet.node("timmy").try_exit().is_none(), "alive");
+}
+
 /// Proves SIGTERM drains: the daemon exits 0 and stops serving.
 #[test]
 fn sigterm_drains_and_exits_zero() {

@@ -630,3 +630,142 @@ fn a_node_name_cannot_forge_a_log_line() {
     let log = timmy.log();
     assert!(!log.contains("FORGED-LINE") && !log.contains('\0'), "the log holds the forged name");
 }
+
+/// A tmpfs of `size` mounted on `dir` for one test, lazily unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts it; `None` (after [`uni_wizard_tests::missing`]) where mounting is not allowed.
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(dir)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs(dir.to_owned())),
+            other => {
+                uni_wizard_tests::missing(&format!("permission to mount a tmpfs (root, CAP_SYS_ADMIN): {other:?}"));
+                None
+            }
+        }
+    }
+
+    /// Fills it with `filler` until the filesystem refuses another page (ENOSPC).
+    fn fill(&self, filler: &Path) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(filler).expect("filler");
+        for chunk in [64 * 1024, 4096] {
+            let block = vec![0u8; chunk];
+            for _ in 0..100_000 {
+                match f.write_all(&block) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(28) => break,
+                    Err(e) => panic!("filler: {e}"),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// `uw_telemetry_reconnects_total` on `node`'s `/metrics`.
+fn reconnects(node: &Node) -> u64 {
+    let (_, text) = node.scrape("/metrics").expect("metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix("uw_telemetry_reconnects_total ")?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Proves a full disk under the outbox is visible and recovers by itself: the first failing
+/// write logs one line naming the outbox file (not one per retry), `/health` turns `degraded`
+/// with that file and "disk is full" as the reason, `telemetry --status` prints it; while the
+/// acks cannot be stored the stream backs off instead of reconnecting every 50 ms (at most 10
+/// reconnects in 5 s; before, 481 in 33 s); freeing space brings writes, the acks, `serving`
+/// and one "writable again" line back, with no restart.
+#[test]
+fn a_full_disk_under_the_outbox_is_seen_and_recovers() {
+    let extra = |h: &str| match h {
+        "timmy" => "roles: [worker, telemetry]\n".to_owned(),
+        _ => "roles: [worker, telemetry]\ntelemetry: {backoff_min_ms: 50, backoff_max_ms: 1000}\n".to_owned(),
+    };
+    let mut fleet = Fleet::configure(&["timmy", "allegro"], &extra);
+    // Simple and Intelligent calls off the audit store, which shares the full disk.
+    let allegro_cfg = fleet.nodes["allegro"].config.clone();
+    let text = std::fs::read_to_string(&allegro_cfg).expect("config");
+    let text = text.replace(
+        "  approval_wait_ms: 20000\n",
+        "  approval_wait_ms: 20000\n  audit_all_modes: false\n",
+    );
+    std::fs::write(&allegro_cfg, text).expect("config");
+    let home = fleet.nodes["allegro"].home.clone();
+    let Some(disk) = Tmpfs::mount(&home, "16m") else { return };
+    let outbox_file = home.join("telemetry-outbox.db").display().to_string();
+
+    // Timmy is down: fifty executions wait in Allegro's outbox (its WAL, not yet checkpointed).
+    fleet.node("allegro").start();
+    for _ in 0..50 {
+        let r = execute_on_allegro(&fleet);
+        assert!(matches!(r.result, Some(v1::execute_response::Result::Outcome(_))), "{r:?}");
+    }
+    wait_for("50 events buffered", Duration::from_secs(20), || {
+        (outbox(&fleet.nodes["allegro"])?["buffered"] == 50).then_some(())
+    });
+
+    // The disk fills; the next events cannot be written.
+    let filler = home.join("filler");
+    disk.fill(&filler);
+    for _ in 0..5 {
+        execute_on_allegro(&fleet);
+    }
+    let health = wait_for("/health degraded", Duration::from_secs(20), || {
+        fleet.nodes["allegro"].health().filter(|h| h["status"] == "degraded")
+    });
+    let reason = health["degraded"][0]["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(reason.contains(&outbox_file) && reason.contains("disk is full"), "{health}");
+    assert_eq!(health["telemetry"]["write_error"]["reason"], reason.as_str(), "{health}");
+
+    let mut status = uni_wizard_tests::cli(&fleet.dir.path().join("cli-home"));
+    status.args(["telemetry", "--status", "--config"]).arg(&allegro_cfg);
+    let out = uni_wizard_tests::run(status);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("OUTBOX CANNOT WRITE") && text.contains(&outbox_file), "{text}");
+
+    // Timmy comes up: it acks, and Allegro cannot store the acks.
+    fleet.node("timmy").start();
+    wait_for("the stream to open", Duration::from_secs(20), || {
+        fleet.nodes["allegro"].log().contains("telemetry stream to timmy open").then_some(())
+    });
+    let before = reconnects(&fleet.nodes["allegro"]);
+    std::thread::sleep(Duration::from_secs(5));
+    let during = reconnects(&fleet.nodes["allegro"]) - before;
+    assert!(during <= 10, "{during} reconnects in 5 s while the outbox cannot take acks");
+    let log = fleet.nodes["allegro"].log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(&outbox_file)).collect();
+    assert_eq!(lines.len(), 1, "one line names the file: {lines:#?}");
+    assert!(lines[0].contains("telemetry outbox cannot be written"), "{}", lines[0]);
+    assert!(!log.contains("state.db not readable"), "the message names the outbox, not Hermes");
+
+    // Space is freed: writes, acks and health come back without a restart.
+    std::fs::remove_file(&filler).expect("free the space");
+    wait_for("allegro's outbox to drain", Duration::from_secs(20), || {
+        let t = outbox(&fleet.nodes["allegro"])?;
+        (t["buffered"] == 0 && t["write_error"].is_null()).then_some(())
+    });
+    assert_eq!(fleet.nodes["allegro"].health().map(|h| h["status"].clone()), Some("serving".into()));
+    let r = execute_on_allegro(&fleet);
+    assert!(matches!(r.result, Some(v1::execute_response::Result::Outcome(_))), "{r:?}");
+    wait_for("the new execution at timmy", Duration::from_secs(20), || {
+        executions_at_timmy(&fleet).filter(|x| x.len() > 50)
+    });
+    let log = fleet.nodes["allegro"].log();
+    let back: Vec<&str> = log.lines().filter(|l| l.contains("telemetry outbox writable again")).collect();
+    assert_eq!(back.len(), 1, "{back:#?}");
+    assert!(back[0].contains(&outbox_file), "{}", back[0]);
+    fleet.node("allegro").kill();
+    drop(disk);
+}

@@ -404,6 +404,26 @@ mod tests {
         }
     }
 
+    /// A read-only tool that always succeeds (tests).
+    struct Fine;
+
+    impl TypedTool for Fine {
+        type Input = Value;
+        type Output = Value;
+
+        fn spec() -> ContractSpec {
+            ContractSpec { name: "fine", description: "Always succeeds (tests).", ..Failing::spec() }
+        }
+
+        fn target(_: &Value) -> String {
+            "fine".into()
+        }
+
+        async fn run(_: &ToolContext, _: Value) -> uni_wizard::Result<Value> {
+            Ok(json!({}))
+        }
+    }
+
     fn call(mode: Mode) -> Call {
         Call {
             house: House::Ezra,
@@ -412,6 +432,64 @@ mod tests {
             caller: None,
             fencing_token: 1,
         }
+    }
+
+    /// Proves the pool grows at once and shrinks without cutting a call: free slots go at
+    /// once, held ones as their calls finish, and a grow first cancels what a shrink owes.
+    #[tokio::test]
+    async fn the_pool_resizes_around_calls_in_flight() {
+        let pool = Pool::new(4);
+        let held: Vec<_> = (0..3).map(|_| pool.slots.clone().try_acquire_owned().expect("free")).collect();
+        pool.resize(1);
+        assert_eq!((pool.size(), pool.slots.available_permits()), (1, 0));
+        let mut held = held.into_iter();
+        pool.release(held.next().expect("held"));
+        pool.release(held.next().expect("held"));
+        assert_eq!(pool.slots.available_permits(), 0, "two calls finished: both slots were owed");
+        pool.resize(3);
+        assert_eq!(pool.slots.available_permits(), 2);
+        pool.release(held.next().expect("held"));
+        assert_eq!((pool.size(), pool.slots.available_permits()), (3, 3));
+    }
+
+    /// Proves a reload of `worker.max_concurrency`, `max_queued` and `default_mode` takes
+    /// effect on the running worker: Capacity reports the new size, a queue bound of 0 refuses
+    /// the next call with E3005, and a call naming no mode runs in the new default mode.
+    #[tokio::test]
+    async fn a_reload_of_the_worker_section_takes_effect() {
+        let home = tempfile::tempdir().expect("home");
+        let yaml = format!(
+            "house: ezra\nplaintext_loopback: true\nroles: [worker]\nlisten: {{grpc: 127.0.0.1:1, http: 127.0.0.1:2}}\n\
+             houses:\n  ezra: {{endpoint: 127.0.0.1:1, auth_token: ezra-token-0123456789}}\n\
+             worker:\n  default_mode: simple\n  audit_all_modes: false\n  library:\n    home: {}\n    intelligence: {{enabled: false}}\n",
+            home.path().display()
+        );
+        let live = Live::new(DaemonConfig::parse(&yaml, "t.yaml", &|_| None).expect("config"));
+        let mut registry = Registry::empty();
+        registry.add_typed::<Fine>().expect("tool");
+        let store = WorkerService::open_store(&live.get()).expect("store");
+        let worker = WorkerService::with_registry(live.clone(), store, Arc::new(DenyAll), registry).expect("worker");
+        let capacity = || async {
+            let mut req = tonic::Request::new(CapacityRequest {});
+            req.extensions_mut().insert(auth::Peer { house: House::Timmy });
+            worker.capacity(req).await.expect("capacity").into_inner().max_concurrency
+        };
+        let fine = || Call { mode: None, request: uni_wizard::Request::new("fine", json!({})), ..call(Mode::Simple) };
+        assert_eq!(capacity().await, 64);
+        assert_eq!(worker.run(fine(), House::Timmy).await.expect("runs").mode, Mode::Simple);
+
+        let mut new = (*live.get()).clone();
+        new.worker.max_concurrency = 3;
+        new.worker.default_mode = Mode::Intelligent;
+        assert!(matches!(live.apply(new.clone(), std::path::Path::new("t.yaml")), crate::live::Reloaded::Applied(_)));
+        assert_eq!(capacity().await, 3, "Capacity reports the reloaded size");
+        assert_eq!(worker.inner.pool.slots.available_permits(), 3);
+        assert_eq!(worker.run(fine(), House::Timmy).await.expect("runs").mode, Mode::Intelligent);
+
+        new.worker.max_queued = 0;
+        live.apply(new, std::path::Path::new("t.yaml"));
+        let e = worker.run(fine(), House::Timmy).await.expect_err("no queue");
+        assert_eq!(e.code, ErrorCode::Saturated, "{e}");
     }
 
     /// Proves one breaker serves every mode: failures in Intelligent mode open it, and a
