@@ -574,6 +574,27 @@ mod tests {
         )
     }
 
+    /// Proves a write-side failure (SQLITE_FULL) makes the outbox's write error, naming the
+    /// file, a state: set by the first failure, kept (with its first time) by the next, untouched
+    /// by a busy lock, shown in the stats, and cleared by the next write that commits.
+    #[test]
+    fn a_failing_write_side_is_a_state_until_a_write_commits() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("outbox.db");
+        let ob = Outbox::open(&path, "n", &TelemetryConfig::default()).expect("open");
+        let fail = |code: i32| db_err(&path)(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None));
+        ob.note(Err(&fail(rusqlite::ffi::SQLITE_BUSY)));
+        assert_eq!(ob.write_error(), None, "a busy lock is not the write side failing");
+        ob.note(Err(&fail(rusqlite::ffi::SQLITE_FULL)));
+        let first = ob.write_error().expect("failing");
+        assert!(first.reason.starts_with(&format!("cannot write {}: ", path.display())), "{}", first.reason);
+        ob.note(Err(&fail(rusqlite::ffi::SQLITE_IOERR)));
+        assert_eq!(ob.write_error(), Some(first.clone()), "the first failure is the one shown");
+        assert_eq!(ob.stats().expect("stats").write_error, Some(first));
+        ob.append(vec![hook(1)], 0, "hook").expect("writes");
+        assert_eq!(ob.write_error(), None, "a committed write clears it");
+    }
+
     /// Proves seqs start at the outbox's first seq, continue across a reopen, and are
     /// forgotten only once acked.
     #[test]
