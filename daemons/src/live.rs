@@ -75,12 +75,17 @@ impl Live {
     pub fn apply(&self, new: DaemonConfig, file: &Path) -> Reloaded {
         let old = self.get();
         let changed = reload::changed(&old, &new);
-        if changed.is_empty() {
+        if changed.is_empty() && *old == new {
             tracing::info!(file = %file.display(), "config file read again: no field changed");
             return Reloaded::Unchanged;
         }
-        let fixed: Vec<String> =
-            changed.iter().filter(|p| reload::class(p) != Some(reload::Reload::Live)).cloned().collect();
+        // A difference no field path shows (a field that does not serialize) is unclassified:
+        // refused like a restart-only one rather than applied unseen.
+        let fixed: Vec<String> = if changed.is_empty() {
+            vec!["(a field the reload diff cannot see)".to_owned()]
+        } else {
+            changed.iter().filter(|p| reload::class(p) != Some(reload::Reload::Live)).cloned().collect()
+        };
         if !fixed.is_empty() {
             metrics::counter!("uw_config_reload_total", "result" => "rejected").increment(1);
             tracing::error!(
@@ -280,10 +285,7 @@ mod tests {
         new.worker.max_concurrency = 3;
         new.worker.audit_all_modes = true;
         let live = Live::new(old.clone());
-        assert_eq!(
-            live.apply(new, Path::new("node.yaml")),
-            Reloaded::Refused(vec!["worker.audit_all_modes".into()])
-        );
+        assert_eq!(live.apply(new, Path::new("node.yaml")), Reloaded::Refused(vec!["worker.audit_all_modes".into()]));
         assert_eq!(live.get().worker.max_concurrency, old.worker.max_concurrency);
         assert_eq!(live.apply(old, Path::new("node.yaml")), Reloaded::Unchanged);
     }

@@ -204,14 +204,12 @@ fn capacity(node: &uni_wizard_tests::fleet::Node) -> Option<u32> {
         let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", node.grpc)).ok()?.connect().await.ok()?;
         let bearer: MetadataValue<_> = format!("Bearer {}", node.token).parse().ok()?;
         let house: MetadataValue<_> = node.house.parse().ok()?;
-        let mut client = uni_wizard_proto::v1::worker_client::WorkerClient::with_interceptor(
-            ch,
-            move |mut r: tonic::Request<()>| {
+        let mut client =
+            uni_wizard_proto::v1::worker_client::WorkerClient::with_interceptor(ch, move |mut r: tonic::Request<()>| {
                 r.metadata_mut().insert("authorization", bearer.clone());
                 r.metadata_mut().insert("x-uw-house", house.clone());
                 Ok(r)
-            },
-        );
+            });
         let r = client.capacity(uni_wizard_proto::v1::CapacityRequest {}).await.ok()?;
         Some(r.into_inner().max_concurrency)
     })
@@ -256,7 +254,9 @@ fn sighup_reloads_live_fields_and_names_restart_only_ones() {
 
     rewrite(&path, &text.replace("\nworker:\n", "\nworker:\n  max_concurrency: 5\n  audit_all_modes: false\n"));
     hup();
-    eventually(node, "the refusal", || node.log().contains("config reload rejected: these fields apply only at a restart"));
+    eventually(node, "the refusal", || {
+        node.log().contains("config reload rejected: these fields apply only at a restart")
+    });
     let log = node.log();
     let line = log.lines().find(|l| l.contains("config reload rejected")).unwrap_or_default();
     assert!(line.contains("worker.audit_all_modes") && !line.contains("max_concurrency"), "names the field: {line}");

@@ -697,10 +697,7 @@ fn a_full_disk_under_the_outbox_is_seen_and_recovers() {
     // Simple and Intelligent calls off the audit store, which shares the full disk.
     let allegro_cfg = fleet.nodes["allegro"].config.clone();
     let text = std::fs::read_to_string(&allegro_cfg).expect("config");
-    let text = text.replace(
-        "  approval_wait_ms: 20000\n",
-        "  approval_wait_ms: 20000\n  audit_all_modes: false\n",
-    );
+    let text = text.replace("  approval_wait_ms: 20000\n", "  approval_wait_ms: 20000\n  audit_all_modes: false\n");
     std::fs::write(&allegro_cfg, text).expect("config");
     let home = fleet.nodes["allegro"].home.clone();
     let Some(disk) = Tmpfs::mount(&home, "16m") else { return };

@@ -17,7 +17,7 @@
 //! Secrets serialize as `[redacted]`, so their changes are found by value ([`secrets`]); a test
 //! fails on a redacted leaf that [`secrets`] does not list.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
@@ -159,19 +159,11 @@ pub fn secrets(config: &DaemonConfig) -> BTreeMap<String, &str> {
 /// The fields whose values differ between `old` and `new`, by path, in order.
 pub fn changed(old: &DaemonConfig, new: &DaemonConfig) -> Vec<String> {
     let (a, b) = (leaves(old), leaves(new));
-    let mut out: Vec<String> =
-        a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).cloned().collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
     let (sa, sb) = (secrets(old), secrets(new));
-    for k in sa.keys().chain(sb.keys()) {
-        if sa.get(k) != sb.get(k) && !out.contains(k) {
-            out.push(k.clone());
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
+    let by_value = a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k));
+    let secret = sa.keys().chain(sb.keys()).filter(|k| sa.get(*k) != sb.get(*k));
+    let all: BTreeSet<&String> = by_value.chain(secret).collect();
+    all.into_iter().cloned().collect()
 }
 
 #[cfg(test)]

@@ -165,9 +165,8 @@ impl std::fmt::Debug for Outbox {
 
 fn db_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
     move |e| {
-        Error::new(ErrorCode::HomeUnavailable, format!("telemetry outbox {}: {e}", path.display())).with_details(
-            serde_json::json!({ "path": path.display().to_string(), "write_side": is_write_side(&e) }),
-        )
+        Error::new(ErrorCode::HomeUnavailable, format!("telemetry outbox {}: {e}", path.display()))
+            .with_details(serde_json::json!({ "path": path.display().to_string(), "write_side": is_write_side(&e) }))
     }
 }
 
