@@ -682,16 +682,21 @@ fn reconnects(node: &Node) -> u64 {
 }
 
 /// Proves a full disk under the outbox is visible and recovers by itself: the first failing
-/// write logs one line naming the outbox file (not one per retry), `/health` turns `degraded`
-/// with that file and "disk is full" as the reason, `telemetry --status` prints it; while the
-/// acks cannot be stored the stream backs off instead of reconnecting every 50 ms (at most 10
-/// reconnects in 5 s; before, 481 in 33 s); freeing space brings writes, the acks, `serving`
-/// and one "writable again" line back, with no restart.
+/// write logs one line naming the outbox file (not one per retry, and not "Hermes state.db not
+/// readable"), `/health` turns `degraded` with that file and "disk is full" as the reason,
+/// `telemetry --status` prints it; while the acks cannot be stored the stream backs off
+/// instead of reconnecting every 50 ms (at most 10 reconnects in 5 s; before, 481 in 33 s);
+/// freeing space brings writes, the acks, `serving` and one "writable again" line back with no
+/// restart, and every Hermes session written meanwhile reaches Timmy exactly once.
 #[test]
 fn a_full_disk_under_the_outbox_is_seen_and_recovers() {
-    let extra = |h: &str| match h {
+    let hh = hermes::home();
+    let hermes_home = hh.path().display().to_string();
+    let extra = move |h: &str| match h {
         "timmy" => "roles: [worker, telemetry]\n".to_owned(),
-        _ => "roles: [worker, telemetry]\ntelemetry: {backoff_min_ms: 50, backoff_max_ms: 1000}\n".to_owned(),
+        _ => format!(
+            "roles: [worker, telemetry]\ntelemetry: {{hermes_home: \"{hermes_home}\", poll_ms: 50, backoff_min_ms: 50, backoff_max_ms: 1000}}\n"
+        ),
     };
     let mut fleet = Fleet::configure(&["timmy", "allegro"], &extra);
     // Simple and Intelligent calls off the audit store, which shares the full disk.
@@ -703,14 +708,18 @@ fn a_full_disk_under_the_outbox_is_seen_and_recovers() {
     let Some(disk) = Tmpfs::mount(&home, "16m") else { return };
     let outbox_file = home.join("telemetry-outbox.db").display().to_string();
 
-    // Timmy is down: fifty executions wait in Allegro's outbox (its WAL, not yet checkpointed).
+    // Timmy is down: a Hermes session and fifty executions wait in Allegro's outbox (its WAL,
+    // not yet checkpointed).
+    let mut sessions = hermes::session_ids(hermes::write_sessions(hh.path(), 1));
     fleet.node("allegro").start();
     for _ in 0..50 {
         let r = execute_on_allegro(&fleet);
         assert!(matches!(r.result, Some(v1::execute_response::Result::Outcome(_))), "{r:?}");
     }
-    wait_for("50 events buffered", Duration::from_secs(20), || {
-        (outbox(&fleet.nodes["allegro"])?["buffered"] == 50).then_some(())
+    let tailed = hermes_max_message_id(hh.path());
+    wait_for("the session and 50 executions buffered", Duration::from_secs(20), || {
+        let t = outbox(&fleet.nodes["allegro"])?;
+        (t["hermes_message_id"] == tailed && t["buffered"].as_u64()? > 50).then_some(())
     });
 
     // The disk fills; the next events cannot be written.
@@ -719,6 +728,7 @@ fn a_full_disk_under_the_outbox_is_seen_and_recovers() {
     for _ in 0..5 {
         execute_on_allegro(&fleet);
     }
+    sessions.extend(hermes::session_ids(hermes::write_sessions(hh.path(), 2)));
     let health = wait_for("/health degraded", Duration::from_secs(20), || {
         fleet.nodes["allegro"].health().filter(|h| h["status"] == "degraded")
     });
@@ -746,14 +756,17 @@ fn a_full_disk_under_the_outbox_is_seen_and_recovers() {
     assert_eq!(lines.len(), 1, "one line names the file: {lines:#?}");
     assert!(lines[0].contains("telemetry outbox cannot be written"), "{}", lines[0]);
     assert!(!log.contains("state.db not readable"), "the message names the outbox, not Hermes");
+    let held = outbox(&fleet.nodes["allegro"]).expect("figures")["hermes_message_id"].clone();
+    assert_eq!(held, tailed, "the tailer holds its cursor: state.db is the buffer");
 
     // Space is freed: writes, acks and health come back without a restart.
     std::fs::remove_file(&filler).expect("free the space");
-    wait_for("allegro's outbox to drain", Duration::from_secs(20), || {
-        let t = outbox(&fleet.nodes["allegro"])?;
-        (t["buffered"] == 0 && t["write_error"].is_null()).then_some(())
-    });
-    assert_eq!(fleet.nodes["allegro"].health().map(|h| h["status"].clone()), Some("serving".into()));
+    let events = settle(&fleet, hh.path(), Duration::from_secs(30));
+    check_exactly_once(&events, &sessions);
+    let executions = events.iter().filter(|e| matches!(e.kind, Some(Kind::Execution(_)))).count();
+    assert_eq!(executions, 50, "the five executions the full disk refused are dropped (and counted)");
+    let health = fleet.nodes["allegro"].health().expect("health");
+    assert_eq!((health["status"].as_str(), health["telemetry"]["write_error"].is_null()), (Some("serving"), true));
     let r = execute_on_allegro(&fleet);
     assert!(matches!(r.result, Some(v1::execute_response::Result::Outcome(_))), "{r:?}");
     wait_for("the new execution at timmy", Duration::from_secs(20), || {
