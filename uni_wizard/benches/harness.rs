@@ -7,12 +7,11 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group};
 use serde_json::json;
-use uni_wizard::executor::{Call, Executor, ExecutorConfig};
+use uni_wizard::executor::{Call, CallSpec, Executor, ExecutorConfig};
 use uni_wizard::hash::sha256_json;
 use uni_wizard::tools::file_read::{self, FileRead};
 use uni_wizard::tools::{Roots, ToolContext, ToolEnv, TypedTool};
@@ -118,16 +117,15 @@ fn interleaved() {
     let floor = || async {
         let args = json!({"path": "one_kib.txt"});
         tool.contract().validate_input(&args).expect("valid");
-        let call = Call {
+        let call = Call::new(CallSpec {
             tool: tool.clone(),
-            ctx: Arc::new(ToolContext::new(env.clone(), House::Timmy, false, "bench")),
-            args: Arc::new(args),
-            target: Arc::from("one_kib.txt"),
+            ctx: ToolContext::new(env.clone(), House::Timmy, false, "bench"),
+            args,
+            target: "one_kib.txt".to_owned(),
             timeout: Duration::from_secs(10),
             idempotency_key: None,
-            attempts: Arc::new(AtomicU32::new(0)),
             max_retries: None,
-        };
+        });
         executor.run_simple(call).await.expect("read")
     };
     let bare = || async {

@@ -11,7 +11,6 @@
 //! that names a known tool leaves a provenance record, refused or not.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -20,7 +19,7 @@ use serde_json::{Value, json};
 use crate::approval::{self, Approval, ApprovalRequest, Approver, DenyAll};
 use crate::config::Config;
 use crate::error::{Error, ErrorCode, Result};
-use crate::executor::{Call, Executor};
+use crate::executor::{Call, CallSpec, Executor};
 use crate::house::{House, Mode};
 use crate::intelligence::{CallNotes, Intelligence};
 use crate::policy::{self, CallFacts, HousePolicy};
@@ -453,16 +452,23 @@ impl Harness {
     /// E1xxx for bad input, E2xxx when policy refuses, E3xxx when execution fails; the error
     /// carries the request id.
     pub async fn execute(&self, tool: &str, args: Value) -> Result<Outcome> {
-        self.execute_request(Request::new(tool, args)).await
+        // The name is borrowed, not copied into a `Request`: this is every local call's path.
+        self.execute_named(tool, Request { args, ..Request::default() }).await
     }
 
     /// Runs one request.
     ///
     /// # Errors
     /// As [`Harness::execute`].
-    pub async fn execute_request(&self, req: Request) -> Result<Outcome> {
+    pub async fn execute_request(&self, mut req: Request) -> Result<Outcome> {
+        let tool = std::mem::take(&mut req.tool);
+        self.execute_named(&tool, req).await
+    }
+
+    /// Runs `req` as a call of `tool` (`req.tool` is not read).
+    async fn execute_named(&self, tool: &str, req: Request) -> Result<Outcome> {
         let request_id = provenance::new_id();
-        match self.run(&request_id, req).await {
+        match self.run(&request_id, tool, req).await {
             // `run` leaves the outcome's request id empty, so the id moves in here uncopied.
             Ok(outcome) => Ok(Outcome { request_id, ..outcome }),
             Err(e) => Err(e.with_request_id(request_id)),
@@ -488,11 +494,11 @@ impl Harness {
         out
     }
 
-    async fn run(&self, request_id: &str, mut req: Request) -> Result<Outcome> {
+    async fn run(&self, request_id: &str, tool: &str, mut req: Request) -> Result<Outcome> {
         let inner = &*self.inner;
         let started = Instant::now();
         let started_ms = provenance::now_ms();
-        let tool = inner.registry.require(&req.tool)?.clone();
+        let tool = inner.registry.require(tool)?;
         let contract = tool.contract();
         let mode = req.mode.unwrap_or(inner.mode);
         let log = &inner.logs[slot(mode)];
@@ -502,12 +508,24 @@ impl Harness {
 
         let dry_run = req.dry_run;
         let parent_id = req.parent.take();
-        let fingerprint =
-            inner.observer.as_ref().map(|_| crate::intelligence::fingerprint(&req.args, &contract.input_schema));
+        // Computed once for whoever needs it: the observer's event and the pattern DB's row.
+        let fingerprint = (inner.observer.is_some() || inner.intelligence.is_some())
+            .then(|| crate::intelligence::fingerprint(&req.args, &contract.input_schema));
         let mut approvals = Vec::new();
         let mut notes = CallNotes::default();
         let result = self
-            .checked_call(request_id, req, mode, &tool, &session, &target, &args_sha256, &mut approvals, &mut notes)
+            .checked_call(
+                request_id,
+                req,
+                mode,
+                tool,
+                &session,
+                &target,
+                &args_sha256,
+                fingerprint.unwrap_or_default(),
+                &mut approvals,
+                &mut notes,
+            )
             .await;
 
         let duration_us = started.elapsed().as_micros() as u64;
@@ -599,6 +617,7 @@ impl Harness {
         session: &str,
         target: &str,
         args_sha256: &str,
+        fingerprint: u64,
         approvals: &mut Vec<Approval>,
         notes: &mut CallNotes,
     ) -> Result<(Value, u32)> {
@@ -660,7 +679,7 @@ impl Harness {
         let (mode, timeout) = match &inner.intelligence {
             Some(intel) => {
                 let max = inner.config.max_timeout();
-                intel.plan(notes, contract, inner.house, mode, &req.args, timeout, req.timeout.is_some(), max)?
+                intel.plan(notes, contract, inner.house, mode, fingerprint, timeout, req.timeout.is_some(), max)?
             }
             None => (mode, timeout),
         };
@@ -670,19 +689,18 @@ impl Harness {
             let output = inner.executor.run_once(&**tool, &ctx, &req.args, timeout).await?;
             return Ok((output, 1));
         }
-        let call = Call {
+        let call = Call::new(CallSpec {
             tool: tool.clone(),
-            ctx: Arc::new(ctx),
-            args: Arc::new(req.args),
-            target: Arc::from(target),
+            ctx,
+            args: req.args,
+            target: target.to_owned(),
             timeout,
-            idempotency_key: req.idempotency_key.as_deref().map(Arc::from),
-            attempts: Arc::new(AtomicU32::new(0)),
+            idempotency_key: req.idempotency_key,
             max_retries: notes.max_retries,
-        };
-        let attempts = call.attempts.clone();
+        });
+        let counted = call.clone();
         let output = inner.executor.run_full(call).await?;
-        Ok((output, attempts.load(std::sync::atomic::Ordering::Relaxed)))
+        Ok((output, counted.attempts()))
     }
 
     fn timeout_for(&self, tool: &str, default: Duration, asked: Option<Duration>) -> Duration {

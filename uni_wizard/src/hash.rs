@@ -78,6 +78,56 @@ fn hash_str(w: &mut HashWriter, s: &str) {
     }
 }
 
+/// A hash map for the hot path's in-memory indexes (breakers, the prediction model, the
+/// provenance ring). foldhash, seeded at random per map: a few instructions per short key where
+/// std's SipHash costs hundreds, and, with the seed unknown outside the process, no way to aim
+/// keys at one bucket (the maps are bounded in size besides). Never persisted: iteration order
+/// and hashes differ between processes.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// FNV-1a, 64 bits: a stable, fast, non-cryptographic hash, for keys that are stored or sent and
+/// must agree across processes and releases (the pattern DB's argument fingerprint), where
+/// collision resistance against a chosen input buys nothing. Never for anything that proves or
+/// binds (records, approvals, tokens hash with SHA-256).
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv64(u64);
+
+impl Fnv64 {
+    /// The FNV-1a offset basis.
+    pub const fn new() -> Fnv64 {
+        Fnv64(0xcbf2_9ce4_8422_2325)
+    }
+
+    /// Feeds `bytes`.
+    pub fn update(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    /// The hash of everything fed so far.
+    pub const fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for Fnv64 {
+    fn default() -> Fnv64 {
+        Fnv64::new()
+    }
+}
+
+impl std::io::Write for Fnv64 {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Feeds everything written to it into a SHA-256 hasher.
 struct HashWriter(sha2::Sha256);
 
@@ -135,5 +185,19 @@ mod tests {
         }
         use sha2::Digest;
         assert_eq!(sha256_hex(b"abc"), hex::encode(sha2::Sha256::digest(b"abc")));
+    }
+
+    /// Proves `Fnv64` is FNV-1a 64 (the published test vectors), so fingerprints stored by one
+    /// release are the fingerprints the next one computes.
+    #[test]
+    fn fnv64_is_fnv1a() {
+        let fnv = |b: &[u8]| {
+            let mut h = Fnv64::new();
+            h.update(b);
+            h.finish()
+        };
+        assert_eq!(fnv(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv(b"foobar"), 0x8594_4171_f739_67e8);
     }
 }

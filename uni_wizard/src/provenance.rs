@@ -9,8 +9,8 @@
 //! call closed (E3008) instead of returning a result nobody recorded. [`ProvenanceLog::ready`]
 //! lets the harness prove the store writable *before* a Sovereign call runs its tool.
 
+use std::collections::VecDeque;
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::approval::Approval;
 use crate::error::Result;
+use crate::hash::FastMap;
 use crate::house::{House, Mode};
 
 /// One execution, as the policy and the audit see it.
@@ -147,9 +148,9 @@ struct MemoryInner {
     /// Oldest first; `records[i].seq == records[0].seq + i`.
     records: VecDeque<Record>,
     /// Record id -> seq.
-    by_id: HashMap<String, u64>,
+    by_id: FastMap<String, u64>,
     /// (session, target) -> seq of the newest successful write.
-    last_write: HashMap<(String, String), u64>,
+    last_write: FastMap<(String, String), u64>,
 }
 
 impl MemoryInner {

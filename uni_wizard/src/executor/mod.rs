@@ -43,38 +43,46 @@ pub use limit::{LimitConfig, LimitLayer};
 pub use retry::{RetryConfig, RetryLayer, RetryPolicy};
 pub use timeout::TimeoutLayer;
 
-/// One call travelling down the stack. Cloning is cheap (reference counts only).
-#[derive(Clone)]
-pub struct Call {
+use breaker::BreakerService;
+use limit::Limit;
+use retry::Retry;
+use timeout::Timeout;
+
+/// What one call is: built once by the harness, shared by every attempt (see [`Call`]).
+pub struct CallSpec {
     /// The tool.
     pub tool: Arc<dyn Tool>,
     /// Its context.
-    pub ctx: Arc<ToolContext>,
+    pub ctx: ToolContext,
     /// Validated arguments.
-    pub args: Arc<Value>,
+    pub args: Value,
     /// What the call acts on (keys the breaker).
-    pub target: Arc<str>,
+    pub target: String,
     /// Per-attempt timeout.
     pub timeout: Duration,
     /// Present when the caller made the call safe to repeat.
-    pub idempotency_key: Option<Arc<str>>,
-    /// Attempts made so far (shared by the clones retry makes).
-    pub attempts: Arc<AtomicU32>,
+    pub idempotency_key: Option<String>,
     /// A per-call cap on retries (Intelligent mode's adapted budget); never raises the policy's.
     pub max_retries: Option<usize>,
 }
 
-impl std::fmt::Debug for Call {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Call")
-            .field("tool", &self.tool.contract().name)
-            .field("target", &self.target)
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
+/// One call travelling down the stack: its [`CallSpec`] (read through `Deref`) and the count
+/// of attempts made, in one allocation, so the clones retry makes cost a reference count each.
+#[derive(Clone)]
+pub struct Call(Arc<Shared>);
+
+struct Shared {
+    spec: CallSpec,
+    /// Attempts made so far, by every clone.
+    attempts: AtomicU32,
 }
 
 impl Call {
+    /// A call of `spec`, no attempt made yet.
+    pub fn new(spec: CallSpec) -> Call {
+        Call(Arc::new(Shared { spec, attempts: AtomicU32::new(0) }))
+    }
+
     /// The tool's name.
     pub fn tool_name(&self) -> &'static str {
         self.tool.contract().name
@@ -82,7 +90,29 @@ impl Call {
 
     /// Attempts made so far.
     pub fn attempts(&self) -> u32 {
-        self.attempts.load(Ordering::Relaxed)
+        self.0.attempts.load(Ordering::Relaxed)
+    }
+
+    fn count_attempt(&self) {
+        self.0.attempts.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl std::ops::Deref for Call {
+    type Target = CallSpec;
+
+    fn deref(&self) -> &CallSpec {
+        &self.0.spec
+    }
+}
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("tool", &self.tool_name())
+            .field("target", &self.target)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -100,7 +130,7 @@ impl Service<Call> for ToolService {
     }
 
     fn call(&mut self, call: Call) -> Self::Future {
-        call.attempts.fetch_add(1, Ordering::Relaxed);
+        call.count_attempt();
         Box::pin(async move { call.tool.call(&call.ctx, &call.args).await })
     }
 }
@@ -117,14 +147,16 @@ pub struct ExecutorConfig {
     pub breaker: BreakerConfig,
 }
 
-/// A boxed, cloneable service over [`Call`].
-pub type BoxService = tower::util::BoxCloneSyncService<Call, Value, Error>;
+/// The whole stack's type, outside in, as [`Executor::new`] builds it. Named rather than boxed:
+/// every Intelligent and Sovereign call clones the stack, and a boxed one costs an allocation
+/// and a virtual call per clone, a named one a few reference-count increments.
+type Full = Limit<BreakerService<Retry<Timeout<ToolService>>>>;
 
 /// The executor: the full stack, built once and shared by every call, and Simple mode's
 /// direct `timeout -> tool` path.
 #[derive(Clone)]
 pub struct Executor {
-    full: BoxService,
+    full: Full,
     breakers: Breakers,
 }
 
@@ -144,13 +176,13 @@ impl Executor {
             .layer(RetryLayer::new(RetryPolicy::new(config.retry.clone())))
             .layer(TimeoutLayer)
             .service(ToolService);
-        Executor { full: BoxService::new(full), breakers }
+        Executor { full, breakers }
     }
 
     /// Runs a call through `timeout -> tool` only: the same timeout as the layer's, applied
     /// directly, so Simple mode pays for no service clone and no boxed futures.
     pub async fn run_simple(&self, call: Call) -> Result<Value> {
-        call.attempts.fetch_add(1, Ordering::Relaxed);
+        call.count_attempt();
         self.run_once(&*call.tool, &call.ctx, &call.args, call.timeout).await
     }
 

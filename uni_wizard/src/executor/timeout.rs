@@ -52,11 +52,25 @@ where
 
 /// Runs one attempt of `tool`, failing it with E3001 if it has not finished within `limit`.
 /// The layer above and Simple mode's direct path share it, so both fail alike.
+///
+/// Most attempts finish on their first poll (a cached read, an in-memory answer), so the
+/// attempt is polled once before a timer is armed: those pay for one clock read and no
+/// timer-wheel entry. The deadline counts from before that first poll either way, so a first
+/// poll that runs long still ends the attempt at `limit` (as soon as it yields).
 pub async fn bounded<F>(limit: Duration, tool: &'static str, attempt: F) -> Result<Value>
 where
     F: Future<Output = Result<Value>>,
 {
-    match tokio::time::timeout(limit, attempt).await {
+    let started = tokio::time::Instant::now();
+    let mut attempt = std::pin::pin!(attempt);
+    if let Poll::Ready(r) = std::future::poll_fn(|cx| Poll::Ready(attempt.as_mut().poll(cx))).await {
+        return r;
+    }
+    let Some(deadline) = started.checked_add(limit) else {
+        // A limit past the end of time: no deadline to arm.
+        return attempt.await;
+    };
+    match tokio::time::timeout_at(deadline, attempt).await {
         Ok(r) => r,
         Err(_) => Err(Error::new(ErrorCode::Timeout, format!("{tool} did not finish within {} ms", limit.as_millis()))
             .with_details(json!({ "tool": tool, "timeout_ms": limit.as_millis() as u64 }))),

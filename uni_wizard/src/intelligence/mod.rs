@@ -23,7 +23,9 @@
 //!
 //! # Fingerprint
 //!
-//! The argument shape, hashed (SHA-256, first 8 bytes): for each top-level field, in key order,
+//! The argument shape, hashed (FNV-1a 64, [`crate::hash::Fnv64`]: stable across releases, and a
+//! tenth of SHA-256's cost on every Intelligent call; the shapes of one tool are a handful, not
+//! an attacker's choice, so a cryptographic hash buys nothing here): for each top-level field, in key order,
 //! its name and JSON type; the value too when it is a boolean, null, or a field whose schema
 //! declares an `enum` (low cardinality). Secret fields (see
 //! [`approval::is_secret_field`](crate::approval::is_secret_field)) contribute their name only.
@@ -158,7 +160,6 @@ impl IntelligenceConfig {
 /// The fingerprint of `args` under `schema` (see the module docs for the rule). Never
 /// [`predictions::AGGREGATE`].
 pub fn fingerprint(args: &Value, schema: &Value) -> u64 {
-    use sha2::Digest;
     fn type_tag(v: &Value) -> &'static str {
         match v {
             Value::Null => "null",
@@ -169,31 +170,31 @@ pub fn fingerprint(args: &Value, schema: &Value) -> u64 {
             Value::Object(_) => "object",
         }
     }
-    let mut h = sha2::Sha256::new();
+    let mut h = crate::hash::Fnv64::new();
     match args {
         Value::Object(map) => {
+            let properties = schema.get("properties");
             for (k, v) in map {
                 h.update(k.as_bytes());
-                h.update([0u8]);
+                h.update(&[0]);
                 if crate::approval::is_secret_field(k) {
                     h.update(b"secret");
                 } else {
                     h.update(type_tag(v).as_bytes());
-                    let enumerated = schema["properties"][k.as_str()].get("enum").is_some();
+                    let enumerated =
+                        properties.and_then(|p| p.get(k.as_str())).is_some_and(|p| p.get("enum").is_some());
                     if matches!(v, Value::Bool(_) | Value::Null) || enumerated {
                         h.update(b"=");
-                        h.update(v.to_string().as_bytes());
+                        // The value's compact JSON text, streamed (writing to a hasher cannot fail).
+                        let _ = serde_json::to_writer(&mut h, v);
                     }
                 }
-                h.update([1u8]);
+                h.update(&[1]);
             }
         }
         other => h.update(type_tag(other).as_bytes()),
     }
-    let d = h.finalize();
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&d[..8]);
-    match u64::from_be_bytes(b) {
+    match h.finish() {
         predictions::AGGREGATE => 1,
         fp => fp,
     }
@@ -386,9 +387,10 @@ impl Intelligence {
         }
     }
 
-    /// Decides how a validated, permitted call runs: returns the mode and per-attempt timeout
-    /// and fills `notes` (including the adapted retry cap). `timeout` is the harness's choice; `asked` says the caller chose it,
-    /// in which case it is kept.
+    /// Decides how a validated, permitted call runs, given its argument fingerprint `fp`:
+    /// returns the mode and per-attempt timeout and fills `notes` (including the adapted retry
+    /// cap). `timeout` is the harness's choice; `asked` says the caller chose it, in which case
+    /// it is kept.
     ///
     /// # Errors
     /// E3010 when history predicts failure below policy; the prediction is in the details.
@@ -399,12 +401,11 @@ impl Intelligence {
         contract: &Contract,
         house: House,
         mode: Mode,
-        args: &Value,
+        fp: u64,
         timeout: Duration,
         asked: bool,
         max_timeout: Duration,
     ) -> Result<(Mode, Duration)> {
-        let fp = fingerprint(args, &contract.input_schema);
         notes.mode = mode;
         if mode != Mode::Intelligent {
             notes.record = self.db_ok().then_some(fp);

@@ -15,10 +15,9 @@
 //! is the normal approximation `mean ± 1.645·sd` of that Beta, clamped to [0, 1]. It is wide
 //! with little history (the prior dominates) and narrows as decayed evidence accumulates.
 
-use std::collections::HashMap;
-
 use serde::Serialize;
 
+use crate::hash::FastMap;
 use crate::house::House;
 
 /// Number of log-spaced latency buckets: bucket `i` holds latencies near `2^(i/4)` µs, so 128
@@ -209,7 +208,7 @@ pub const AGGREGATE: u64 = 0;
 /// (tool, house) aggregate every outcome also feeds.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Model {
-    tools: HashMap<String, HashMap<(House, u64), Stats>>,
+    tools: FastMap<String, FastMap<(House, u64), Stats>>,
 }
 
 impl Model {

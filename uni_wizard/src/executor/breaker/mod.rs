@@ -5,7 +5,6 @@
 //! breakers. Only failures that say something about the target count (timeouts and tool
 //! failures); a missing file or a refused path does not trip a breaker.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -18,6 +17,7 @@ use tower::{Layer, Service, ServiceExt};
 use super::Call;
 use crate::error::{Error, ErrorCode, Result};
 use crate::future::BoxFuture;
+use crate::hash::FastMap;
 
 pub mod state;
 
@@ -48,8 +48,24 @@ pub fn counts_as_failure(err: &Error) -> bool {
     matches!(err.code, ErrorCode::Timeout | ErrorCode::ToolFailed | ErrorCode::ToolFailedTransient)
 }
 
-/// Breakers by (tool, target).
-type BreakerMap = HashMap<(&'static str, Arc<str>), Arc<Breaker>>;
+/// Breakers by tool, then target: two lookups by `&str`, so finding a call's breaker copies
+/// nothing (a map keyed by the pair would need an owned key to look up).
+#[derive(Debug, Default)]
+struct BreakerMap {
+    by_tool: FastMap<&'static str, FastMap<Box<str>, Arc<Breaker>>>,
+    /// Breakers in all, over every tool.
+    len: usize,
+}
+
+impl BreakerMap {
+    fn drop_idle(&mut self) {
+        for per in self.by_tool.values_mut() {
+            per.retain(|_, b| !b.is_idle());
+        }
+        self.by_tool.retain(|_, per| !per.is_empty());
+        self.len = self.by_tool.values().map(|per| per.len()).sum();
+    }
+}
 
 /// All breakers, keyed by tool and target. Bounded: when full, idle breakers are dropped; if
 /// none is idle, calls share one overflow breaker per tool.
@@ -74,17 +90,24 @@ impl Breakers {
     }
 
     /// The breaker for a tool and target, created on first use.
-    pub fn get(&self, tool: &'static str, target: &Arc<str>) -> Arc<Breaker> {
+    pub fn get(&self, tool: &'static str, target: &str) -> Arc<Breaker> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(b) = map.get(&(tool, target.clone())) {
+        if let Some(b) = map.by_tool.get(tool).and_then(|per| per.get(target)) {
             return b.clone();
         }
-        if map.len() >= self.config.max_breakers.max(1) {
-            map.retain(|_, b| !b.is_idle());
+        let max = self.config.max_breakers.max(1);
+        if map.len >= max {
+            map.drop_idle();
         }
-        let key =
-            if map.len() >= self.config.max_breakers.max(1) { (tool, Arc::from("*")) } else { (tool, target.clone()) };
-        map.entry(key).or_insert_with(|| self.make()).clone()
+        let key = if map.len >= max { "*" } else { target };
+        let per = map.by_tool.entry(tool).or_default();
+        if let Some(b) = per.get(key) {
+            return b.clone();
+        }
+        let b = self.make();
+        per.insert(key.into(), b.clone());
+        map.len += 1;
+        b
     }
 
     /// The state of every breaker that is not closed, as `(tool, target, state)`.
@@ -92,8 +115,9 @@ impl Breakers {
         let now = Instant::now();
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let mut v: Vec<_> = map
+            .by_tool
             .iter()
-            .map(|((t, k), b)| (t.to_string(), k.to_string(), b.state(now)))
+            .flat_map(|(t, per)| per.iter().map(move |(k, b)| (t.to_string(), k.to_string(), b.state(now))))
             .filter(|(_, _, s)| *s != BreakerState::Closed)
             .collect();
         v.sort();
