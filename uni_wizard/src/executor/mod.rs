@@ -67,7 +67,7 @@ pub struct Call {
 impl std::fmt::Debug for Call {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Call")
-            .field("tool", &self.tool.contract().name)
+            .field("tool", &self.tool.contract().spec().name)
             .field("target", &self.target)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
@@ -77,7 +77,7 @@ impl std::fmt::Debug for Call {
 impl Call {
     /// The tool's name.
     pub fn tool_name(&self) -> &'static str {
-        self.tool.contract().name
+        self.tool.contract().spec().name
     }
 
     /// Attempts made so far.
@@ -157,7 +157,7 @@ impl Executor {
     /// Runs `tool` once under `timeout`: [`Executor::run_simple`] without a [`Call`], so a
     /// Simple-mode call borrows its context and arguments instead of sharing them.
     pub async fn run_once(&self, tool: &dyn Tool, ctx: &ToolContext, args: &Value, timeout: Duration) -> Result<Value> {
-        timeout::bounded(timeout, tool.contract().name, tool.call(ctx, args)).await
+        timeout::bounded(timeout, tool.contract().spec().name, tool.call(ctx, args)).await
     }
 
     /// Runs a call through the whole stack.
