@@ -9,7 +9,7 @@
 //!   `systemctl` runner.
 //! - [`git`]: `git_status`, `git_log`, `git_diff`, `git_pull`, `git_commit`, `git_push`; the
 //!   argv-only `git` runner.
-//! - [`file`]: `file_read`, `file_write`, `file_list`, `file_search`; confinement to the roots
+//! - [`file`](mod@file): `file_read`, `file_write`, `file_list`, `file_search`; confinement to the roots
 //!   (`confine`) and the bounded directory walk (`walk`).
 //! - [`http`]: `http_get`, `http_post`; the egress policy (`egress`) and the one HTTP client.
 //! - [`gitea`]: `gitea_list_issues`, `gitea_update_issue`, `gitea_create_pr`, thin tools over

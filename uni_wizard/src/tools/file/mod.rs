@@ -2,7 +2,7 @@
 //!
 //! - [`read`] is `file_read` (with the SHA-256 `file_write` checks), [`list`] is `file_list`,
 //!   [`search`] is `file_search`: read-only.
-//! - [`write`] is `file_write`: atomic replace, guarded by `expected_sha256`.
+//! - [`write`](mod@write) is `file_write`: atomic replace, guarded by `expected_sha256`.
 //! - [`confine`]: the [`Roots`] and the `openat2(RESOLVE_BENEATH)` opens every path goes
 //!   through; [`walk`]: the bounded directory walk of `file_list` and `file_search`.
 //! - [`blocking`]: the one way a file tool runs its blocking body; [`schema`]: the `path`

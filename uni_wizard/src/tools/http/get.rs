@@ -5,7 +5,6 @@
 //! headers come back with credentials (`set-cookie` and the like) redacted.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
@@ -14,7 +13,7 @@ use serde_json::{Value, json};
 use crate::contract::{Annotations, Category, ContractSpec, Risk};
 use crate::error::Result;
 use crate::tools::http::{self, Limits, Outgoing};
-use crate::tools::{ToolContext, TypedTool, arg_str};
+use crate::tools::{ToolContext, TypedTool};
 
 /// Arguments of `http_get`.
 #[derive(Debug, Clone, Deserialize)]
@@ -84,14 +83,14 @@ impl TypedTool for HttpGet {
             }),
             annotations: Annotations { read_only: true, destructive: false, idempotent: true, open_world: true },
             risk: Risk::Low,
-            default_timeout: Duration::from_millis(http::DEFAULT_TIMEOUT_MS + 5_000),
+            default_timeout: http::TOOL_TIMEOUT,
             dry_run: false,
             content_guard: false,
         }
     }
 
     fn target(args: &Value) -> String {
-        http::target_host(arg_str(args, "url"))
+        http::target(args)
     }
 
     async fn run(ctx: &ToolContext, input: Input) -> Result<Output> {

@@ -66,6 +66,9 @@ pub fn default_max_redirects() -> u32 {
 pub fn default_timeout_ms() -> u64 {
     DEFAULT_TIMEOUT_MS
 }
+/// The tools' default timeout: the exchange's own default and 5 s to spare for the rest of the
+/// call.
+pub const TOOL_TIMEOUT: Duration = Duration::from_millis(DEFAULT_TIMEOUT_MS + 5_000);
 /// Longest a TCP (and TLS) connect may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The `User-Agent` sent unless a request sets its own.
@@ -163,6 +166,11 @@ pub fn parse_url(s: &str, field: &str) -> Result<Url> {
         Error::new(ErrorCode::InvalidArguments, format!("`{field}` is not an absolute URL: {e}"))
             .with_details(json!({ "field": field, "problem": e.to_string() }))
     })
+}
+
+/// The target of an HTTP call, keying its breaker and provenance: the host its `url` names.
+pub fn target(args: &serde_json::Value) -> String {
+    target_host(crate::tools::arg_str(args, "url"))
 }
 
 /// The host a URL argument names (lowercase), or `""`: the target that keys breakers.

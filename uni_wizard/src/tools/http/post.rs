@@ -9,7 +9,6 @@
 //! that would be sent under `request`, with credentials redacted; it sends nothing.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use reqwest::header::{self, HeaderValue};
 use reqwest::{Method, Url};
@@ -20,7 +19,7 @@ use crate::contract::{Annotations, Category, ContractSpec, Risk};
 use crate::error::{Error, ErrorCode, Result};
 use crate::hash::sha256_hex;
 use crate::tools::http::{self, Limits, Outgoing};
-use crate::tools::{ToolContext, TypedTool, arg_str};
+use crate::tools::{ToolContext, TypedTool};
 
 /// Arguments of `http_post`.
 #[derive(Debug, Clone, Deserialize)]
@@ -150,14 +149,14 @@ impl TypedTool for HttpPost {
             }),
             annotations: Annotations { read_only: false, destructive: false, idempotent: false, open_world: true },
             risk: Risk::Medium,
-            default_timeout: Duration::from_millis(http::DEFAULT_TIMEOUT_MS + 5_000),
+            default_timeout: http::TOOL_TIMEOUT,
             dry_run: true,
             content_guard: false,
         }
     }
 
     fn target(args: &Value) -> String {
-        http::target_host(arg_str(args, "url"))
+        http::target(args)
     }
 
     async fn run(ctx: &ToolContext, input: Input) -> Result<Output> {

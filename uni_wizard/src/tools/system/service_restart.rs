@@ -22,7 +22,7 @@ use super::schema;
 use super::systemctl::{Systemctl, UnitName, UnitStatus};
 use crate::contract::{Annotations, Category, ContractSpec, Risk};
 use crate::error::Result;
-use crate::tools::{ToolContext, TypedTool, arg_str};
+use crate::tools::{ToolContext, TypedTool};
 
 /// Arguments of `service_restart`. Whether it is a dry run comes from the call.
 #[derive(Debug, Clone, Deserialize)]
@@ -94,9 +94,8 @@ impl TypedTool for ServiceRestart {
         }
     }
 
-    /// One breaker per unit.
     fn target(args: &Value) -> String {
-        arg_str(args, "unit").to_owned()
+        super::unit_target(args)
     }
 
     async fn run(ctx: &ToolContext, input: Input) -> Result<Output> {

@@ -14,7 +14,7 @@ use super::schema;
 use super::systemctl::{Systemctl, UnitName, UnitStatus};
 use crate::contract::{Annotations, Category, ContractSpec, Risk};
 use crate::error::Result;
-use crate::tools::{ToolContext, TypedTool, arg_str};
+use crate::tools::{ToolContext, TypedTool};
 
 /// Arguments of `service_status`.
 #[derive(Debug, Clone, Deserialize)]
@@ -67,9 +67,8 @@ impl TypedTool for ServiceStatus {
         }
     }
 
-    /// One breaker per unit.
     fn target(args: &Value) -> String {
-        arg_str(args, "unit").to_owned()
+        super::unit_target(args)
     }
 
     async fn run(_ctx: &ToolContext, input: Input) -> Result<Output> {
