@@ -344,7 +344,7 @@ fn write_seeds() {
     );
 
     // git: this repository's own output, and the unit tests' recorded shapes.
-    write("git_status", "repo", &git(uni_wizard::tools::git_status::STATUS_ARGS));
+    write("git_status", "repo", &git(uni_wizard::tools::git::status::STATUS_ARGS));
     write(
         "git_status",
         "recorded",
@@ -356,7 +356,7 @@ fn write_seeds() {
           ? dir/\0? u v.txt\0! ignored\0",
     );
     write("git_status", "initial", b"# branch.oid (initial)\0# branch.head (detached)\0");
-    let format = format!("--format={}", uni_wizard::tools::git_log::LOG_FORMAT);
+    let format = format!("--format={}", uni_wizard::tools::git::log::LOG_FORMAT);
     write("git_log", "repo", &git(&["log", "-z", "--no-color", "--no-notes", &format, "--max-count=4"]));
     let mut diff = vec![64u8];
     diff.extend(git(&["diff", "--no-color", "--no-ext-diff", "-M", "--raw", "--numstat", "-z", "HEAD~3", "HEAD"]));

@@ -160,12 +160,12 @@ async fn every_tool_output_matches_its_declared_schema() {
 
     // systemd is not PID 1 here, so the service tools' outputs are built from recorded
     // `systemctl show` text through the tools' own parser, then checked the same way.
-    use uni_wizard::tools::systemctl::{UnitStatus, parse_show};
+    use uni_wizard::tools::system::systemctl::{UnitStatus, parse_show};
     let status = UnitStatus::from_properties(&parse_show(&fixture("ssh-active.txt"))).expect("parses");
     let outputs = [
         (
             "service_status",
-            serde_json::to_value(uni_wizard::tools::service_status::Output {
+            serde_json::to_value(uni_wizard::tools::system::service_status::Output {
                 unit: "ssh.service".into(),
                 active: true,
                 status: status.clone(),
@@ -173,7 +173,7 @@ async fn every_tool_output_matches_its_declared_schema() {
         ),
         (
             "service_restart",
-            serde_json::to_value(uni_wizard::tools::service_restart::Output {
+            serde_json::to_value(uni_wizard::tools::system::service_restart::Output {
                 unit: "ssh.service".into(),
                 dry_run: false,
                 restarted: true,
@@ -195,7 +195,7 @@ async fn every_tool_output_matches_its_declared_schema() {
     let missing: Vec<&str> = h
         .registry()
         .iter()
-        .map(|t| t.contract().name)
+        .map(|t| t.contract().spec().name)
         .filter(|n| !seen.contains_key(n) && !n.starts_with("gitea_"))
         .collect();
     assert!(missing.is_empty(), "tools without a row in this table: {missing:?}");
@@ -208,7 +208,7 @@ fn registry_has_exactly_the_nineteen_tools() {
     let mut by_category: BTreeMap<String, Vec<&str>> = BTreeMap::new();
     for t in r.iter() {
         let c = t.contract();
-        by_category.entry(format!("{:?}", c.category)).or_default().push(c.name);
+        by_category.entry(format!("{:?}", c.spec().category)).or_default().push(c.spec().name);
     }
     let want: BTreeMap<String, Vec<&str>> = [
         ("File", vec!["file_list", "file_read", "file_search", "file_write"]),

@@ -1,10 +1,17 @@
-//! Layers without circles: the top-level modules of the library and of the daemons crate
-//! import each other (`crate::module`) along a graph with no cycle, so each can be read,
-//! tested and changed knowing only what sits beneath it.
+//! Layers without circles: the modules of the library and of the daemons crate import each
+//! other (`crate::...`, `super::...`, `self::...`) along a graph with no cycle, so each can be
+//! read, tested and changed knowing only what sits beneath it.
 //!
-//! The edges are read from the source: every `crate::name` path outside comments and test
-//! modules, including the names inside `use crate::{a, b::c}` groups. Binaries (`src/bin/`)
-//! and the crate root (`lib.rs`) sit above every module and are not part of the graph.
+//! The check is made at every level of the module tree: the top-level modules of a crate, and
+//! the children of every folder module (the families of `tools/`, the layers of `executor/`).
+//! A folder's own `mod.rs`, like the crate root `lib.rs`, frames its children (it declares
+//! them, and they may use what it defines) and is not part of its level's graph. A child
+//! reaching a sibling by any path (`crate::tools::http`, `super::super::http`) is an edge.
+//!
+//! The edges are read from the source: every `crate::`, `super::` and `self::` path outside
+//! comments and test modules, including the names inside `use crate::{a, b::{c, d}}` groups.
+//! Binaries (`src/bin/`) and the crate root sit above every module and are not part of any
+//! graph.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -14,14 +21,19 @@ use uni_wizard_tests::rust_files;
 /// module -> module it imports -> one place that shows the edge (`file:line`).
 type Graph = BTreeMap<String, BTreeMap<String, String>>;
 
-/// The top-level module a source file belongs to, or `None` for the crate root and binaries.
-fn module_of(src: &Path, file: &Path) -> Option<String> {
+/// The path of the module a source file defines (`a/b.rs` and `a/b/mod.rs` are `[a, b]`), or
+/// `None` for the crate root and binaries.
+fn module_path(src: &Path, file: &Path) -> Option<Vec<String>> {
     let rel = file.strip_prefix(src).ok()?;
-    let first = rel.components().next()?.as_os_str().to_str()?;
-    match first {
-        "lib.rs" | "main.rs" | "bin" => None,
-        f => Some(f.strip_suffix(".rs").unwrap_or(f).to_owned()),
+    let mut parts: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    if matches!(parts.first().map(String::as_str), Some("lib.rs" | "main.rs" | "bin")) {
+        return None;
     }
+    let file_name = parts.pop()?;
+    if file_name != "mod.rs" {
+        parts.push(file_name.strip_suffix(".rs").unwrap_or(&file_name).to_owned());
+    }
+    Some(parts)
 }
 
 /// The code of a file that counts for layering: without line comments, and cut before its
@@ -45,71 +57,99 @@ fn layered_code(text: &str) -> Vec<String> {
     out
 }
 
-/// The first path segment after every `crate::` in `code`, with the offset of that
-/// `crate::`; the names inside groups (`crate::{a, b::c}`, spanning lines or not) included.
-fn imported_modules(code: &str) -> Vec<(usize, String)> {
+/// Where each `crate::`, `super::` or `self::` path in `code` leads, as module paths from
+/// the crate root (`super` resolved against `here`, the path of the file's module), with the
+/// offset of the path; every item of a group (`crate::{a, b::{c, d}}`, spanning lines or not)
+/// is a path of its own. The paths may run on into items (`[tools, ToolEnv]`); only their
+/// module prefixes make edges.
+fn imported_paths(code: &str, here: &[String]) -> Vec<(usize, Vec<String>)> {
+    let bytes = code.as_bytes();
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
     let mut found = Vec::new();
-    let mut offset = 0;
-    while let Some(at) = code[offset..].find("crate::") {
-        let start = offset + at;
-        offset = start + "crate::".len();
-        // `other_crate::` or `$crate::` are not this crate's root.
-        if code[..start].chars().next_back().is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$') {
-            continue;
-        }
-        let rest = &code[offset..];
-        let Some(group) = rest.strip_prefix('{') else {
-            let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
-            if !name.is_empty() {
-                found.push((start, name));
-            }
+    let mut at = 0;
+    while at < bytes.len() {
+        // A path starts at `crate`, `super` or `self` not preceded by a name character, `$` or
+        // `::` (`other_crate::`, `$crate::`, `a::self` are not roots of this crate's paths).
+        let starts = ["crate::", "super::", "self::"].into_iter().find(|p| bytes[at..].starts_with(p.as_bytes()));
+        let preceded = at > 0 && (ident(bytes[at - 1]) || bytes[at - 1] == b'$' || bytes[at - 1] == b':');
+        let Some(first) = starts.filter(|_| !preceded) else {
+            at += 1;
             continue;
         };
-        // In a group, the first segment of each comma-separated item at depth 1.
-        let (mut depth, mut segment, mut first) = (1, String::new(), true);
-        for c in group.chars() {
-            match c {
-                '{' => depth += 1,
-                '}' => depth -= 1,
-                ',' if depth == 1 => {
-                    if first && !segment.is_empty() {
-                        found.push((start, std::mem::take(&mut segment)));
-                    }
-                    segment.clear();
-                    first = true;
-                    continue;
-                }
-                _ => {}
-            }
-            if depth == 0 {
-                break;
-            }
-            if !first {
-                continue;
-            }
-            if c.is_alphanumeric() || c == '_' {
-                segment.push(c);
-            } else if !segment.is_empty() {
-                found.push((start, std::mem::take(&mut segment)));
-                first = false;
+        let start = at;
+        let mut base: Vec<String> = if first == "crate::" { Vec::new() } else { here.to_vec() };
+        at += first.len();
+        if first == "super::" {
+            base.pop();
+            while bytes[at..].starts_with(b"super::") {
+                base.pop();
+                at += "super::".len();
             }
         }
-        if first && !segment.is_empty() {
-            found.push((start, segment));
-        }
+        let mut paths = Vec::new();
+        at = path_tree(code, at, base, &mut paths);
+        found.extend(paths.into_iter().map(|p| (start, p)));
     }
     found
 }
 
-/// The import graph between the top-level modules of the crate whose sources are in `src`.
-fn graph(src: &Path) -> Graph {
-    let modules: BTreeSet<String> = rust_files(src).iter().filter_map(|f| module_of(src, f)).collect();
+/// Reads `seg::seg::...` or a `{...}` group from `at`, pushing each full path (after `base`)
+/// into `out`; returns where the path ends.
+fn path_tree(code: &str, mut at: usize, mut base: Vec<String>, out: &mut Vec<Vec<String>>) -> usize {
+    let bytes = code.as_bytes();
+    let skip_space = |mut i: usize| {
+        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        i
+    };
+    loop {
+        at = skip_space(at);
+        if bytes.get(at) == Some(&b'{') {
+            at += 1;
+            loop {
+                at = path_tree(code, at, base.clone(), out);
+                // Past anything else in the item (`as name`) to its `,` or the closing `}`.
+                while at < bytes.len() && bytes[at] != b',' && bytes[at] != b'}' {
+                    at += 1;
+                }
+                match bytes.get(at) {
+                    Some(b',') => at += 1,
+                    Some(b'}') => return at + 1,
+                    _ => return at,
+                }
+            }
+        }
+        let end = at + bytes[at..].iter().take_while(|c| c.is_ascii_alphanumeric() || **c == b'_').count();
+        // Name characters are ASCII, so `at..end` falls on character boundaries.
+        let segment = &code[at..end];
+        if !segment.is_empty() && segment != "self" {
+            base.push(segment.to_owned());
+        }
+        at = end;
+        if segment.is_empty() || !bytes[at..].starts_with(b"::") {
+            out.push(base);
+            return at;
+        }
+        at += 2;
+    }
+}
+
+/// The import graph between the children of the module `parent` (`[]`: the top-level modules)
+/// of the crate whose sources are in `src`.
+fn graph_of(src: &Path, parent: &[String]) -> Graph {
+    let files: Vec<(std::path::PathBuf, Vec<String>)> =
+        rust_files(src).into_iter().filter_map(|f| module_path(src, &f).map(|m| (f, m))).collect();
+    let child =
+        |path: &[String]| (path.len() > parent.len() && path.starts_with(parent)).then(|| path[parent.len()].clone());
+    let modules: BTreeSet<String> = files.iter().filter_map(|(_, m)| child(m)).collect();
     let mut graph: Graph = modules.iter().map(|m| (m.clone(), BTreeMap::new())).collect();
-    for file in rust_files(src) {
-        let Some(from) = module_of(src, &file) else { continue };
-        let text = std::fs::read_to_string(&file).expect("read source");
+    for (file, here) in &files {
+        let Some(from) = child(here) else { continue };
+        let text = std::fs::read_to_string(file).expect("read source");
         let joined: String = layered_code(&text).iter().map(|l| format!("{l}\n")).collect();
-        for (at, to) in imported_modules(&joined) {
+        for (at, path) in imported_paths(&joined, here) {
+            let Some(to) = child(&path) else { continue };
             if to != from && modules.contains(&to) {
                 let line = joined[..at].matches('\n').count() + 1;
                 graph.get_mut(&from).expect("module").entry(to).or_insert(format!("{}:{line}", file.display()));
@@ -117,6 +157,21 @@ fn graph(src: &Path) -> Graph {
         }
     }
     graph
+}
+
+/// The import graph between the top-level modules of the crate whose sources are in `src`.
+fn graph(src: &Path) -> Graph {
+    graph_of(src, &[])
+}
+
+/// Every folder module of the crate in `src` that has children: `[]` (the crate root), then
+/// each folder, e.g. `[tools]`, `[tools, git]`.
+fn parents(src: &Path) -> BTreeSet<Vec<String>> {
+    rust_files(src)
+        .iter()
+        .filter_map(|f| module_path(src, f))
+        .flat_map(|m| (0..m.len()).map(move |n| m[..n].to_vec()))
+        .collect()
 }
 
 /// Every cycle's modules (strongly connected components with more than one module), each
@@ -164,25 +219,47 @@ fn cycles(graph: &Graph) -> Vec<Vec<String>> {
     out
 }
 
-fn assert_acyclic(crate_dir: &str) {
+/// Checks every level of the crate in `crate_dir` for import cycles and returns each level's
+/// graph by its parent (`[]`: the top-level modules).
+fn assert_acyclic(crate_dir: &str) -> BTreeMap<Vec<String>, Graph> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(crate_dir).join("src");
-    let g = graph(&src);
-    assert!(g.len() > 5, "{crate_dir}: found only {} modules: {:?}", g.len(), g.keys());
-    let found = cycles(&g);
-    assert!(
-        found.is_empty(),
-        "{crate_dir}: import cycles between top-level modules:\n{}",
-        found.iter().map(|c| c.join("\n  ")).collect::<Vec<_>>().join("\n\n")
-    );
+    let mut levels = BTreeMap::new();
+    let mut problems = Vec::new();
+    for parent in parents(&src) {
+        let g = graph_of(&src, &parent);
+        let found = cycles(&g);
+        if !found.is_empty() {
+            let level = if parent.is_empty() {
+                "top-level modules".to_owned()
+            } else {
+                format!("the modules in {}", parent.join("::"))
+            };
+            let shown = found.iter().map(|c| c.join("\n  ")).collect::<Vec<_>>().join("\n\n  ");
+            problems.push(format!("{crate_dir}: import cycles between {level}:\n  {shown}"));
+        }
+        levels.insert(parent, g);
+    }
+    let top = &levels[&Vec::new()];
+    assert!(top.len() > 5, "{crate_dir}: found only {} modules: {:?}", top.len(), top.keys());
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+    levels
 }
 
-/// The library's top-level modules import each other without a cycle.
+/// The library's modules import each other without a cycle at every level: the top-level
+/// modules, the tool families in `tools/`, the files of each family; and the contract module
+/// sits beneath the tools, importing nothing but errors.
 #[test]
 fn library_modules_have_no_import_cycle() {
-    assert_acyclic("uni_wizard");
+    let levels = assert_acyclic("uni_wizard");
+    let top = &levels[&Vec::new()];
+    assert!(top["tools"].contains_key("contract"), "the tools name their contracts: {:?}", top["tools"]);
+    let above: Vec<_> = top["contract"].iter().filter(|(m, _)| *m != "error").collect();
+    assert!(above.is_empty(), "contract imports more than errors: {above:?}");
+    let families = &levels[&vec!["tools".to_owned()]];
+    assert_eq!(families.keys().collect::<Vec<_>>(), ["file", "git", "gitea", "http", "system"], "{families:?}");
 }
 
-/// The daemons crate's top-level modules import each other without a cycle.
+/// The daemons crate's modules import each other without a cycle at every level.
 #[test]
 fn daemon_modules_have_no_import_cycle() {
     assert_acyclic("daemons");
@@ -213,6 +290,40 @@ fn the_check_finds_a_cycle_and_ignores_what_does_not_count() {
     assert_eq!(found.len(), 1, "{found:?}");
     let shown = found[0].join(" ");
     for edge in ["a -> b", "b -> c", "c -> a"] {
+        assert!(shown.contains(edge), "{edge} missing from {shown}");
+    }
+}
+
+/// The check sees the modules inside a folder: a sibling reached through `super::super::`,
+/// through a `crate::` group nested in a group, or through `self::` from the folder's own
+/// `mod.rs` (which frames the level and is no node of it), and resolves `super::` to the
+/// right module.
+#[test]
+fn the_check_finds_a_cycle_inside_a_folder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path();
+    std::fs::write(src.join("lib.rs"), "pub mod tools;\n").expect("write");
+    for family in ["tools/git", "tools/http", "tools/gitea"] {
+        std::fs::create_dir_all(src.join(family)).expect("mkdir");
+    }
+    std::fs::write(src.join("tools/mod.rs"), "use self::git::Run;\npub struct ToolEnv;\n").expect("write");
+    std::fs::write(src.join("tools/git/mod.rs"), "use super::ToolEnv;\npub mod status;\n").expect("write");
+    std::fs::write(src.join("tools/git/status.rs"), "use super::super::http::Client;\n").expect("write");
+    std::fs::write(src.join("tools/http/mod.rs"), "use crate::tools::ToolEnv;\n").expect("write");
+    std::fs::write(src.join("tools/gitea/mod.rs"), "use crate::{error::E, tools::{ToolEnv, http::{self, Client}}};\n")
+        .expect("write");
+    let g = graph_of(src, &["tools".to_owned()]);
+    assert!(cycles(&g).is_empty(), "no cycle yet: {g:?}");
+    assert_eq!(g["git"].keys().collect::<Vec<_>>(), ["http"], "{g:?}");
+    assert_eq!(g["gitea"].keys().collect::<Vec<_>>(), ["http"], "{g:?}");
+    assert!(g["http"].is_empty(), "{g:?}");
+    assert!(parents(src).contains(&vec!["tools".to_owned(), "git".to_owned()]), "{:?}", parents(src));
+
+    std::fs::write(src.join("tools/http/mod.rs"), "pub fn f() { let _ = super::git::status::X; }\n").expect("write");
+    let found = cycles(&graph_of(src, &["tools".to_owned()]));
+    assert_eq!(found.len(), 1, "{found:?}");
+    let shown = found[0].join(" ");
+    for edge in ["git -> http", "http -> git"] {
         assert!(shown.contains(edge), "{edge} missing from {shown}");
     }
 }

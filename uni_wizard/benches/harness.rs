@@ -13,8 +13,9 @@ use criterion::{Criterion, criterion_group};
 use serde_json::json;
 use uni_wizard::executor::{Call, CallSpec, Executor, ExecutorConfig};
 use uni_wizard::hash::sha256_json;
-use uni_wizard::tools::file_read::{self, FileRead};
-use uni_wizard::tools::{Roots, ToolContext, ToolEnv, TypedTool};
+use uni_wizard::tools::file::Roots;
+use uni_wizard::tools::file::read::{self as file_read, FileRead};
+use uni_wizard::tools::{ToolContext, ToolEnv, TypedTool};
 use uni_wizard::{Config, Harness, House, Mode};
 
 const GROUP: &str = "file_read_1KiB";

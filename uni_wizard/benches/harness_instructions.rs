@@ -29,9 +29,11 @@
 use std::sync::Arc;
 
 use serde_json::json;
+use uni_wizard::contract::ContractSpec;
 use uni_wizard::hash::sha256_value;
-use uni_wizard::tools::file_read::{self, FileRead};
-use uni_wizard::tools::{ContractSpec, Registry, Roots, ToolContext, ToolEnv, TypedTool, arg_str};
+use uni_wizard::tools::file::Roots;
+use uni_wizard::tools::file::read::{self as file_read, FileRead};
+use uni_wizard::tools::{Registry, ToolContext, ToolEnv, TypedTool, arg_str};
 use uni_wizard::{Config, Harness, House, Mode};
 
 /// `file_read`'s contract and output, without the file.

@@ -40,7 +40,7 @@ pub struct Config {
     /// Ceiling on any timeout, whether from a contract, an override or a call.
     pub max_timeout_ms: u64,
     /// What the HTTP tools may reach, per house; a house without a list reaches nothing.
-    pub egress: crate::tools::egress::EgressConfig,
+    pub egress: crate::tools::http::egress::EgressConfig,
     /// The Gitea server the Gitea tools talk to; without it they refuse with E4001.
     pub gitea: Option<crate::gitea::GiteaConfig>,
     /// Intelligent mode: pattern DB, predictions, adaptive policies.
@@ -63,7 +63,7 @@ impl Default for Config {
             executor: ExecutorConfig::default(),
             timeouts_ms: BTreeMap::new(),
             max_timeout_ms: 600_000,
-            egress: crate::tools::egress::EgressConfig::default(),
+            egress: crate::tools::http::egress::EgressConfig::default(),
             gitea: None,
             intelligence: crate::intelligence::IntelligenceConfig::default(),
             policy: None,

@@ -20,15 +20,13 @@ use std::sync::{Arc, OnceLock};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::contract::Contract;
 use crate::error::{Error, ErrorCode, Result};
 use crate::future::BoxFuture;
 use crate::harness::{Harness, Request};
 use crate::house::{House, Mode};
-use crate::tools::{
-    Contract, Registry, Tool, ToolContext, Typed, TypedTool, file_list, file_read, file_search, file_write, git_commit,
-    git_diff as diff, git_log as log, git_pull, git_push, git_status as status, gitea, http_get, http_post,
-    process_list, service_restart, service_status, system_info,
-};
+use crate::tools::git::{diff, log, status};
+use crate::tools::{Registry, Tool, ToolContext, Typed, TypedTool, file, git, gitea, http, system};
 
 /// The `details.stage` of the refusal an [`ArgsOnly`] tool gives when the tool's `Input`
 /// refuses arguments the contract let through.
@@ -56,7 +54,7 @@ impl<T: TypedTool> Tool for ArgsOnly<T> {
         Box::pin(async move {
             match T::Input::deserialize(args) {
                 Ok(_) => Ok(json!({ "deserialised": true })),
-                Err(e) => Err(Error::new(ErrorCode::InvalidArguments, format!("{}: {e}", self.contract().name))
+                Err(e) => Err(Error::new(ErrorCode::InvalidArguments, format!("{}: {e}", self.contract().spec().name))
                     .with_details(json!({ "stage": INPUT_REFUSED }))),
             }
         })
@@ -76,22 +74,22 @@ fn add<T: TypedTool>(r: &mut Registry) -> Result<()> {
 /// E4001 when a contract does not compile (a bug).
 pub fn args_only_registry() -> Result<Registry> {
     let mut r = Registry::empty();
-    add::<system_info::SystemInfo>(&mut r)?;
-    add::<process_list::ProcessList>(&mut r)?;
-    add::<service_status::ServiceStatus>(&mut r)?;
-    add::<service_restart::ServiceRestart>(&mut r)?;
-    add::<status::GitStatus>(&mut r)?;
-    add::<log::GitLog>(&mut r)?;
-    add::<diff::GitDiff>(&mut r)?;
-    add::<git_pull::GitPull>(&mut r)?;
-    add::<git_commit::GitCommit>(&mut r)?;
-    add::<git_push::GitPush>(&mut r)?;
-    add::<file_read::FileRead>(&mut r)?;
-    add::<file_write::FileWrite>(&mut r)?;
-    add::<file_list::FileList>(&mut r)?;
-    add::<file_search::FileSearch>(&mut r)?;
-    add::<http_get::HttpGet>(&mut r)?;
-    add::<http_post::HttpPost>(&mut r)?;
+    add::<system::info::SystemInfo>(&mut r)?;
+    add::<system::process_list::ProcessList>(&mut r)?;
+    add::<system::service_status::ServiceStatus>(&mut r)?;
+    add::<system::service_restart::ServiceRestart>(&mut r)?;
+    add::<git::status::GitStatus>(&mut r)?;
+    add::<git::log::GitLog>(&mut r)?;
+    add::<git::diff::GitDiff>(&mut r)?;
+    add::<git::pull::GitPull>(&mut r)?;
+    add::<git::commit::GitCommit>(&mut r)?;
+    add::<git::push::GitPush>(&mut r)?;
+    add::<file::read::FileRead>(&mut r)?;
+    add::<file::write::FileWrite>(&mut r)?;
+    add::<file::list::FileList>(&mut r)?;
+    add::<file::search::FileSearch>(&mut r)?;
+    add::<http::get::HttpGet>(&mut r)?;
+    add::<http::post::HttpPost>(&mut r)?;
     add::<gitea::list_issues::GiteaListIssues>(&mut r)?;
     add::<gitea::update_issue::GiteaUpdateIssue>(&mut r)?;
     add::<gitea::create_pr::GiteaCreatePr>(&mut r)?;
@@ -113,7 +111,7 @@ fn args_fixture() -> &'static ArgsFixture {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
         let Ok(runtime) = runtime else { panic!("fuzzing: no tokio runtime") };
         let Ok(registry) = args_only_registry() else { panic!("fuzzing: a built-in contract does not compile") };
-        let names = registry.iter().map(|t| t.contract().name).collect();
+        let names = registry.iter().map(|t| t.contract().spec().name).collect();
         let mut harnesses = Vec::new();
         let _guard = runtime.enter();
         for house in House::ALL {
@@ -147,7 +145,7 @@ pub fn tool_args(data: &[u8]) {
     let _ = t.changes_production(&args);
     let _ = crate::approval::redact(&args);
     let _ = crate::approval::args_sha256(&args);
-    let _ = crate::intelligence::fingerprint(&args, &contract.input_schema);
+    let _ = crate::intelligence::fingerprint(&args, &contract.spec().input_schema);
 
     let harness = &fx.harnesses[usize::from(flags & 0x0f) % fx.harnesses.len()];
     let mut req = Request::new(name, args);
@@ -177,8 +175,8 @@ pub fn tool_args(data: &[u8]) {
 /// The `/proc` and `/etc` parsers of `system_info` and `process_list`: byte 0 picks the
 /// parser, the rest is the file's text (bytes that are not UTF-8 replaced; `auxv` is binary).
 pub fn proc_files(data: &[u8]) {
-    use process_list as pl;
-    use system_info as si;
+    use system::info as si;
+    use system::process_list as pl;
     let Some((&which, rest)) = data.split_first() else { return };
     let text = String::from_utf8_lossy(rest);
     let shown = match which % 12 {
@@ -208,7 +206,7 @@ fn contract_of<T: TypedTool>(cell: &'static OnceLock<Contract>) -> &'static Cont
 fn assert_output<T: serde::Serialize>(contract: &Contract, output: &T) {
     let value = serde_json::to_value(output).unwrap_or(Value::Null);
     if let Err(v) = contract.validate_output(&value) {
-        panic!("{}: parsed output breaks the output schema at {}: {}", contract.name, v.pointer, v.message);
+        panic!("{}: parsed output breaks the output schema at {}: {}", contract.spec().name, v.pointer, v.message);
     }
 }
 
@@ -263,7 +261,7 @@ mod tests {
     /// Proves the args-only registry lists exactly the built-in tools.
     #[test]
     fn args_only_registry_matches_the_builtin_one() {
-        let names = |r: &Registry| r.iter().map(|t| t.contract().name).collect::<Vec<_>>();
+        let names = |r: &Registry| r.iter().map(|t| t.contract().spec().name).collect::<Vec<_>>();
         let (Ok(ours), Ok(builtin)) = (args_only_registry(), Registry::builtin()) else { panic!("registries build") };
         assert_eq!(names(&ours), names(&builtin));
         assert_eq!(ours.len(), 19);

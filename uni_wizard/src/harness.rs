@@ -24,7 +24,8 @@ use crate::house::{House, Mode};
 use crate::intelligence::{CallNotes, Intelligence};
 use crate::policy::{self, CallFacts, HousePolicy};
 use crate::provenance::{self, MemoryLog, ProvenanceLog, Record};
-use crate::tools::{Registry, Roots, ToolContext, ToolEnv};
+use crate::tools::file::Roots;
+use crate::tools::{Registry, ToolContext, ToolEnv};
 
 /// One call, with everything beyond the tool name and arguments optional.
 #[derive(Debug, Clone, Default)]
@@ -253,7 +254,7 @@ impl HarnessBuilder {
         let roots = Roots::new(&self.config.file_roots)?.allow_hard_links(self.config.allow_hard_links);
         let mut env = ToolEnv::new(roots);
         env.git = self.config.git_binary.clone();
-        env.egress = Arc::new(crate::tools::egress::Egress::for_house(&self.config.egress, self.house)?);
+        env.egress = Arc::new(crate::tools::http::egress::Egress::for_house(&self.config.egress, self.house)?);
         env.gitea = match (self.gitea, &self.config.gitea) {
             (Some(g), _) => Some(g),
             (None, Some(g)) => Some(Arc::new(crate::gitea::GiteaClient::new(g)?)),
@@ -499,7 +500,7 @@ impl Harness {
         let started = Instant::now();
         let started_ms = provenance::now_ms();
         let tool = inner.registry.require(tool)?;
-        let contract = tool.contract();
+        let contract = tool.contract().spec();
         let mode = req.mode.unwrap_or(inner.mode);
         let log = &inner.logs[slot(mode)];
         let session = req.session.take().unwrap_or_else(|| inner.session.clone());
@@ -625,10 +626,13 @@ impl Harness {
         let log = &*inner.logs[slot(mode)];
         let contract = tool.contract();
         contract.validate_input(&req.args)?;
-        let read_only = contract.annotations.read_only;
-        if req.dry_run && !read_only && !contract.dry_run {
-            return Err(Error::new(ErrorCode::DryRunUnsupported, format!("{} cannot do a dry run", contract.name))
-                .with_details(json!({ "tool": contract.name })));
+        let read_only = contract.spec().annotations.read_only;
+        if req.dry_run && !read_only && !contract.spec().dry_run {
+            return Err(Error::new(
+                ErrorCode::DryRunUnsupported,
+                format!("{} cannot do a dry run", contract.spec().name),
+            )
+            .with_details(json!({ "tool": contract.spec().name })));
         }
         let facts = CallFacts {
             house: inner.house,
@@ -652,7 +656,7 @@ impl Harness {
                 house: inner.house,
                 mode,
                 node: inner.node.clone(),
-                tool: contract.name.to_owned(),
+                tool: contract.spec().name.to_owned(),
                 args: approval::redact(&req.args),
                 call_args: req.args.clone(),
                 args_sha256: args_sha256.to_owned(),
@@ -675,7 +679,7 @@ impl Harness {
             log.ready()?;
         }
 
-        let timeout = self.timeout_for(contract.name, contract.default_timeout, req.timeout);
+        let timeout = self.timeout_for(contract.spec().name, contract.spec().default_timeout, req.timeout);
         let (mode, timeout) = match &inner.intelligence {
             Some(intel) => {
                 let max = inner.config.max_timeout();

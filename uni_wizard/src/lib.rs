@@ -19,7 +19,10 @@
 //! - [`house`]: the houses and modes, the leaf types every layer names.
 //! - [`policy`]: the per-house policy of SYSTEM.md §1.
 //! - [`approval`]: the [`Approver`] trait; only Timmy approves; argument hashing and redaction.
-//! - [`tools`]: the [`Tool`](tools::Tool) trait, contracts, the registry, one module per tool.
+//! - [`contract`]: what a caller may know about a tool before calling it, and the JSON-schema
+//!   validator that holds each call to it.
+//! - [`tools`]: the [`Tool`](tools::Tool) trait, the registry, one folder per family (system,
+//!   git, file, http, gitea) holding its tools, its runner and its schema fragments.
 //! - [`gitea`]: the Gitea API client behind the [`Gitea`](gitea::Gitea) trait the Gitea tools
 //!   and the triage daemon use.
 //! - [`executor`]: the tower layers (limit, breaker, retry, timeout) and their order.
@@ -40,6 +43,7 @@
 pub mod approval;
 pub mod audit;
 pub mod config;
+pub mod contract;
 pub mod error;
 pub mod executor;
 pub mod future;

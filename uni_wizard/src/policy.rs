@@ -14,10 +14,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::contract::{Category, Contract};
 use crate::error::{Error, ErrorCode, Result};
 use crate::house::{House, Mode};
 use crate::provenance::ProvenanceLog;
-use crate::tools::{Category, Contract};
 
 /// What one house may do. Defaults encode SYSTEM.md §1; config may only narrow them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,7 +112,7 @@ pub struct CallFacts<'a> {
 /// E2001 when the house may not use the tool; E2004 when Ezra's write lacks `expected_sha256`;
 /// E2006 / E2007 when Bezalel's proof is missing or invalid.
 pub fn check(policy: &HousePolicy, facts: &CallFacts<'_>, log: &dyn ProvenanceLog) -> Result<Requirements> {
-    let c = facts.contract;
+    let c = facts.contract.spec();
     if !policy.allowed_categories.contains(&c.category) || policy.denied_tools.iter().any(|t| t == c.name) {
         return Err(Error::new(ErrorCode::ToolNotAllowed, format!("house {} may not use {}", facts.house, c.name))
             .with_details(json!({ "house": facts.house, "tool": c.name })));
@@ -145,7 +145,7 @@ pub fn check(policy: &HousePolicy, facts: &CallFacts<'_>, log: &dyn ProvenanceLo
 }
 
 fn check_proof(facts: &CallFacts<'_>, log: &dyn ProvenanceLog) -> Result<()> {
-    let tool = facts.contract.name;
+    let tool = facts.contract.spec().name;
     let Some(proof) = facts.proof else {
         return Err(Error::new(
             ErrorCode::ProofRequired,

@@ -13,9 +13,10 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use uni_wizard::contract::{Annotations, Category, Contract, ContractSpec, Risk};
 use uni_wizard::executor::{BreakerConfig, BreakerState, LimitConfig, RetryConfig, RetryPolicy};
 use uni_wizard::future::BoxFuture;
-use uni_wizard::tools::{Annotations, Category, Contract, ContractSpec, Registry, Risk, Tool, ToolContext, arg_str};
+use uni_wizard::tools::{Registry, Tool, ToolContext, arg_str};
 use uni_wizard::{Config, Error, ErrorCode, Harness, House, Mode, Outcome, Request, Result};
 
 const MS: Duration = Duration::from_millis(1);
@@ -113,7 +114,7 @@ impl Tool for ScriptedTool {
             calls.push((Instant::now(), arg_str(args, "target").to_owned()));
             calls.len()
         };
-        let name = self.contract.name;
+        let name = self.contract.spec().name;
         Box::pin(async move {
             match behavior {
                 Behavior::Succeed => {}

@@ -541,7 +541,9 @@ fn contracts_state_their_hints() {
     let h = harness(json!({}));
     let get = h.registry().get("http_get").expect("registered").contract();
     let post = h.registry().get("http_post").expect("registered").contract();
-    assert!(get.annotations.read_only && get.annotations.idempotent && get.annotations.open_world);
-    assert!(!post.annotations.read_only && !post.annotations.idempotent && post.annotations.open_world);
-    assert!(post.dry_run);
+    assert!(get.spec().annotations.read_only && get.spec().annotations.idempotent && get.spec().annotations.open_world);
+    assert!(
+        !post.spec().annotations.read_only && !post.spec().annotations.idempotent && post.spec().annotations.open_world
+    );
+    assert!(post.spec().dry_run);
 }

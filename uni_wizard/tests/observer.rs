@@ -36,7 +36,7 @@ async fn observer_sees_every_finished_call_once() {
     assert!(h.execute("no_such_tool", json!({})).await.is_err());
     let seen = seen.0.lock().expect("lock").clone();
     assert_eq!(seen.len(), 2, "{seen:?}");
-    let schema = &h.registry().get("file_read").expect("tool").contract().input_schema;
+    let schema = &h.registry().get("file_read").expect("tool").contract().spec().input_schema;
     assert_eq!(seen[0].request_id, ok.request_id);
     assert_eq!(seen[0].provenance_id, ok.provenance_id);
     assert_eq!(seen[0].fingerprint, uni_wizard::intelligence::fingerprint(&json!({"path": "a.txt"}), schema));

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use uni_wizard::approval::{self, Approval};
+use uni_wizard::contract::{Annotations, Category, Contract, ContractSpec, Risk};
 use uni_wizard::future::BoxFuture;
 use uni_wizard::hash::sha256_hex;
-use uni_wizard::tools::{Annotations, Category, Contract, ContractSpec, Registry, Risk, Tool, ToolContext};
+use uni_wizard::tools::{Registry, Tool, ToolContext};
 use uni_wizard::{Config, ErrorCode, Harness, House, Mode, Request};
 
 fn harness_in(dir: &Path, house: House, mode: Mode) -> Harness {

@@ -7,8 +7,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use uni_wizard::tools::systemctl::{UnitStatus, parse_show, status_schema};
-use uni_wizard::tools::{Compiled, Roots, ToolContext, ToolEnv};
+use uni_wizard::contract::Compiled;
+use uni_wizard::tools::file::Roots;
+use uni_wizard::tools::system::systemctl::{UnitStatus, parse_show};
+use uni_wizard::tools::{ToolContext, ToolEnv};
 use uni_wizard::{ErrorCode, Harness, House, Mode, Request};
 
 fn harness(house: House, mode: Mode) -> Harness {
@@ -277,7 +279,7 @@ fn fixture(name: &str) -> UnitStatus {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/systemctl").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let status = UnitStatus::from_properties(&parse_show(&text)).unwrap_or_else(|p| panic!("{name}: {p}"));
-    let schema = Compiled::compile(&status_schema()).expect("status schema");
+    let schema = Compiled::compile(&uni_wizard::tools::system::schema::unit_status()).expect("status schema");
     let json = serde_json::to_value(&status).expect("serialises");
     schema.validate(&json).unwrap_or_else(|v| panic!("{name} violates the status schema: {v:?}"));
     status
@@ -330,12 +332,15 @@ fn system_tools_are_registered_with_honest_annotations() {
     let get = |name| h.registry().get(name).unwrap_or_else(|| panic!("{name} registered")).contract();
     for name in ["process_list", "service_status"] {
         let c = get(name);
-        assert!(c.annotations.read_only && !c.annotations.destructive && c.annotations.idempotent, "{name}");
-        assert_eq!(c.risk, uni_wizard::tools::Risk::Low, "{name}");
+        assert!(
+            c.spec().annotations.read_only && !c.spec().annotations.destructive && c.spec().annotations.idempotent,
+            "{name}"
+        );
+        assert_eq!(c.spec().risk, uni_wizard::contract::Risk::Low, "{name}");
     }
     let c = get("service_restart");
-    assert!(!c.annotations.read_only && c.annotations.destructive && !c.annotations.idempotent);
-    assert_eq!(c.risk, uni_wizard::tools::Risk::High);
-    assert!(c.dry_run);
+    assert!(!c.spec().annotations.read_only && c.spec().annotations.destructive && !c.spec().annotations.idempotent);
+    assert_eq!(c.spec().risk, uni_wizard::contract::Risk::High);
+    assert!(c.spec().dry_run);
     assert!(h.registry().get("service_restart").expect("registered").changes_production(&json!({"unit": "ssh"})));
 }

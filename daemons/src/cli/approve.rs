@@ -263,7 +263,7 @@ fn sign(a: &ApproveArgs) -> Result<i32, Error> {
         let registry = Registry::builtin()?;
         let name = a.tool.clone().unwrap_or_default();
         let tool = registry.require(&name)?;
-        let args = super::parse_args(&a.args, a.args_json.as_deref(), &tool.contract().input_schema)?;
+        let args = super::parse_args(&a.args, a.args_json.as_deref(), &tool.contract().spec().input_schema)?;
         let path = a.key.clone().unwrap_or_else(|| home().join("timmy.key"));
         let text = std::fs::read_to_string(&path)
             .map_err(|e| io_error(ErrorCode::ConfigInvalid, "cannot read Timmy's key", &path, e))?;

@@ -261,7 +261,7 @@ async fn run_test(a: TestArgs) -> Result<uni_wizard::Outcome, Error> {
     let mode: Mode = a.mode.as_deref().unwrap_or("intelligent").parse()?;
     let registry = Registry::builtin()?;
     let tool = registry.require(&a.tool)?;
-    let args = parse_args(&a.args, a.args_json.as_deref(), &tool.contract().input_schema)?;
+    let args = parse_args(&a.args, a.args_json.as_deref(), &tool.contract().spec().input_schema)?;
     let mut config = match &a.config {
         Some(path) => crate::config::load_library(path)?,
         None => Config::default(),
@@ -310,7 +310,7 @@ async fn run_remote(a: TestArgs) -> Result<remote::Routed, Error> {
     let mode: Option<Mode> = a.mode.as_deref().map(str::parse).transpose()?;
     let on = a.on.as_deref().map(str::parse::<House>).transpose()?;
     let registry = Registry::builtin()?;
-    let schema = registry.get(&a.tool).map(|t| t.contract().input_schema.clone()).unwrap_or(Value::Null);
+    let schema = registry.get(&a.tool).map(|t| t.contract().spec().input_schema.clone()).unwrap_or(Value::Null);
     let args = parse_args(&a.args, a.args_json.as_deref(), &schema)?;
     let mut call = Request::new(a.tool, args);
     call.session = a.session;

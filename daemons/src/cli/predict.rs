@@ -59,8 +59,10 @@ pub fn prediction(a: &PredictArgs) -> Result<Value, Error> {
     let registry = Registry::builtin()?;
     let timeout_ms = registry.get(&a.tool).map(|t| {
         let c = t.contract();
-        let base =
-            config.timeouts_ms.get(&a.tool).map_or(c.default_timeout, |ms| std::time::Duration::from_millis(*ms));
+        let base = config
+            .timeouts_ms
+            .get(&a.tool)
+            .map_or(c.spec().default_timeout, |ms| std::time::Duration::from_millis(*ms));
         adaptation::timeout(&p, base, config.max_timeout(), ic).as_millis() as u64
     });
     let retries = adaptation::retries(&p, config.executor.retry.max_retries, ic);

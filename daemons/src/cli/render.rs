@@ -119,12 +119,12 @@ pub fn tools(r: &Registry, as_json: bool) {
         let _ = writeln!(
             out,
             "{:<20} {:<8} {:<8} {:<9} {:>7}s  {}",
-            c.name,
-            format!("{:?}", c.category).to_lowercase(),
-            format!("{:?}", c.risk).to_lowercase(),
-            if c.annotations.read_only { "yes" } else { "no" },
-            c.default_timeout.as_secs(),
-            c.description
+            c.spec().name,
+            format!("{:?}", c.spec().category).to_lowercase(),
+            format!("{:?}", c.spec().risk).to_lowercase(),
+            if c.spec().annotations.read_only { "yes" } else { "no" },
+            c.spec().default_timeout.as_secs(),
+            c.spec().description
         );
     }
 }

@@ -87,7 +87,7 @@ impl RouterService {
     /// The houses to try for `tool`, in order, with the state of each house considered.
     fn candidates(&self, tool: &str, preferred: Option<House>) -> Candidates {
         let config = self.inner.live.get();
-        let category = self.inner.registry.get(tool).map(|t| t.contract().category.as_str());
+        let category = self.inner.registry.get(tool).map(|t| t.contract().spec().category.as_str());
         let route =
             routing::route(&config.router.routes, config.houses.iter().map(|(h, e)| (*h, e.priority)), tool, category);
         let fleet: Vec<House> = config.houses.keys().copied().collect();
@@ -105,11 +105,10 @@ impl RouterService {
     async fn dispatch(self, task: Arc<Task>, req: SubmitRequest, candidates: Candidates) {
         let started = Instant::now();
         let tool = req.call.as_ref().map_or("", |c| c.tool.as_str()).to_owned();
-        let safe_to_repeat = self
-            .inner
-            .registry
-            .get(&tool)
-            .is_some_and(|t| t.contract().annotations.read_only || t.contract().annotations.idempotent);
+        let safe_to_repeat =
+            self.inner.registry.get(&tool).is_some_and(|t| {
+                t.contract().spec().annotations.read_only || t.contract().spec().annotations.idempotent
+            });
         let mut passed: Vec<Passed> = Vec::new();
         for house in candidates.order {
             task.start(house);

@@ -343,7 +343,7 @@ impl Worker for WorkerService {
             .harness
             .registry()
             .iter()
-            .map(|t| t.contract().name.to_owned())
+            .map(|t| t.contract().spec().name.to_owned())
             .filter(|name| !open.contains(name))
             .collect();
         Ok(tonic::Response::new(CapacityResponse {
@@ -364,7 +364,8 @@ mod tests {
 
     use serde_json::{Value, json};
     use uni_wizard::approval::DenyAll;
-    use uni_wizard::tools::{Annotations, Category, ContractSpec, Risk, ToolContext, TypedTool};
+    use uni_wizard::contract::{Annotations, Category, ContractSpec, Risk};
+    use uni_wizard::tools::{ToolContext, TypedTool};
 
     use super::*;
 

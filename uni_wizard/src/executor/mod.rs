@@ -85,7 +85,7 @@ impl Call {
 
     /// The tool's name.
     pub fn tool_name(&self) -> &'static str {
-        self.tool.contract().name
+        self.tool.contract().spec().name
     }
 
     /// Attempts made so far.
@@ -189,7 +189,7 @@ impl Executor {
     /// Runs `tool` once under `timeout`: [`Executor::run_simple`] without a [`Call`], so a
     /// Simple-mode call borrows its context and arguments instead of sharing them.
     pub async fn run_once(&self, tool: &dyn Tool, ctx: &ToolContext, args: &Value, timeout: Duration) -> Result<Value> {
-        timeout::bounded(timeout, tool.contract().name, tool.call(ctx, args)).await
+        timeout::bounded(timeout, tool.contract().spec().name, tool.call(ctx, args)).await
     }
 
     /// Runs a call through the whole stack.

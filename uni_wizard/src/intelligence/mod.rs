@@ -43,9 +43,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::contract::Contract;
 use crate::error::{Error, ErrorCode, Result};
 use crate::house::{House, Mode};
-use crate::tools::Contract;
 
 pub mod adaptation;
 pub mod patterns;
@@ -424,7 +424,7 @@ impl Intelligence {
             notes.mode = Mode::Simple;
             return Ok((Mode::Simple, timeout));
         }
-        let p = self.predict(contract.name, house, fp);
+        let p = self.predict(contract.spec().name, house, fp);
         match adaptation::verdict(&p, &self.config) {
             Verdict::Refuse => {
                 let n = self.refusals.fetch_add(1, Ordering::Relaxed) + 1;
@@ -433,10 +433,14 @@ impl Intelligence {
                         ErrorCode::PredictedFailure,
                         format!(
                             "{} is predicted to fail for {house}: P(success) {:.3} (90% interval {:.3}..{:.3}, n={})",
-                            contract.name, p.p_success, p.lower, p.upper, p.samples
+                            contract.spec().name,
+                            p.p_success,
+                            p.lower,
+                            p.upper,
+                            p.samples
                         ),
                     )
-                    .with_details(json!({ "tool": contract.name, "house": house, "prediction": p })));
+                    .with_details(json!({ "tool": contract.spec().name, "house": house, "prediction": p })));
                 }
                 notes.warnings.push(format!(
                     "predicted to fail (P(success) {:.3}, n={}); run as a probe",

@@ -1,231 +1,53 @@
-//! Tools: the [`Tool`] trait, each tool's [`Contract`], and the [`Registry`] of all of them.
+//! Tools: the [`Tool`] trait, the [`TypedTool`] shape and its [`Typed`] adapter, what a tool
+//! may use ([`ToolEnv`], [`ToolContext`]), and the [`Registry`] of all of them. Each tool's
+//! contract is a [`crate::contract::Contract`].
 //!
-//! Every tool is one module with the same shape: `Input` and `Output` types, a `contract()`
-//! with its JSON Schemas, and an async `run(ctx, input)` — the bare tool function. The
-//! [`Typed`] adapter turns that shape into a `dyn Tool` that takes and returns JSON, so the
-//! harness never knows how a tool works and a tool never knows about houses or modes.
+//! The tools live by family, one folder each, holding the family's tools, its shared runner
+//! and its shared schema fragments (`<family>::schema`):
+//!
+//! - [`system`]: `system_info`, `process_list`, `service_status`, `service_restart`; the
+//!   `systemctl` runner.
+//! - [`git`]: `git_status`, `git_log`, `git_diff`, `git_pull`, `git_commit`, `git_push`; the
+//!   argv-only `git` runner.
+//! - [`file`](mod@file): `file_read`, `file_write`, `file_list`, `file_search`; confinement to the roots
+//!   (`confine`) and the bounded directory walk (`walk`).
+//! - [`http`]: `http_get`, `http_post`; the egress policy (`egress`) and the one HTTP client.
+//! - [`gitea`]: `gitea_list_issues`, `gitea_update_issue`, `gitea_create_pr`, thin tools over
+//!   the [`crate::gitea::Gitea`] client.
+//!
+//! Every tool is one module with the same shape: `Input` and `Output` types, a `spec()` with
+//! its JSON Schemas, and an async `run(ctx, input)`, the bare tool function. The [`Typed`]
+//! adapter turns that shape into a `dyn Tool` that takes and returns JSON, so the harness
+//! never knows how a tool works and a tool never knows about houses or modes.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::contract::{Contract, ContractSpec, Risk};
 use crate::error::{Error, ErrorCode, Result};
 use crate::future::BoxFuture;
 use crate::house::House;
 
-pub mod confine;
-pub mod schema;
-
-pub mod egress;
-pub mod file_list;
-pub mod file_read;
-pub mod file_search;
-pub mod file_write;
+pub mod file;
 pub mod git;
-pub mod git_commit;
-pub mod git_diff;
-pub mod git_log;
-pub mod git_pull;
-pub mod git_push;
-pub mod git_status;
 pub mod gitea;
 pub mod http;
-pub mod http_get;
-pub mod http_post;
-pub mod process_list;
-pub mod service_restart;
-pub mod service_status;
-pub mod system_info;
-pub mod systemctl;
-pub mod walk;
-
-pub use confine::Roots;
-pub use schema::{Compiled, Violation};
-
-/// A tool's family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Category {
-    /// Host facts and services.
-    System,
-    /// Git repositories.
-    Git,
-    /// HTTP and Gitea.
-    Network,
-    /// Files under the configured roots.
-    File,
-}
-
-impl Category {
-    /// The lowercase name used in contracts, config (router routes) and on the wire.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Category::System => "system",
-            Category::Git => "git",
-            Category::Network => "network",
-            Category::File => "file",
-        }
-    }
-}
-
-/// The MCP tool hints, stated honestly for each tool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Annotations {
-    /// Changes nothing anywhere.
-    pub read_only: bool,
-    /// May destroy or overwrite something that cannot be recovered from the call itself.
-    pub destructive: bool,
-    /// Calling twice with the same arguments has the same effect as once.
-    pub idempotent: bool,
-    /// Talks to something outside this host.
-    pub open_world: bool,
-}
-
-/// How much harm a call can do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Risk {
-    /// Reads only.
-    Low,
-    /// Changes local state that can be undone.
-    Medium,
-    /// Changes production or shared state.
-    High,
-    /// Never allowed.
-    Blocked,
-}
-
-/// Everything a caller may know about a tool before calling it.
-#[derive(Debug)]
-pub struct Contract {
-    /// Unique name, e.g. `file_read`.
-    pub name: &'static str,
-    /// Family.
-    pub category: Category,
-    /// One sentence.
-    pub description: &'static str,
-    /// JSON Schema of the arguments.
-    pub input_schema: Value,
-    /// JSON Schema of the output.
-    pub output_schema: Value,
-    /// MCP hints.
-    pub annotations: Annotations,
-    /// Risk level.
-    pub risk: Risk,
-    /// Timeout when the call and config give none.
-    pub default_timeout: Duration,
-    /// Whether a `dry_run` call reports what would change and changes nothing.
-    pub dry_run: bool,
-    /// Whether the tool accepts `expected_sha256` and refuses when the target changed since.
-    pub content_guard: bool,
-    input: Compiled,
-    output: Compiled,
-}
-
-/// The static parts of a contract, as a tool module writes them.
-#[derive(Debug)]
-pub struct ContractSpec {
-    /// See [`Contract::name`].
-    pub name: &'static str,
-    /// See [`Contract::category`].
-    pub category: Category,
-    /// See [`Contract::description`].
-    pub description: &'static str,
-    /// See [`Contract::input_schema`].
-    pub input_schema: Value,
-    /// See [`Contract::output_schema`].
-    pub output_schema: Value,
-    /// See [`Contract::annotations`].
-    pub annotations: Annotations,
-    /// See [`Contract::risk`].
-    pub risk: Risk,
-    /// See [`Contract::default_timeout`].
-    pub default_timeout: Duration,
-    /// See [`Contract::dry_run`].
-    pub dry_run: bool,
-    /// See [`Contract::content_guard`].
-    pub content_guard: bool,
-}
-
-impl Contract {
-    /// Compiles a spec's schemas. A schema error is a bug in the tool, reported by name.
-    ///
-    /// # Errors
-    /// E4001 naming the tool and the schema fault.
-    pub fn new(spec: ContractSpec) -> Result<Contract> {
-        let bad = |which: &str, e: String| {
-            Error::new(ErrorCode::ConfigInvalid, format!("tool {} has an invalid {which} schema: {e}", spec.name))
-        };
-        let input = Compiled::compile(&spec.input_schema).map_err(|e| bad("input", e))?;
-        let output = Compiled::compile(&spec.output_schema).map_err(|e| bad("output", e))?;
-        Ok(Contract {
-            name: spec.name,
-            category: spec.category,
-            description: spec.description,
-            input_schema: spec.input_schema,
-            output_schema: spec.output_schema,
-            annotations: spec.annotations,
-            risk: spec.risk,
-            default_timeout: spec.default_timeout,
-            dry_run: spec.dry_run,
-            content_guard: spec.content_guard,
-            input,
-            output,
-        })
-    }
-
-    /// Checks arguments against the input schema.
-    ///
-    /// # Errors
-    /// E1003 naming the field (as a JSON pointer) and what is wrong with it.
-    pub fn validate_input(&self, args: &Value) -> Result<()> {
-        self.input.validate(args).map_err(|v| {
-            let field = v.pointer.trim_start_matches('/').replace('/', ".");
-            let shown = if field.is_empty() { "arguments".to_owned() } else { format!("`{field}`") };
-            Error::new(ErrorCode::InvalidArguments, format!("{}: {shown} {}", self.name, v.message))
-                .with_details(json!({ "tool": self.name, "field": field, "pointer": v.pointer, "problem": v.message }))
-        })
-    }
-
-    /// Checks an output against the output schema (used by tests and debug builds).
-    ///
-    /// # Errors
-    /// The first violation.
-    pub fn validate_output(&self, output: &Value) -> Result<(), Violation> {
-        self.output.validate(output)
-    }
-
-    /// The contract as JSON, as `uni-wizard tools --json` prints it.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "name": self.name,
-            "category": self.category,
-            "description": self.description,
-            "input_schema": self.input_schema,
-            "output_schema": self.output_schema,
-            "annotations": self.annotations,
-            "risk": self.risk,
-            "default_timeout_ms": self.default_timeout.as_millis() as u64,
-            "dry_run": self.dry_run,
-            "content_guard": self.content_guard,
-        })
-    }
-}
+pub mod system;
 
 /// What a tool may use while it runs. Shared by every call; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ToolEnv {
     /// Directories the file tools are confined to.
-    pub roots: Arc<Roots>,
+    pub roots: Arc<file::Roots>,
     /// The `git` executable (argv only, never a shell).
     pub git: PathBuf,
     /// What the HTTP tools may reach: the calling house's egress policy.
-    pub egress: Arc<egress::Egress>,
+    pub egress: Arc<http::egress::Egress>,
     /// The Gitea client: the one handed to the harness, else one built from `gitea` when it is
     /// configured (the Gitea tools refuse with E4001 without one).
     pub gitea: Option<Arc<dyn crate::gitea::Gitea>>,
@@ -233,11 +55,11 @@ pub struct ToolEnv {
 
 impl ToolEnv {
     /// An environment with these roots and `git` from `PATH`.
-    pub fn new(roots: Roots) -> ToolEnv {
+    pub fn new(roots: file::Roots) -> ToolEnv {
         ToolEnv {
             roots: Arc::new(roots),
             git: PathBuf::from("git"),
-            egress: Arc::new(egress::Egress::deny_all()),
+            egress: Arc::new(http::egress::Egress::deny_all()),
             gitea: None,
         }
     }
@@ -343,18 +165,21 @@ impl<T: TypedTool> Tool for Typed<T> {
     }
 
     fn changes_production(&self, args: &Value) -> bool {
-        self.contract.risk >= Risk::High || T::changes_production(args)
+        self.contract.spec().risk >= Risk::High || T::changes_production(args)
     }
 
     fn call<'a>(&'a self, ctx: &'a ToolContext, args: &'a Value) -> BoxFuture<'a, Result<Value>> {
         Box::pin(async move {
             let input = T::Input::deserialize(args).map_err(|e| {
-                Error::new(ErrorCode::InvalidArguments, format!("{}: {e}", self.contract.name))
-                    .with_details(json!({ "tool": self.contract.name, "problem": e.to_string() }))
+                Error::new(ErrorCode::InvalidArguments, format!("{}: {e}", self.contract.spec().name))
+                    .with_details(json!({ "tool": self.contract.spec().name, "problem": e.to_string() }))
             })?;
             let output = T::run(ctx, input).await?;
             T::into_value(output).map_err(|e| {
-                Error::new(ErrorCode::ToolFailed, format!("{}: output not serialisable: {e}", self.contract.name))
+                Error::new(
+                    ErrorCode::ToolFailed,
+                    format!("{}: output not serialisable: {e}", self.contract.spec().name),
+                )
             })
         })
     }
@@ -384,22 +209,22 @@ impl Registry {
     /// E4001 when a built-in contract fails to compile (a bug, caught by the tests).
     pub fn builtin() -> Result<Registry> {
         let mut r = Registry::empty();
-        r.add_typed::<system_info::SystemInfo>()?;
-        r.add_typed::<process_list::ProcessList>()?;
-        r.add_typed::<service_status::ServiceStatus>()?;
-        r.add_typed::<service_restart::ServiceRestart>()?;
-        r.add_typed::<git_status::GitStatus>()?;
-        r.add_typed::<git_log::GitLog>()?;
-        r.add_typed::<git_diff::GitDiff>()?;
-        r.add_typed::<git_pull::GitPull>()?;
-        r.add_typed::<git_commit::GitCommit>()?;
-        r.add_typed::<git_push::GitPush>()?;
-        r.add_typed::<file_read::FileRead>()?;
-        r.add_typed::<file_write::FileWrite>()?;
-        r.add_typed::<file_list::FileList>()?;
-        r.add_typed::<file_search::FileSearch>()?;
-        r.add_typed::<http_get::HttpGet>()?;
-        r.add_typed::<http_post::HttpPost>()?;
+        r.add_typed::<system::info::SystemInfo>()?;
+        r.add_typed::<system::process_list::ProcessList>()?;
+        r.add_typed::<system::service_status::ServiceStatus>()?;
+        r.add_typed::<system::service_restart::ServiceRestart>()?;
+        r.add_typed::<git::status::GitStatus>()?;
+        r.add_typed::<git::log::GitLog>()?;
+        r.add_typed::<git::diff::GitDiff>()?;
+        r.add_typed::<git::pull::GitPull>()?;
+        r.add_typed::<git::commit::GitCommit>()?;
+        r.add_typed::<git::push::GitPush>()?;
+        r.add_typed::<file::read::FileRead>()?;
+        r.add_typed::<file::write::FileWrite>()?;
+        r.add_typed::<file::list::FileList>()?;
+        r.add_typed::<file::search::FileSearch>()?;
+        r.add_typed::<http::get::HttpGet>()?;
+        r.add_typed::<http::post::HttpPost>()?;
         r.add_typed::<gitea::list_issues::GiteaListIssues>()?;
         r.add_typed::<gitea::update_issue::GiteaUpdateIssue>()?;
         r.add_typed::<gitea::create_pr::GiteaCreatePr>()?;
@@ -416,7 +241,7 @@ impl Registry {
 
     /// Adds (or replaces) a tool.
     pub fn add(&mut self, tool: Arc<dyn Tool>) -> &mut Registry {
-        self.tools.insert(tool.contract().name, tool);
+        self.tools.insert(tool.contract().spec().name, tool);
         self
     }
 
@@ -442,7 +267,7 @@ impl Registry {
     /// E1001 when no tool has that name.
     pub fn require(&self, name: &str) -> Result<&Arc<dyn Tool>> {
         self.get(name).ok_or_else(|| {
-            let known: Vec<&str> = self.iter().map(|t| t.contract().name).collect();
+            let known: Vec<&str> = self.iter().map(|t| t.contract().spec().name).collect();
             let tool = crate::error::echo(name);
             Error::new(ErrorCode::UnknownTool, format!("unknown tool `{tool}`"))
                 .with_details(json!({ "tool": tool, "known": known }))
@@ -469,20 +294,11 @@ mod tests {
     #[test]
     fn require_is_the_one_unknown_tool_error() {
         let r = Registry::builtin().expect("builtin");
-        assert_eq!(r.require("file_read").map(|t| t.contract().name).ok(), Some("file_read"));
+        assert_eq!(r.require("file_read").map(|t| t.contract().spec().name).ok(), Some("file_read"));
         let e = r.require(&"x".repeat(10_000)).err().expect("unknown");
         assert_eq!(e.code, ErrorCode::UnknownTool);
         assert!(e.message.len() < 200, "{}", e.message.len());
         assert_eq!(e.details["known"].as_array().map(Vec::len), Some(r.len()));
-    }
-
-    /// Proves `Category::as_str` names each category as its serialised form does, so routes keyed
-    /// by category name cannot drift from the contracts.
-    #[test]
-    fn category_names_match_their_json() {
-        for c in [Category::System, Category::Git, Category::Network, Category::File] {
-            assert_eq!(serde_json::to_value(c).ok(), Some(json!(c.as_str())));
-        }
     }
 
     /// Proves every built-in contract compiles and every schema is an object schema that
@@ -492,7 +308,7 @@ mod tests {
         let r = Registry::builtin().expect("builtin contracts compile");
         assert!(!r.is_empty());
         for t in r.iter() {
-            let c = t.contract();
+            let c = t.contract().spec();
             assert_eq!(c.input_schema["type"], "object", "{}", c.name);
             assert_eq!(c.input_schema["additionalProperties"], false, "{}", c.name);
             assert!(!c.description.is_empty());

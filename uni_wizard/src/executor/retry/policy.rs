@@ -48,7 +48,8 @@ impl RetryPolicy {
     /// Whether this call may be repeated at all: the tool is idempotent, or the caller gave
     /// an idempotency key that makes a repeat safe.
     pub fn may_repeat(&self, call: &Call) -> bool {
-        self.retries_for(call) > 0 && (call.tool.contract().annotations.idempotent || call.idempotency_key.is_some())
+        self.retries_for(call) > 0
+            && (call.tool.contract().spec().annotations.idempotent || call.idempotency_key.is_some())
     }
 
     /// Retries allowed for this call: the configured budget, lowered by the call's own cap.

@@ -14,10 +14,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{client, repo_properties, target_of};
+use super::{client, target_of};
+use crate::contract::{Annotations, Category, ContractSpec, Risk};
 use crate::error::{Error, ErrorCode, Result};
 use crate::gitea::{CreatePullRequestOption, PullQuery, StateFilter};
-use crate::tools::{Annotations, Category, ContractSpec, Risk, ToolContext, TypedTool};
+use crate::tools::{ToolContext, TypedTool};
 
 /// JSON Schema pattern of a branch (`head` may be `owner:branch` for a fork).
 pub const BRANCH_PATTERN: &str = "^([A-Za-z0-9_.-]+:)?[A-Za-z0-9_][A-Za-z0-9_./-]{0,250}$";
@@ -82,7 +83,7 @@ impl TypedTool for GiteaCreatePr {
     type Output = Output;
 
     fn spec() -> ContractSpec {
-        let mut props = repo_properties();
+        let mut props = super::schema::repo_properties();
         for (k, v) in [
             (
                 "head",
@@ -224,9 +225,9 @@ mod tests {
     fn contract_and_branch_checks() {
         let t = Typed::<GiteaCreatePr>::new().expect("compiles");
         let c = crate::tools::Tool::contract(&t);
-        assert!(!c.annotations.read_only && !c.annotations.idempotent && c.annotations.open_world);
-        assert_eq!(c.risk, Risk::Medium);
-        assert!(c.dry_run);
+        assert!(!c.spec().annotations.read_only && !c.spec().annotations.idempotent && c.spec().annotations.open_world);
+        assert_eq!(c.spec().risk, Risk::Medium);
+        assert!(c.spec().dry_run);
         let ok = json!({"head": "feature/x", "base": "main", "title": "T"});
         assert!(c.validate_input(&ok).is_ok());
         assert!(c.validate_input(&json!({"head": "a b", "base": "main", "title": "T"})).is_err());

@@ -12,10 +12,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{client, repo_properties, target_of, truncate_chars};
+use super::{client, target_of, truncate_chars};
+use crate::contract::{Annotations, Category, ContractSpec, Risk};
 use crate::error::{Error, ErrorCode, Result};
 use crate::gitea::{IssueKind, IssueQuery, MAX_PAGE_SIZE, StateFilter};
-use crate::tools::{Annotations, Category, ContractSpec, Risk, ToolContext, TypedTool};
+use crate::tools::{ToolContext, TypedTool};
 
 /// Largest `max_issues` a caller may ask for.
 pub const MAX_ISSUES_LIMIT: u64 = 5_000;
@@ -125,7 +126,7 @@ impl TypedTool for GiteaListIssues {
     type Output = Output;
 
     fn spec() -> ContractSpec {
-        let mut props = repo_properties();
+        let mut props = super::schema::repo_properties();
         for (k, v) in [
             ("state", json!({"enum": ["open", "closed", "all"], "default": "open"})),
             (
@@ -331,8 +332,8 @@ mod tests {
     fn contract_is_read_only_open_world() {
         let t = Typed::<GiteaListIssues>::new().expect("compiles");
         let c = crate::tools::Tool::contract(&t);
-        assert!(c.annotations.read_only && c.annotations.open_world && c.annotations.idempotent);
-        assert_eq!(c.risk, Risk::Low);
+        assert!(c.spec().annotations.read_only && c.spec().annotations.open_world && c.spec().annotations.idempotent);
+        assert_eq!(c.spec().risk, Risk::Low);
         assert!(c.validate_input(&json!({"owner": "o", "repo": "r", "limit": 51})).is_err(), "limit is capped at 50");
         assert!(c.validate_input(&json!({"owner": "../x"})).is_err(), "names stay one path segment");
         assert!(c.validate_input(&json!({"since": "yesterday"})).is_err());

@@ -7,8 +7,9 @@
 //!   assignees, state and a comment on one issue; the triage daemon's one write.
 //! - [`create_pr`] is `gitea_create_pr`.
 //!
-//! Shared here: the configured client ([`client`]), the `owner`/`repo` schema fragment, and
-//! the targets breakers and provenance use (`owner/repo`, or `owner/repo#N` for one issue).
+//! Shared here: the configured client ([`client`]), the targets breakers and provenance use
+//! (`owner/repo`, or `owner/repo#N` for one issue), and in [`schema`] the `owner`/`repo`
+//! fragment every Gitea tool takes.
 //!
 //! A tool called while no Gitea is configured (`ToolEnv.gitea` is `None`) fails with E4001
 //! "gitea is not configured".
@@ -17,12 +18,13 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::ToolContext;
 use crate::error::{Error, ErrorCode, Result};
-use crate::gitea::{Gitea, NAME_PATTERN};
+use crate::gitea::Gitea;
+use crate::tools::ToolContext;
 
 pub mod create_pr;
 pub mod list_issues;
+pub mod schema;
 pub mod update_issue;
 
 /// The configured client, or E4001 "gitea is not configured".
@@ -49,20 +51,6 @@ pub fn issue_target(args: &Value) -> String {
         Some(n) => format!("{}#{n}", target_of(args)),
         None => target_of(args),
     }
-}
-
-/// The `owner` and `repo` input properties every Gitea tool shares.
-pub fn repo_properties() -> serde_json::Map<String, Value> {
-    let mut m = serde_json::Map::new();
-    m.insert(
-        "owner".into(),
-        json!({"type": "string", "pattern": NAME_PATTERN, "description": "Repository owner; the configured gitea.owner when absent."}),
-    );
-    m.insert(
-        "repo".into(),
-        json!({"type": "string", "pattern": NAME_PATTERN, "description": "Repository name; the configured gitea.repo when absent."}),
-    );
-    m
 }
 
 /// `s` cut to at most `max` characters, and whether it was cut.

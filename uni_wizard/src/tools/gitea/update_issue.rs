@@ -38,10 +38,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{client, issue_target, repo_properties};
+use super::{client, issue_target};
+use crate::contract::{Annotations, Category, ContractSpec, Risk};
 use crate::error::{Error, ErrorCode, Result};
 use crate::gitea::{CreateLabelOption, EditIssueOption, Gitea, Issue, Label, LabelRef, NAME_PATTERN};
-use crate::tools::{Annotations, Category, ContractSpec, Risk, ToolContext, TypedTool};
+use crate::tools::{ToolContext, TypedTool};
 
 /// Most labels or assignees one call may name.
 pub const MAX_NAMES: usize = 50;
@@ -199,7 +200,7 @@ impl TypedTool for GiteaUpdateIssue {
             "maxItems": MAX_NAMES,
             "description": "Label names (strings) or ids (integers); each must exist in the repository."
         });
-        let mut props = repo_properties();
+        let mut props = super::schema::repo_properties();
         for (k, v) in [
             ("number", json!({"type": "integer", "minimum": 1, "description": "Issue number."})),
             ("add_labels", label_list.clone()),
@@ -557,10 +558,10 @@ mod tests {
     fn contract_states_its_effects() {
         let t = Typed::<GiteaUpdateIssue>::new().expect("compiles");
         let c = crate::tools::Tool::contract(&t);
-        assert!(!c.annotations.read_only && c.annotations.open_world && !c.annotations.idempotent);
-        assert_eq!(c.risk, Risk::Medium);
-        assert!(c.dry_run);
-        assert!(c.description.contains("whole assignee set"));
+        assert!(!c.spec().annotations.read_only && c.spec().annotations.open_world && !c.spec().annotations.idempotent);
+        assert_eq!(c.spec().risk, Risk::Medium);
+        assert!(c.spec().dry_run);
+        assert!(c.spec().description.contains("whole assignee set"));
         assert!(c.validate_input(&json!({"number": 1, "add_labels": ["kind/bug", 7]})).is_ok());
         assert!(c.validate_input(&json!({"number": 1, "add_labels": [true]})).is_err());
         assert!(c.validate_input(&json!({"number": 0})).is_err());

@@ -1,19 +1,19 @@
 //! `http_get`: fetch one URL the house's egress allowlist permits.
 //!
-//! The URL and every redirect hop pass the egress check (see [`super::egress`]); the body is
+//! The URL and every redirect hop pass the egress check (see [`http::egress`](super::egress)); the body is
 //! read up to `max_bytes` and returned as text, or base64 when it is not UTF-8. Response
 //! headers come back with credentials (`set-cookie` and the like) redacted.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::http::{self, Limits, Outgoing};
-use super::{Annotations, Category, ContractSpec, Risk, ToolContext, TypedTool, arg_str};
+use crate::contract::{Annotations, Category, ContractSpec, Risk};
 use crate::error::Result;
+use crate::tools::http::{self, Limits, Outgoing};
+use crate::tools::{ToolContext, TypedTool};
 
 /// Arguments of `http_get`.
 #[derive(Debug, Clone, Deserialize)]
@@ -25,26 +25,14 @@ pub struct Input {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// Most body bytes to return.
-    #[serde(default = "default_max_bytes")]
+    #[serde(default = "http::default_max_bytes")]
     pub max_bytes: u64,
     /// Most redirects to follow.
-    #[serde(default = "default_max_redirects")]
+    #[serde(default = "http::default_max_redirects")]
     pub max_redirects: u32,
     /// Deadline for the whole exchange in milliseconds (the call's timeout still applies).
-    #[serde(default = "default_timeout_ms")]
+    #[serde(default = "http::default_timeout_ms")]
     pub timeout_ms: u64,
-}
-
-fn default_max_bytes() -> u64 {
-    http::DEFAULT_MAX_BYTES
-}
-
-fn default_max_redirects() -> u32 {
-    http::DEFAULT_MAX_REDIRECTS
-}
-
-fn default_timeout_ms() -> u64 {
-    http::DEFAULT_TIMEOUT_MS
 }
 
 /// Result of `http_get`.
@@ -72,35 +60,6 @@ pub struct Output {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HttpGet;
 
-/// The input schema properties `http_get` and `http_post` share.
-pub(crate) fn common_input_properties() -> Value {
-    json!({
-        "url": {"type": "string", "minLength": 1, "maxLength": 8192, "format": "uri", "description": "Absolute http or https URL on the house's egress allowlist."},
-        "headers": {
-            "type": "object",
-            "additionalProperties": {"type": "string", "maxLength": 8192},
-            "description": "Extra request headers; Host, Content-Length and hop-by-hop headers are refused."
-        },
-        "max_bytes": {"type": "integer", "minimum": 0, "maximum": http::MAX_BYTES_LIMIT, "default": http::DEFAULT_MAX_BYTES},
-        "max_redirects": {"type": "integer", "minimum": 0, "maximum": http::MAX_REDIRECTS_LIMIT, "default": http::DEFAULT_MAX_REDIRECTS},
-        "timeout_ms": {"type": "integer", "minimum": 1, "maximum": http::MAX_TIMEOUT_MS, "default": http::DEFAULT_TIMEOUT_MS}
-    })
-}
-
-/// The output schema properties `http_get` and `http_post` share.
-pub(crate) fn common_output_properties() -> Value {
-    json!({
-        "url": {"type": "string", "minLength": 1},
-        "status": {"type": "integer", "minimum": 100, "maximum": 599},
-        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
-        "body": {"type": "string"},
-        "encoding": {"enum": ["utf8", "base64"]},
-        "bytes": {"type": "integer", "minimum": 0, "maximum": http::MAX_BYTES_LIMIT},
-        "truncated": {"type": "boolean"},
-        "redirects": {"type": "array", "items": {"type": "string"}, "maxItems": http::MAX_REDIRECTS_LIMIT}
-    })
-}
-
 impl TypedTool for HttpGet {
     type Input = Input;
     type Output = Output;
@@ -112,37 +71,33 @@ impl TypedTool for HttpGet {
             description: "GET a URL on the house's egress allowlist (redirects re-checked, private addresses refused unless allowed); returns status, headers and a size-capped body.",
             input_schema: json!({
                 "type": "object",
-                "properties": common_input_properties(),
+                "properties": http::schema::input_properties(),
                 "required": ["url"],
                 "additionalProperties": false
             }),
             output_schema: json!({
                 "type": "object",
-                "properties": common_output_properties(),
+                "properties": http::schema::output_properties(),
                 "required": ["url", "status", "headers", "body", "encoding", "bytes", "truncated", "redirects"],
                 "additionalProperties": false
             }),
             annotations: Annotations { read_only: true, destructive: false, idempotent: true, open_world: true },
             risk: Risk::Low,
-            default_timeout: Duration::from_millis(http::DEFAULT_TIMEOUT_MS + 5_000),
+            default_timeout: http::TOOL_TIMEOUT,
             dry_run: false,
             content_guard: false,
         }
     }
 
     fn target(args: &Value) -> String {
-        http::target_host(arg_str(args, "url"))
+        http::target(args)
     }
 
     async fn run(ctx: &ToolContext, input: Input) -> Result<Output> {
         let url = http::parse_url(&input.url, "url")?;
         let headers = http::request_headers(&input.headers)?;
         let egress = &*ctx.env.egress;
-        let limits = Limits {
-            max_bytes: input.max_bytes.min(http::MAX_BYTES_LIMIT),
-            max_redirects: input.max_redirects.min(http::MAX_REDIRECTS_LIMIT),
-            timeout: Duration::from_millis(input.timeout_ms.clamp(1, http::MAX_TIMEOUT_MS)),
-        };
+        let limits = Limits::capped(input.max_bytes, input.max_redirects, input.timeout_ms);
         let req = Outgoing { method: Method::GET, url, headers, body: None };
         let got = http::send(egress, req, &limits).await?;
         let bytes = got.body.len() as u64;

@@ -1,7 +1,7 @@
 //! The egress policy: which HTTP targets each house may reach.
 //!
 //! Config gives each house an [`AllowList`] of [`Rule`]s (host pattern, schemes, ports). A house
-//! with no list, and every [`ToolEnv`](super::ToolEnv) until the harness sets one, gets
+//! with no list, and every [`ToolEnv`](crate::tools::ToolEnv) until the harness sets one, gets
 //! [`Egress::deny_all`]: nothing is reachable.
 //!
 //! # The check, for every request and every redirect hop ([`Egress::check_url`])
@@ -11,7 +11,7 @@
 //!    address must be public (see [`refused_range`]) unless the host may be private.
 //!
 //! Step 3 is repeated at connect time by [`EgressResolver`], the DNS resolver of every client
-//! built by [`super::http::client`]: the connection goes only to addresses that passed the
+//! built by [`super::client`]: the connection goes only to addresses that passed the
 //! check, even when a second DNS answer differs from the first (DNS rebinding). IP literals
 //! never reach a resolver, which is why step 3 also runs before each request.
 //!
@@ -28,7 +28,7 @@
 //! The connect-time resolver knows the host but not the port, so each [`Egress`] keeps two
 //! clients: one whose resolver refuses every special address, and one whose resolver allows
 //! them for hosts that some rule lets be private. Every request and redirect hop takes the
-//! client its own (host, scheme, port) decision names ([`super::http::send`]); since a
+//! client its own (host, scheme, port) decision names ([`super::send`]); since a
 //! client's connection pool is keyed by scheme, host and port, a connection to a private
 //! address is only ever used for a request that may reach it.
 //!
@@ -455,7 +455,7 @@ pub struct Checked {
 }
 
 /// A house's compiled egress policy, and the two HTTP clients that enforce it (each built
-/// once, on first use, by [`super::http::shared_client`]): index 0 reaches public addresses
+/// once, on first use, by [`super::shared_client`]): index 0 reaches public addresses
 /// only, index 1 may reach the special addresses of hosts some rule lets be private.
 pub struct Egress {
     policy: Arc<Policy>,
@@ -472,7 +472,7 @@ impl fmt::Debug for Egress {
 }
 
 impl Egress {
-    /// The policy that refuses everything: what a [`ToolEnv`](super::ToolEnv) starts with.
+    /// The policy that refuses everything: what a [`ToolEnv`](crate::tools::ToolEnv) starts with.
     pub fn deny_all() -> Egress {
         Egress::from_policy(Policy { house: None, rules: vec![] })
     }
@@ -578,12 +578,12 @@ impl Egress {
     /// A DNS resolver that applies this policy to every name a client connects to: with
     /// `private` false it refuses every special address; with `private` true it allows them
     /// for hosts that some rule lets be private. Use the second only for requests whose own
-    /// [`Target::allow_private`] is true (what [`super::http::send`] does).
+    /// [`Target::allow_private`] is true (what [`super::send`] does).
     pub fn resolver(&self, private: bool) -> EgressResolver {
         EgressResolver { policy: self.policy.clone(), private }
     }
 
-    /// The client cache used by [`super::http::shared_client`].
+    /// The client cache used by [`super::shared_client`].
     pub(crate) fn client_cell(&self, private: bool) -> &OnceLock<reqwest::Client> {
         &self.clients[usize::from(private)]
     }

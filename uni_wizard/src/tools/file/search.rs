@@ -14,8 +14,10 @@ use serde_json::{Value, json};
 
 use super::confine::{open_beneath, regular_file};
 use super::walk::{self, Flow, Kind, Limits};
-use super::{Annotations, Category, ContractSpec, Risk, ToolContext, TypedTool, arg_str};
+use crate::contract::{Annotations, Category, ContractSpec, Risk};
 use crate::error::{Error, ErrorCode, Result};
+use crate::tools::file::{self, Roots};
+use crate::tools::{ToolContext, TypedTool};
 
 /// Longest line text returned for a match, in bytes; longer lines are cut.
 pub const MAX_LINE_TEXT: usize = 512;
@@ -103,7 +105,7 @@ impl TypedTool for FileSearch {
                     "query": {"type": "string", "minLength": 1, "maxLength": 1024},
                     "regex": {"type": "boolean", "default": false},
                     "case_insensitive": {"type": "boolean", "default": false},
-                    "path": {"type": "string", "minLength": 1, "maxLength": 4096, "default": "."},
+                    "path": file::schema::dir_path(),
                     "max_matches": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 200},
                     "max_file_bytes": {"type": "integer", "minimum": 1, "maximum": 67108864, "default": 4194304},
                     "include_hidden": {"type": "boolean", "default": false}
@@ -142,17 +144,11 @@ impl TypedTool for FileSearch {
     }
 
     fn target(args: &Value) -> String {
-        match arg_str(args, "path") {
-            "" => ".".into(),
-            p => p.to_owned(),
-        }
+        file::dir_target(args)
     }
 
     async fn run(ctx: &ToolContext, input: Input) -> Result<Output> {
-        let env = ctx.env.clone();
-        tokio::task::spawn_blocking(move || search(&env.roots, &input))
-            .await
-            .map_err(|e| Error::new(ErrorCode::ToolFailed, format!("file_search worker failed: {e}")))?
+        file::blocking(ctx, "file_search", move |roots| search(roots, &input)).await
     }
 }
 
@@ -168,7 +164,7 @@ fn matcher(input: &Input) -> Result<Regex> {
 ///
 /// # Errors
 /// E1003 for an invalid regular expression, E2008 outside the roots, E3006 missing.
-pub fn search(roots: &super::Roots, input: &Input) -> Result<Output> {
+pub fn search(roots: &Roots, input: &Input) -> Result<Output> {
     let re = matcher(input)?;
     let start = roots.resolve(&input.path)?;
     let limits = Limits { max_depth: 64, include_hidden: input.include_hidden };

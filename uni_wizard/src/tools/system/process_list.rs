@@ -39,8 +39,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Annotations, Category, ContractSpec, Risk, ToolContext, TypedTool};
+use crate::contract::{Annotations, Category, ContractSpec, Risk};
 use crate::error::{Error, ErrorCode, Result};
+use crate::tools::{ToolContext, TypedTool};
 
 /// Longest sampling window a call may ask for.
 pub const SAMPLE_MS_MAX: u64 = 2000;

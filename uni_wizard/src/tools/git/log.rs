@@ -17,9 +17,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::git;
-use super::{Annotations, Category, ContractSpec, Risk, ToolContext, TypedTool, arg_str};
+use crate::contract::{Annotations, Category, ContractSpec, Risk};
 use crate::error::{Error, ErrorCode, Result};
+use crate::tools::git;
+use crate::tools::{ToolContext, TypedTool};
 
 /// Commits listed when `max_count` is not given.
 pub const DEFAULT_MAX_COUNT: u32 = 20;
@@ -106,10 +107,10 @@ impl TypedTool for GitLog {
             input_schema: json!({
                 "type": "object",
                 "properties": {
-                    "repo_path": {"type": "string", "minLength": 1, "description": "Absolute path of the repository. Not confined to the file roots."},
+                    "repo_path": git::schema::repo_path(),
                     "max_count": {"type": "integer", "minimum": 1, "maximum": MAX_COUNT, "default": DEFAULT_MAX_COUNT},
-                    "ref": {"type": "string", "minLength": 1, "pattern": "^[^-]", "description": "Revision or range to list; HEAD when absent. Must not start with `-`."},
-                    "path": {"type": "string", "minLength": 1, "pattern": "^[^-]", "description": "Only commits touching this literal path. Must not start with `-` (write ./-name)."},
+                    "ref": git::schema::not_an_option("Revision or range to list; HEAD when absent. Must not start with `-`."),
+                    "path": git::schema::not_an_option("Only commits touching this literal path. Must not start with `-` (write ./-name)."),
                     "since": {"type": "string", "minLength": 1, "description": "Only commits newer than this date, as `git log --since` reads it."}
                 },
                 "required": ["repo_path"],
@@ -125,7 +126,7 @@ impl TypedTool for GitLog {
     }
 
     fn target(args: &Value) -> String {
-        arg_str(args, "repo_path").to_owned()
+        git::target(args)
     }
 
     async fn run(ctx: &ToolContext, input: Input) -> Result<Output> {
@@ -233,7 +234,7 @@ fn clip(b: &[u8]) -> String {
 }
 
 fn output_schema() -> Value {
-    let id = json!({"type": "string", "pattern": "^[0-9a-f]{40}([0-9a-f]{24})?$"});
+    let id = json!({"type": "string", "pattern": git::schema::OBJECT_ID});
     json!({
         "type": "object",
         "properties": {
@@ -306,7 +307,8 @@ mod tests {
         use std::sync::Arc;
 
         use crate::house::House;
-        use crate::tools::{Roots, ToolEnv};
+        use crate::tools::ToolEnv;
+        use crate::tools::file::Roots;
         let dir = tempfile::tempdir().unwrap();
         let init = std::process::Command::new("git").arg("-C").arg(dir.path()).args(["init", "-q"]).status().unwrap();
         assert!(init.success());

@@ -1,7 +1,15 @@
-//! The one way the git tools run `git`: argv only, bounded output, errors mapped to codes.
+//! The git family: six tools over one repository each, and the one way they run `git`
+//! (argv only, bounded output, errors mapped to codes).
 //!
-//! Every git tool (`git_status`, `git_log`, `git_diff`, `git_pull`, `git_commit`,
-//! `git_push`) goes through [`run`] or its siblings, so the hardening lives in one place:
+//! - [`status`] is `git_status` (with the `state_sha256` the mutating tools check),
+//!   [`log`] is `git_log`, [`diff`] is `git_diff`: read-only.
+//! - [`pull`] is `git_pull`, [`commit`] is `git_commit`, [`push`] is `git_push`: they take
+//!   `expected_sha256` and refuse when the repository changed since it was read.
+//! - [`schema`]: the schema fragments they share (`repo_path`, `remote`, `expected_sha256`,
+//!   revisions and object ids), and [`target`], the breaker and provenance target of every git
+//!   call (its `repo_path`).
+//!
+//! Every git tool goes through [`run`] or its siblings, so the hardening lives in one place:
 //!
 //! - `git -C <repo> <args>` is spawned directly from [`ToolEnv::git`]; there is no shell, so
 //!   no argument is ever interpreted as anything but one argv entry;
@@ -44,8 +52,29 @@ use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
-use super::ToolEnv;
 use crate::error::{Error, ErrorCode, Result};
+use crate::tools::{ToolEnv, arg_str};
+
+pub mod commit;
+pub mod diff;
+pub mod log;
+pub mod pull;
+pub mod push;
+pub mod schema;
+pub mod status;
+
+/// The remote `git_pull` and `git_push` use when none is named.
+pub const DEFAULT_REMOTE: &str = "origin";
+
+/// [`DEFAULT_REMOTE`], for `#[serde(default = ...)]`.
+pub fn default_remote() -> String {
+    DEFAULT_REMOTE.to_owned()
+}
+
+/// The thing every git call acts on, keying its breaker and provenance: its `repo_path`.
+pub fn target(args: &serde_json::Value) -> String {
+    arg_str(args, "repo_path").to_owned()
+}
 
 /// Most bytes of stdout, and separately of stderr, kept from one git command (8 MiB).
 pub const OUTPUT_CAP: usize = 8 * 1024 * 1024;
@@ -441,7 +470,7 @@ pub fn redact(s: &str) -> Cow<'_, str> {
 #[allow(clippy::unwrap_used, reason = "a test fails loudly on any unexpected error")]
 mod tests {
     use super::*;
-    use crate::tools::Roots;
+    use crate::tools::file::Roots;
 
     fn env() -> ToolEnv {
         ToolEnv::new(Roots::new::<&str>(&[]).unwrap())

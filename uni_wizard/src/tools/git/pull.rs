@@ -32,13 +32,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::git;
-use super::git_status::check_expected;
-use super::{Annotations, Category, ContractSpec, Risk, ToolContext, ToolEnv, TypedTool, arg_str};
+use super::status::check_expected;
+use crate::contract::{Annotations, Category, ContractSpec, Risk};
 use crate::error::Result;
-
-/// The remote pulled from when none is named.
-pub const DEFAULT_REMOTE: &str = "origin";
+use crate::tools::git;
+use crate::tools::{ToolContext, ToolEnv, TypedTool};
 
 /// Arguments of `git_pull`.
 #[derive(Debug, Clone, Deserialize)]
@@ -47,7 +45,7 @@ pub struct Input {
     /// Absolute path of the repository.
     pub repo_path: String,
     /// A configured remote's name.
-    #[serde(default = "default_remote")]
+    #[serde(default = "git::default_remote")]
     pub remote: String,
     /// The remote branch to pull; the branch's upstream when absent.
     #[serde(default)]
@@ -55,10 +53,6 @@ pub struct Input {
     /// `state_sha256` from `git_status`; the pull is refused if the repository changed since.
     #[serde(default)]
     pub expected_sha256: Option<String>,
-}
-
-fn default_remote() -> String {
-    DEFAULT_REMOTE.to_owned()
 }
 
 /// Result of `git_pull`. On a dry run every field says what the pull *would* do.
@@ -103,10 +97,10 @@ impl TypedTool for GitPull {
             input_schema: json!({
                 "type": "object",
                 "properties": {
-                    "repo_path": {"type": "string", "minLength": 1, "description": "Absolute path of the repository. Not confined to the file roots."},
-                    "remote": {"type": "string", "minLength": 1, "pattern": "^[^-]", "default": DEFAULT_REMOTE, "description": "Name of a configured remote (not a URL). Must not start with `-`."},
-                    "branch": {"type": "string", "minLength": 1, "pattern": "^[^-]", "description": "Remote branch to pull; the upstream when absent. Must not start with `-`."},
-                    "expected_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "state_sha256 from git_status; refused (E2005) if the repository changed since."}
+                    "repo_path": git::schema::repo_path(),
+                    "remote": git::schema::remote(),
+                    "branch": git::schema::not_an_option("Remote branch to pull; the upstream when absent. Must not start with `-`."),
+                    "expected_sha256": git::schema::expected_sha256()
                 },
                 "required": ["repo_path"],
                 "additionalProperties": false
@@ -121,7 +115,7 @@ impl TypedTool for GitPull {
     }
 
     fn target(args: &Value) -> String {
-        arg_str(args, "repo_path").to_owned()
+        git::target(args)
     }
 
     async fn run(ctx: &ToolContext, input: Input) -> Result<Output> {
@@ -215,7 +209,7 @@ async fn new_commits(env: &ToolEnv, repo: &Path, from: Option<&str>, to: Option<
 }
 
 fn output_schema() -> Value {
-    let id = json!({"type": ["string", "null"], "pattern": "^[0-9a-f]{40}([0-9a-f]{24})?$"});
+    let id = json!({"type": ["string", "null"], "pattern": git::schema::OBJECT_ID});
     json!({
         "type": "object",
         "properties": {
@@ -246,9 +240,9 @@ mod tests {
     #[test]
     fn contract_is_honest_and_refuses_options() {
         let c = Contract::new(GitPull::spec()).unwrap();
-        let a = c.annotations;
+        let a = c.spec().annotations;
         assert!(!a.read_only && !a.destructive && a.idempotent && a.open_world);
-        assert!(c.dry_run && c.content_guard);
+        assert!(c.spec().dry_run && c.spec().content_guard);
         c.validate_input(&json!({"repo_path": "/r", "remote": "origin", "branch": "main"})).unwrap();
         for (field, bad) in [("remote", "--upload-pack=evil"), ("branch", "-x")] {
             let e = c.validate_input(&json!({"repo_path": "/r", field: bad})).unwrap_err();

@@ -35,10 +35,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::git::{self, Access, Extra};
-use super::git_status::check_expected;
-use super::{Annotations, Category, ContractSpec, Risk, ToolContext, ToolEnv, TypedTool, arg_str};
+use super::status::check_expected;
+use crate::contract::{Annotations, Category, ContractSpec, Risk};
 use crate::error::{Error, ErrorCode, Result};
+use crate::tools::git::{self, Access, Extra};
+use crate::tools::{ToolContext, ToolEnv, TypedTool};
 
 /// Longest commit message accepted, in characters.
 pub const MAX_MESSAGE_CHARS: u64 = 64 * 1024;
@@ -116,19 +117,14 @@ impl TypedTool for GitCommit {
             input_schema: json!({
                 "type": "object",
                 "properties": {
-                    "repo_path": {"type": "string", "minLength": 1, "description": "Absolute path of the repository. Not confined to the file roots."},
+                    "repo_path": git::schema::repo_path(),
                     "message": {"type": "string", "minLength": 1, "maxLength": MAX_MESSAGE_CHARS},
-                    "paths": {
-                        "type": "array",
-                        "maxItems": 1000,
-                        "items": {"type": "string", "minLength": 1, "pattern": "^[^-]"},
-                        "description": "Literal paths to `git add` first (new files included). None may start with `-` (write ./-name)."
-                    },
+                    "paths": git::schema::paths("Literal paths to `git add` first (new files included). None may start with `-` (write ./-name)."),
                     "all": {"type": "boolean", "default": false, "description": "Stage every modified and deleted tracked file first (git commit -a)."},
                     "allow_empty": {"type": "boolean", "default": false},
                     "author_name": {"type": "string", "minLength": 1, "maxLength": 256, "description": "Author and committer name; repository config when absent."},
                     "author_email": {"type": "string", "minLength": 1, "maxLength": 256, "description": "Author and committer email; repository config when absent."},
-                    "expected_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "state_sha256 from git_status; refused (E2005) if the repository changed since."}
+                    "expected_sha256": git::schema::expected_sha256()
                 },
                 "required": ["repo_path", "message"],
                 "additionalProperties": false
@@ -143,7 +139,7 @@ impl TypedTool for GitCommit {
     }
 
     fn target(args: &Value) -> String {
-        arg_str(args, "repo_path").to_owned()
+        git::target(args)
     }
 
     async fn run(ctx: &ToolContext, input: Input) -> Result<Output> {
@@ -336,7 +332,7 @@ fn output_schema() -> Value {
         "properties": {
             "repo_path": {"type": "string"},
             "dry_run": {"type": "boolean"},
-            "commit": {"type": ["string", "null"], "pattern": "^[0-9a-f]{40}([0-9a-f]{24})?$", "description": "null on a dry run"},
+            "commit": {"type": ["string", "null"], "pattern": git::schema::OBJECT_ID, "description": "null on a dry run"},
             "branch": {"type": ["string", "null"], "description": "null when HEAD is detached"},
             "files": {
                 "type": "array",

@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::walk::{self, Flow, Kind, Limits};
-use super::{Annotations, Category, ContractSpec, Risk, ToolContext, TypedTool, arg_str};
-use crate::error::{Error, ErrorCode, Result};
+use crate::contract::{Annotations, Category, ContractSpec, Risk};
+use crate::error::Result;
+use crate::tools::file::{self, Roots};
+use crate::tools::{ToolContext, TypedTool};
 
 /// Most entries a caller may ask for.
 pub const MAX_ENTRIES_LIMIT: u64 = 100_000;
@@ -95,7 +97,7 @@ impl TypedTool for FileList {
             input_schema: json!({
                 "type": "object",
                 "properties": {
-                    "path": {"type": "string", "minLength": 1, "maxLength": 4096, "default": "."},
+                    "path": file::schema::dir_path(),
                     "recursive": {"type": "boolean", "default": false},
                     "max_depth": {"type": "integer", "minimum": 1, "maximum": 64, "default": 16},
                     "max_entries": {"type": "integer", "minimum": 1, "maximum": MAX_ENTRIES_LIMIT, "default": 1000},
@@ -134,17 +136,11 @@ impl TypedTool for FileList {
     }
 
     fn target(args: &Value) -> String {
-        match arg_str(args, "path") {
-            "" => ".".into(),
-            p => p.to_owned(),
-        }
+        file::dir_target(args)
     }
 
     async fn run(ctx: &ToolContext, input: Input) -> Result<Output> {
-        let env = ctx.env.clone();
-        tokio::task::spawn_blocking(move || list(&env.roots, &input))
-            .await
-            .map_err(|e| Error::new(ErrorCode::ToolFailed, format!("file_list worker failed: {e}")))?
+        file::blocking(ctx, "file_list", move |roots| list(roots, &input)).await
     }
 }
 
@@ -152,7 +148,7 @@ impl TypedTool for FileList {
 ///
 /// # Errors
 /// E2008 outside the roots, E3006 missing, E3003 when not a directory.
-pub fn list(roots: &super::Roots, input: &Input) -> Result<Output> {
+pub fn list(roots: &Roots, input: &Input) -> Result<Output> {
     let start = roots.resolve(&input.path)?;
     let limits = Limits {
         max_depth: if input.recursive { input.max_depth.clamp(1, 64) as usize } else { 1 },

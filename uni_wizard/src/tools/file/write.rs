@@ -15,9 +15,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::confine::{errno_error, open_beneath, regular_file, split_name};
-use super::{Annotations, Category, ContractSpec, Risk, ToolContext, TypedTool, arg_str};
+use crate::contract::{Annotations, Category, ContractSpec, Risk};
 use crate::error::{Error, ErrorCode, Result};
 use crate::hash::sha256_hex;
+use crate::tools::file::{self, Roots};
+use crate::tools::{ToolContext, TypedTool, arg_str};
 
 /// Largest content accepted, in bytes.
 pub const MAX_CONTENT_BYTES: usize = 16 * 1024 * 1024;
@@ -80,7 +82,7 @@ impl TypedTool for FileWrite {
             input_schema: json!({
                 "type": "object",
                 "properties": {
-                    "path": {"type": "string", "minLength": 1, "maxLength": 4096},
+                    "path": file::schema::path(),
                     "content": {"type": "string", "maxLength": MAX_CONTENT_BYTES},
                     "expected_sha256": {"type": "string", "pattern": "^([0-9a-f]{64}|absent)$", "description": "SHA-256 of the content read, or `absent`."},
                     "create": {"type": "boolean", "default": true}
@@ -115,11 +117,8 @@ impl TypedTool for FileWrite {
     }
 
     async fn run(ctx: &ToolContext, input: Input) -> Result<Output> {
-        let env = ctx.env.clone();
         let dry_run = ctx.dry_run;
-        tokio::task::spawn_blocking(move || write(&env.roots, &input, dry_run))
-            .await
-            .map_err(|e| Error::new(ErrorCode::ToolFailed, format!("file_write worker failed: {e}")))?
+        file::blocking(ctx, "file_write", move |roots| write(roots, &input, dry_run)).await
     }
 }
 
@@ -128,7 +127,7 @@ impl TypedTool for FileWrite {
 /// # Errors
 /// E2008 outside the roots, E2005 when `expected_sha256` no longer matches, E3006 when the
 /// directory is missing or the file is missing and `create` is false, E3003 for I/O failures.
-pub fn write(roots: &super::Roots, input: &Input, dry_run: bool) -> Result<Output> {
+pub fn write(roots: &Roots, input: &Input, dry_run: bool) -> Result<Output> {
     if input.content.len() > MAX_CONTENT_BYTES {
         return Err(Error::new(
             ErrorCode::InvalidArguments,

@@ -2,25 +2,24 @@
 //!
 //! The body is either `json` (any JSON value, sent as `application/json`) or `body` (a string,
 //! sent as `content_type`, default `text/plain; charset=utf-8`). Egress, redirects, size cap
-//! and header redaction work as for [`super::http_get`]. A POST is not idempotent, so the
+//! and header redaction work as for [`super::get`]. A POST is not idempotent, so the
 //! executor does not retry it unless the call carries an idempotency key.
 //!
 //! A dry run checks the URL against the egress policy (resolving it) and reports the request
 //! that would be sent under `request`, with credentials redacted; it sends nothing.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use reqwest::header::{self, HeaderValue};
 use reqwest::{Method, Url};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
 
-use super::http::{self, Limits, Outgoing};
-use super::http_get::{common_input_properties, common_output_properties};
-use super::{Annotations, Category, ContractSpec, Risk, ToolContext, TypedTool, arg_str};
+use crate::contract::{Annotations, Category, ContractSpec, Risk};
 use crate::error::{Error, ErrorCode, Result};
 use crate::hash::sha256_hex;
+use crate::tools::http::{self, Limits, Outgoing};
+use crate::tools::{ToolContext, TypedTool};
 
 /// Arguments of `http_post`.
 #[derive(Debug, Clone, Deserialize)]
@@ -41,31 +40,19 @@ pub struct Input {
     #[serde(default)]
     pub content_type: Option<String>,
     /// Most response body bytes to return.
-    #[serde(default = "default_max_bytes")]
+    #[serde(default = "http::default_max_bytes")]
     pub max_bytes: u64,
     /// Most redirects to follow.
-    #[serde(default = "default_max_redirects")]
+    #[serde(default = "http::default_max_redirects")]
     pub max_redirects: u32,
     /// Deadline for the whole exchange in milliseconds (the call's timeout still applies).
-    #[serde(default = "default_timeout_ms")]
+    #[serde(default = "http::default_timeout_ms")]
     pub timeout_ms: u64,
 }
 
 /// Keeps an explicit `"json": null` apart from an absent `json`.
 fn present<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
-}
-
-fn default_max_bytes() -> u64 {
-    http::DEFAULT_MAX_BYTES
-}
-
-fn default_max_redirects() -> u32 {
-    http::DEFAULT_MAX_REDIRECTS
-}
-
-fn default_timeout_ms() -> u64 {
-    http::DEFAULT_TIMEOUT_MS
 }
 
 /// Result of `http_post`. In a dry run nothing is sent: `status` is `null`, the response
@@ -123,11 +110,11 @@ impl TypedTool for HttpPost {
     type Output = Output;
 
     fn spec() -> ContractSpec {
-        let mut input = common_input_properties();
+        let mut input = http::schema::input_properties();
         input["json"] = json!({"description": "A JSON body (any value), sent as application/json. Excludes `body`."});
         input["body"] = json!({"type": "string", "maxLength": http::MAX_BYTES_LIMIT, "description": "A text body. Excludes `json`."});
         input["content_type"] = json!({"type": "string", "minLength": 1, "maxLength": 256, "description": "Content-Type of `body`; default text/plain; charset=utf-8."});
-        let mut output = common_output_properties();
+        let mut output = http::schema::output_properties();
         output["dry_run"] = json!({"type": "boolean"});
         output["status"] = json!({"type": ["integer", "null"], "minimum": 100, "maximum": 599});
         output["request"] = json!({
@@ -162,14 +149,14 @@ impl TypedTool for HttpPost {
             }),
             annotations: Annotations { read_only: false, destructive: false, idempotent: false, open_world: true },
             risk: Risk::Medium,
-            default_timeout: Duration::from_millis(http::DEFAULT_TIMEOUT_MS + 5_000),
+            default_timeout: http::TOOL_TIMEOUT,
             dry_run: true,
             content_guard: false,
         }
     }
 
     fn target(args: &Value) -> String {
-        http::target_host(arg_str(args, "url"))
+        http::target(args)
     }
 
     async fn run(ctx: &ToolContext, input: Input) -> Result<Output> {
@@ -189,11 +176,7 @@ impl TypedTool for HttpPost {
             let checked = http::check_url(egress, &url).await?;
             return Ok(planned(url, &headers, content_type, &body, &checked.addrs));
         }
-        let limits = Limits {
-            max_bytes: input.max_bytes.min(http::MAX_BYTES_LIMIT),
-            max_redirects: input.max_redirects.min(http::MAX_REDIRECTS_LIMIT),
-            timeout: Duration::from_millis(input.timeout_ms.clamp(1, http::MAX_TIMEOUT_MS)),
-        };
+        let limits = Limits::capped(input.max_bytes, input.max_redirects, input.timeout_ms);
         let req = Outgoing { method: Method::POST, url, headers, body: Some(body) };
         let got = http::send(egress, req, &limits).await?;
         let bytes = got.body.len() as u64;

@@ -1,10 +1,12 @@
-//! The HTTP machinery the network tools share: an egress-enforcing client, requests that follow
-//! redirects by hand with every hop re-checked, bodies read under a hard cap, header hygiene,
-//! and one mapping from transport failures to error codes.
+//! The HTTP family: `http_get` ([`get`]) and `http_post` ([`post`]), the house's egress policy
+//! ([`egress`]), the schema fragments both tools take ([`schema`]), and here the HTTP
+//! machinery they share: an egress-enforcing client, requests that follow redirects by hand
+//! with every hop re-checked, bodies read under a hard cap, header hygiene, and one mapping
+//! from transport failures to error codes.
 //!
 //! A client from [`client`] has no proxy, follows no redirect, retries nothing itself (the
 //! executor owns retries) and resolves names only through the house's
-//! [`EgressResolver`](super::egress::EgressResolver). [`send`] adds the rest: it checks each URL
+//! [`EgressResolver`](egress::EgressResolver). [`send`] adds the rest: it checks each URL
 //! with [`check_url`] before connecting, so IP literals (which skip DNS) are checked too, and
 //! a redirect to a refused target fails with E2009 naming the hop.
 //!
@@ -29,8 +31,13 @@ use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::json;
 
-use super::egress::{Checked, Egress, EgressRefusal, shown_url};
 use crate::error::{Error, ErrorCode, Result};
+use egress::{Checked, Egress, EgressRefusal, shown_url};
+
+pub mod egress;
+pub mod get;
+pub mod post;
+pub mod schema;
 
 /// `max_bytes` when none is given.
 pub const DEFAULT_MAX_BYTES: u64 = 1024 * 1024;
@@ -44,6 +51,24 @@ pub const MAX_REDIRECTS_LIMIT: u32 = 10;
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 /// Largest `timeout_ms` a caller may ask for.
 pub const MAX_TIMEOUT_MS: u64 = 300_000;
+
+/// [`DEFAULT_MAX_BYTES`], for `#[serde(default = ...)]`.
+pub fn default_max_bytes() -> u64 {
+    DEFAULT_MAX_BYTES
+}
+
+/// [`DEFAULT_MAX_REDIRECTS`], for `#[serde(default = ...)]`.
+pub fn default_max_redirects() -> u32 {
+    DEFAULT_MAX_REDIRECTS
+}
+
+/// [`DEFAULT_TIMEOUT_MS`], for `#[serde(default = ...)]`.
+pub fn default_timeout_ms() -> u64 {
+    DEFAULT_TIMEOUT_MS
+}
+/// The tools' default timeout: the exchange's own default and 5 s to spare for the rest of the
+/// call.
+pub const TOOL_TIMEOUT: Duration = Duration::from_millis(DEFAULT_TIMEOUT_MS + 5_000);
 /// Longest a TCP (and TLS) connect may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The `User-Agent` sent unless a request sets its own.
@@ -141,6 +166,11 @@ pub fn parse_url(s: &str, field: &str) -> Result<Url> {
         Error::new(ErrorCode::InvalidArguments, format!("`{field}` is not an absolute URL: {e}"))
             .with_details(json!({ "field": field, "problem": e.to_string() }))
     })
+}
+
+/// The target of an HTTP call, keying its breaker and provenance: the host its `url` names.
+pub fn target(args: &serde_json::Value) -> String {
+    target_host(crate::tools::arg_str(args, "url"))
 }
 
 /// The host a URL argument names (lowercase), or `""`: the target that keys breakers.
@@ -245,6 +275,18 @@ pub struct Limits {
     pub max_redirects: u32,
     /// Deadline for the whole exchange, redirects and body included.
     pub timeout: Duration,
+}
+
+impl Limits {
+    /// The bounds a call asked for (`max_bytes`, `max_redirects`, `timeout_ms`), each held
+    /// within its limit.
+    pub fn capped(max_bytes: u64, max_redirects: u32, timeout_ms: u64) -> Limits {
+        Limits {
+            max_bytes: max_bytes.min(MAX_BYTES_LIMIT),
+            max_redirects: max_redirects.min(MAX_REDIRECTS_LIMIT),
+            timeout: Duration::from_millis(timeout_ms.clamp(1, MAX_TIMEOUT_MS)),
+        }
+    }
 }
 
 impl Default for Limits {
@@ -488,7 +530,7 @@ mod tests {
     #[tokio::test]
     async fn client_resolver_refuses_at_connect_time() {
         use crate::house::House;
-        use crate::tools::egress::{AllowList, Rule, Scheme};
+        use crate::tools::http::egress::{AllowList, Rule, Scheme};
         let rules = ["localhost", "not-listed.invalid"].map(|host| Rule {
             host: host.into(),
             ports: vec![9],

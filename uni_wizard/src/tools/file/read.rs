@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{Annotations, Category, ContractSpec, Risk, ToolContext, TypedTool, arg_str};
-use crate::error::{Error, ErrorCode, Result};
+use crate::contract::{Annotations, Category, ContractSpec, Risk};
+use crate::error::{Error, Result};
+use crate::tools::file::{self, Roots};
+use crate::tools::{ToolContext, TypedTool, arg_str};
 
 /// Largest `max_bytes` a caller may ask for.
 pub const MAX_BYTES_LIMIT: u64 = 16 * 1024 * 1024;
@@ -67,7 +69,7 @@ impl TypedTool for FileRead {
             input_schema: json!({
                 "type": "object",
                 "properties": {
-                    "path": {"type": "string", "minLength": 1, "maxLength": 4096, "description": "Relative to the first root, or absolute under any root."},
+                    "path": file::schema::path(),
                     "max_bytes": {"type": "integer", "minimum": 0, "maximum": MAX_BYTES_LIMIT, "default": DEFAULT_MAX_BYTES}
                 },
                 "required": ["path"],
@@ -99,10 +101,7 @@ impl TypedTool for FileRead {
     }
 
     async fn run(ctx: &ToolContext, input: Input) -> Result<Output> {
-        let env = ctx.env.clone();
-        tokio::task::spawn_blocking(move || read(&env.roots, &input))
-            .await
-            .map_err(|e| Error::new(ErrorCode::ToolFailed, format!("file_read worker failed: {e}")))?
+        file::blocking(ctx, "file_read", move |roots| read(roots, &input)).await
     }
 
     /// Moves the content into the value: up to 16 MiB that `to_value` would copy.
@@ -122,7 +121,7 @@ impl TypedTool for FileRead {
 ///
 /// # Errors
 /// E2008 outside the roots, E3006 missing, E3003 for a directory or other I/O failure.
-pub fn read(roots: &super::Roots, input: &Input) -> Result<Output> {
+pub fn read(roots: &Roots, input: &Input) -> Result<Output> {
     let r = roots.resolve(&input.path)?;
     let shown = roots.display(&r);
     let (mut file, st) = roots.open_file(&r)?;

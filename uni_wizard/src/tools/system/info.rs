@@ -18,8 +18,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Annotations, Category, ContractSpec, Risk, ToolContext, TypedTool};
+use crate::contract::{Annotations, Category, ContractSpec, Risk};
 use crate::error::{Error, ErrorCode, Result};
+use crate::tools::{ToolContext, TypedTool};
 
 /// Arguments of `system_info`.
 #[derive(Debug, Clone, Deserialize)]
@@ -517,7 +518,9 @@ mod tests {
     use crate::house::House;
     use std::sync::Arc;
 
-    use crate::tools::{Contract, Roots, ToolEnv};
+    use crate::contract::Contract;
+    use crate::tools::ToolEnv;
+    use crate::tools::file::Roots;
 
     fn ctx() -> ToolContext {
         ToolContext::new(Arc::new(ToolEnv::new(Roots::new::<&str>(&[]).unwrap())), House::Timmy, false, "t")

@@ -46,10 +46,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::git;
-use super::{Annotations, Category, ContractSpec, Risk, ToolContext, ToolEnv, TypedTool, arg_str};
+use crate::contract::{Annotations, Category, ContractSpec, Risk};
 use crate::error::{Error, ErrorCode, Result};
 use crate::hash::sha256_hex;
+use crate::tools::git;
+use crate::tools::{ToolContext, ToolEnv, TypedTool};
 
 /// The `git status` arguments whose output is parsed and hashed into `state_sha256`.
 ///
@@ -140,11 +141,7 @@ impl TypedTool for GitStatus {
             input_schema: json!({
                 "type": "object",
                 "properties": {
-                    "repo_path": {
-                        "type": "string",
-                        "minLength": 1,
-                        "description": "Absolute path of the repository. Not confined to the file roots."
-                    }
+                    "repo_path": git::schema::repo_path()
                 },
                 "required": ["repo_path"],
                 "additionalProperties": false
@@ -159,7 +156,7 @@ impl TypedTool for GitStatus {
     }
 
     fn target(args: &Value) -> String {
-        arg_str(args, "repo_path").to_owned()
+        git::target(args)
     }
 
     async fn run(ctx: &ToolContext, input: Input) -> Result<Output> {
@@ -454,7 +451,7 @@ fn parse_header(s: &mut Status, rest: &str) -> Result<(), String> {
     let (key, value) = rest.split_once(' ').unwrap_or((rest, ""));
     match key {
         "branch.oid" if value == "(initial)" => s.head = None,
-        "branch.oid" if super::git_log::is_object_id(value) => s.head = Some(value.to_owned()),
+        "branch.oid" if super::log::is_object_id(value) => s.head = Some(value.to_owned()),
         "branch.oid" => return Err(format!("malformed branch.oid header {:?}", clip(value))),
         "branch.head" => s.branch = (value != "(detached)").then(|| value.to_owned()),
         "branch.upstream" => s.upstream = Some(value.to_owned()),
@@ -571,8 +568,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::contract::Contract;
     use crate::house::House;
-    use crate::tools::{Contract, Roots};
+    use crate::tools::file::Roots;
 
     fn ctx() -> ToolContext {
         ToolContext::new(Arc::new(ToolEnv::new(Roots::new::<&str>(&[]).unwrap())), House::Timmy, false, "t")

@@ -18,9 +18,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::systemctl::{Systemctl, UnitName, UnitStatus, status_schema};
-use super::{Annotations, Category, ContractSpec, Risk, ToolContext, TypedTool, arg_str};
+use super::schema;
+use super::systemctl::{Systemctl, UnitName, UnitStatus};
+use crate::contract::{Annotations, Category, ContractSpec, Risk};
 use crate::error::Result;
+use crate::tools::{ToolContext, TypedTool};
 
 /// Arguments of `service_restart`. Whether it is a dry run comes from the call.
 #[derive(Debug, Clone, Deserialize)]
@@ -60,14 +62,14 @@ impl TypedTool for ServiceRestart {
     type Output = Output;
 
     fn spec() -> ContractSpec {
-        let before = status_schema();
+        let before = schema::unit_status();
         let mut after = before.clone();
         after["type"] = json!(["object", "null"]);
         ContractSpec {
             name: "service_restart",
             category: Category::System,
             description: "Restarts one systemd unit (`systemctl restart`) and reports its state before and after; dry run reports what would happen.",
-            input_schema: super::service_status::input_schema(),
+            input_schema: schema::unit_input(),
             output_schema: json!({
                 "type": "object",
                 "properties": {
@@ -92,9 +94,8 @@ impl TypedTool for ServiceRestart {
         }
     }
 
-    /// One breaker per unit.
     fn target(args: &Value) -> String {
-        arg_str(args, "unit").to_owned()
+        super::unit_target(args)
     }
 
     async fn run(ctx: &ToolContext, input: Input) -> Result<Output> {
@@ -156,17 +157,18 @@ fn pid(p: Option<u32>) -> String {
 #[allow(clippy::unwrap_used, reason = "a test fails loudly on any unexpected error")]
 mod tests {
     use super::*;
-    use crate::tools::{Contract, Tool, Typed};
+    use crate::contract::Contract;
+    use crate::tools::{Tool, Typed};
 
     /// Proves the annotations are honest: mutating, destructive, not idempotent, high risk,
     /// dry-run capable, and therefore production-changing.
     #[test]
     fn contract_is_destructive_high_risk_and_changes_production() {
         let c = Contract::new(ServiceRestart::spec()).unwrap();
-        let a = c.annotations;
+        let a = c.spec().annotations;
         assert!(!a.read_only && a.destructive && !a.idempotent && !a.open_world);
-        assert_eq!(c.risk, Risk::High);
-        assert!(c.dry_run);
+        assert_eq!(c.spec().risk, Risk::High);
+        assert!(c.spec().dry_run);
         let t = Typed::<ServiceRestart>::new().unwrap();
         assert!(t.changes_production(&json!({"unit": "ssh"})));
         assert_eq!(t.target(&json!({"unit": "ssh"})), "ssh");
@@ -176,7 +178,7 @@ mod tests {
     #[test]
     fn dry_run_summary_says_what_would_happen() {
         let text = "Id=a.service\nLoadState=loaded\nActiveState=active\nSubState=running\nMainPID=42\n";
-        let mut s = UnitStatus::from_properties(&crate::tools::systemctl::parse_show(text)).unwrap();
+        let mut s = UnitStatus::from_properties(&crate::tools::system::systemctl::parse_show(text)).unwrap();
         let unit = UnitName::parse("a").unwrap();
         assert_eq!(dry_run_summary(&unit, &s), "would restart a; it is active (running), main PID 42");
         s.load_state = "masked".into();

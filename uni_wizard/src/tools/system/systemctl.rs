@@ -33,7 +33,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::process::Command;
 
 use crate::error::{Error, ErrorCode, Result};
@@ -158,35 +158,6 @@ impl UnitStatus {
     pub fn not_found(&self) -> bool {
         self.load_state == "not-found"
     }
-}
-
-/// The JSON Schema of a [`UnitStatus`], shared by the service tools' output schemas.
-pub fn status_schema() -> Value {
-    let text = json!({"type": "string", "minLength": 1});
-    let opt_text = json!({"type": ["string", "null"]});
-    let opt_count = json!({"type": ["integer", "null"], "minimum": 0});
-    json!({
-        "type": "object",
-        "properties": {
-            "id": text,
-            "description": {"type": "string"},
-            "load_state": {"type": "string", "minLength": 1, "description": "loaded, not-found, masked, bad-setting, error"},
-            "active_state": {"type": "string", "minLength": 1, "description": "active, inactive, failed, activating, deactivating, reloading"},
-            "sub_state": text,
-            "unit_file_state": opt_text,
-            "main_pid": {"type": ["integer", "null"], "minimum": 1},
-            "result": opt_text,
-            "restarts": opt_count,
-            "memory_bytes": opt_count,
-            "main_started_at": opt_text,
-            "active_since": opt_text
-        },
-        "required": [
-            "id", "description", "load_state", "active_state", "sub_state", "unit_file_state", "main_pid",
-            "result", "restarts", "memory_bytes", "main_started_at", "active_since"
-        ],
-        "additionalProperties": false
-    })
 }
 
 /// Parses `systemctl show` output: one `KEY=VALUE` per line, split at the first `=` (values

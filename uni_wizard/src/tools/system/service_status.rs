@@ -10,9 +10,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::systemctl::{Systemctl, UNIT_NAME_MAX, UNIT_NAME_PATTERN, UnitName, UnitStatus, status_schema};
-use super::{Annotations, Category, ContractSpec, Risk, ToolContext, TypedTool, arg_str};
+use super::schema;
+use super::systemctl::{Systemctl, UnitName, UnitStatus};
+use crate::contract::{Annotations, Category, ContractSpec, Risk};
 use crate::error::Result;
+use crate::tools::{ToolContext, TypedTool};
 
 /// Arguments of `service_status`.
 #[derive(Debug, Clone, Deserialize)]
@@ -46,13 +48,13 @@ impl TypedTool for ServiceStatus {
             name: "service_status",
             category: Category::System,
             description: "State of one systemd unit (load/active/sub state, main PID, result, restarts, memory) via `systemctl show`.",
-            input_schema: input_schema(),
+            input_schema: schema::unit_input(),
             output_schema: json!({
                 "type": "object",
                 "properties": {
                     "unit": {"type": "string", "minLength": 1},
                     "active": {"type": "boolean"},
-                    "status": status_schema()
+                    "status": schema::unit_status()
                 },
                 "required": ["unit", "active", "status"],
                 "additionalProperties": false
@@ -65,9 +67,8 @@ impl TypedTool for ServiceStatus {
         }
     }
 
-    /// One breaker per unit.
     fn target(args: &Value) -> String {
-        arg_str(args, "unit").to_owned()
+        super::unit_target(args)
     }
 
     async fn run(_ctx: &ToolContext, input: Input) -> Result<Output> {
@@ -75,24 +76,6 @@ impl TypedTool for ServiceStatus {
         let status = Systemctl::host().status(&unit).await?;
         Ok(Output { unit: input.unit, active: status.active_state == "active", status })
     }
-}
-
-/// The input schema both service tools share: one strictly named unit.
-pub(super) fn input_schema() -> Value {
-    json!({
-        "type": "object",
-        "properties": {
-            "unit": {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": UNIT_NAME_MAX,
-                "pattern": UNIT_NAME_PATTERN,
-                "description": "Unit name, e.g. `ssh` or `nginx.service`; letters, digits and `:_.@-`, not starting with `-` or `.`."
-            }
-        },
-        "required": ["unit"],
-        "additionalProperties": false
-    })
 }
 
 #[cfg(test)]
@@ -106,8 +89,8 @@ mod tests {
     #[test]
     fn contract_is_read_only_and_strict() {
         let c = Contract::new(ServiceStatus::spec()).unwrap();
-        assert!(c.annotations.read_only && !c.annotations.destructive);
-        assert_eq!(c.risk, Risk::Low);
+        assert!(c.spec().annotations.read_only && !c.spec().annotations.destructive);
+        assert_eq!(c.spec().risk, Risk::Low);
         c.validate_input(&json!({"unit": "ssh.service"})).unwrap();
         let e = c.validate_input(&json!({"unit": "-evil"})).unwrap_err();
         assert_eq!(e.details["field"], "unit");

@@ -39,13 +39,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::git::{self, Access, Extra};
-use super::git_status::check_expected;
-use super::{Annotations, Category, ContractSpec, Risk, ToolContext, TypedTool, arg_str};
+use super::status::check_expected;
+use crate::contract::{Annotations, Category, ContractSpec, Risk};
 use crate::error::{Error, ErrorCode, Result};
-
-/// The remote pushed to when none is named.
-pub const DEFAULT_REMOTE: &str = "origin";
+use crate::tools::git::{self, Access, Extra};
+use crate::tools::{ToolContext, TypedTool};
 
 /// Branches whose push changes production. A trailing `/*` matches any branch under that
 /// prefix (`release/*` matches `release/1.2` and `release/1.2/hotfix`).
@@ -74,7 +72,7 @@ pub struct Input {
     /// Absolute path of the repository.
     pub repo_path: String,
     /// A configured remote's name.
-    #[serde(default = "default_remote")]
+    #[serde(default = "git::default_remote")]
     pub remote: String,
     /// The local branch to push (to the same name); the checked-out branch when absent.
     #[serde(default)]
@@ -88,10 +86,6 @@ pub struct Input {
     /// `state_sha256` from `git_status`; the push is refused if the repository changed since.
     #[serde(default)]
     pub expected_sha256: Option<String>,
-}
-
-fn default_remote() -> String {
-    DEFAULT_REMOTE.to_owned()
 }
 
 /// Result of `git_push`. On a dry run every field says what the push *would* do.
@@ -133,12 +127,12 @@ impl TypedTool for GitPush {
             input_schema: json!({
                 "type": "object",
                 "properties": {
-                    "repo_path": {"type": "string", "minLength": 1, "description": "Absolute path of the repository. Not confined to the file roots."},
-                    "remote": {"type": "string", "minLength": 1, "pattern": "^[^-]", "default": DEFAULT_REMOTE, "description": "Name of a configured remote (not a URL). Must not start with `-`."},
-                    "branch": {"type": "string", "minLength": 1, "pattern": "^[^-]", "description": "Local branch to push to the same name; the checked-out branch when absent (then treated as protected). Must not start with `-`."},
+                    "repo_path": git::schema::repo_path(),
+                    "remote": git::schema::remote(),
+                    "branch": git::schema::not_an_option("Local branch to push to the same name; the checked-out branch when absent (then treated as protected). Must not start with `-`."),
                     "set_upstream": {"type": "boolean", "default": false},
                     "force": {"const": false, "description": "Force pushes are not offered; only false is accepted."},
-                    "expected_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "state_sha256 from git_status; refused (E2005) if the repository changed since."}
+                    "expected_sha256": git::schema::expected_sha256()
                 },
                 "required": ["repo_path"],
                 "additionalProperties": false
@@ -155,7 +149,7 @@ impl TypedTool for GitPush {
     }
 
     fn target(args: &Value) -> String {
-        arg_str(args, "repo_path").to_owned()
+        git::target(args)
     }
 
     /// A push to a protected branch, or to the unnamed checked-out branch (fail closed).
@@ -273,7 +267,6 @@ pub fn find_ref_line(porcelain: &str, dst: &str) -> Option<RefLine> {
 }
 
 fn output_schema() -> Value {
-    let id = "^[0-9a-f]{40}([0-9a-f]{24})?$";
     json!({
         "type": "object",
         "properties": {
@@ -284,8 +277,8 @@ fn output_schema() -> Value {
             "dry_run": {"type": "boolean"},
             "pushed": {"type": "boolean", "description": "The remote branch moved or was created (would be, on a dry run)."},
             "status": {"type": "string", "enum": PUSH_STATUSES},
-            "from": {"type": ["string", "null"], "pattern": id, "description": "null when the remote branch did not exist"},
-            "to": {"type": "string", "pattern": id}
+            "from": {"type": ["string", "null"], "pattern": git::schema::OBJECT_ID, "description": "null when the remote branch did not exist"},
+            "to": {"type": "string", "pattern": git::schema::OBJECT_ID}
         },
         "required": ["repo_path", "remote", "branch", "protected", "dry_run", "pushed", "status", "from", "to"],
         "additionalProperties": false
@@ -338,9 +331,9 @@ mod tests {
     #[test]
     fn contract_refuses_force_and_options() {
         let c = Contract::new(GitPush::spec()).unwrap();
-        let a = c.annotations;
+        let a = c.spec().annotations;
         assert!(!a.read_only && !a.destructive && a.idempotent && a.open_world);
-        assert!(c.dry_run && c.content_guard);
+        assert!(c.spec().dry_run && c.spec().content_guard);
         c.validate_input(&json!({"repo_path": "/r", "force": false, "branch": "f"})).unwrap();
         for (field, value) in [("force", json!(true)), ("remote", json!("--receive-pack=x")), ("branch", json!("-f"))] {
             let e = c.validate_input(&json!({"repo_path": "/r", field: value})).unwrap_err();

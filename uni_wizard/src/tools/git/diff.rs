@@ -26,9 +26,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::git;
-use super::{Annotations, Category, ContractSpec, Risk, ToolContext, TypedTool, arg_str};
+use crate::contract::{Annotations, Category, ContractSpec, Risk};
 use crate::error::{Error, ErrorCode, Result};
+use crate::tools::git;
+use crate::tools::{ToolContext, TypedTool};
 
 /// Patch bytes returned when `max_bytes` is not given (256 KiB).
 pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024;
@@ -103,7 +104,6 @@ impl TypedTool for GitDiff {
     type Output = Output;
 
     fn spec() -> ContractSpec {
-        let rev = |what: &str| json!({"type": "string", "minLength": 1, "pattern": "^[^-]", "description": what});
         ContractSpec {
             name: "git_diff",
             category: Category::Git,
@@ -111,16 +111,11 @@ impl TypedTool for GitDiff {
             input_schema: json!({
                 "type": "object",
                 "properties": {
-                    "repo_path": {"type": "string", "minLength": 1, "description": "Absolute path of the repository. Not confined to the file roots."},
+                    "repo_path": git::schema::repo_path(),
                     "staged": {"type": "boolean", "default": false, "description": "Compare the index (what a commit would record) instead of the work tree."},
-                    "base": rev("Revision to compare against. Must not start with `-`."),
-                    "head": rev("Revision to compare with base instead of the work tree or index; needs base. Must not start with `-`."),
-                    "paths": {
-                        "type": "array",
-                        "maxItems": 1000,
-                        "items": {"type": "string", "minLength": 1, "pattern": "^[^-]"},
-                        "description": "Only these literal paths. None may start with `-` (write ./-name)."
-                    },
+                    "base": git::schema::not_an_option("Revision to compare against. Must not start with `-`."),
+                    "head": git::schema::not_an_option("Revision to compare with base instead of the work tree or index; needs base. Must not start with `-`."),
+                    "paths": git::schema::paths("Only these literal paths. None may start with `-` (write ./-name)."),
                     "max_bytes": {"type": "integer", "minimum": 0, "maximum": git::OUTPUT_CAP, "default": DEFAULT_MAX_BYTES}
                 },
                 "required": ["repo_path"],
@@ -136,7 +131,7 @@ impl TypedTool for GitDiff {
     }
 
     fn target(args: &Value) -> String {
-        arg_str(args, "repo_path").to_owned()
+        git::target(args)
     }
 
     async fn run(ctx: &ToolContext, input: Input) -> Result<Output> {
