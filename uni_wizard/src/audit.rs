@@ -464,10 +464,13 @@ fn against_anchors(
         }
         let anchored = hashes.iter().next().copied().unwrap_or("");
         if seq > head {
+            // Named by the newest checkpoint: everything from the local end up to it is gone.
+            let (&top, tops) = by_seq.last_key_value().unwrap_or((&seq, hashes));
+            let top_hash = tops.iter().next().copied().unwrap_or(anchored);
             let cut = format!(
-                "Timmy's checkpoint names {what} seq {seq} (hash {}) but the local chain ends at seq {head}: {what}s \
-                 {} to {seq} were removed",
-                short(anchored),
+                "Timmy's checkpoints reach {what} seq {top} (hash {}) but the local chain ends at seq {head}: {what}s \
+                 {} to {top} were removed",
+                short(top_hash),
                 head + 1
             );
             let problem = match chain {
@@ -1217,6 +1220,39 @@ mod tests {
         assert_eq!(results, vec![Ok(2), Err(ErrorCode::ProvenanceUnavailable), Ok(3)]);
         assert_eq!(store.commits(), 2, "the three queued records went in one commit");
         assert!(store.verify().expect("verify").ok());
+    }
+
+    /// Proves a version-1 store (no spent-token chain) is migrated when first opened: its spent
+    /// rows are chained in the order written, `verify` holds and the head names them, and a
+    /// row removed afterwards is named as a `seq` gap in the spent-token chain.
+    #[test]
+    fn a_version_1_store_gets_its_spent_token_chain() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.db");
+        {
+            let c = Connection::open(&path).expect("v1 file");
+            c.execute_batch(SCHEMA).expect("v1 schema");
+            c.pragma_update(None, "user_version", 1).expect("version");
+            for n in ["n1", "n2", "n3"] {
+                c.execute(
+                    "INSERT INTO used_tokens (nonce, tool, args_sha256, expires_ms, used_ms, request_id)
+                     VALUES (?1, 'file_write', '00', 9, 1, 'r')",
+                    [n],
+                )
+                .expect("v1 row");
+            }
+        }
+        let store = AuditStore::open(&path).expect("migrates");
+        let head = store.head().expect("head");
+        assert_eq!(head.spent_seq, 3, "{head:?}");
+        assert!(store.verify().expect("verify").ok());
+        store.consume_nonce("n4", "file_write", "00", 9, "r").expect("spends on the chain");
+        assert_eq!(store.head().expect("head").spent_seq, 4);
+        let c = Connection::open(&path).expect("second connection");
+        c.execute("DELETE FROM used_tokens WHERE nonce = 'n2'", []).expect("delete");
+        let broken = store.verify().expect("verify").broken.expect("a removed row is named");
+        assert_eq!((broken.chain, broken.seq, broken.id.as_str()), (Chain::SpentTokens, 3, "n3"), "{broken:?}");
+        assert!(broken.problem.contains("spent-token row removed"), "{}", broken.problem);
     }
 
     /// Proves appends chain, survive a reopen, and a read-only handle refuses writes (E3008).

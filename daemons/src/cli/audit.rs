@@ -140,7 +140,8 @@ fn print_verification(v: &Verification, as_json: bool) -> Result<i32, Error> {
                 uni_wizard::audit::Chain::Records => "record",
                 uni_wizard::audit::Chain::SpentTokens => "spent token",
             };
-            let _ = writeln!(out, "BROKEN  {chain} seq {} id {}: {}", b.seq, b.id, b.problem);
+            let id = if b.id.is_empty() { String::new() } else { format!(" id {}", b.id) };
+            let _ = writeln!(out, "BROKEN  {chain} seq {}{id}: {}", b.seq, b.problem);
         }
     } else {
         let head = v.head.as_deref().unwrap_or("(empty)");
