@@ -707,6 +707,37 @@ mod tests {
         assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 5, big, big + 1]);
     }
 
+    /// Proves an audit checkpoint is kept once per node, whichever event carries it again (a
+    /// resend, or the same head sent after a restart), apart from another node's equal one;
+    /// and one whose hash is not 64 lowercase hex digits is refused before anything is stored.
+    #[test]
+    fn audit_checkpoints_are_kept_once_per_node_and_checked() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = SinkStore::open(&dir.path().join("t.db"), &TelemetryConfig::default()).expect("open");
+        let checkpoint = |node: &str, seq: u64, hash: &str| TelemetryEvent {
+            node: node.into(),
+            seq,
+            time_unix_ms: 1,
+            kind: Some(Kind::AuditCheckpoint(v1::AuditCheckpoint {
+                seq: 7,
+                hash: hash.into(),
+                spent_seq: 0,
+                spent_hash: String::new(),
+            })),
+        };
+        let h = "a".repeat(64);
+        s.store(House::Allegro, "n", &[checkpoint("n", 1, &h), ev("n", 2)], true).expect("store");
+        s.store(House::Allegro, "n", &[checkpoint("n", 1, &h), checkpoint("n", 3, &h)], false).expect("store");
+        s.store(House::Ezra, "m", &[checkpoint("m", 1, &h)], true).expect("store");
+        let (kept, _, more) = s.checkpoints("n", 0).expect("checkpoints");
+        assert_eq!((kept.len(), kept[0].seq, kept[0].hash.as_str(), more), (1, 7, h.as_str(), false));
+        assert_eq!(s.checkpoints("m", 0).expect("checkpoints").0.len(), 1);
+        for bad in ["A".repeat(64), "a".repeat(63), String::new()] {
+            assert!(valid_checkpoints(&[checkpoint("n", 4, &bad)]).is_err(), "{bad:?} was taken");
+        }
+        assert!(valid_checkpoints(&[checkpoint("n", 4, &h)]).is_ok());
+    }
+
     /// Proves a burst mixing nodes or carrying seq 0 is refused.
     #[test]
     fn bursts_are_checked() {
