@@ -18,7 +18,13 @@ const ALLEGRO_NODE: &str = "allegro-node";
 /// Timmy runs the router, the sovereign role, a worker and the sink; Allegro a worker. Both
 /// anchor every 100 ms.
 fn fleet() -> Fleet {
-    let telemetry = "telemetry: {poll_ms: 50, anchor_period_ms: 100, backoff_min_ms: 20, backoff_max_ms: 200}\n";
+    fleet_anchoring_every(100)
+}
+
+/// As [`fleet`], anchoring every `period_ms`.
+fn fleet_anchoring_every(period_ms: u64) -> Fleet {
+    let telemetry =
+        format!("telemetry: {{poll_ms: 50, anchor_period_ms: {period_ms}, backoff_min_ms: 20, backoff_max_ms: 200}}\n");
     Fleet::start(&["timmy", "allegro"], &move |h| match h {
         "timmy" => format!("roles: [router, health, worker, sovereign, telemetry]\n{telemetry}"),
         _ => format!("roles: [worker, telemetry]\n{telemetry}"),
@@ -234,11 +240,19 @@ fn a_forked_chain_is_named_by_verify_against_timmys_checkpoints() {
 /// Proves a spent-token row deleted together with the local evidence of its use (the
 /// `spent_head`, and the records from the call that used it on, `meta.head` moved) is named
 /// by `audit verify --anchor` from the spent-token chain's checkpoint, though a local verify
-/// passes.
+/// passes; and that the Sovereign call and its spent token reach Timmy at once, with the
+/// anchoring period an hour.
 #[test]
 fn a_deleted_spent_token_row_is_named_by_verify_against_timmys_checkpoints() {
-    let mut fleet = fleet();
-    call_and_anchor(&fleet, "allegro", ALLEGRO_NODE, 1);
+    let mut fleet = fleet_anchoring_every(3_600_000);
+    let o = std::process::Command::new(bin("uni-wizard"))
+        .env("UNI_WIZARD_HOME", fleet.dir.path().join("cli-home"))
+        .env("UNI_WIZARD_TOKEN", &fleet.nodes["timmy"].token)
+        .args(["test", "--json", "--router", &fleet.nodes["timmy"].grpc, "--house", "timmy", "--on", "allegro"])
+        .args(["--tool", "file_read", "--arg", "path=hello.txt"])
+        .output()
+        .expect("uni-wizard test runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     // A Sovereign write routed to Allegro waits for Timmy's operator, who approves it: the
     // worker spends Timmy's token at Timmy, then in its own audit store, then writes.
     let waiting = std::process::Command::new(bin("uni-wizard"))
@@ -266,13 +280,24 @@ fn a_deleted_spent_token_row_is_named_by_verify_against_timmys_checkpoints() {
 }
 
 /// Proves `AuditCheckpoints` gives a house only its own nodes' checkpoints: Allegro reads
-/// Allegro's node and is refused Timmy's (E5003), while Timmy reads both.
+/// Allegro's node and is refused Timmy's (E5003, also through `audit verify --anchor --node`),
+/// while Timmy reads both and checks Allegro's file against Allegro's checkpoints.
 #[test]
 fn the_checkpoint_rpc_refuses_another_houses_node() {
     let fleet = fleet();
     call_and_anchor(&fleet, "allegro", ALLEGRO_NODE, 1);
     call_and_anchor(&fleet, "timmy", "timmy-node", 1);
     assert!(!checkpoints(&fleet, "allegro", ALLEGRO_NODE).expect("its own").is_empty());
+    let mut c = std::process::Command::new(bin("uni-wizard"));
+    c.args(["audit", "verify", "--anchor", "--config"]).arg(&fleet.nodes["allegro"].config);
+    let o = c.args(["--node", "timmy-node"]).output().expect("audit verify runs");
+    assert_eq!(o.status.code(), Some(5), "E5003 from the CLI too: {}", String::from_utf8_lossy(&o.stderr));
+    let mut c = std::process::Command::new(bin("uni-wizard"));
+    c.args(["audit", "verify", "--anchor", "--config"]).arg(&fleet.nodes["timmy"].config);
+    c.args(["--node", ALLEGRO_NODE, "--db"]).arg(fleet.nodes["allegro"].home.join("audit.db"));
+    let o = c.output().expect("audit verify runs");
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && shown.contains("matches Timmy's"), "Timmy checks Allegro's file: {shown}");
     let refused = checkpoints(&fleet, "allegro", "timmy-node").expect_err("not Allegro's node");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
     assert!(refused.message().starts_with("E5003"), "{refused:?}");
