@@ -25,10 +25,13 @@ fn fleet() -> Fleet {
 fn fleet_anchoring_every(period_ms: u64) -> Fleet {
     let telemetry =
         format!("telemetry: {{poll_ms: 50, anchor_period_ms: {period_ms}, backoff_min_ms: 20, backoff_max_ms: 200}}\n");
-    Fleet::start(&["timmy", "allegro"], &move |h| match h {
+    let fleet = Fleet::start(&["timmy", "allegro"], &move |h| match h {
         "timmy" => format!("roles: [router, health, worker, sovereign, telemetry]\n{telemetry}"),
         _ => format!("roles: [worker, telemetry]\n{telemetry}"),
-    })
+    });
+    // Until then the router sends a call preferring Allegro to another house.
+    fleet.wait_peer_state("timmy", "allegro", "up", Duration::from_secs(10));
+    fleet
 }
 
 /// `Telemetry/AuditCheckpoints` for `node`, asked as `house` with its own token.
@@ -61,9 +64,8 @@ fn wait_anchored(fleet: &Fleet, node: &str, what: &str, f: impl Fn(&AuditCheckpo
     }
 }
 
-/// One audited Simple call on `on` through Timmy's router, as Timmy; then waits until Timmy
-/// holds the checkpoint of record `seq` of `node`, so each record is anchored on its own.
-fn call_and_anchor(fleet: &Fleet, on: &str, node: &str, seq: u64) {
+/// One audited Simple call through Timmy's router, as Timmy, run by `on`'s worker.
+fn call(fleet: &Fleet, on: &str) {
     let o = std::process::Command::new(bin("uni-wizard"))
         .env("UNI_WIZARD_HOME", fleet.dir.path().join("cli-home"))
         .env("UNI_WIZARD_TOKEN", &fleet.nodes["timmy"].token)
@@ -71,7 +73,14 @@ fn call_and_anchor(fleet: &Fleet, on: &str, node: &str, seq: u64) {
         .args(["--tool", "file_read", "--arg", "path=hello.txt"])
         .output()
         .expect("uni-wizard test runs");
-    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let v = uni_wizard_tests::json_stdout(&o);
+    assert!(o.status.success() && v["assigned_house"] == on, "{v}\n{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// [`call`], then waits until Timmy holds the checkpoint of record `seq` of `node`, so each
+/// record is anchored on its own.
+fn call_and_anchor(fleet: &Fleet, on: &str, node: &str, seq: u64) {
+    call(fleet, on);
     wait_anchored(fleet, node, &format!("seq {seq}"), |c| c.seq == seq);
 }
 
@@ -218,15 +227,9 @@ fn a_forked_chain_is_named_by_verify_against_timmys_checkpoints() {
         let _ = std::fs::remove_file(fleet.nodes["allegro"].home.join(f));
     }
     fleet.node("allegro").start();
+    fleet.wait_peer_state("timmy", "allegro", "up", Duration::from_secs(10));
     let before = checkpoints(&fleet, "timmy", ALLEGRO_NODE).expect("checkpoints").len();
-    let o = std::process::Command::new(bin("uni-wizard"))
-        .env("UNI_WIZARD_HOME", fleet.dir.path().join("cli-home"))
-        .env("UNI_WIZARD_TOKEN", &fleet.nodes["timmy"].token)
-        .args(["test", "--json", "--router", &fleet.nodes["timmy"].grpc, "--house", "timmy", "--on", "allegro"])
-        .args(["--tool", "file_read", "--arg", "path=hello.txt"])
-        .output()
-        .expect("uni-wizard test runs");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    call(&fleet, "allegro");
     let start = Instant::now();
     while checkpoints(&fleet, "timmy", ALLEGRO_NODE).expect("checkpoints").len() <= before {
         assert!(start.elapsed() < Duration::from_secs(20), "the new chain was never anchored");
@@ -245,14 +248,7 @@ fn a_forked_chain_is_named_by_verify_against_timmys_checkpoints() {
 #[test]
 fn a_deleted_spent_token_row_is_named_by_verify_against_timmys_checkpoints() {
     let mut fleet = fleet_anchoring_every(3_600_000);
-    let o = std::process::Command::new(bin("uni-wizard"))
-        .env("UNI_WIZARD_HOME", fleet.dir.path().join("cli-home"))
-        .env("UNI_WIZARD_TOKEN", &fleet.nodes["timmy"].token)
-        .args(["test", "--json", "--router", &fleet.nodes["timmy"].grpc, "--house", "timmy", "--on", "allegro"])
-        .args(["--tool", "file_read", "--arg", "path=hello.txt"])
-        .output()
-        .expect("uni-wizard test runs");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    call(&fleet, "allegro");
     // A Sovereign write routed to Allegro waits for Timmy's operator, who approves it: the
     // worker spends Timmy's token at Timmy, then in its own audit store, then writes.
     let waiting = std::process::Command::new(bin("uni-wizard"))
