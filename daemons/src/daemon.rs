@@ -165,6 +165,8 @@ fn build(live: &Live) -> Result<Node, Error> {
 
     // One audit chain per node: the worker and triage append to this one store.
     let audit = if on(Role::Worker) || on(Role::Triage) { Some(WorkerService::open_store(&config)?) } else { None };
+    // Its heads are anchored at Timmy by the telemetry role (Timmy's own at his own sink).
+    let anchored = audit.clone();
     let worker = if let (true, Some(store)) = (on(Role::Worker), audit.clone()) {
         let approver: Arc<dyn Approver> = match &config.worker.timmy_pubkey {
             Some(path) => {
@@ -218,7 +220,10 @@ fn build(live: &Live) -> Result<Node, Error> {
     }
 
     // Telemetry, second half: Timmy's sink, the stream to it, the alerts.
-    if let Some((bridge, _)) = bridge {
+    if let Some((mut bridge, _)) = bridge {
+        if let Some(store) = anchored {
+            bridge.anchor_audit(store);
+        }
         let sink = if config.house == uni_wizard::House::Timmy {
             let path = config.home().join(crate::telemetry::SINK_FILE);
             let store = Arc::new(crate::telemetry::SinkStore::open(&path, &config.telemetry)?);

@@ -302,6 +302,42 @@ impl Fleet {
         self.nodes.get_mut(house).unwrap_or_else(|| panic!("no {house} in the fleet"))
     }
 
+    /// `uni-wizard approve --json --sovereign <timmy> ARGS` as Timmy; its JSON.
+    ///
+    /// # Panics
+    /// When it fails or prints no JSON.
+    pub fn approve(&self, args: &[&str]) -> serde_json::Value {
+        let o = Command::new(crate::bin("uni-wizard"))
+            .env("UNI_WIZARD_HOME", self.dir.path().join("cli-home"))
+            .env("UNI_WIZARD_TOKEN", &self.nodes["timmy"].token)
+            .args(["approve", "--json", "--sovereign", &self.nodes["timmy"].grpc])
+            .args(args)
+            .output()
+            .expect("approve runs");
+        let v = crate::json_stdout(&o);
+        assert!(o.status.success(), "exit {:?}: {v}\n{}", o.status.code(), String::from_utf8_lossy(&o.stderr));
+        v
+    }
+
+    /// Waits (bounded, 15 s) for a pending approval of `tool` asked by `house` at Timmy and
+    /// returns it as `approve --list` shows it.
+    ///
+    /// # Panics
+    /// When none appears in time.
+    pub fn pending_approval(&self, house: &str, tool: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let v = self.approve(&["--list"]);
+            let found =
+                v["pending"].as_array().into_iter().flatten().find(|p| p["house"] == house && p["tool"] == tool);
+            if let Some(p) = found {
+                return p.clone();
+            }
+            assert!(Instant::now() < deadline, "no pending approval appeared: {v}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits (bounded by `within`) until `watcher`'s `/health` shows `house` in `state`;
     /// returns how long that took.
     ///

@@ -273,33 +273,6 @@ fn sigterm_drains_and_exits_zero() {
     assert!(fleet.nodes["ezra"].log().contains("drained"), "{}", fleet.nodes["ezra"].log());
 }
 
-/// `uni-wizard approve ...` against Timmy's Sovereign service, as Timmy.
-fn approve(fleet: &Fleet, args: &[&str]) -> Value {
-    let o = std::process::Command::new(bin("uni-wizard"))
-        .env("UNI_WIZARD_HOME", fleet.dir.path().join("cli-home"))
-        .env("UNI_WIZARD_TOKEN", &fleet.nodes["timmy"].token)
-        .args(["approve", "--json", "--sovereign", &fleet.nodes["timmy"].grpc])
-        .args(args)
-        .output()
-        .expect("approve runs");
-    ok(&o)
-}
-
-/// Waits (bounded) for one pending approval of `tool` by `house` and returns its id.
-fn pending_id(fleet: &Fleet, house: &str, tool: &str) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let v = approve(fleet, &["--list"]);
-        let found = v["pending"].as_array().into_iter().flatten().find(|p| p["house"] == house && p["tool"] == tool);
-        if let Some(p) = found {
-            assert_eq!(p["args"]["content"], "approved?", "Timmy sees the (redacted) arguments: {p}");
-            return p["approval_id"].as_str().unwrap_or_default().to_owned();
-        }
-        assert!(std::time::Instant::now() < deadline, "no pending approval appeared: {v}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Proves remote Sovereign approvals: a Sovereign `file_write` routed to Allegro waits at
 /// Timmy's Sovereign service, Timmy's operator lists it and approves it with the CLI, and the
 /// write happens with Timmy's signed token; a denied one fails with E2002 and writes nothing;
@@ -323,9 +296,11 @@ fn sovereign_calls_wait_for_timmys_remote_decision() {
     };
 
     let waiting = write("approved.txt");
-    let id = pending_id(&fleet, "allegro", "file_write");
+    let pending = fleet.pending_approval("allegro", "file_write");
+    assert_eq!(pending["args"]["content"], "approved?", "Timmy sees the (redacted) arguments: {pending}");
+    let id = pending["approval_id"].as_str().unwrap_or_default().to_owned();
     assert!(!fleet.nodes["allegro"].root.join("approved.txt").exists(), "nothing runs before Timmy decides");
-    let d = approve(&fleet, &["--decide", &id, "--note", "looks right"]);
+    let d = fleet.approve(&["--decide", &id, "--note", "looks right"]);
     assert_eq!(d["decision"], "approved", "{d}");
     let v = ok(&waiting.wait_with_output().expect("wait"));
     assert_eq!(v["assigned_house"], "allegro", "{v}");
@@ -337,8 +312,8 @@ fn sovereign_calls_wait_for_timmys_remote_decision() {
     assert_eq!(spent, 1, "the approved write spent its token at Timmy");
 
     let waiting = write("denied.txt");
-    let id = pending_id(&fleet, "allegro", "file_write");
-    assert_eq!(approve(&fleet, &["--decide", &id, "--deny", "--note", "not today"])["decision"], "denied");
+    let id = fleet.pending_approval("allegro", "file_write")["approval_id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(fleet.approve(&["--decide", &id, "--deny", "--note", "not today"])["decision"], "denied");
     let o = waiting.wait_with_output().expect("wait");
     let v = json_stdout(&o);
     assert_eq!((o.status.code(), v["error"]["code"].as_str()), (Some(3), Some("E2002")), "{v}");

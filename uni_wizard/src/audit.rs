@@ -12,12 +12,22 @@
 //!   each append) names a record the chain no longer reaches;
 //! - a signed approval token used twice (its `used_tokens` row deleted so it worked again): two
 //!   records carry the same token nonce in their approvals;
-//! - a `used_tokens` row deleted: a record's approval names a nonce that is not spent.
+//! - a `used_tokens` row deleted: a record's approval names a nonce that is not spent, and
+//!   the spent-token chain (below) skips a `seq`.
 //!
 //! Triggers refuse `UPDATE` and `DELETE` on `records`, which stops accidents; they are not the
 //! tamper evidence (anyone with the file can drop them). The chain is. Someone who can rewrite
-//! the whole file can also recompute the whole chain: anchor the head hash that `verify`
-//! reports somewhere else (a ticket, another host) when that matters.
+//! the whole file can also recompute the whole chain, or cut its end together with `meta`:
+//! that is what anchoring is for. [`AuditStore::head`] is the [`Checkpoint`] a node's telemetry
+//! sends to Timmy (on a period, and at once after every Sovereign record and every spent token:
+//! [`AuditStore::anchor_wanted`]); [`AuditStore::verify_anchored`] checks the file against the
+//! checkpoints Timmy kept and names a truncated tail, a rewritten record or a forked chain.
+//!
+//! Spent tokens have their own hash chain inside `used_tokens` (`seq`, `prev_hash`, `hash`,
+//! the head in `meta.spent_head`, all written in the spending transaction), anchored in the
+//! same checkpoint: a removed row is a `seq` gap, a removed last row (and `spent_head`) is a
+//! checkpoint the local chain no longer reaches, even when the record that used the token is
+//! cut or rewritten too.
 //!
 //! Durability: the database is in WAL mode with `synchronous=FULL`, so a committed append has
 //! reached the disk before [`ProvenanceLog::append`] returns; Sovereign mode relies on that.
@@ -50,8 +60,8 @@ use crate::approval::Approval;
 use crate::error::{Error, ErrorCode, Result};
 use crate::provenance::{Appending, ProvenanceLog, Record};
 
-/// The schema version kept in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+/// The schema version kept in `PRAGMA user_version` (2: the spent-token chain).
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// `prev_hash` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -94,6 +104,15 @@ CREATE TRIGGER IF NOT EXISTS records_no_update BEFORE UPDATE ON records
     BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS records_no_delete BEFORE DELETE ON records
     BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+";
+
+/// Version 2: `used_tokens` becomes a hash chain of its own; rows spent before are chained in
+/// the order they were written (`rowid`) when the store is first opened by this build.
+const SPENT_CHAIN: &str = "
+ALTER TABLE used_tokens ADD COLUMN seq INTEGER;
+ALTER TABLE used_tokens ADD COLUMN prev_hash TEXT;
+ALTER TABLE used_tokens ADD COLUMN hash TEXT;
+CREATE UNIQUE INDEX IF NOT EXISTS used_tokens_seq ON used_tokens (seq);
 ";
 
 const COLUMNS: &str = "seq, id, parent_id, session, house, mode, node, tool, target, read_only, dry_run, ok, \
@@ -248,15 +267,43 @@ pub struct Entry {
     pub hash: String,
 }
 
+/// Which of the store's two chains a [`Broken`] is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Chain {
+    /// The provenance records.
+    Records,
+    /// The spent approval tokens (`used_tokens`).
+    SpentTokens,
+}
+
+impl Chain {
+    /// What one entry of the chain is called in a problem's text.
+    fn entry(self) -> &'static str {
+        match self {
+            Chain::Records => "record",
+            Chain::SpentTokens => "spent-token row",
+        }
+    }
+}
+
 /// The first record that breaks the chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Broken {
-    /// Its `seq`.
+    /// The chain it is in.
+    pub chain: Chain,
+    /// Its `seq` (in that chain).
     pub seq: i64,
-    /// Its id.
+    /// Its id (the token nonce in the spent-token chain; "" for an entry that is gone).
     pub id: String,
     /// What is wrong with it.
     pub problem: String,
+}
+
+impl Broken {
+    fn record(seq: i64, id: &str, problem: String) -> Broken {
+        Broken { chain: Chain::Records, seq, id: id.to_owned(), problem }
+    }
 }
 
 /// What [`AuditStore::verify`] found.
@@ -268,6 +315,195 @@ pub struct Verification {
     pub head: Option<String>,
     /// The first broken record; `None` when the chain holds.
     pub broken: Option<Broken>,
+    /// Checkpoints compared ([`AuditStore::verify_anchored`]); 0 for a local check.
+    pub checkpoints: u64,
+    /// Problems found beside `broken` (the other chain's, against the checkpoints).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub more: Vec<Broken>,
+}
+
+/// A node's audit heads as anchored at Timmy: the newest record and the newest spent token,
+/// each by `seq` and hash; seq 0 and hash "" for an empty chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Checkpoint {
+    /// `seq` of the newest record.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: String,
+    /// `seq` of the newest spent-token row.
+    pub spent_seq: u64,
+    /// Its hash.
+    pub spent_hash: String,
+}
+
+/// A spent-token row as chained: every column, in the order hashed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct SpentRow {
+    seq: i64,
+    nonce: String,
+    tool: String,
+    args_sha256: String,
+    expires_ms: i64,
+    used_ms: i64,
+    request_id: String,
+    prev_hash: String,
+}
+
+impl SpentRow {
+    /// SHA-256 (hex) of the canonical encoding, as [`Row::hash`].
+    fn hash(&self) -> String {
+        hex::encode(Sha256::digest(serde_json::to_vec(self).unwrap_or_default()))
+    }
+
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<(SpentRow, Option<String>)> {
+        Ok((
+            SpentRow {
+                seq: r.get::<_, Option<i64>>(0)?.unwrap_or(0),
+                nonce: r.get(1)?,
+                tool: r.get(2)?,
+                args_sha256: r.get(3)?,
+                expires_ms: r.get(4)?,
+                used_ms: r.get(5)?,
+                request_id: r.get(6)?,
+                prev_hash: r.get::<_, Option<String>>(7)?.unwrap_or_default(),
+            },
+            r.get(8)?,
+        ))
+    }
+}
+
+const SPENT_COLUMNS: &str = "seq, nonce, tool, args_sha256, expires_ms, used_ms, request_id, prev_hash, hash";
+
+/// Chains `row` after the newest spent-token row and writes it with `spent_head`, inside `tx`.
+fn chain_spent(tx: &rusqlite::Transaction<'_>, mut row: SpentRow) -> rusqlite::Result<()> {
+    let last: Option<(i64, String)> = tx
+        .query_row("SELECT seq, hash FROM used_tokens WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let (seq, prev) = last.unwrap_or((0, GENESIS.to_owned()));
+    row.seq = seq + 1;
+    row.prev_hash = prev;
+    let hash = row.hash();
+    tx.execute(
+        &format!("INSERT OR REPLACE INTO used_tokens ({SPENT_COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)"),
+        params![
+            row.seq,
+            row.nonce,
+            row.tool,
+            row.args_sha256,
+            row.expires_ms,
+            row.used_ms,
+            row.request_id,
+            row.prev_hash,
+            hash
+        ],
+    )?;
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('spent_head', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![format!("{} {} {hash}", row.seq, row.nonce)],
+    )?;
+    Ok(())
+}
+
+/// Chains the rows of a version-1 store in the order they were written.
+fn migrate_spent_chain(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(SPENT_CHAIN)?;
+    let rows: Vec<SpentRow> = {
+        let mut st = tx.prepare(&format!("SELECT {SPENT_COLUMNS} FROM used_tokens ORDER BY rowid"))?;
+        st.query_map([], |r| SpentRow::read(r).map(|(row, _)| row))?.collect::<rusqlite::Result<_>>()?
+    };
+    for row in rows {
+        chain_spent(&tx, row)?;
+    }
+    tx.commit()
+}
+
+/// Compares one chain with the checkpoints Timmy holds for it: `anchors` as (seq, hash), the
+/// local chain (already verified on its own) ending at `head`, `at` the local (id, hash) at a
+/// seq. Names the lowest seq that disagrees: a fork (two hashes anchored at one seq, or a
+/// checkpoint on another chain than a later one the local chain agrees with), a truncated
+/// tail (a checkpoint beyond the local head) or a rewritten entry.
+fn against_anchors(
+    chain: Chain,
+    head: u64,
+    anchors: &[(u64, &str)],
+    mut at: impl FnMut(u64) -> rusqlite::Result<Option<(String, String)>>,
+) -> rusqlite::Result<Option<Broken>> {
+    let mut by_seq: std::collections::BTreeMap<u64, std::collections::BTreeSet<&str>> = Default::default();
+    for &(seq, hash) in anchors.iter().filter(|(seq, _)| *seq > 0) {
+        by_seq.entry(seq).or_default().insert(hash);
+    }
+    let what = chain.entry();
+    let short = |h: &str| h.chars().take(16).collect::<String>();
+    let mut local = std::collections::BTreeMap::new();
+    for &seq in by_seq.keys().filter(|s| **s <= head) {
+        local.insert(seq, at(seq)?.unwrap_or_default());
+    }
+    let agrees = |seq: u64, hashes: &std::collections::BTreeSet<&str>| {
+        local.get(&seq).is_some_and(|(_, h)| hashes.len() == 1 && hashes.contains(h.as_str()))
+    };
+    let mut agreed = 0u64;
+    for (&seq, hashes) in &by_seq {
+        let signed = i64::try_from(seq).unwrap_or(i64::MAX);
+        let id = local.get(&seq).map_or("", |(id, _)| id.as_str());
+        if hashes.len() > 1 {
+            let shown: Vec<String> = hashes.iter().map(|h| short(h)).collect();
+            return Ok(Some(Broken {
+                chain,
+                seq: signed,
+                id: id.to_owned(),
+                problem: format!(
+                    "forked chain: Timmy holds {} different checkpoints at {what} seq {seq} ({}): they cannot all be \
+                     on one chain (the chain was replaced or rewritten after seq {agreed})",
+                    hashes.len(),
+                    shown.join(", ")
+                ),
+            }));
+        }
+        let anchored = hashes.iter().next().copied().unwrap_or("");
+        if seq > head {
+            // Named by the newest checkpoint: everything from the local end up to it is gone.
+            let (&top, tops) = by_seq.last_key_value().unwrap_or((&seq, hashes));
+            let top_hash = tops.iter().next().copied().unwrap_or(anchored);
+            let cut = format!(
+                "Timmy's checkpoints reach {what} seq {top} (hash {}) but the local chain ends at seq {head}: {what}s \
+                 {} to {top} were removed",
+                short(top_hash),
+                head + 1
+            );
+            let problem = match chain {
+                Chain::Records => format!("truncated tail: {cut}"),
+                Chain::SpentTokens => format!("spent-token row removed: {cut} (their tokens would work again)"),
+            };
+            return Ok(Some(Broken {
+                chain,
+                seq: i64::try_from(head + 1).unwrap_or(i64::MAX),
+                id: String::new(),
+                problem,
+            }));
+        }
+        if !agrees(seq, hashes) {
+            let later = by_seq.range(seq + 1..=head).find(|(s, hs)| agrees(**s, hs)).map(|(s, _)| *s);
+            let local_hash = local.get(&seq).map_or(String::new(), |(_, h)| short(h));
+            let problem = match later {
+                Some(l) => format!(
+                    "forked chain: Timmy's checkpoint at {what} seq {seq} (hash {}) is on another chain than his \
+                     checkpoint at seq {l}, which the local chain matches",
+                    short(anchored)
+                ),
+                None => format!(
+                    "rewritten {what}: the local {what} at seq {seq} has hash {local_hash} but Timmy's checkpoint says \
+                     {}; the chain matches Timmy's through seq {agreed}",
+                    short(anchored)
+                ),
+            };
+            return Ok(Some(Broken { chain, seq: signed, id: id.to_owned(), problem }));
+        }
+        agreed = seq;
+    }
+    Ok(None)
 }
 
 impl Verification {
@@ -311,6 +547,10 @@ struct Writer {
 pub struct AuditStore {
     path: PathBuf,
     conn: Arc<Mutex<Connection>>,
+    /// Whether the file has the spent-token chain (schema 2; a read-only v1 file has not).
+    spent_chain: bool,
+    /// Woken after a committed Sovereign record or a spent token: anchor the head now.
+    anchor: Arc<tokio::sync::Notify>,
     /// Group commits made by this handle's writer.
     commits: Arc<std::sync::atomic::AtomicU64>,
     /// `None` for a read-only store: its appends fail in the caller's thread.
@@ -364,8 +604,8 @@ impl AuditStore {
         } else {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
         };
-        let conn = Connection::open_with_flags(path, flags).map_err(|e| unavailable(path, "cannot open", e))?;
-        let setup = |conn: &Connection| -> rusqlite::Result<i64> {
+        let mut conn = Connection::open_with_flags(path, flags).map_err(|e| unavailable(path, "cannot open", e))?;
+        let setup = |conn: &mut Connection| -> rusqlite::Result<i64> {
             conn.busy_timeout(std::time::Duration::from_secs(5))?;
             if !read_only {
                 conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -374,11 +614,14 @@ impl AuditStore {
             let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
             if !read_only && version < SCHEMA_VERSION {
                 conn.execute_batch(SCHEMA)?;
+                if version < 2 {
+                    migrate_spent_chain(conn)?;
+                }
                 conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             }
-            Ok(version.max(if read_only { 0 } else { SCHEMA_VERSION }))
+            Ok(if read_only { version } else { version.max(SCHEMA_VERSION) })
         };
-        let version = setup(&conn).map_err(|e| unavailable(path, "cannot set up", e))?;
+        let version = setup(&mut conn).map_err(|e| unavailable(path, "cannot set up", e))?;
         if version > SCHEMA_VERSION {
             return Err(unavailable(
                 path,
@@ -388,18 +631,90 @@ impl AuditStore {
         }
         let conn = Arc::new(Mutex::new(conn));
         let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let anchor = Arc::new(tokio::sync::Notify::new());
         let writer = if read_only {
             None
         } else {
             let (queue, rx) = mpsc::channel::<Queued>();
-            let (conn, at, counted) = (conn.clone(), path.to_path_buf(), commits.clone());
+            let (conn, at, counted, wake) = (conn.clone(), path.to_path_buf(), commits.clone(), anchor.clone());
             let thread = std::thread::Builder::new()
                 .name("uw-audit-writer".into())
-                .spawn(move || write_batches(&at, &conn, &rx, &counted))
+                .spawn(move || write_batches(&at, &conn, &rx, &counted, &wake))
                 .map_err(|e| unavailable(path, "cannot start the writer thread", e))?;
             Some(Mutex::new(Writer { queue: Some(queue), thread: Some(thread) }))
         };
-        Ok(AuditStore { path: path.to_path_buf(), conn, commits, writer })
+        Ok(AuditStore { path: path.to_path_buf(), conn, spent_chain: version >= 2, anchor, commits, writer })
+    }
+
+    /// Notified after every committed Sovereign record and every spent token: whoever anchors
+    /// this store's head (the telemetry role) sends it then, not only on its period. A
+    /// notification given while nobody waits is kept for the next wait.
+    pub fn anchor_wanted(&self) -> Arc<tokio::sync::Notify> {
+        self.anchor.clone()
+    }
+
+    /// The heads of both chains, as anchored at Timmy.
+    ///
+    /// # Errors
+    /// E3008 when the store cannot be read.
+    pub fn head(&self) -> Result<Checkpoint> {
+        let conn = self.lock();
+        let last = |sql: &str| -> rusqlite::Result<(u64, String)> {
+            let row: Option<(i64, String)> = conn.query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+            Ok(row.map_or((0, String::new()), |(s, h)| (u64::try_from(s).unwrap_or(0), h)))
+        };
+        let read = || -> rusqlite::Result<Checkpoint> {
+            let (seq, hash) = last("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1")?;
+            let (spent_seq, spent_hash) = if self.spent_chain {
+                last("SELECT seq, hash FROM used_tokens WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1")?
+            } else {
+                (0, String::new())
+            };
+            Ok(Checkpoint { seq, hash, spent_seq, spent_hash })
+        };
+        read().map_err(|e| unavailable(&self.path, "cannot read", e))
+    }
+
+    /// [`verify`](Self::verify), then the file against `anchors`, the checkpoints Timmy kept
+    /// for this node: names the first seq of either chain that a checkpoint contradicts (a
+    /// truncated tail, a rewritten entry, a fork); each chain's finding is reported, the
+    /// records' first. Records written after the newest checkpoint are vouched for by the
+    /// local chain only.
+    ///
+    /// # Errors
+    /// E3008 when the store cannot be read.
+    pub fn verify_anchored(&self, anchors: &[Checkpoint]) -> Result<Verification> {
+        let mut v = self.verify()?;
+        v.checkpoints = anchors.len() as u64;
+        if !v.ok() {
+            return Ok(v);
+        }
+        let local = self.head()?;
+        let conn = self.lock();
+        let lookup = |sql: &str, seq: u64| -> rusqlite::Result<Option<(String, String)>> {
+            conn.query_row(sql, params![i64::try_from(seq).unwrap_or(i64::MAX)], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        };
+        let compare = || -> rusqlite::Result<Vec<Broken>> {
+            let records: Vec<(u64, &str)> = anchors.iter().map(|c| (c.seq, c.hash.as_str())).collect();
+            let mut found: Vec<Broken> = against_anchors(Chain::Records, local.seq, &records, |seq| {
+                lookup("SELECT id, hash FROM records WHERE seq = ?1", seq)
+            })?
+            .into_iter()
+            .collect();
+            let spent: Vec<(u64, &str)> = anchors.iter().map(|c| (c.spent_seq, c.spent_hash.as_str())).collect();
+            found.extend(against_anchors(Chain::SpentTokens, local.spent_seq, &spent, |seq| {
+                lookup("SELECT nonce, hash FROM used_tokens WHERE seq = ?1", seq)
+            })?);
+            Ok(found)
+        };
+        let mut found = compare().map_err(|e| unavailable(&self.path, "cannot read", e))?.into_iter();
+        v.broken = found.next();
+        v.more = found.collect();
+        if v.broken.is_some() {
+            v.head = None;
+        }
+        Ok(v)
     }
 
     /// Group commits this handle has made (each one transaction and one fsync).
@@ -459,18 +774,34 @@ impl AuditStore {
         expires_ms: u64,
         request_id: &str,
     ) -> Result<()> {
-        let conn = self.lock();
-        let n = conn
-            .execute(
-                "INSERT INTO used_tokens (nonce, tool, args_sha256, expires_ms, used_ms, request_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(nonce) DO NOTHING",
-                params![nonce, tool, args_sha256, expires_ms as i64, crate::provenance::now_ms() as i64, request_id],
-            )
+        let mut conn = self.lock();
+        let spend = |conn: &mut Connection| -> rusqlite::Result<bool> {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            if tx.query_row("SELECT 1 FROM used_tokens WHERE nonce = ?1", [nonce], |_| Ok(())).optional()?.is_some() {
+                return Ok(false);
+            }
+            let row = SpentRow {
+                seq: 0,
+                nonce: nonce.to_owned(),
+                tool: tool.to_owned(),
+                args_sha256: args_sha256.to_owned(),
+                expires_ms: i64::try_from(expires_ms).unwrap_or(i64::MAX),
+                used_ms: i64::try_from(crate::provenance::now_ms()).unwrap_or(i64::MAX),
+                request_id: request_id.to_owned(),
+                prev_hash: String::new(),
+            };
+            chain_spent(&tx, row)?;
+            tx.commit()?;
+            Ok(true)
+        };
+        let spent = if self.spent_chain { spend(&mut conn) } else { Err(rusqlite::Error::InvalidQuery) }
             .map_err(|e| unavailable(&self.path, "cannot record a used approval token", e))?;
-        if n == 0 {
+        drop(conn);
+        if !spent {
             return Err(Error::new(ErrorCode::ApprovalInvalid, "approval refused: this token was already used")
                 .with_details(json!({ "reason": "token already used", "nonce": nonce })));
         }
+        self.anchor.notify_one();
         Ok(())
     }
 
@@ -518,7 +849,9 @@ impl AuditStore {
             let broken = |row: &Row, problem: String| Verification {
                 records: row.seq.max(0) as u64,
                 head: None,
-                broken: Some(Broken { seq: row.seq, id: row.id.clone(), problem }),
+                broken: Some(Broken::record(row.seq, &row.id, problem)),
+                checkpoints: 0,
+                more: Vec::new(),
             };
             while let Some(r) = rows.next()? {
                 let row = Row::read(r)?;
@@ -569,11 +902,13 @@ impl AuditStore {
                     return Ok(Verification {
                         records: count,
                         head: None,
-                        broken: Some(Broken {
-                            seq: seq.parse().unwrap_or(0),
-                            id: id.to_owned(),
-                            problem: "missing head: the chain no longer reaches its last written record (records removed from the end)".into(),
-                        }),
+                        broken: Some(Broken::record(
+                            seq.parse().unwrap_or(0),
+                            id,
+                            "missing head: the chain no longer reaches its last written record (records removed from the end)".into(),
+                        )),
+                        checkpoints: 0,
+                        more: Vec::new(),
                     });
                 }
             }
@@ -586,27 +921,89 @@ impl AuditStore {
                 return Ok(Verification {
                     records: count,
                     head: None,
-                    broken: Some(Broken {
-                        seq: *seq,
-                        id: id.clone(),
-                        problem: format!(
+                    broken: Some(Broken::record(
+                        *seq,
+                        id,
+                        format!(
                             "spent-token row removed: approval token {nonce} used by this record is not in used_tokens"
                         ),
-                    }),
+                    )),
+                    checkpoints: 0,
+                    more: Vec::new(),
                 });
             }
-            Ok(Verification { records: count, head: last.map(|(_, _, h)| h), broken: None })
+            let spent = if self.spent_chain { walk_spent(&conn)? } else { None };
+            Ok(Verification {
+                records: count,
+                head: if spent.is_none() { last.map(|(_, _, h)| h) } else { None },
+                broken: spent,
+                checkpoints: 0,
+                more: Vec::new(),
+            })
         };
         walk().map_err(|e| unavailable(&self.path, "cannot read", e))
     }
 }
 
-/// The writer thread: one group commit per wake-up, until every sender is gone.
+/// Walks the spent-token chain in `seq` order (gaps, links, hashes, `meta.spent_head`) and
+/// returns the first row that breaks it.
+fn walk_spent(conn: &Connection) -> rusqlite::Result<Option<Broken>> {
+    let mut st = conn.prepare(&format!("SELECT {SPENT_COLUMNS} FROM used_tokens ORDER BY seq"))?;
+    let mut rows = st.query([])?;
+    let (mut prev_seq, mut prev_hash) = (0i64, GENESIS.to_owned());
+    let mut last: Option<(i64, String, String)> = None;
+    let broken = |row: &SpentRow, problem: String| {
+        Some(Broken { chain: Chain::SpentTokens, seq: row.seq, id: row.nonce.clone(), problem })
+    };
+    while let Some(r) = rows.next()? {
+        let (row, hash) = SpentRow::read(r)?;
+        if row.seq != prev_seq + 1 {
+            return Ok(broken(
+                &row,
+                format!(
+                    "spent-token row removed: expected spent-token seq {}, found {} (a token whose row is gone \
+                     would work again)",
+                    prev_seq + 1,
+                    row.seq
+                ),
+            ));
+        }
+        if row.prev_hash != prev_hash {
+            return Ok(broken(&row, "broken link: prev_hash is not the previous spent-token row's hash".into()));
+        }
+        let hash = hash.unwrap_or_default();
+        if row.hash() != hash {
+            return Ok(broken(&row, "hash mismatch: the spent-token row was changed after it was written".into()));
+        }
+        prev_seq = row.seq;
+        prev_hash = hash.clone();
+        last = Some((row.seq, row.nonce, hash));
+    }
+    let head: Option<String> =
+        conn.query_row("SELECT value FROM meta WHERE key = 'spent_head'", [], |r| r.get(0)).optional()?;
+    if let Some(head) = head {
+        let mut parts = head.splitn(3, ' ');
+        let (seq, nonce, hash) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        if !last.as_ref().is_some_and(|(s, n, h)| s.to_string() == seq && n == nonce && h == hash) {
+            return Ok(Some(Broken {
+                chain: Chain::SpentTokens,
+                seq: seq.parse().unwrap_or(0),
+                id: nonce.to_owned(),
+                problem: "spent-token row removed: the spent-token chain no longer reaches its last written row".into(),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// The writer thread: one group commit per wake-up, until every sender is gone; wakes
+/// `anchor` after a commit that holds a Sovereign record.
 fn write_batches(
     path: &Path,
     conn: &Mutex<Connection>,
     rx: &mpsc::Receiver<Queued>,
     commits: &std::sync::atomic::AtomicU64,
+    anchor: &tokio::sync::Notify,
 ) {
     while let Ok(first) = rx.recv() {
         // The batch is taken once the connection is ours: whatever queued while it was busy
@@ -623,6 +1020,9 @@ fn write_batches(
         let results = commit_batch(path, &mut conn, &records);
         drop(conn);
         commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if records.iter().zip(&results).any(|(r, res)| r.mode == crate::house::Mode::Sovereign && res.is_ok()) {
+            anchor.notify_one();
+        }
         for (reply, r) in replies.into_iter().zip(results) {
             reply.send(r);
         }
@@ -820,6 +1220,39 @@ mod tests {
         assert_eq!(results, vec![Ok(2), Err(ErrorCode::ProvenanceUnavailable), Ok(3)]);
         assert_eq!(store.commits(), 2, "the three queued records went in one commit");
         assert!(store.verify().expect("verify").ok());
+    }
+
+    /// Proves a version-1 store (no spent-token chain) is migrated when first opened: its spent
+    /// rows are chained in the order written, `verify` holds and the head names them, and a
+    /// row removed afterwards is named as a `seq` gap in the spent-token chain.
+    #[test]
+    fn a_version_1_store_gets_its_spent_token_chain() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.db");
+        {
+            let c = Connection::open(&path).expect("v1 file");
+            c.execute_batch(SCHEMA).expect("v1 schema");
+            c.pragma_update(None, "user_version", 1).expect("version");
+            for n in ["n1", "n2", "n3"] {
+                c.execute(
+                    "INSERT INTO used_tokens (nonce, tool, args_sha256, expires_ms, used_ms, request_id)
+                     VALUES (?1, 'file_write', '00', 9, 1, 'r')",
+                    [n],
+                )
+                .expect("v1 row");
+            }
+        }
+        let store = AuditStore::open(&path).expect("migrates");
+        let head = store.head().expect("head");
+        assert_eq!(head.spent_seq, 3, "{head:?}");
+        assert!(store.verify().expect("verify").ok());
+        store.consume_nonce("n4", "file_write", "00", 9, "r").expect("spends on the chain");
+        assert_eq!(store.head().expect("head").spent_seq, 4);
+        let c = Connection::open(&path).expect("second connection");
+        c.execute("DELETE FROM used_tokens WHERE nonce = 'n2'", []).expect("delete");
+        let broken = store.verify().expect("verify").broken.expect("a removed row is named");
+        assert_eq!((broken.chain, broken.seq, broken.id.as_str()), (Chain::SpentTokens, 3, "n3"), "{broken:?}");
+        assert!(broken.problem.contains("spent-token row removed"), "{}", broken.problem);
     }
 
     /// Proves appends chain, survive a reopen, and a read-only handle refuses writes (E3008).

@@ -211,7 +211,7 @@ async fn execute(command: Command) -> Result<i32, Error> {
         }
         Command::Predict(a) => predict::run(&a),
         Command::Config(ConfigCommand::Check { file, json }) => config_check(&file, json),
-        Command::Audit(c) => audit::run(c),
+        Command::Audit(c) => audit::run(c).await,
         Command::Approve(a) => approve::approve(&a).await,
         Command::Keygen(a) => approve::keygen(&a),
         Command::Task(a) => {

@@ -60,6 +60,9 @@ pub struct TelemetryConfig {
     pub hook_timeout_ms: u64,
     /// Alert rules.
     pub alerts: AlertsConfig,
+    /// How often this node's audit heads are anchored at Timmy, milliseconds (bounded
+    /// 10..=3600000); a Sovereign record or a spent token is anchored at once besides.
+    pub anchor_period_ms: u64,
 }
 
 impl Default for TelemetryConfig {
@@ -77,6 +80,7 @@ impl Default for TelemetryConfig {
             hook_deny: Vec::new(),
             hook_timeout_ms: 500,
             alerts: AlertsConfig::default(),
+            anchor_period_ms: 10_000,
         }
     }
 }
@@ -112,6 +116,9 @@ impl TelemetryConfig {
         if !(10..=3_600_000).contains(&self.alerts.interval_ms) {
             return bad("alerts.interval_ms", "must be 10 to 3600000");
         }
+        if !(10..=3_600_000).contains(&self.anchor_period_ms) {
+            return bad("anchor_period_ms", "must be 10 to 3600000");
+        }
         if let Some(url) = &self.alerts.webhook
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
@@ -123,6 +130,11 @@ impl TelemetryConfig {
     /// The polling interval.
     pub fn poll(&self) -> Duration {
         Duration::from_millis(self.poll_ms)
+    }
+
+    /// The anchoring period.
+    pub fn anchor_period(&self) -> Duration {
+        Duration::from_millis(self.anchor_period_ms)
     }
 }
 

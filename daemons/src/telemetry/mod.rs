@@ -20,6 +20,7 @@
 //! - [`hook`]: `uni-wizard hermes-hook`: the block/allow decision and the hook event.
 //! - [`alerts`]: rules (node down, breaker open, buffer, lag) firing and resolving into the
 //!   log and a webhook.
+//! - [`anchor`]: this node's audit heads, queued as checkpoints for Timmy to keep.
 //!
 //! **Bounds.** The outbox holds at most `telemetry.max_buffered` events. When it is full it
 //! refuses new ones rather than dropping old ones: the Hermes tailer then simply stops
@@ -40,6 +41,7 @@ use crate::live::Live;
 use crate::peers::Peers;
 
 pub mod alerts;
+pub mod anchor;
 pub mod hermes;
 pub mod hook;
 pub mod outbox;
@@ -121,6 +123,8 @@ pub struct Bridge {
     dropped: Arc<AtomicU64>,
     live: Live,
     peers: Peers,
+    /// The node's audit store, whose heads are anchored at Timmy.
+    audit: Option<Arc<uni_wizard::audit::AuditStore>>,
 }
 
 impl std::fmt::Debug for Bridge {
@@ -157,12 +161,17 @@ impl Bridge {
         let (tx, rx) = mpsc::channel(HARNESS_QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
         let observer = Arc::new(HarnessObserver { tx, dropped: dropped.clone() });
-        Ok((Bridge { outbox, rx, dropped, live, peers }, observer))
+        Ok((Bridge { outbox, rx, dropped, live, peers, audit: None }, observer))
     }
 
     /// The outbox (for `/health`).
     pub fn outbox(&self) -> Arc<Outbox> {
         self.outbox.clone()
+    }
+
+    /// Anchors `store`'s heads at Timmy once spawned ([`anchor`]).
+    pub fn anchor_audit(&mut self, store: Arc<uni_wizard::audit::AuditStore>) {
+        self.audit = Some(store);
     }
 
     /// Starts the tailer thread, the harness-event writer and the streamer; they stop when
@@ -178,6 +187,9 @@ impl Bridge {
             );
         }
         tokio::spawn(ingest(self.outbox.clone(), self.rx, self.dropped, config.telemetry.batch));
+        if let Some(store) = self.audit {
+            tokio::spawn(anchor::run(store, self.outbox.clone(), self.live.clone(), stop.clone()));
+        }
         tokio::spawn(stream::run(self.outbox, self.peers, self.live, stop));
     }
 }

@@ -16,6 +16,13 @@
 //! house cannot squat a name and lock the real node out. `Query` gives Timmy every node and
 //! another house only the nodes bound to it.
 //!
+//! **Audit checkpoints.** An `AuditCheckpoint` event (a node's audit heads, see
+//! [`super::anchor`]) is also kept in `audit_checkpoints`, in the burst's transaction: every
+//! distinct checkpoint, under the node the stream is bound to (the message names no node), so
+//! a cut, rewritten or forked chain stays provable however the node's files are edited.
+//! `AuditCheckpoints` reads them back: Timmy any node's, another house only its own nodes'
+//! (E5003 otherwise).
+//!
 //! Newly stored execution events of *other* nodes are then fed into the pattern DB (the
 //! worker's [`uni_wizard::Intelligence`]), so Timmy's predictions learn from the fleet; this
 //! node's own executions are already recorded by its harness. The pattern DB is a model,
@@ -34,7 +41,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use uni_wizard::{Error, ErrorCode, House, Intelligence};
 use uni_wizard_proto::v1::telemetry_server::Telemetry;
 use uni_wizard_proto::v1::{
-    Ack, NodeStatus, TelemetryEvent, TelemetryQuery, TelemetryQueryResponse, telemetry_event::Kind,
+    Ack, AuditCheckpoint, AuditCheckpointsRequest, AuditCheckpointsResponse, NodeStatus, TelemetryEvent,
+    TelemetryQuery, TelemetryQueryResponse, telemetry_event::Kind,
 };
 
 use super::{TelemetryConfig, now_us};
@@ -57,6 +65,17 @@ CREATE TABLE IF NOT EXISTS nodes (
     last_time_ms INTEGER NOT NULL, last_stored_ms INTEGER NOT NULL);
 ";
 
+/// Every distinct audit checkpoint per node (see the module docs).
+const CHECKPOINT_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+    id INTEGER PRIMARY KEY, node TEXT NOT NULL, seq INTEGER NOT NULL, hash TEXT NOT NULL,
+    spent_seq INTEGER NOT NULL, spent_hash TEXT NOT NULL, event_seq INTEGER NOT NULL, time_ms INTEGER NOT NULL,
+    UNIQUE (node, seq, hash, spent_seq, spent_hash));
+";
+
+/// Checkpoints one `AuditCheckpoints` answer carries at most.
+pub const CHECKPOINTS_PAGE: u32 = 10_000;
+
 /// The name of an event's kind, as stored in the `kind` column.
 pub fn kind_name(kind: Option<&Kind>) -> &'static str {
     match kind {
@@ -66,6 +85,7 @@ pub fn kind_name(kind: Option<&Kind>) -> &'static str {
         Some(Kind::HermesTokenUsage(_)) => "hermes_token_usage",
         Some(Kind::HermesSessionEnd(_)) => "hermes_session_end",
         Some(Kind::Hook(_)) => "hook",
+        Some(Kind::AuditCheckpoint(_)) => "audit_checkpoint",
         None => "none",
     }
 }
@@ -107,6 +127,7 @@ impl SinkStore {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(&err)?;
         conn.pragma_update(None, "synchronous", config.durability.pragma()).map_err(&err)?;
         conn.execute_batch(SCHEMA).map_err(&err)?;
+        conn.execute_batch(CHECKPOINT_SCHEMA).map_err(&err)?;
         Ok(SinkStore { conn: Mutex::new(conn), path: path.to_owned() })
     }
 
@@ -177,6 +198,7 @@ impl SinkStore {
                     new.push(i);
                 }
             }
+            keep_checkpoints(&tx, node, events).map_err(&err)?;
             let mut has = tx.prepare_cached("SELECT 1 FROM events WHERE node = ?1 AND seq = ?2").map_err(&err)?;
             while has.exists(params![node, acked + 1]).map_err(&err)? {
                 acked += 1;
@@ -192,6 +214,41 @@ impl SinkStore {
         .map_err(&err)?;
         tx.commit().map_err(&err)?;
         Ok(Stored { acked_through: u64::try_from(acked).unwrap_or(0), new })
+    }
+
+    /// `node`'s audit checkpoints stored after position `after`, oldest first: at most
+    /// [`CHECKPOINTS_PAGE`], the position of the last one, and whether more follow.
+    ///
+    /// # Errors
+    /// E4002 when the store cannot be read.
+    pub fn checkpoints(&self, node: &str, after: u64) -> Result<(Vec<AuditCheckpoint>, u64, bool), Error> {
+        let err = db_err(&self.path);
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT id, seq, hash, spent_seq, spent_hash FROM audit_checkpoints WHERE node = ?1 AND id > ?2
+                 ORDER BY id LIMIT ?3",
+            )
+            .map_err(&err)?;
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let rows = st
+            .query_map(params![node, after, i64::from(CHECKPOINTS_PAGE) + 1], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    AuditCheckpoint {
+                        seq: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                        hash: r.get(2)?,
+                        spent_seq: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+                        spent_hash: r.get(4)?,
+                    },
+                ))
+            })
+            .map_err(&err)?;
+        let mut out: Vec<(i64, AuditCheckpoint)> = rows.collect::<Result<_, _>>().map_err(&err)?;
+        let more = out.len() > CHECKPOINTS_PAGE as usize;
+        out.truncate(CHECKPOINTS_PAGE as usize);
+        let next = out.last().map_or(after, |(id, _)| *id);
+        Ok((out.into_iter().map(|(_, c)| c).collect(), u64::try_from(next).unwrap_or(0), more))
     }
 
     /// Stored events (of `node`, or all; of nodes streamed by `house` when given) with seq
@@ -364,6 +421,44 @@ impl SinkService {
     }
 }
 
+/// Keeps the audit checkpoints of a burst of `node`'s (the node the stream is bound to), once
+/// each: a resent event, or a head sent again after a restart, adds nothing.
+fn keep_checkpoints(tx: &rusqlite::Transaction<'_>, node: &str, events: &[TelemetryEvent]) -> rusqlite::Result<()> {
+    let mut ins = tx.prepare_cached(
+        "INSERT OR IGNORE INTO audit_checkpoints (node, seq, hash, spent_seq, spent_hash, event_seq, time_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for e in events {
+        let Some(Kind::AuditCheckpoint(c)) = &e.kind else { continue };
+        let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        ins.execute(params![node, int(c.seq), c.hash, int(c.spent_seq), c.spent_hash, int(e.seq), e.time_unix_ms])?;
+    }
+    Ok(())
+}
+
+/// Refuses a checkpoint whose hashes are not 64 lowercase hex digits ("" with seq 0), or whose
+/// seqs do not fit SQLite's integers (E1005).
+fn valid_checkpoints(events: &[TelemetryEvent]) -> Result<(), tonic::Status> {
+    let hash_ok = |seq: u64, h: &str| {
+        i64::try_from(seq).is_ok()
+            && if seq == 0 {
+                h.is_empty()
+            } else {
+                h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            }
+    };
+    for e in events {
+        let Some(Kind::AuditCheckpoint(c)) = &e.kind else { continue };
+        if !hash_ok(c.seq, &c.hash) || !hash_ok(c.spent_seq, &c.spent_hash) {
+            return Err(invalid(format!(
+                "event {} of `{}`: an audit checkpoint's hashes are 64 lowercase hex digits (\"\" at seq 0)",
+                e.seq, e.node
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn invalid(why: String) -> tonic::Status {
     wire::status(&Error::new(ErrorCode::InvalidInput, why))
 }
@@ -442,7 +537,7 @@ impl Telemetry for SinkService {
                         }
                     }
                 }
-                if let Err(s) = check_burst(&mut node, &events) {
+                if let Err(s) = check_burst(&mut node, &events).and_then(|()| valid_checkpoints(&events)) {
                     let _ = tx.send(Err(s)).await;
                     return;
                 }
@@ -522,6 +617,36 @@ impl Telemetry for SinkService {
             .collect();
         Ok(tonic::Response::new(TelemetryQueryResponse { events, nodes, has_more }))
     }
+
+    async fn audit_checkpoints(
+        &self,
+        request: tonic::Request<AuditCheckpointsRequest>,
+    ) -> Result<tonic::Response<AuditCheckpointsResponse>, tonic::Status> {
+        let peer = auth::peer(&request)?;
+        let q = request.into_inner();
+        wire::printable("node", &q.node).map_err(|e| wire::status(&e))?;
+        if q.node.is_empty() || q.node.len() > 256 {
+            return Err(invalid("`node` must be 1 to 256 characters".into()));
+        }
+        // Timmy reads every node's checkpoints; another house only those of its own nodes.
+        if peer.house != House::Timmy && self.live.get().node_house(&q.node) != Some(peer.house) {
+            let e = Error::new(
+                ErrorCode::Forbidden,
+                format!("{} may read only the audit checkpoints of its own nodes, not `{}`'s", peer.house, q.node),
+            )
+            .with_details(serde_json::json!({ "node": q.node, "house": peer.house }));
+            metrics::counter!("uw_auth_refused_total", "code" => e.code.as_str()).increment(1);
+            tracing::warn!(code = e.code.as_str(), node = %q.node, house = %peer.house, "audit checkpoints refused");
+            return Err(wire::status(&e));
+        }
+        let store = self.store.clone();
+        let (checkpoints, next_after, has_more) =
+            tokio::task::spawn_blocking(move || store.checkpoints(&q.node, q.after))
+                .await
+                .map_err(|e| tonic::Status::internal(format!("checkpoint task failed: {e}")))?
+                .map_err(|e| wire::status(&e))?;
+        Ok(tonic::Response::new(AuditCheckpointsResponse { checkpoints, next_after, has_more }))
+    }
 }
 
 #[cfg(test)]
@@ -580,6 +705,37 @@ mod tests {
         assert_eq!((d.acked_through, d.new.len()), (big + 1, 0), "an old seq is still a duplicate");
         let (events, _) = s.events("n", None, 0, 10).expect("events");
         assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 5, big, big + 1]);
+    }
+
+    /// Proves an audit checkpoint is kept once per node, whichever event carries it again (a
+    /// resend, or the same head sent after a restart), apart from another node's equal one;
+    /// and one whose hash is not 64 lowercase hex digits is refused before anything is stored.
+    #[test]
+    fn audit_checkpoints_are_kept_once_per_node_and_checked() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = SinkStore::open(&dir.path().join("t.db"), &TelemetryConfig::default()).expect("open");
+        let checkpoint = |node: &str, seq: u64, hash: &str| TelemetryEvent {
+            node: node.into(),
+            seq,
+            time_unix_ms: 1,
+            kind: Some(Kind::AuditCheckpoint(v1::AuditCheckpoint {
+                seq: 7,
+                hash: hash.into(),
+                spent_seq: 0,
+                spent_hash: String::new(),
+            })),
+        };
+        let h = "a".repeat(64);
+        s.store(House::Allegro, "n", &[checkpoint("n", 1, &h), ev("n", 2)], true).expect("store");
+        s.store(House::Allegro, "n", &[checkpoint("n", 1, &h), checkpoint("n", 3, &h)], false).expect("store");
+        s.store(House::Ezra, "m", &[checkpoint("m", 1, &h)], true).expect("store");
+        let (kept, _, more) = s.checkpoints("n", 0).expect("checkpoints");
+        assert_eq!((kept.len(), kept[0].seq, kept[0].hash.as_str(), more), (1, 7, h.as_str(), false));
+        assert_eq!(s.checkpoints("m", 0).expect("checkpoints").0.len(), 1);
+        for bad in ["A".repeat(64), "a".repeat(63), String::new()] {
+            assert!(valid_checkpoints(&[checkpoint("n", 4, &bad)]).is_err(), "{bad:?} was taken");
+        }
+        assert!(valid_checkpoints(&[checkpoint("n", 4, &h)]).is_ok());
     }
 
     /// Proves a burst mixing nodes or carrying seq 0 is refused.
