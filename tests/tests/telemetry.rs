@@ -668,24 +668,25 @@ fn remove_files(dir: &Path, files: &[&str]) {
     }
 }
 
-/// Checks Allegro says once, in its log, its `/health` and `telemetry --status`, that it found
-/// state.db replaced.
-fn check_replaced_once(fleet: &Fleet, health: &Value) {
-    assert_eq!(health["hermes_replaced"].as_u64(), Some(1), "{health}");
+/// Checks Allegro says, once per replacement (`times`), in its log, its `/health` and
+/// `telemetry --status`, that it found state.db replaced.
+fn check_replaced(fleet: &Fleet, health: &Value, times: u64) {
+    assert_eq!(health["hermes_replaced"].as_u64(), Some(times), "{health}");
     assert!(health["hermes_replaced_at_ms"].as_i64() > Some(0), "{health}");
     let log = fleet.nodes["allegro"].log();
-    assert_eq!(log.matches("state.db replaced").count(), 1, "logged once:\n{log}");
+    assert_eq!(log.matches("state.db replaced").count() as u64, times, "logged once each:\n{log}");
     let line = log.lines().find(|l| l.contains("state.db replaced")).unwrap_or("");
     assert!(line.contains("state.db") && line.contains("old_inode") && line.contains("new_inode"), "{line}");
     let (code, v) = status(&fleet.nodes["allegro"]);
     assert_eq!(code, Some(0), "{v}");
-    assert_eq!(row(&v, ALLEGRO_NODE)["hermes_replaced"].as_u64(), Some(1), "{v}");
+    assert_eq!(row(&v, ALLEGRO_NODE)["hermes_replaced"].as_u64(), Some(times), "{v}");
 }
 
-/// Proves a state.db deleted (with its -wal and -shm) and recreated while the bridge runs is
-/// read from its beginning: every event the real Hermes writes into the new file (its message
-/// ids restart at 1, below the old cursor) reaches Timmy once, nothing is stored twice, and the
-/// log, `/health` and `telemetry --status` say "replaced". (Before: none of them arrived.)
+/// Proves a state.db deleted (with its -wal and -shm) and recreated, while the bridge runs and
+/// again while it is stopped (the inode number may come back), is read from its beginning:
+/// every event the real Hermes writes into the new file (its message ids restart at 1, below
+/// the old cursor) reaches Timmy once, nothing is stored twice, and the log, `/health` and
+/// `telemetry --status` say "replaced". (Before: none of them arrived.)
 #[test]
 fn a_recreated_state_db_is_read_from_its_beginning() {
     let hh = hermes::home();
@@ -699,7 +700,15 @@ fn a_recreated_state_db_is_read_from_its_beginning() {
     ids.extend(new);
     let (events, health) = settle_acked(&fleet, hh.path(), Duration::from_secs(30));
     check_each_once(&events, &ids);
-    check_replaced_once(&fleet, &health);
+    check_replaced(&fleet, &health, 1);
+
+    assert!(fleet.node("allegro").terminate().success(), "allegro stops cleanly");
+    remove_files(hh.path(), &["state.db", "state.db-wal", "state.db-shm"]);
+    ids.extend(hermes::session_ids(hermes::write_sessions(hh.path(), 1)));
+    fleet.node("allegro").start();
+    let (events, health) = settle_acked(&fleet, hh.path(), Duration::from_secs(30));
+    check_each_once(&events, &ids);
+    check_replaced(&fleet, &health, 2);
 }
 
 /// Proves a state.db replaced by an older copy of itself (a backup renamed over it; its ids
@@ -731,7 +740,7 @@ fn an_older_copy_of_state_db_is_read_again_and_stored_once() {
     ids.extend(hermes::session_ids(hermes::write_sessions(hh.path(), 2)));
     let (events, health) = settle_acked(&fleet, hh.path(), Duration::from_secs(30));
     check_each_once(&events, &ids);
-    check_replaced_once(&fleet, &health);
+    check_replaced(&fleet, &health, 1);
     let numbered = health["next_seq"].as_u64().unwrap_or(0) - health["first_seq"].as_u64().unwrap_or(0);
     let (sent_after, stored_after) = (numbered - before.len() as u64, (events.len() - before.len()) as u64);
     assert!(

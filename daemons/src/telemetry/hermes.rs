@@ -157,7 +157,8 @@ pub struct Seen {
     pub max_id: i64,
     /// `session_id` and timestamp (µs) of the message at the cursor's id, when it is there.
     pub at_cursor: Option<(String, i64)>,
-    /// Whether the session of the message last seen at the cursor is in `sessions`.
+    /// Whether the session of the message last seen at the cursor is in `sessions` (read only
+    /// when that message is gone; `false` otherwise).
     pub anchor_session_exists: bool,
 }
 
@@ -199,7 +200,7 @@ pub fn replaced(cursor: i64, known: &HermesFile, moved: bool, seen: &Seen) -> Op
 
 /// Reads [`Seen`] for `cursor` (inside the pass's read transaction).
 fn seen(conn: &Connection, cursor: i64, known: &HermesFile) -> rusqlite::Result<Seen> {
-    let max_id: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM messages", [], |r| r.get(0))?;
+    let max_id: i64 = conn.prepare_cached("SELECT coalesce(max(id), 0) FROM messages")?.query_row([], |r| r.get(0))?;
     // Hermes' schema has `AUTOINCREMENT`: its sequence outlives deleted rows. A file without
     // it (not Hermes' schema) has only max(id).
     let sequence: Option<i64> = conn
@@ -210,7 +211,9 @@ fn seen(conn: &Connection, cursor: i64, known: &HermesFile) -> rusqlite::Result<
         .prepare_cached("SELECT session_id, timestamp FROM messages WHERE id = ?1")?
         .query_row([cursor], |r| Ok((r.get::<_, String>(0)?, us(r.get::<_, Option<f64>>(1)?.unwrap_or(0.0)))))
         .optional()?;
-    let anchor_session_exists = !known.anchor_session.is_empty()
+    // Asked only when the message is gone (the one case `replaced` looks at it).
+    let anchor_session_exists = at_cursor.is_none()
+        && !known.anchor_session.is_empty()
         && conn.prepare_cached("SELECT 1 FROM sessions WHERE id = ?1")?.exists([&known.anchor_session])?;
     Ok(Seen { max_id: max_id.max(sequence.unwrap_or(0)), at_cursor, anchor_session_exists })
 }

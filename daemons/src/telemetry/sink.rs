@@ -807,6 +807,20 @@ mod tests {
         assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3, 103, 104, 105]);
     }
 
+    /// Proves Hermes keys stored for a node name by another house (a squatter before the name
+    /// was bound) suppress nothing of the house it is bound to.
+    #[test]
+    fn hermes_keys_of_another_house_suppress_nothing() {
+        use v1::HermesToolCallStatus::Started;
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = SinkStore::open(&dir.path().join("t.db"), &TelemetryConfig::default()).expect("open");
+        let evs = [hermes(1, session("s")), hermes(2, call("s", "c", Started, 2))];
+        s.store(House::Ezra, "n", &evs, true).expect("squat");
+        let real = [hermes(7, session("s")), hermes(8, call("s", "c", Started, 2))];
+        let b = s.store(House::Bezalel, "n", &real, true).expect("store");
+        assert_eq!((b.acked_through, b.new.len(), b.resent), (8, 2, 0));
+    }
+
     /// Proves a resent Hermes event beyond a gap holds its place in the ack until the gap fills.
     #[test]
     fn a_resent_event_beyond_a_gap_is_acked_once_the_gap_fills() {
