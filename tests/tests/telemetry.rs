@@ -771,3 +771,52 @@ fn hermes_history_resent_after_a_lost_outbox_is_stored_once() {
     check_each_once(&events, &ids);
     assert_eq!(events.len(), before.len(), "nothing stored twice");
 }
+
+/// Runs `tests/py/hermes_empty_session.py ACTION ID` (the real SessionDB) in `hermes_home`.
+fn empty_session(hermes_home: &Path, action: &str, id: &str) -> Value {
+    let out = Command::new(hermes::python())
+        .arg(hermes::workspace().join("tests/py/hermes_empty_session.py"))
+        .args([action, id])
+        .env("HERMES_HOME", hermes_home)
+        .output()
+        .expect("python runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["ok"], true, "{action} {id}: {v}");
+    v
+}
+
+/// Proves a session Hermes starts after the newest session was discarded unused (the CLI
+/// quit at once: its `sessions` rowid is given again, there is no AUTOINCREMENT) is still seen
+/// as started, followed and ended at Timmy. (Before: it was never seen as started, so neither
+/// its token figures nor its end were sent.)
+#[test]
+fn a_session_taking_a_discarded_sessions_rowid_is_seen() {
+    let hh = hermes::home();
+    let mut fleet = configure(hh.path(), "");
+    start_all(&mut fleet);
+    let ids = hermes::session_ids(hermes::write_sessions(hh.path(), 1));
+    settle_acked(&fleet, hh.path(), Duration::from_secs(30));
+    let quit = "20261203_120000_0a0b0c";
+    let rowid = empty_session(hh.path(), "start", quit)["max_rowid"].as_i64();
+    wait_for("allegro to follow the empty session", Duration::from_secs(20), || {
+        let t = outbox(&fleet.nodes["allegro"])?;
+        (t["hermes_open_sessions"] == 1).then_some(())
+    });
+    empty_session(hh.path(), "discard", quit);
+    let mut all = ids.clone();
+    all.extend(hermes::session_ids(hermes::write_sessions(hh.path(), 1)));
+    let (events, _) = settle_acked(&fleet, hh.path(), Duration::from_secs(30));
+    let c =
+        rusqlite::Connection::open_with_flags(hh.path().join("state.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("state.db");
+    let reused: i64 = c.query_row("SELECT rowid FROM sessions WHERE id = ?1", [&all[1]], |r| r.get(0)).expect("rowid");
+    assert_eq!(Some(reused), rowid, "the new session took the discarded session's rowid");
+    let quit_seen = events.iter().any(|e| matches!(&e.kind, Some(Kind::HermesSession(s)) if s.session_id == quit));
+    assert!(quit_seen, "the discarded session was seen while it lived");
+    let others: Vec<TelemetryEvent> = events
+        .into_iter()
+        .filter(|e| !matches!(&e.kind, Some(Kind::HermesSession(s)) if s.session_id == quit))
+        .collect();
+    check_each_once(&others, &all);
+}

@@ -6,8 +6,9 @@
 //!    another, nothing else is read: the outbox resets the cursors to the new file's
 //!    beginning ([`Outbox::hermes_replaced`]), the log says "state.db replaced" once, and the
 //!    next pass reads the new file from its first row;
-//! 1. sessions inserted since the `sessions.rowid` cursor: a `HermesSessionEvent` each, and
-//!    the session is followed from then on;
+//! 1. sessions inserted since the `sessions.rowid` cursor (and the one at it, when it is
+//!    another than the session read there: a deleted newest session's rowid is given again):
+//!    a `HermesSessionEvent` each, and the session is followed from then on;
 //! 2. messages since the `messages.id` cursor (`AUTOINCREMENT` ids become visible in order,
 //!    so within one file the cursor never skips a row): each call in an assistant row's
 //!    `tool_calls` is STARTED; each `role='tool'` row is its call's SUCCEEDED or FAILED,
@@ -218,6 +219,17 @@ fn seen(conn: &Connection, cursor: i64, known: &HermesFile) -> rusqlite::Result<
     Ok(Seen { max_id: max_id.max(sequence.unwrap_or(0)), at_cursor, anchor_session_exists })
 }
 
+/// The id of the session at `rowid` (the sessions cursor). `sessions` has no `AUTOINCREMENT`:
+/// when Hermes deletes the newest session (`delete_session_if_empty`, a CLI session quit
+/// unused), the next one takes its rowid, so another id there than the one read there is a
+/// session not seen yet. (An id recorded before this check is adopted.)
+fn session_at(conn: &Connection, rowid: i64) -> rusqlite::Result<Option<String>> {
+    if rowid == 0 {
+        return Ok(None);
+    }
+    conn.prepare_cached("SELECT id FROM sessions WHERE rowid = ?1")?.query_row([rowid], |r| r.get(0)).optional()
+}
+
 /// Device and inode of the file at `path`.
 fn identity(path: &Path) -> std::io::Result<(u64, u64)> {
     let m = std::fs::metadata(path)?;
@@ -311,16 +323,24 @@ fn pass(conn: &Connection, tail: &Tail, now: (u64, u64), cfg: &TelemetryConfig) 
             // A cursor recorded before the anchor was: adopt the message it points at.
             (file.anchor_session, file.anchor_time_us) = (session, time);
         }
-        // 1. New sessions.
+        // 1. New sessions, from the row at the cursor when it holds another session than the
+        // one seen there (see `session_at`).
         let mut new_sessions = Vec::new();
         {
+            let mut after = tail.session_rowid;
+            match session_at(conn, tail.session_rowid)? {
+                Some(id) if file.session_at_cursor.is_empty() => file.session_at_cursor = id,
+                Some(id) if id != file.session_at_cursor => after -= 1,
+                _ => {}
+            }
             let mut st = conn.prepare_cached(
                 "SELECT rowid, id, source, model, parent_session_id, started_at, cwd, git_branch
                  FROM sessions WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
             )?;
-            let mut rows = st.query(params![tail.session_rowid, limit])?;
+            let mut rows = st.query(params![after, limit])?;
             while let Some(r) = rows.next()? {
                 let id: String = r.get(1)?;
+                file.session_at_cursor.clone_from(&id);
                 let started = ms(r.get::<_, Option<f64>>(5)?.unwrap_or(0.0));
                 batch.session_rowid = r.get(0)?;
                 batch.candidates.push(Candidate::Plain(
@@ -641,7 +661,8 @@ mod tests {
     /// Proves another file is told from the cursor's own by Hermes' data, not by the inode alone.
     #[test]
     fn a_replaced_state_db_is_told_by_its_data() {
-        let known = HermesFile { dev: 1, ino: 7, anchor_session: "s1".into(), anchor_time_us: 42 };
+        let known =
+            HermesFile { dev: 1, ino: 7, anchor_session: "s1".into(), anchor_time_us: 42, ..Default::default() };
         let at = |s: &str, t: i64| Some((s.to_owned(), t));
         let seen = |max_id, at_cursor, exists| Seen { max_id, at_cursor, anchor_session_exists: exists };
         // The same file, also after a copy to another inode (cp -a).

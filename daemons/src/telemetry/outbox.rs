@@ -12,7 +12,8 @@
 //! - `hermes_calls(session_id, tool_call_id, status, ...)`: the tool events already sent
 //!   (dedup of Hermes' deleted and re-inserted rows), bounded to [`MAX_SEEN_CALLS`].
 //! - `hermes_file`: one row, the state.db the cursor points into ([`HermesFile`]: device,
-//!   inode, the session id and timestamp of the message at the cursor) and how often the
+//!   inode, the session id and timestamp of the message at the cursor, the session at the
+//!   `sessions.rowid` cursor) and how often the
 //!   tailer found it replaced by another file, and when last.
 //!
 //! A new outbox numbers from its creation time in microseconds ([`first_seq_for_new`]), not
@@ -51,7 +52,7 @@ CREATE TABLE IF NOT EXISTS hermes_calls (
     PRIMARY KEY (session_id, tool_call_id, status));
 CREATE TABLE IF NOT EXISTS hermes_file (
     id INTEGER PRIMARY KEY CHECK (id = 1), dev INTEGER NOT NULL, ino INTEGER NOT NULL,
-    anchor_session TEXT NOT NULL, anchor_time_us INTEGER NOT NULL,
+    anchor_session TEXT NOT NULL, anchor_time_us INTEGER NOT NULL, session_at_cursor TEXT NOT NULL DEFAULT '',
     replaced INTEGER NOT NULL DEFAULT 0, replaced_at_ms INTEGER NOT NULL DEFAULT 0);
 ";
 
@@ -108,6 +109,8 @@ pub struct HermesFile {
     pub anchor_session: String,
     /// `timestamp` of that message, in microseconds.
     pub anchor_time_us: i64,
+    /// `id` of the session at the `sessions.rowid` cursor ("" when none was read).
+    pub session_at_cursor: String,
 }
 
 /// What the outbox holds, for `/health` and `uni-wizard telemetry --status`.
@@ -416,14 +419,19 @@ impl Outbox {
         let err = db_err(&self.path);
         let conn = self.lock();
         let row = conn
-            .query_row("SELECT dev, ino, anchor_session, anchor_time_us FROM hermes_file WHERE id = 1", [], |r| {
-                Ok(HermesFile {
-                    dev: r.get::<_, i64>(0)? as u64,
-                    ino: r.get::<_, i64>(1)? as u64,
-                    anchor_session: r.get(2)?,
-                    anchor_time_us: r.get(3)?,
-                })
-            })
+            .query_row(
+                "SELECT dev, ino, anchor_session, anchor_time_us, session_at_cursor FROM hermes_file WHERE id = 1",
+                [],
+                |r| {
+                    Ok(HermesFile {
+                        dev: r.get::<_, i64>(0)? as u64,
+                        ino: r.get::<_, i64>(1)? as u64,
+                        anchor_session: r.get(2)?,
+                        anchor_time_us: r.get(3)?,
+                        session_at_cursor: r.get(4)?,
+                    })
+                },
+            )
             .optional()
             .map_err(&err)?;
         Ok(row.unwrap_or_default())
@@ -527,10 +535,12 @@ impl Outbox {
 /// Records the state.db the cursor points into (the one row of `hermes_file`).
 fn save_hermes_file(tx: &Connection, file: &HermesFile) -> rusqlite::Result<()> {
     tx.execute(
-        "INSERT INTO hermes_file (id, dev, ino, anchor_session, anchor_time_us) VALUES (1, ?1, ?2, ?3, ?4)
+        "INSERT INTO hermes_file (id, dev, ino, anchor_session, anchor_time_us, session_at_cursor)
+         VALUES (1, ?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (id) DO UPDATE SET dev = excluded.dev, ino = excluded.ino,
-             anchor_session = excluded.anchor_session, anchor_time_us = excluded.anchor_time_us",
-        params![file.dev as i64, file.ino as i64, file.anchor_session, file.anchor_time_us],
+             anchor_session = excluded.anchor_session, anchor_time_us = excluded.anchor_time_us,
+             session_at_cursor = excluded.session_at_cursor",
+        params![file.dev as i64, file.ino as i64, file.anchor_session, file.anchor_time_us, file.session_at_cursor],
     )
     .map(|_| ())
 }
@@ -672,7 +682,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let ob = Outbox::open(&dir.path().join("o.db"), "n", &TelemetryConfig::default()).expect("open");
         use v1::HermesToolCallStatus::Started;
-        let file = HermesFile { dev: 3, ino: 11, anchor_session: "s".into(), anchor_time_us: 5 };
+        let file = HermesFile {
+            dev: 3,
+            ino: 11,
+            anchor_session: "s".into(),
+            anchor_time_us: 5,
+            session_at_cursor: "s".into(),
+        };
         let batch = HermesBatch {
             candidates: vec![tool("c1", Started, "terminal")],
             message_id: 9,
