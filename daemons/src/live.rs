@@ -236,6 +236,7 @@ mod tests {
         ("telemetry.durability", |c| c.telemetry.durability = Durability::Normal),
         ("telemetry.hook_deny", |c| c.telemetry.hook_deny.push("browser".into())),
         ("telemetry.hook_timeout_ms", |c| c.telemetry.hook_timeout_ms += 1),
+        ("telemetry.anchor_period_ms", |c| c.telemetry.anchor_period_ms += 1),
         ("telemetry.alerts.**", |c| c.telemetry.alerts.interval_ms += 1),
         ("shutdown_grace_ms", |c| c.shutdown_grace_ms += 1),
     ];

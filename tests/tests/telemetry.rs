@@ -115,13 +115,20 @@ fn tool_key(t: &v1::HermesToolCallEvent) -> (String, String, i32) {
 }
 
 /// Checks the events at Timmy are N consecutive seqs from the outbox's first, with no gap or
-/// duplicate, that each of `sessions` arrived once with both its tool calls STARTED and
-/// finished exactly once and paired, its final token figures and its end. Returns N.
+/// duplicate, and [`check_each_once`]. Returns N.
 fn check_exactly_once(events: &[TelemetryEvent], sessions: &[String]) -> usize {
     let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
     let first = seqs.first().copied().unwrap_or(1);
     let expected: Vec<u64> = (first..first + events.len() as u64).collect();
     assert!(seqs == expected, "seqs are not {first}.. +{} without gaps or duplicates", events.len());
+    check_each_once(events, sessions)
+}
+
+/// Checks that each of `sessions` arrived once with both its tool calls STARTED and finished
+/// exactly once and paired, its final token figures (no figures twice) and its end, and no
+/// other session. Returns the number of events.
+fn check_each_once(events: &[TelemetryEvent], sessions: &[String]) -> usize {
+    let mut figures = BTreeSet::new();
     let mut started = BTreeMap::new();
     let mut finished = BTreeMap::new();
     let mut seen = BTreeSet::new();
@@ -141,6 +148,8 @@ fn check_exactly_once(events: &[TelemetryEvent], sessions: &[String]) -> usize {
             Some(Kind::HermesSession(s)) => *opened.entry(s.session_id.clone()).or_insert(0) += 1,
             Some(Kind::HermesSessionEnd(s)) => *ended.entry(s.session_id.clone()).or_insert(0) += 1,
             Some(Kind::HermesTokenUsage(u)) => {
+                let total = (u.input_tokens, u.output_tokens, u.api_call_count, u.estimated_cost_usd.map(f64::to_bits));
+                assert!(figures.insert((u.session_id.clone(), total)), "the same token figures twice: {u:?}");
                 usage.insert(u.session_id.clone(), u.clone());
             }
             _ => {}
@@ -778,4 +787,185 @@ fn a_full_disk_under_the_outbox_is_seen_and_recovers() {
     assert!(back[0].contains(&outbox_file), "{}", back[0]);
     fleet.node("allegro").kill();
     drop(disk);
+}
+
+// --- A replaced state.db, a lost outbox: Hermes history read again is stored once ---------
+
+/// Waits until Allegro has tailed everything in the state.db now at its path (its cursor at
+/// the file's highest id), follows no open session and Timmy acknowledged every event it
+/// numbered; returns the events at Timmy (resent Hermes events are acked, not stored).
+fn settle_acked(fleet: &Fleet, hermes_home: &Path, within: Duration) -> (Vec<TelemetryEvent>, Value) {
+    let max_id = hermes_max_message_id(hermes_home);
+    let t = wait_for("allegro to tail the state.db now there and Timmy to ack everything", within, || {
+        let t = outbox(&fleet.nodes["allegro"])?;
+        let drained = t["buffered"] == 0 && t["acked_through"].as_u64()? + 1 == t["next_seq"].as_u64()?;
+        (t["hermes_message_id"].as_i64() == Some(max_id) && t["hermes_open_sessions"] == 0 && drained).then_some(t)
+    });
+    let (events, status) = query(&fleet.nodes["timmy"], ALLEGRO_NODE).expect("timmy answers");
+    assert_eq!(status.map(|s| s.last_seq), t["acked_through"].as_u64(), "the sink's ack covers every event");
+    (events, t)
+}
+
+/// Deletes `files` of `dir` that exist.
+fn remove_files(dir: &Path, files: &[&str]) {
+    for f in files {
+        match std::fs::remove_file(dir.join(f)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("remove {f}: {e}"),
+        }
+    }
+}
+
+/// Checks Allegro says, once per replacement (`times`), in its log, its `/health` and
+/// `telemetry --status`, that it found state.db replaced.
+fn check_replaced(fleet: &Fleet, health: &Value, times: u64) {
+    assert_eq!(health["hermes_replaced"].as_u64(), Some(times), "{health}");
+    assert!(health["hermes_replaced_at_ms"].as_i64() > Some(0), "{health}");
+    let log = fleet.nodes["allegro"].log();
+    assert_eq!(log.matches("state.db replaced").count() as u64, times, "logged once each:\n{log}");
+    let line = log.lines().find(|l| l.contains("state.db replaced")).unwrap_or("");
+    assert!(line.contains("state.db") && line.contains("old_inode") && line.contains("new_inode"), "{line}");
+    let (code, v) = status(&fleet.nodes["allegro"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(row(&v, ALLEGRO_NODE)["hermes_replaced"].as_u64(), Some(times), "{v}");
+}
+
+/// Proves a state.db deleted (with its -wal and -shm) and recreated, while the bridge runs and
+/// again while it is stopped (the inode number may come back), is read from its beginning:
+/// every event the real Hermes writes into the new file (its message ids restart at 1, below
+/// the old cursor) reaches Timmy once, nothing is stored twice, and the log, `/health` and
+/// `telemetry --status` say "replaced". (Before: none of them arrived.)
+#[test]
+fn a_recreated_state_db_is_read_from_its_beginning() {
+    let hh = hermes::home();
+    let mut fleet = configure(hh.path(), "");
+    start_all(&mut fleet);
+    let mut ids = hermes::session_ids(hermes::write_sessions(hh.path(), 3));
+    settle_acked(&fleet, hh.path(), Duration::from_secs(30));
+    remove_files(hh.path(), &["state.db", "state.db-wal", "state.db-shm"]);
+    let new = hermes::session_ids(hermes::write_sessions(hh.path(), 2));
+    assert!(hermes_max_message_id(hh.path()) < 15, "the new file's ids are below the old cursor");
+    ids.extend(new);
+    let (events, health) = settle_acked(&fleet, hh.path(), Duration::from_secs(30));
+    check_each_once(&events, &ids);
+    check_replaced(&fleet, &health, 1);
+
+    assert!(fleet.node("allegro").terminate().success(), "allegro stops cleanly");
+    remove_files(hh.path(), &["state.db", "state.db-wal", "state.db-shm"]);
+    ids.extend(hermes::session_ids(hermes::write_sessions(hh.path(), 1)));
+    fleet.node("allegro").start();
+    let (events, health) = settle_acked(&fleet, hh.path(), Duration::from_secs(30));
+    check_each_once(&events, &ids);
+    check_replaced(&fleet, &health, 2);
+}
+
+/// Proves a state.db replaced by an older copy of itself (a backup renamed over it; its ids
+/// go on from the backup's, reusing those of rows written after it) while the bridge runs is
+/// read again from its beginning: the sessions the real Hermes writes into it reach Timmy
+/// once, the history it shares with Timmy's store is resent but stored once, and Allegro says
+/// "replaced". (Before: the new sessions never arrived, their ids being at or below the
+/// cursor.)
+#[test]
+fn an_older_copy_of_state_db_is_read_again_and_stored_once() {
+    let hh = hermes::home();
+    let mut fleet = configure(hh.path(), "");
+    start_all(&mut fleet);
+    let mut ids = hermes::session_ids(hermes::write_sessions(hh.path(), 2));
+    settle_acked(&fleet, hh.path(), Duration::from_secs(30));
+    let backup = fleet.dir.path().join("state-backup.db");
+    {
+        let c = rusqlite::Connection::open(hh.path().join("state.db")).expect("state.db");
+        c.busy_timeout(Duration::from_secs(5)).expect("busy");
+        c.execute("VACUUM INTO ?1", [backup.display().to_string()]).expect("backup");
+    }
+    ids.extend(hermes::session_ids(hermes::write_sessions(hh.path(), 2)));
+    let (before, _) = settle_acked(&fleet, hh.path(), Duration::from_secs(30));
+    // Restore the backup as an operator would: copy it beside, drop the live WAL, rename over.
+    let copy = hh.path().join("state.db.restoring");
+    std::fs::copy(&backup, &copy).expect("copy the backup");
+    remove_files(hh.path(), &["state.db-wal", "state.db-shm"]);
+    std::fs::rename(&copy, hh.path().join("state.db")).expect("rename over state.db");
+    ids.extend(hermes::session_ids(hermes::write_sessions(hh.path(), 2)));
+    let (events, health) = settle_acked(&fleet, hh.path(), Duration::from_secs(30));
+    check_each_once(&events, &ids);
+    check_replaced(&fleet, &health, 1);
+    let numbered = health["next_seq"].as_u64().unwrap_or(0) - health["first_seq"].as_u64().unwrap_or(0);
+    let (sent_after, stored_after) = (numbered - before.len() as u64, (events.len() - before.len()) as u64);
+    assert!(
+        sent_after > stored_after,
+        "the older copy's history was sent again ({sent_after}) and stored once ({stored_after})"
+    );
+}
+
+/// Proves the Hermes history a node sends again after its outbox was deleted while it was
+/// stopped (cursor and dedup state lost with it) is acknowledged and stored once at Timmy.
+/// (Before: every event of it was stored a second time.)
+#[test]
+fn hermes_history_resent_after_a_lost_outbox_is_stored_once() {
+    let hh = hermes::home();
+    let mut fleet = configure(hh.path(), "");
+    start_all(&mut fleet);
+    let ids = hermes::session_ids(hermes::write_sessions(hh.path(), 3));
+    let (before, _) = settle_acked(&fleet, hh.path(), Duration::from_secs(30));
+    check_each_once(&before, &ids);
+    assert!(fleet.node("allegro").terminate().success(), "allegro stops cleanly");
+    let home = fleet.nodes["allegro"].home.clone();
+    remove_files(&home, &["telemetry-outbox.db", "telemetry-outbox.db-wal", "telemetry-outbox.db-shm"]);
+    fleet.node("allegro").start();
+    let (events, health) = settle_acked(&fleet, hh.path(), Duration::from_secs(30));
+    // Each session's start, two calls, two results, its end and at least one token figure.
+    let resent = health["next_seq"].as_u64().unwrap_or(0) - health["first_seq"].as_u64().unwrap_or(0);
+    assert!(resent >= 7 * ids.len() as u64, "the new outbox sent the history again: {health}");
+    check_each_once(&events, &ids);
+    assert_eq!(events.len(), before.len(), "nothing stored twice");
+}
+
+/// Runs `tests/py/hermes_empty_session.py ACTION ID` (the real SessionDB) in `hermes_home`.
+fn empty_session(hermes_home: &Path, action: &str, id: &str) -> Value {
+    let out = Command::new(hermes::python())
+        .arg(hermes::workspace().join("tests/py/hermes_empty_session.py"))
+        .args([action, id])
+        .env("HERMES_HOME", hermes_home)
+        .output()
+        .expect("python runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["ok"], true, "{action} {id}: {v}");
+    v
+}
+
+/// Proves a session Hermes starts after the newest session was discarded unused (the CLI
+/// quit at once: its `sessions` rowid is given again, there is no AUTOINCREMENT) is still seen
+/// as started, followed and ended at Timmy. (Before: it was never seen as started, so neither
+/// its token figures nor its end were sent.)
+#[test]
+fn a_session_taking_a_discarded_sessions_rowid_is_seen() {
+    let hh = hermes::home();
+    let mut fleet = configure(hh.path(), "");
+    start_all(&mut fleet);
+    let ids = hermes::session_ids(hermes::write_sessions(hh.path(), 1));
+    settle_acked(&fleet, hh.path(), Duration::from_secs(30));
+    let quit = "20261203_120000_0a0b0c";
+    let rowid = empty_session(hh.path(), "start", quit)["max_rowid"].as_i64();
+    wait_for("allegro to follow the empty session", Duration::from_secs(20), || {
+        let t = outbox(&fleet.nodes["allegro"])?;
+        (t["hermes_open_sessions"] == 1).then_some(())
+    });
+    empty_session(hh.path(), "discard", quit);
+    let mut all = ids.clone();
+    all.extend(hermes::session_ids(hermes::write_sessions(hh.path(), 1)));
+    let (events, _) = settle_acked(&fleet, hh.path(), Duration::from_secs(30));
+    let c =
+        rusqlite::Connection::open_with_flags(hh.path().join("state.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("state.db");
+    let reused: i64 = c.query_row("SELECT rowid FROM sessions WHERE id = ?1", [&all[1]], |r| r.get(0)).expect("rowid");
+    assert_eq!(Some(reused), rowid, "the new session took the discarded session's rowid");
+    let quit_seen = events.iter().any(|e| matches!(&e.kind, Some(Kind::HermesSession(s)) if s.session_id == quit));
+    assert!(quit_seen, "the discarded session was seen while it lived");
+    let others: Vec<TelemetryEvent> = events
+        .into_iter()
+        .filter(|e| !matches!(&e.kind, Some(Kind::HermesSession(s)) if s.session_id == quit))
+        .collect();
+    check_each_once(&others, &all);
 }

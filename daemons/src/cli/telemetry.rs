@@ -2,7 +2,8 @@
 //!
 //! The status joins two views: Timmy's sink (per node: stream open, last seq acknowledged,
 //! lag of the newest burst) asked through `Telemetry/Query` as this node's house, and this
-//! node's own outbox, read-only from disk (buffered, dropped, Hermes cursor, last ack time).
+//! node's own outbox, read-only from disk (buffered, dropped, Hermes cursor, last ack time,
+//! how often Hermes' state.db was found replaced and when).
 //! Buffered, dropped and the cursor are known only on the node itself, so other nodes' rows
 //! show them as unknown. Whether the outbox's writes fail is known only to the daemon that
 //! writes: the local row takes it from that daemon's `/health` (`write_error`).
@@ -71,6 +72,8 @@ pub async fn status(a: &TelemetryArgs) -> Result<Value, Error> {
         r["max_buffered"] = json!(s.max_buffered);
         r["dropped"] = json!(s.dropped);
         r["hermes_cursor"] = json!(s.hermes_message_id);
+        r["hermes_replaced"] = json!(s.hermes_replaced);
+        r["hermes_replaced_at_ms"] = json!(s.hermes_replaced_at_ms);
         r["acked_through"] = json!(s.acked_through);
         r["last_ack_ms"] = json!(s.acked_at_ms);
         r["first_seq"] = json!(s.first_seq);
@@ -149,6 +152,14 @@ pub fn print_status(v: &Value, as_json: bool) {
     for r in v["nodes"].as_array().into_iter().flatten() {
         if let Some(why) = r["write_error"].as_str() {
             let _ = writeln!(out, "{}: OUTBOX CANNOT WRITE ({why})", r["node"].as_str().unwrap_or(""));
+        }
+        if let Some(n) = r["hermes_replaced"].as_u64().filter(|n| *n > 0) {
+            let ago = (telemetry::now_ms() - r["hermes_replaced_at_ms"].as_i64().unwrap_or(0)).max(0) / 1000;
+            let _ = writeln!(
+                out,
+                "{}: Hermes state.db replaced {n} time(s), last {ago} s ago (read again from its beginning)",
+                r["node"].as_str().unwrap_or("")
+            );
         }
     }
 }

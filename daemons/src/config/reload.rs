@@ -97,6 +97,11 @@ pub const FIELDS: &[(&str, Reload, &str)] = &[
     ("telemetry.hook_deny", Live, "`uni-wizard hermes-hook` reads the file on every call"),
     ("telemetry.hook_timeout_ms", Live, "`uni-wizard hermes-hook` reads the file on every call"),
     ("telemetry.alerts.**", RestartOnly, "the alert rules are copied into their task at start"),
+    (
+        "telemetry.anchor_period_ms",
+        Live,
+        "the anchor task reads it for each period; a new value counts from the end of the current wait",
+    ),
     ("shutdown_grace_ms", Live, "read when the drain starts"),
 ];
 

@@ -2,11 +2,17 @@
 //!
 //! One pass is one short read transaction (busy timeout 1 s) that reads, in this order:
 //!
-//! 1. sessions inserted since the `sessions.rowid` cursor: a `HermesSessionEvent` each, and
-//!    the session is followed from then on;
-//! 2. messages since the `messages.id` cursor (ids become visible in order, so the cursor
-//!    never skips a row): each call in an assistant row's `tool_calls` is STARTED; each
-//!    `role='tool'` row is its call's SUCCEEDED or FAILED, paired by `tool_call_id`;
+//! 0. whether the file is still the one the cursor points into ([`replaced`]); when it is
+//!    another, nothing else is read: the outbox resets the cursors to the new file's
+//!    beginning ([`Outbox::hermes_replaced`]), the log says "state.db replaced" once, and the
+//!    next pass reads the new file from its first row;
+//! 1. sessions inserted since the `sessions.rowid` cursor (and the one at it, when it is
+//!    another than the session read there: a deleted newest session's rowid is given again):
+//!    a `HermesSessionEvent` each, and the session is followed from then on;
+//! 2. messages since the `messages.id` cursor (`AUTOINCREMENT` ids become visible in order,
+//!    so within one file the cursor never skips a row): each call in an assistant row's
+//!    `tool_calls` is STARTED; each `role='tool'` row is its call's SUCCEEDED or FAILED,
+//!    paired by `tool_call_id`;
 //! 3. each followed session's row: a `HermesTokenUsage` when its figures differ from those
 //!    last sent, a `HermesSessionEnd` once `ended_at` is set (then it is no longer followed).
 //!
@@ -19,8 +25,19 @@
 //!
 //! The tailer wakes on `notify` events for `state.db` and `state.db-wal`, and every
 //! `poll_ms` in any case (notifications can be lost or unsupported).
+//!
+//! **Another file at the path.** A cursor is a `messages.id` of one file. Hermes' state.db
+//! deleted and recreated (ids restart at 1), an older copy restored (a backup: the same or
+//! lower ids, other rows above them) or a file renamed over it would otherwise keep the old
+//! cursor: the new rows up to it are never read. Before every pass the tailer compares the
+//! path's device and inode with those of its open connection and reopens on a change (an
+//! open connection would go on reading the old, unlinked file); inside the pass it compares
+//! Hermes' own data with what it saw at the cursor ([`HermesFile`]): see [`replaced`]. What
+//! an older copy makes it send again is stored once at Timmy (the sink keys Hermes events by
+//! what identifies them in Hermes, `sink::hermes_key`).
 
 use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +49,7 @@ use tokio::sync::watch;
 use uni_wizard::Error;
 use uni_wizard_proto::v1::{self, HermesToolCallStatus, telemetry_event::Kind};
 
-use super::outbox::{Candidate, HermesBatch, Outbox};
+use super::outbox::{Candidate, HermesBatch, HermesFile, Outbox};
 use super::{TelemetryConfig, now_ms};
 
 /// Sessions followed at most; beyond, the oldest (lowest id: Hermes ids start with the start
@@ -129,14 +146,111 @@ pub fn finished_call(
     }
 }
 
-/// Reads state.db read-only; reopens after errors.
+/// Microseconds of a Hermes timestamp (seconds, REAL), for comparing one row with another.
+fn us(secs: f64) -> i64 {
+    if secs.is_finite() { (secs * 1e6).round() as i64 } else { 0 }
+}
+
+/// What state.db says about a cursor, read at the start of a pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// The highest `messages.id` the file ever gave (`sqlite_sequence`, else `max(id)`).
+    pub max_id: i64,
+    /// `session_id` and timestamp (µs) of the message at the cursor's id, when it is there.
+    pub at_cursor: Option<(String, i64)>,
+    /// Whether the session of the message last seen at the cursor is in `sessions` (read only
+    /// when that message is gone; `false` otherwise).
+    pub anchor_session_exists: bool,
+}
+
+/// Why state.db at the cursor's path is another file than the one the cursor points into, or
+/// `None` when it is the same (decides only; [`step`] acts).
+///
+/// `known` is what the tailer saw at `cursor`; `moved` says the path's device or inode
+/// differ from `known`'s. Within one file `AUTOINCREMENT` never gives an id twice nor goes
+/// back, and Hermes never changes a message's `session_id` or `timestamp`, so, whatever the
+/// inode says:
+/// - a highest id below the cursor is another file (recreated, or an older copy);
+/// - another message at the cursor's id (other session or timestamp) is another file.
+///
+/// A message missing at the cursor is Hermes' own undo, retry or compression in the same
+/// file, unless the file also moved and the message's session is gone as well. The inode
+/// alone decides nothing: a copy of the same data (`cp -a`, a restore of the newest backup)
+/// keeps the cursor, and a file deleted while the daemon was stopped may come back with the
+/// same inode number. A cursor of 0, or one from an outbox that recorded no message at it
+/// (made before this check), is taken as it is.
+pub fn replaced(cursor: i64, known: &HermesFile, moved: bool, seen: &Seen) -> Option<&'static str> {
+    if cursor == 0 {
+        return None;
+    }
+    if seen.max_id < cursor {
+        return Some("its highest message id is below the cursor");
+    }
+    if known.anchor_session.is_empty() {
+        return None;
+    }
+    match &seen.at_cursor {
+        Some((session, time)) if *session != known.anchor_session || *time != known.anchor_time_us => {
+            Some("the message at the cursor is another one")
+        }
+        Some(_) => None,
+        None if moved && !seen.anchor_session_exists => Some("the message at the cursor and its session are gone"),
+        None => None,
+    }
+}
+
+/// Reads [`Seen`] for `cursor` (inside the pass's read transaction).
+fn seen(conn: &Connection, cursor: i64, known: &HermesFile) -> rusqlite::Result<Seen> {
+    let max_id: i64 = conn.prepare_cached("SELECT coalesce(max(id), 0) FROM messages")?.query_row([], |r| r.get(0))?;
+    // Hermes' schema has `AUTOINCREMENT`: its sequence outlives deleted rows. A file without
+    // it (not Hermes' schema) has only max(id).
+    let sequence: Option<i64> = conn
+        .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'messages'", [], |r| r.get(0))
+        .optional()
+        .unwrap_or(None);
+    let at_cursor = conn
+        .prepare_cached("SELECT session_id, timestamp FROM messages WHERE id = ?1")?
+        .query_row([cursor], |r| Ok((r.get::<_, String>(0)?, us(r.get::<_, Option<f64>>(1)?.unwrap_or(0.0)))))
+        .optional()?;
+    // Asked only when the message is gone (the one case `replaced` looks at it).
+    let anchor_session_exists = at_cursor.is_none()
+        && !known.anchor_session.is_empty()
+        && conn.prepare_cached("SELECT 1 FROM sessions WHERE id = ?1")?.exists([&known.anchor_session])?;
+    Ok(Seen { max_id: max_id.max(sequence.unwrap_or(0)), at_cursor, anchor_session_exists })
+}
+
+/// The id of the session at `rowid` (the sessions cursor). `sessions` has no `AUTOINCREMENT`:
+/// when Hermes deletes the newest session (`delete_session_if_empty`, a CLI session quit
+/// unused), the next one takes its rowid, so another id there than the one read there is a
+/// session not seen yet. (An id recorded before this check is adopted.)
+fn session_at(conn: &Connection, rowid: i64) -> rusqlite::Result<Option<String>> {
+    if rowid == 0 {
+        return Ok(None);
+    }
+    conn.prepare_cached("SELECT id FROM sessions WHERE rowid = ?1")?.query_row([rowid], |r| r.get(0)).optional()
+}
+
+/// Device and inode of the file at `path`.
+fn identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Reads state.db read-only; reopens after errors and when the path names another file.
 struct Reader {
     path: PathBuf,
     conn: Option<Connection>,
+    /// Device and inode of the file `conn` has open.
+    opened: (u64, u64),
 }
 
 impl Reader {
-    fn conn(&mut self) -> rusqlite::Result<&Connection> {
+    /// The connection to the file now at the path, whose identity is `now`.
+    fn conn(&mut self, now: (u64, u64)) -> rusqlite::Result<&Connection> {
+        if self.conn.is_some() && self.opened != now {
+            // The path names another file; the open connection reads the old one.
+            self.conn = None;
+        }
         if self.conn.is_none() {
             let c = Connection::open_with_flags(
                 &self.path,
@@ -144,16 +258,27 @@ impl Reader {
             )?;
             c.busy_timeout(Duration::from_secs(1))?;
             self.conn = Some(c);
+            // Taken before the open: if the file changed in between, the next pass reopens.
+            self.opened = now;
         }
         self.conn.as_ref().ok_or(rusqlite::Error::InvalidQuery)
     }
 }
 
-/// The tailer's view: cursors and followed sessions, mirrored from the outbox.
+/// The tailer's view: cursors, followed sessions and the file, mirrored from the outbox.
 struct Tail {
     message_id: i64,
     session_rowid: i64,
     open: HashMap<String, String>,
+    file: HermesFile,
+}
+
+/// What one pass found.
+enum Pass {
+    /// State.db is another file than the cursor's (why); nothing else was read.
+    Replaced(&'static str),
+    /// What changed since the cursor.
+    Batch(HermesBatch),
 }
 
 fn usage_event(id: &str, r: &rusqlite::Row<'_>) -> rusqlite::Result<v1::HermesTokenUsage> {
@@ -175,23 +300,47 @@ fn usage_event(id: &str, r: &rusqlite::Row<'_>) -> rusqlite::Result<v1::HermesTo
     })
 }
 
-/// One pass: what changed in state.db since `tail`, as a batch (not yet committed).
-fn pass(conn: &Connection, tail: &Tail, cfg: &TelemetryConfig) -> rusqlite::Result<HermesBatch> {
+/// One pass over the file with identity `now`: whether it is another file than the cursor's,
+/// else what changed in it since `tail`, as a batch (not yet committed).
+fn pass(conn: &Connection, tail: &Tail, now: (u64, u64), cfg: &TelemetryConfig) -> rusqlite::Result<Pass> {
     let limit = cfg.batch as i64;
     let mut batch =
         HermesBatch { message_id: tail.message_id, session_rowid: tail.session_rowid, ..Default::default() };
+    let mut file = HermesFile { dev: now.0, ino: now.1, ..tail.file.clone() };
+    let mut other = None;
     conn.execute_batch("BEGIN")?;
     let read = (|| -> rusqlite::Result<()> {
-        // 1. New sessions.
+        // 0. The same file?
+        let moved = (tail.file.dev, tail.file.ino) != now;
+        let seen = seen(conn, tail.message_id, &tail.file)?;
+        other = replaced(tail.message_id, &tail.file, moved, &seen);
+        if other.is_some() {
+            return Ok(());
+        }
+        if file.anchor_session.is_empty()
+            && let Some((session, time)) = seen.at_cursor
+        {
+            // A cursor recorded before the anchor was: adopt the message it points at.
+            (file.anchor_session, file.anchor_time_us) = (session, time);
+        }
+        // 1. New sessions, from the row at the cursor when it holds another session than the
+        // one seen there (see `session_at`).
         let mut new_sessions = Vec::new();
         {
+            let mut after = tail.session_rowid;
+            match session_at(conn, tail.session_rowid)? {
+                Some(id) if file.session_at_cursor.is_empty() => file.session_at_cursor = id,
+                Some(id) if id != file.session_at_cursor => after -= 1,
+                _ => {}
+            }
             let mut st = conn.prepare_cached(
                 "SELECT rowid, id, source, model, parent_session_id, started_at, cwd, git_branch
                  FROM sessions WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
             )?;
-            let mut rows = st.query(params![tail.session_rowid, limit])?;
+            let mut rows = st.query(params![after, limit])?;
             while let Some(r) = rows.next()? {
                 let id: String = r.get(1)?;
+                file.session_at_cursor.clone_from(&id);
                 let started = ms(r.get::<_, Option<f64>>(5)?.unwrap_or(0.0));
                 batch.session_rowid = r.get(0)?;
                 batch.candidates.push(Candidate::Plain(
@@ -228,7 +377,9 @@ fn pass(conn: &Connection, tail: &Tail, cfg: &TelemetryConfig) -> rusqlite::Resu
                 batch.message_id = id;
                 let session: String = r.get(1)?;
                 let role: String = r.get(2)?;
-                let t = ms(r.get::<_, Option<f64>>(7)?.unwrap_or(0.0));
+                let stamp = r.get::<_, Option<f64>>(7)?.unwrap_or(0.0);
+                let t = ms(stamp);
+                (file.anchor_session, file.anchor_time_us) = (session.clone(), us(stamp));
                 if role == "assistant"
                     && let Some(calls) = r.get::<_, Option<String>>(5)?
                 {
@@ -314,7 +465,13 @@ fn pass(conn: &Connection, tail: &Tail, cfg: &TelemetryConfig) -> rusqlite::Resu
     let done = conn.execute_batch("COMMIT");
     read?;
     done?;
-    Ok(batch)
+    if let Some(why) = other {
+        return Ok(Pass::Replaced(why));
+    }
+    if file != tail.file {
+        batch.file = Some(file);
+    }
+    Ok(Pass::Batch(batch))
 }
 
 /// Runs the tailer on its own thread until `stop` turns true.
@@ -351,12 +508,12 @@ fn watch_db(db: &Path, wake: std::sync::mpsc::SyncSender<()>) -> Option<notify::
 fn tail_loop(db: &Path, outbox: &Outbox, cfg: &TelemetryConfig, stop: &watch::Receiver<bool>) {
     let (wake_tx, wake) = std::sync::mpsc::sync_channel::<()>(1);
     let _watcher = watch_db(db, wake_tx);
-    let mut reader = Reader { path: db.to_owned(), conn: None };
-    let mut tail = match (outbox.hermes_cursor(), outbox.hermes_sessions()) {
-        (Ok((message_id, session_rowid)), Ok(open)) => {
-            Tail { message_id, session_rowid, open: open.into_iter().collect() }
+    let mut reader = Reader { path: db.to_owned(), conn: None, opened: (0, 0) };
+    let mut tail = match (outbox.hermes_cursor(), outbox.hermes_sessions(), outbox.hermes_file()) {
+        (Ok((message_id, session_rowid)), Ok(open), Ok(file)) => {
+            Tail { message_id, session_rowid, open: open.into_iter().collect(), file }
         }
-        (Err(e), _) | (_, Err(e)) => {
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             tracing::error!(code = e.code.as_str(), error = %e.message, "cannot read the Hermes cursor; tailer stopped");
             return;
         }
@@ -401,28 +558,49 @@ fn tail_loop(db: &Path, outbox: &Outbox, cfg: &TelemetryConfig, stop: &watch::Re
 
 /// One pass and its commit; returns whether to go again at once (a full batch was read).
 fn step(reader: &mut Reader, tail: &mut Tail, outbox: &Outbox, cfg: &TelemetryConfig) -> Result<bool, String> {
-    if !reader.path.exists() {
-        return Err("no such file".into());
-    }
-    let conn = reader.conn().map_err(|e| e.to_string())?;
-    let batch = pass(conn, tail, cfg).map_err(|e| e.to_string())?;
+    let now = identity(&reader.path).map_err(|e| e.to_string())?;
+    let conn = reader.conn(now).map_err(|e| e.to_string())?;
+    let batch = match pass(conn, tail, now, cfg).map_err(|e| e.to_string())? {
+        Pass::Batch(b) => b,
+        Pass::Replaced(why) => {
+            let file = HermesFile { dev: now.0, ino: now.1, ..HermesFile::default() };
+            let count = outbox.hermes_replaced(&file).map_err(|e| describe(&e))?;
+            tracing::warn!(
+                db = %reader.path.display(),
+                old_dev = tail.file.dev,
+                old_inode = tail.file.ino,
+                new_dev = now.0,
+                new_inode = now.1,
+                cursor = tail.message_id,
+                reason = why,
+                replaced = count,
+                "Hermes state.db replaced by another file: reading the new one from its beginning"
+            );
+            *tail = Tail { message_id: 0, session_rowid: 0, open: HashMap::new(), file };
+            return Ok(true);
+        }
+    };
     if batch.message_id == tail.message_id
         && batch.session_rowid == tail.session_rowid
         && batch.candidates.is_empty()
         && batch.sessions.is_empty()
         && batch.ended.is_empty()
+        && batch.file.is_none()
     {
         return Ok(false);
     }
     let full = batch.candidates.len() >= cfg.batch
         || batch.message_id - tail.message_id >= cfg.batch as i64
         || batch.session_rowid - tail.session_rowid >= cfg.batch as i64;
-    let (mid, srow, sessions, ended) =
-        (batch.message_id, batch.session_rowid, batch.sessions.clone(), batch.ended.clone());
+    let (mid, srow, sessions, ended, file) =
+        (batch.message_id, batch.session_rowid, batch.sessions.clone(), batch.ended.clone(), batch.file.clone());
     match outbox.commit_hermes(batch) {
         Ok(Some(_)) => {
             tail.message_id = mid;
             tail.session_rowid = srow;
+            if let Some(f) = file {
+                tail.file = f;
+            }
             for (id, usage) in sessions {
                 tail.open.insert(id, usage);
             }
@@ -481,6 +659,32 @@ mod tests {
         assert_eq!((evs[0].tool_call_id.as_str(), evs[0].tool_name.as_str()), ("call_1", "terminal"));
         assert!(!evs[0].arguments_json.contains("sk-123") && evs[0].arguments_json.contains("[redacted]"));
         assert!(started_calls("s", 1, "not json").is_empty());
+    }
+
+    /// Proves another file is told from the cursor's own by Hermes' data, not by the inode alone.
+    #[test]
+    fn a_replaced_state_db_is_told_by_its_data() {
+        let known =
+            HermesFile { dev: 1, ino: 7, anchor_session: "s1".into(), anchor_time_us: 42, ..Default::default() };
+        let at = |s: &str, t: i64| Some((s.to_owned(), t));
+        let seen = |max_id, at_cursor, exists| Seen { max_id, at_cursor, anchor_session_exists: exists };
+        // The same file, also after a copy to another inode (cp -a).
+        assert_eq!(replaced(10, &known, false, &seen(12, at("s1", 42), true)), None);
+        assert_eq!(replaced(10, &known, true, &seen(10, at("s1", 42), true)), None);
+        // Recreated or an older copy: fewer ids than the cursor, whatever the inode.
+        assert!(replaced(10, &known, true, &seen(3, None, false)).is_some());
+        assert!(replaced(10, &known, false, &seen(0, None, false)).is_some(), "same inode number reused");
+        // Grown past the cursor, or an older copy written on: another row at the cursor's id.
+        assert!(replaced(10, &known, true, &seen(40, at("s9", 42), false)).is_some());
+        assert!(replaced(10, &known, true, &seen(40, at("s1", 43), true)).is_some(), "same session, other row");
+        // The row at the cursor deleted by Hermes (undo) in the same file is not a new file...
+        assert_eq!(replaced(10, &known, false, &seen(10, None, false)), None);
+        assert_eq!(replaced(10, &known, true, &seen(10, None, true)), None);
+        // ...but gone with its session from a file at another inode is.
+        assert!(replaced(10, &known, true, &seen(10, None, false)).is_some());
+        // Nothing read yet, or no anchor recorded (an older outbox): taken as it is.
+        assert_eq!(replaced(0, &known, true, &seen(0, None, false)), None);
+        assert_eq!(replaced(10, &HermesFile::default(), true, &seen(40, at("s9", 1), false)), None);
     }
 
     /// Proves results are classified by their `error`/`success` fields and cut on a char boundary.

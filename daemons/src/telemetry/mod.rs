@@ -6,7 +6,7 @@
 //! `uni-wizard hermes-hook` (another process) -------------------------/        |
 //!                                        stream: client stream, resend from oldest unacked
 //!                                                                              v
-//!                         Timmy: sink (telemetry.db, dedup on (node, seq), ack after commit)
+//!                         Timmy: sink (telemetry.db, dedup on (node, seq) and per Hermes event, ack after commit)
 //!                                 -> pattern DB (fleet executions teach the predictions)
 //! ```
 //!
@@ -90,7 +90,10 @@ pub fn describe_metrics() {
         "uw_telemetry_outbox_writable",
         "Whether this node's outbox took its last write (1) or its write side is failing (0)"
     );
-    describe_counter!("uw_telemetry_sink_events_total", "Events stored by Timmy's sink, by result (new, duplicate)");
+    describe_counter!(
+        "uw_telemetry_sink_events_total",
+        "Events received by Timmy's sink, by result (new, duplicate, resent_hermes)"
+    );
     describe_counter!("uw_telemetry_sink_patterns_total", "Fleet executions fed into Timmy's pattern DB, by result");
     describe_counter!("uw_telemetry_alerts_total", "Alert transitions, by state (firing, resolved)");
     describe_counter!(

@@ -11,6 +11,10 @@
 //!   figures last sent for each, so a change is sent once.
 //! - `hermes_calls(session_id, tool_call_id, status, ...)`: the tool events already sent
 //!   (dedup of Hermes' deleted and re-inserted rows), bounded to [`MAX_SEEN_CALLS`].
+//! - `hermes_file`: one row, the state.db the cursor points into ([`HermesFile`]: device,
+//!   inode, the session id and timestamp of the message at the cursor, the session at the
+//!   `sessions.rowid` cursor) and how often the
+//!   tailer found it replaced by another file, and when last.
 //!
 //! A new outbox numbers from its creation time in microseconds ([`first_seq_for_new`]), not
 //! from 1. An outbox that replaces a deleted one then numbers on above every seq the old one
@@ -54,6 +58,10 @@ CREATE TABLE IF NOT EXISTS hermes_calls (
     session_id TEXT NOT NULL, tool_call_id TEXT NOT NULL, status INTEGER NOT NULL,
     tool_name TEXT NOT NULL, arguments TEXT NOT NULL,
     PRIMARY KEY (session_id, tool_call_id, status));
+CREATE TABLE IF NOT EXISTS hermes_file (
+    id INTEGER PRIMARY KEY CHECK (id = 1), dev INTEGER NOT NULL, ino INTEGER NOT NULL,
+    anchor_session TEXT NOT NULL, anchor_time_us INTEGER NOT NULL, session_at_cursor TEXT NOT NULL DEFAULT '',
+    replaced INTEGER NOT NULL DEFAULT 0, replaced_at_ms INTEGER NOT NULL DEFAULT 0);
 ";
 
 /// The counters of a new outbox; `?1` is its first seq. `first_seq` is 1 for an outbox that
@@ -93,6 +101,24 @@ pub struct HermesBatch {
     pub sessions: Vec<(String, String)>,
     /// Sessions that ended (no longer followed).
     pub ended: Vec<String>,
+    /// The state.db this pass read and the message at its new cursor (`None`: unchanged).
+    pub file: Option<HermesFile>,
+}
+
+/// The state.db a Hermes cursor points into, as the tailer last read it: how it tells that
+/// file from another one put at the same path (see `hermes::replaced`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HermesFile {
+    /// Device of state.db (0 with `ino` 0: not known yet).
+    pub dev: u64,
+    /// Inode of state.db.
+    pub ino: u64,
+    /// `session_id` of the message at the cursor ("" when none was read from this file).
+    pub anchor_session: String,
+    /// `timestamp` of that message, in microseconds.
+    pub anchor_time_us: i64,
+    /// `id` of the session at the `sessions.rowid` cursor ("" when none was read).
+    pub session_at_cursor: String,
 }
 
 /// What the outbox holds, for `/health` and `uni-wizard telemetry --status`.
@@ -120,6 +146,11 @@ pub struct OutboxStats {
     pub hermes_open_sessions: u64,
     /// Time of the oldest buffered event, ms since the epoch (0: none).
     pub oldest_ms: i64,
+    /// Times the tailer found Hermes' state.db replaced by another file and started it from
+    /// its beginning, ever.
+    pub hermes_replaced: u64,
+    /// When it last did, ms since the epoch (0: never).
+    pub hermes_replaced_at_ms: i64,
     /// Why the outbox cannot be written, while it cannot (known to the process that writes:
     /// the daemon's `/health`; a read-only reader sees `None`).
     pub write_error: Option<WriteError>,
@@ -423,6 +454,9 @@ impl Outbox {
         for id in &batch.ended {
             tx.execute("DELETE FROM hermes_sessions WHERE id = ?1", [id]).map_err(&err)?;
         }
+        if let Some(file) = &batch.file {
+            save_hermes_file(&tx, file).map_err(&err)?;
+        }
         tx.execute(
             "DELETE FROM hermes_calls WHERE rowid <= (SELECT max(rowid) FROM hermes_calls) - ?1",
             [MAX_SEEN_CALLS],
@@ -457,6 +491,59 @@ impl Outbox {
         let mut st = conn.prepare("SELECT id, usage FROM hermes_sessions ORDER BY id").map_err(&err)?;
         let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(&err)?;
         rows.collect::<Result<_, _>>().map_err(&err)
+    }
+
+    /// The state.db the cursor points into, as last read (all zero and empty before the
+    /// first pass).
+    ///
+    /// # Errors
+    /// E4002 when the outbox cannot be read.
+    pub fn hermes_file(&self) -> Result<HermesFile, Error> {
+        let err = db_err(&self.path);
+        let conn = self.lock();
+        let row = conn
+            .query_row(
+                "SELECT dev, ino, anchor_session, anchor_time_us, session_at_cursor FROM hermes_file WHERE id = 1",
+                [],
+                |r| {
+                    Ok(HermesFile {
+                        dev: r.get::<_, i64>(0)? as u64,
+                        ino: r.get::<_, i64>(1)? as u64,
+                        anchor_session: r.get(2)?,
+                        anchor_time_us: r.get(3)?,
+                        session_at_cursor: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(&err)?;
+        Ok(row.unwrap_or_default())
+    }
+
+    /// State.db was replaced by `file`, another file: the cursors go back to its beginning,
+    /// the sessions of the old file are no longer followed, and the replacement is counted,
+    /// in one transaction. The tool-event dedup keys stay: they name sessions, which a new
+    /// file does not share and an older copy does. Returns how often it was replaced, ever.
+    ///
+    /// # Errors
+    /// E4002 when the transaction fails (nothing changed).
+    pub fn hermes_replaced(&self, file: &HermesFile) -> Result<u64, Error> {
+        let err = db_err(&self.path);
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&err)?;
+        set_meta(&tx, "hermes_message_id", 0).map_err(&err)?;
+        set_meta(&tx, "hermes_session_rowid", 0).map_err(&err)?;
+        tx.execute("DELETE FROM hermes_sessions", []).map_err(&err)?;
+        save_hermes_file(&tx, file).map_err(&err)?;
+        let count: i64 = tx
+            .query_row(
+                "UPDATE hermes_file SET replaced = replaced + 1, replaced_at_ms = ?1 WHERE id = 1 RETURNING replaced",
+                [now_ms()],
+                |r| r.get(0),
+            )
+            .map_err(&err)?;
+        tx.commit().map_err(&err)?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     /// Up to `limit` encoded events with seq greater than `after`, in order.
@@ -514,6 +601,7 @@ impl Outbox {
             .optional()
             .map_err(&err)?;
         let open: i64 = conn.query_row("SELECT count(*) FROM hermes_sessions", [], |r| r.get(0)).map_err(&err)?;
+        let (replaced, replaced_at_ms) = hermes_replacements(&conn).map_err(&err)?;
         Ok(OutboxStats {
             node: self.node.clone(),
             buffered: u(buffered),
@@ -528,8 +616,37 @@ impl Outbox {
             hermes_open_sessions: u(open),
             oldest_ms: oldest.unwrap_or(0),
             write_error: self.write_error(),
+            hermes_replaced: u(replaced),
+            hermes_replaced_at_ms: replaced_at_ms,
         })
     }
+}
+
+/// Records the state.db the cursor points into (the one row of `hermes_file`).
+fn save_hermes_file(tx: &Connection, file: &HermesFile) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO hermes_file (id, dev, ino, anchor_session, anchor_time_us, session_at_cursor)
+         VALUES (1, ?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (id) DO UPDATE SET dev = excluded.dev, ino = excluded.ino,
+             anchor_session = excluded.anchor_session, anchor_time_us = excluded.anchor_time_us,
+             session_at_cursor = excluded.session_at_cursor",
+        params![file.dev as i64, file.ino as i64, file.anchor_session, file.anchor_time_us, file.session_at_cursor],
+    )
+    .map(|_| ())
+}
+
+/// (times replaced, when last): zero for an outbox without the table (a read-only reader may
+/// meet one written by an older build).
+fn hermes_replacements(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    let has: bool =
+        conn.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'hermes_file')", [], |r| r.get(0))?;
+    if !has {
+        return Ok((0, 0));
+    }
+    let row = conn
+        .query_row("SELECT replaced, replaced_at_ms FROM hermes_file WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(row.unwrap_or((0, 0)))
 }
 
 /// Reads an outbox's figures without opening it for writing (the CLI, on the same host).
@@ -668,6 +785,44 @@ mod tests {
             HermesBatch { candidates: vec![Candidate::Plain(1, hook(9).1)], message_id: 7, ..Default::default() };
         assert_eq!(ob.commit_hermes(batch).expect("commit"), None, "no room: nothing committed");
         assert_eq!(ob.hermes_cursor().expect("cursor"), (0, 0), "cursor did not move");
+    }
+
+    /// Proves a replaced state.db resets both cursors and the followed sessions in one step,
+    /// keeps the tool-event dedup keys, records the new file and counts the replacement.
+    #[test]
+    fn a_replaced_state_db_starts_over_and_is_counted() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let ob = Outbox::open(&dir.path().join("o.db"), "n", &TelemetryConfig::default()).expect("open");
+        use v1::HermesToolCallStatus::Started;
+        let file = HermesFile {
+            dev: 3,
+            ino: 11,
+            anchor_session: "s".into(),
+            anchor_time_us: 5,
+            session_at_cursor: "s".into(),
+        };
+        let batch = HermesBatch {
+            candidates: vec![tool("c1", Started, "terminal")],
+            message_id: 9,
+            session_rowid: 2,
+            sessions: vec![("s".into(), String::new())],
+            file: Some(file.clone()),
+            ..Default::default()
+        };
+        assert_eq!(ob.commit_hermes(batch).expect("commit"), Some(1));
+        assert_eq!(ob.hermes_file().expect("file"), file);
+        let new = HermesFile { dev: 3, ino: 12, ..HermesFile::default() };
+        assert_eq!(ob.hermes_replaced(&new).expect("replaced"), 1);
+        assert_eq!(ob.hermes_cursor().expect("cursor"), (0, 0));
+        assert!(ob.hermes_sessions().expect("sessions").is_empty());
+        assert_eq!(ob.hermes_file().expect("file"), new);
+        let s = ob.stats().expect("stats");
+        assert_eq!((s.hermes_replaced, s.hermes_open_sessions), (1, 0));
+        assert!(s.hermes_replaced_at_ms > 0);
+        let again =
+            HermesBatch { candidates: vec![tool("c1", Started, "terminal")], message_id: 1, ..Default::default() };
+        assert_eq!(ob.commit_hermes(again).expect("commit"), Some(0), "a call already sent stays sent");
+        assert_eq!(ob.hermes_replaced(&new).expect("replaced"), 2);
     }
 
     /// Proves a re-inserted tool row is sent once and a result takes its call's name and arguments.

@@ -3,7 +3,20 @@
 //! Each burst of a stream (up to `telemetry.batch` events that are ready) is stored in one
 //! transaction: `INSERT OR IGNORE` on the primary key (node, seq), so a resent event is a
 //! no-op, and the node's `acked_through` — the highest seq up to which every event is stored
-//! — advances in the same transaction. The Ack is sent only after the commit. A stream starts
+//! — advances in the same transaction.
+//!
+//! **One row per Hermes event.** A node sends Hermes history again under new seqs when its
+//! outbox was lost or its state.db was replaced by an older copy (the tailer starts that file
+//! from its beginning). Hermes events are therefore also keyed by what identifies them in
+//! Hermes ([`hermes_key`], table `hermes_keys`): an event whose key is already stored under
+//! another seq is not stored again; its seq goes to `resent` (pointing at the stored one) so
+//! the ack still covers it, and leaves that table once acknowledged.
+//!
+//! Schema version [`SCHEMA_VERSION`] (`PRAGMA user_version`): 2 adds the Hermes keys to the
+//! events and nodes of the stores made before versions were kept (`user_version` 0). Such a
+//! store is migrated when opened (`migrate_v2`): the keys are filled from the stored events,
+//! and the later copies of a Hermes event stored twice before are removed (counted in the
+//! log). A store of a newer version is refused (E4002). The Ack is sent only after the commit. A stream starts
 //! with the node's oldest unacknowledged event, so a stream whose first seq lies beyond the
 //! stored ones (a recreated outbox numbers on above its old seqs) moves `acked_through` up to
 //! just below it: nothing below it is still coming.
@@ -76,6 +89,19 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
 /// Checkpoints one `AuditCheckpoints` answer carries at most.
 pub const CHECKPOINTS_PAGE: u32 = 10_000;
 
+/// The schema version this code writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Version 2: one row per Hermes event (see the module docs and [`hermes_key`]).
+const HERMES_KEYS: &str = "
+CREATE TABLE IF NOT EXISTS hermes_keys (
+    node TEXT NOT NULL, house TEXT NOT NULL, session_id TEXT NOT NULL, item TEXT NOT NULL,
+    seq INTEGER NOT NULL, PRIMARY KEY (node, house, session_id, item)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS resent (
+    node TEXT NOT NULL, seq INTEGER NOT NULL, of_seq INTEGER NOT NULL,
+    PRIMARY KEY (node, seq)) WITHOUT ROWID;
+";
+
 /// The name of an event's kind, as stored in the `kind` column.
 pub fn kind_name(kind: Option<&Kind>) -> &'static str {
     match kind {
@@ -90,6 +116,136 @@ pub fn kind_name(kind: Option<&Kind>) -> &'static str {
     }
 }
 
+/// What identifies a Hermes event in Hermes, within one node: (session id, item), or `None`
+/// for an event that is not Hermes' (harness executions, hooks: their seq is their identity).
+///
+/// Hermes session ids are unique across files: `%Y%m%d_%H%M%S_` and six random hex digits
+/// (`agent/agent_init.py`), and a recreated state.db starts new sessions. Message ids are not:
+/// they restart at 1 in a recreated file, an older copy reuses the ids of the rows written
+/// after it, and Hermes' retry, undo and compression delete and re-insert rows under new
+/// ids. So a tool event is keyed by its call's id (given by the model's provider, unique in
+/// a session, the key Hermes itself pairs a call with its result by), not by its message id:
+///
+/// | event | item |
+/// |---|---|
+/// | `HermesSessionEvent` | `session` |
+/// | `HermesToolCallEvent` STARTED | `started:<tool_call_id>` |
+/// | `HermesToolCallEvent` SUCCEEDED or FAILED | `result:<tool_call_id>` (one result per call) |
+/// | `HermesTokenUsage` | `usage:<every figure>` (cumulative: one row per distinct total) |
+/// | `HermesSessionEnd` | `end` |
+pub fn hermes_key(kind: Option<&Kind>) -> Option<(&str, String)> {
+    use uni_wizard_proto::v1::HermesToolCallStatus;
+    match kind? {
+        Kind::HermesSession(s) => Some((&s.session_id, "session".to_owned())),
+        Kind::HermesToolCall(t) => {
+            let phase = if t.status == HermesToolCallStatus::Started as i32 { "started" } else { "result" };
+            Some((&t.session_id, format!("{phase}:{}", t.tool_call_id)))
+        }
+        Kind::HermesTokenUsage(u) => Some((
+            &u.session_id,
+            format!(
+                "usage:{}/{}/{}/{}/{}/{}/{}/{:?}/{:?}/{}",
+                u.model,
+                u.input_tokens,
+                u.output_tokens,
+                u.cache_read_tokens,
+                u.cache_write_tokens,
+                u.reasoning_tokens,
+                u.api_call_count,
+                u.estimated_cost_usd,
+                u.actual_cost_usd,
+                u.cost_status
+            ),
+        )),
+        Kind::HermesSessionEnd(e) => Some((&e.session_id, "end".to_owned())),
+        _ => None,
+    }
+}
+
+/// Brings a store to [`SCHEMA_VERSION`]; refuses one newer than this build.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<Result<(), String>> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Ok(Err(format!("schema is newer than this build: user_version {version} > {SCHEMA_VERSION}")));
+    }
+    if version < 2 {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let removed = migrate_v2(&tx)?;
+        tx.pragma_update(None, "user_version", 2)?;
+        tx.commit()?;
+        if removed > 0 {
+            tracing::warn!(removed, "telemetry sink migrated: Hermes events stored twice before are kept once");
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Version 1 to 2: creates the Hermes keys and fills them from the stored events, oldest seq
+/// first; a later copy of an event is removed (its seq goes to `resent` while above its
+/// node's ack). Returns how many copies went.
+fn migrate_v2(tx: &Connection) -> rusqlite::Result<usize> {
+    tx.execute_batch(HERMES_KEYS)?;
+    let mut copies = Vec::new();
+    {
+        let mut st =
+            tx.prepare("SELECT node, seq, house, event FROM events WHERE kind LIKE 'hermes_%' ORDER BY node, seq")?;
+        let mut rows = st.query([])?;
+        let mut key = tx.prepare(
+            "INSERT OR IGNORE INTO hermes_keys (node, house, session_id, item, seq) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let mut first =
+            tx.prepare("SELECT seq FROM hermes_keys WHERE node = ?1 AND house = ?2 AND session_id = ?3 AND item = ?4")?;
+        while let Some(r) = rows.next()? {
+            let (node, seq, house): (String, i64, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            let Ok(event) = TelemetryEvent::decode(r.get::<_, Vec<u8>>(3)?.as_slice()) else { continue };
+            let Some((session, item)) = hermes_key(event.kind.as_ref()) else { continue };
+            if key.execute(params![node, house, session, item, seq])? == 0 {
+                let of: i64 = first.query_row(params![node, house, session, item], |r| r.get(0))?;
+                copies.push((node, seq, of));
+            }
+        }
+    }
+    for (node, seq, of) in &copies {
+        tx.execute("DELETE FROM events WHERE node = ?1 AND seq = ?2", params![node, seq])?;
+        tx.execute(
+            "INSERT OR IGNORE INTO resent (node, seq, of_seq)
+             SELECT ?1, ?2, ?3 WHERE ?2 > coalesce((SELECT acked_through FROM nodes WHERE node = ?1), 0)",
+            params![node, seq, of],
+        )?;
+    }
+    Ok(copies.len())
+}
+
+/// Stores the Hermes key of event `seq` of `node`, unless the same Hermes event is stored
+/// under another seq: then records `seq` as resent and returns `false` (store nothing).
+fn keep_hermes_event(
+    tx: &Connection,
+    node: &str,
+    house: House,
+    seq: i64,
+    event: &TelemetryEvent,
+) -> rusqlite::Result<bool> {
+    let Some((session, item)) = hermes_key(event.kind.as_ref()) else { return Ok(true) };
+    let added = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO hermes_keys (node, house, session_id, item, seq) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![node, house.as_str(), session, item, seq])?;
+    if added > 0 {
+        return Ok(true);
+    }
+    let of: i64 = tx
+        .prepare_cached("SELECT seq FROM hermes_keys WHERE node = ?1 AND house = ?2 AND session_id = ?3 AND item = ?4")?
+        .query_row(params![node, house.as_str(), session, item], |r| r.get(0))?;
+    if of == seq {
+        // The same event under the same seq: the (node, seq) key already makes it a no-op.
+        return Ok(true);
+    }
+    tx.prepare_cached("INSERT OR IGNORE INTO resent (node, seq, of_seq) VALUES (?1, ?2, ?3)")?
+        .execute(params![node, seq, of])?;
+    Ok(false)
+}
+
 /// What one stored burst did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
@@ -97,6 +253,8 @@ pub struct Stored {
     pub acked_through: u64,
     /// Indexes (into the burst) of the events that were new.
     pub new: Vec<usize>,
+    /// Events of the burst that were Hermes events already stored under another seq.
+    pub resent: usize,
 }
 
 /// The sink's SQLite store.
@@ -122,11 +280,14 @@ impl SinkStore {
     /// E4002 when the file cannot be opened or set up.
     pub fn open(path: &Path, config: &TelemetryConfig) -> Result<SinkStore, Error> {
         let err = db_err(path);
-        let conn = Connection::open(path).map_err(&err)?;
+        let mut conn = Connection::open(path).map_err(&err)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(&err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(&err)?;
         conn.pragma_update(None, "synchronous", config.durability.pragma()).map_err(&err)?;
         conn.execute_batch(SCHEMA).map_err(&err)?;
+        migrate(&mut conn).map_err(&err)?.map_err(|why| {
+            Error::new(ErrorCode::HomeUnavailable, format!("telemetry sink {}: {why}", path.display()))
+        })?;
         conn.execute_batch(CHECKPOINT_SCHEMA).map_err(&err)?;
         Ok(SinkStore { conn: Mutex::new(conn), path: path.to_owned() })
     }
@@ -174,6 +335,7 @@ impl SinkStore {
         }
         let stored_us = now_us();
         let mut new = Vec::new();
+        let mut resent = 0;
         {
             let mut ins = tx
                 .prepare_cached(
@@ -183,6 +345,10 @@ impl SinkStore {
                 .map_err(&err)?;
             for (i, e) in events.iter().enumerate() {
                 let seq = i64::try_from(e.seq).unwrap_or(i64::MAX);
+                if !keep_hermes_event(&tx, node, house, seq, e).map_err(&err)? {
+                    resent += 1;
+                    continue;
+                }
                 let added = ins
                     .execute(params![
                         node,
@@ -199,11 +365,18 @@ impl SinkStore {
                 }
             }
             keep_checkpoints(&tx, node, events).map_err(&err)?;
-            let mut has = tx.prepare_cached("SELECT 1 FROM events WHERE node = ?1 AND seq = ?2").map_err(&err)?;
+            let mut has = tx
+                .prepare_cached(
+                    "SELECT 1 FROM events WHERE node = ?1 AND seq = ?2
+                     UNION ALL SELECT 1 FROM resent WHERE node = ?1 AND seq = ?2",
+                )
+                .map_err(&err)?;
             while has.exists(params![node, acked + 1]).map_err(&err)? {
                 acked += 1;
             }
         }
+        // A resent seq counts for the ack only until the ack covers it.
+        tx.execute("DELETE FROM resent WHERE node = ?1 AND seq <= ?2", params![node, acked]).map_err(&err)?;
         let last_time = events.iter().map(|e| e.time_unix_ms).max().unwrap_or(0);
         tx.execute(
             "INSERT INTO nodes (node, house, acked_through, last_time_ms, last_stored_ms) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -213,7 +386,7 @@ impl SinkStore {
         )
         .map_err(&err)?;
         tx.commit().map_err(&err)?;
-        Ok(Stored { acked_through: u64::try_from(acked).unwrap_or(0), new })
+        Ok(Stored { acked_through: u64::try_from(acked).unwrap_or(0), new, resent })
     }
 
     /// `node`'s audit checkpoints stored after position `after`, oldest first: at most
@@ -572,10 +745,12 @@ impl Telemetry for SinkService {
                     }
                 };
                 opening = false;
-                let dup = (events.len() - stored.new.len()) as u64;
+                let dup = (events.len() - stored.new.len() - stored.resent) as u64;
                 metrics::counter!("uw_telemetry_sink_events_total", "result" => "new")
                     .increment(stored.new.len() as u64);
                 metrics::counter!("uw_telemetry_sink_events_total", "result" => "duplicate").increment(dup);
+                metrics::counter!("uw_telemetry_sink_events_total", "result" => "resent_hermes")
+                    .increment(stored.resent as u64);
                 if tx.send(Ok(Ack { node: n.clone(), acked_through_seq: stored.acked_through })).await.is_err() {
                     return;
                 }
@@ -736,6 +911,122 @@ mod tests {
             assert!(valid_checkpoints(&[checkpoint("n", 4, &bad)]).is_err(), "{bad:?} was taken");
         }
         assert!(valid_checkpoints(&[checkpoint("n", 4, &h)]).is_ok());
+    }
+
+    fn hermes(seq: u64, kind: Kind) -> TelemetryEvent {
+        TelemetryEvent { node: "n".into(), seq, time_unix_ms: 1, kind: Some(kind) }
+    }
+
+    fn call(session: &str, id: &str, status: v1::HermesToolCallStatus, message_id: u64) -> Kind {
+        Kind::HermesToolCall(v1::HermesToolCallEvent {
+            session_id: session.into(),
+            tool_call_id: id.into(),
+            status: status as i32,
+            message_id,
+            ..Default::default()
+        })
+    }
+
+    fn session(id: &str) -> Kind {
+        Kind::HermesSession(v1::HermesSessionEvent { session_id: id.into(), ..Default::default() })
+    }
+
+    /// Proves Hermes history sent again under new seqs (a lost outbox, an older state.db read
+    /// again) is stored once and still acknowledged, while a new event of the same session, or
+    /// the same message id in another session (a recreated state.db), is stored.
+    #[test]
+    fn a_hermes_event_resent_under_a_new_seq_is_stored_once_and_acked() {
+        use v1::HermesToolCallStatus::{Started, Succeeded};
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = SinkStore::open(&dir.path().join("t.db"), &TelemetryConfig::default()).expect("open");
+        let first = [
+            hermes(1, session("s1")),
+            hermes(2, call("s1", "c1", Started, 2)),
+            hermes(3, call("s1", "c1", Succeeded, 3)),
+        ];
+        assert_eq!(s.store(House::Allegro, "n", &first, true).expect("store").new.len(), 3);
+        // The same history under a new outbox's seqs, a re-inserted result row (another
+        // message id) among it, then a new call and a recreated file's session.
+        let again = [
+            hermes(100, session("s1")),
+            hermes(101, call("s1", "c1", Started, 2)),
+            hermes(102, call("s1", "c1", Succeeded, 9)),
+            hermes(103, call("s1", "c2", Started, 10)),
+            hermes(104, session("s2")),
+            hermes(105, call("s2", "c9", Started, 2)),
+        ];
+        let b = s.store(House::Allegro, "n", &again, true).expect("store");
+        assert_eq!((b.acked_through, b.new, b.resent), (105, vec![3, 4, 5], 3));
+        let c = s.store(House::Allegro, "n", &again, false).expect("store");
+        assert_eq!((c.acked_through, c.new.len(), c.resent), (105, 0, 3), "sent a third time: still acked");
+        let (events, _) = s.events("n", None, 0, 100).expect("events");
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3, 103, 104, 105]);
+    }
+
+    /// Proves Hermes keys stored for a node name by another house (a squatter before the name
+    /// was bound) suppress nothing of the house it is bound to.
+    #[test]
+    fn hermes_keys_of_another_house_suppress_nothing() {
+        use v1::HermesToolCallStatus::Started;
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = SinkStore::open(&dir.path().join("t.db"), &TelemetryConfig::default()).expect("open");
+        let evs = [hermes(1, session("s")), hermes(2, call("s", "c", Started, 2))];
+        s.store(House::Ezra, "n", &evs, true).expect("squat");
+        let real = [hermes(7, session("s")), hermes(8, call("s", "c", Started, 2))];
+        let b = s.store(House::Bezalel, "n", &real, true).expect("store");
+        assert_eq!((b.acked_through, b.new.len(), b.resent), (8, 2, 0));
+    }
+
+    /// Proves a resent Hermes event beyond a gap holds its place in the ack until the gap fills.
+    #[test]
+    fn a_resent_event_beyond_a_gap_is_acked_once_the_gap_fills() {
+        use v1::HermesToolCallStatus::Started;
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = SinkStore::open(&dir.path().join("t.db"), &TelemetryConfig::default()).expect("open");
+        s.store(House::Allegro, "n", &[hermes(1, call("s", "c1", Started, 1))], true).expect("store");
+        let b = s.store(House::Allegro, "n", &[hermes(3, call("s", "c1", Started, 1))], false).expect("store");
+        assert_eq!((b.acked_through, b.resent), (1, 1));
+        let c = s.store(House::Allegro, "n", &[hermes(2, session("s"))], false).expect("store");
+        assert_eq!(c.acked_through, 3);
+    }
+
+    /// Proves a store made before versions were kept is migrated to one row per Hermes event:
+    /// the later copy of an event stored twice goes, the rest stays, the ack holds.
+    #[test]
+    fn an_old_sink_is_migrated_to_one_row_per_hermes_event() {
+        use v1::HermesToolCallStatus::Started;
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("t.db");
+        {
+            let c = Connection::open(&path).expect("db");
+            c.execute_batch(SCHEMA).expect("v1 schema");
+            let evs = [
+                hermes(1, session("s")),
+                hermes(2, call("s", "c", Started, 2)),
+                ev("n", 3),
+                hermes(4, session("s")),
+                hermes(5, call("s", "c", Started, 2)),
+            ];
+            for e in evs {
+                c.execute(
+                    "INSERT INTO events (node, seq, house, kind, time_ms, stored_us, event) VALUES ('n', ?1, 'allegro', ?2, 1, 1, ?3)",
+                    params![e.seq as i64, kind_name(e.kind.as_ref()), e.encode_to_vec()],
+                )
+                .expect("insert");
+            }
+            c.execute("INSERT INTO nodes VALUES ('n', 'allegro', 5, 1, 1)", []).expect("node");
+        }
+        let s = SinkStore::open(&path, &TelemetryConfig::default()).expect("migrate");
+        let (events, _) = s.events("n", None, 0, 100).expect("events");
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        let again = s.store(House::Allegro, "n", &[hermes(6, session("s"))], false).expect("store");
+        assert_eq!((again.acked_through, again.resent), (6, 1));
+        drop(s);
+        let c = Connection::open(&path).expect("db");
+        c.pragma_update(None, "user_version", SCHEMA_VERSION + 1).expect("newer");
+        drop(c);
+        let e = SinkStore::open(&path, &TelemetryConfig::default()).expect_err("a newer store is refused");
+        assert_eq!(e.code, ErrorCode::HomeUnavailable);
     }
 
     /// Proves a burst mixing nodes or carrying seq 0 is refused.
