@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Writes Hermes sessions as fast as it can for a while, with the real SessionDB.
 
-Usage: HERMES_HOME=DIR python hermes_burst.py WRITE_SESSION_PY SECONDS MAX_SESSIONS
+Usage: HERMES_HOME=DIR python hermes_burst.py WRITE_SESSION_PY SECONDS MAX_SESSIONS OUT_JSON
 
 Loads ../shared/data/hermes/write_session.py unchanged (as a module, not as __main__) and calls
 its write_session() on one real SessionDB in a loop, each session ended, until SECONDS have
 passed or MAX_SESSIONS are written. Session ids come from write_session_unique.py, so titles
-never repeat. Prints {"session_ids": [...], "seconds": <time spent writing>}.
+never repeat. Writes {"session_ids": [...], "seconds": <time spent writing>} to OUT_JSON (a file:
+thousands of ids would fill a pipe nobody reads while the caller waits for the exit).
 """
 import json
 import os
@@ -14,8 +15,8 @@ import runpy
 import sys
 import time
 
-if len(sys.argv) != 4:
-    sys.exit("usage: hermes_burst.py WRITE_SESSION_PY SECONDS MAX_SESSIONS")
+if len(sys.argv) != 5:
+    sys.exit("usage: hermes_burst.py WRITE_SESSION_PY SECONDS MAX_SESSIONS OUT_JSON")
 if not os.environ.get("HERMES_HOME"):
     sys.exit("set HERMES_HOME to the Hermes home directory to write into")
 
@@ -35,4 +36,6 @@ try:
 finally:
     spent = time.monotonic() - start
     db.close()
-print(json.dumps({"session_ids": ids, "seconds": spent}))
+with open(sys.argv[4] + ".tmp", "w") as f:
+    json.dump({"session_ids": ids, "seconds": spent}, f)
+os.replace(sys.argv[4] + ".tmp", sys.argv[4])

@@ -7,7 +7,7 @@
 //! runs `write_session.py`'s own writer) writes ended sessions in a tight loop. Nothing is
 //! mocked; every process is stopped by its guard, every wait is bounded.
 //!
-//! This is the only minute-long test of the suite (about 90 s in all): it is a test, not a
+//! This is the only minute-long test of the suite (about 65 s in all): it is a test, not a
 //! bench, because what it proves — stored == sent across 30 sink crashes — is a correctness
 //! property CI must keep; the rate it reaches is printed, and the figure of record is in
 //! docs/BENCHMARKS.md ("Telemetry kill loop").
@@ -34,16 +34,49 @@ const MIN_RATE: f64 = 1_000.0;
 /// Sessions one writer writes at most (a bound far above what a minute allows here).
 const MAX_SESSIONS: usize = 200_000;
 
-/// Hermes writers, killed when dropped (a failing assertion leaves no writer behind).
-struct Writers(Vec<Option<Child>>);
+/// Hermes writers and the files they report into, killed when dropped (a failing assertion
+/// leaves no writer behind).
+struct Writers(Vec<(Option<Child>, std::path::PathBuf)>);
 
 impl Writers {
-    /// Waits for writer `i`; its session ids and the seconds it spent writing.
-    fn finish(&mut self, i: usize) -> (Vec<String>, f64) {
-        let child = self.0[i].take().expect("writer running");
-        let out = child.wait_with_output().expect("writer ends");
-        assert!(out.status.success(), "hermes_burst.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
-        let v: Value = serde_json::from_slice(&out.stdout).expect("writer JSON");
+    /// Starts one burst writer per Hermes home, each for `RUN`.
+    fn start(homes: &[tempfile::TempDir]) -> Writers {
+        let spawn = |home: &Path| {
+            let out = home.join("burst.json");
+            let child = Command::new(hermes::python())
+                .arg(hermes::workspace().join("tests/py/hermes_burst.py"))
+                .arg(hermes::shared("write_session.py"))
+                .arg(RUN.as_secs().to_string())
+                .arg(MAX_SESSIONS.to_string())
+                .arg(&out)
+                .env("HERMES_HOME", home)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("python starts");
+            (Some(child), out)
+        };
+        Writers(homes.iter().map(|h| spawn(h.path())).collect())
+    }
+
+    /// Waits (at most `within`) for writer `i`; its session ids and the seconds it spent
+    /// writing.
+    fn finish(&mut self, i: usize, within: Duration) -> (Vec<String>, f64) {
+        let (slot, out) = &mut self.0[i];
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = slot.as_mut().and_then(|c| c.try_wait().expect("writer status")) {
+                break s;
+            }
+            assert!(start.elapsed() < within, "writer {i} did not end within {within:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut stderr = String::new();
+        if let Some(mut e) = slot.take().and_then(|mut c| c.stderr.take()) {
+            let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+        }
+        assert!(status.success(), "hermes_burst.py failed ({status}):\n{stderr}");
+        let v: Value = serde_json::from_slice(&std::fs::read(&*out).expect("writer report")).expect("writer JSON");
         let ids = v["session_ids"].as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_owned));
         (ids.collect(), v["seconds"].as_f64().unwrap_or(0.0))
     }
@@ -51,26 +84,11 @@ impl Writers {
 
 impl Drop for Writers {
     fn drop(&mut self) {
-        for c in self.0.iter_mut().filter_map(Option::take) {
-            let mut c = c;
+        for mut c in self.0.iter_mut().filter_map(|(c, _)| c.take()) {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
-}
-
-/// Starts the burst writer into `hermes_home` for `RUN`.
-fn burst(hermes_home: &Path) -> Child {
-    Command::new(hermes::python())
-        .arg(hermes::workspace().join("tests/py/hermes_burst.py"))
-        .arg(hermes::shared("write_session.py"))
-        .arg(RUN.as_secs().to_string())
-        .arg(MAX_SESSIONS.to_string())
-        .env("HERMES_HOME", hermes_home)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python starts")
 }
 
 /// The largest `messages.id` Hermes has written into `hermes_home`.
@@ -202,7 +220,7 @@ fn the_sink_killed_every_2_s_for_a_minute_stores_exactly_what_three_nodes_sent()
     let load_before = load();
 
     let started = Instant::now();
-    let mut writers = Writers(homes.iter().map(|d| Some(burst(d.path()))).collect());
+    let mut writers = Writers::start(&homes);
     let mut kills = 0u32;
     let mut restart_ms = Vec::new();
     for k in 1..=(RUN.as_millis() / KILL_EVERY.as_millis()) as u32 {
@@ -218,7 +236,7 @@ fn the_sink_killed_every_2_s_for_a_minute_stores_exactly_what_three_nodes_sent()
     let mut sessions = BTreeMap::new();
     let mut write_secs = 0f64;
     for (i, h) in PRODUCERS.iter().enumerate() {
-        let (ids, secs) = writers.finish(i);
+        let (ids, secs) = writers.finish(i, Duration::from_secs(60));
         write_secs = write_secs.max(secs);
         sessions.insert(*h, ids);
     }
