@@ -16,9 +16,6 @@ import runpy
 import sys
 import uuid
 
-if len(sys.argv) < 2:
-    sys.exit("usage: write_session_unique.py WRITE_SESSION_PY [ARGS...]")
-
 _counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
 
 
@@ -27,7 +24,15 @@ def _uuid4() -> uuid.UUID:
     return uuid.UUID(int=(head << 104) | int.from_bytes(os.urandom(13), "big"), version=4)
 
 
-uuid.uuid4 = _uuid4
-script = sys.argv[1]
-sys.argv = [script] + sys.argv[2:]
-runpy.run_path(script, run_name="__main__")
+def patch_uuid() -> None:
+    """Makes every later uuid.uuid4() one of the ids above (hermes_burst.py imports this)."""
+    uuid.uuid4 = _uuid4
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit("usage: write_session_unique.py WRITE_SESSION_PY [ARGS...]")
+    patch_uuid()
+    script = sys.argv[1]
+    sys.argv = [script] + sys.argv[2:]
+    runpy.run_path(script, run_name="__main__")
