@@ -31,6 +31,10 @@
 //! [`approval::is_secret_field`](crate::approval::is_secret_field)) contribute their name only.
 //! Paths, bodies and other free values never enter, so `file_read` of any path shares one
 //! fingerprint while `file_list` with `recursive: true` and `false` do not.
+//!
+//! Fingerprints were the first 8 bytes of a SHA-256 of the same text before 2026-12-03: rows
+//! stored before then keep those, so their shapes' own statistics start again, while they still
+//! count toward the (tool, house) statistics every call falls back to.
 
 use std::borrow::Cow;
 use std::path::PathBuf;
