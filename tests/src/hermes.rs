@@ -85,3 +85,12 @@ pub fn session_ids(child: Child) -> Vec<String> {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("writer JSON");
     v["session_ids"].as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_owned)).collect()
 }
+
+/// The largest `messages.id` Hermes has written into `hermes_home`'s state.db (0 when none).
+pub fn max_message_id(hermes_home: &Path) -> i64 {
+    let c =
+        rusqlite::Connection::open_with_flags(hermes_home.join("state.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("state.db");
+    c.busy_timeout(std::time::Duration::from_secs(5)).expect("busy");
+    c.query_row("SELECT coalesce(max(id), 0) FROM messages", [], |r| r.get(0)).expect("max id")
+}

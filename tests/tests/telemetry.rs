@@ -84,19 +84,10 @@ fn outbox(allegro: &Node) -> Option<Value> {
     allegro.health().map(|h| h["telemetry"].clone()).filter(|t| t.is_object())
 }
 
-/// The largest `messages.id` Hermes has written.
-fn hermes_max_message_id(hermes_home: &Path) -> i64 {
-    let c =
-        rusqlite::Connection::open_with_flags(hermes_home.join("state.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .expect("state.db");
-    c.busy_timeout(Duration::from_secs(5)).expect("busy");
-    c.query_row("SELECT coalesce(max(id), 0) FROM messages", [], |r| r.get(0)).expect("max id")
-}
-
 /// Waits until Allegro has tailed everything Hermes wrote and Timmy acknowledged all of it;
 /// returns the events at Timmy.
 fn settle(fleet: &Fleet, hermes_home: &Path, within: Duration) -> Vec<TelemetryEvent> {
-    let max_id = hermes_max_message_id(hermes_home);
+    let max_id = hermes::max_message_id(hermes_home);
     let (first, last) = wait_for("allegro to tail every Hermes row and drain its outbox", within, || {
         let t = outbox(&fleet.nodes["allegro"])?;
         (t["hermes_message_id"].as_i64() == Some(max_id) && t["buffered"] == 0 && t["hermes_open_sessions"] == 0)
@@ -221,7 +212,7 @@ fn hermes_sessions_reach_timmy_exactly_once_paired() {
     assert_eq!(r["last_ack"].as_u64(), events.last().map(|e| e.seq), "{v}");
     assert_eq!(r["last_ack"].as_u64(), r["first_seq"].as_u64().map(|f| f + n as u64 - 1), "{v}");
     assert_eq!((r["buffered"].as_u64(), r["dropped"].as_u64()), (Some(0), Some(0)), "{v}");
-    assert_eq!(r["hermes_cursor"].as_i64(), Some(hermes_max_message_id(hh.path())), "{v}");
+    assert_eq!(r["hermes_cursor"].as_i64(), Some(hermes::max_message_id(hh.path())), "{v}");
     assert!(r["lag_ms"].is_u64(), "{v}");
     let text = Command::new(bin("uni-wizard"))
         .args(["telemetry", "--status", "--config"])
@@ -234,7 +225,7 @@ fn hermes_sessions_reach_timmy_exactly_once_paired() {
     // Timmy down: the status says so and Allegro buffers what Hermes writes meanwhile.
     fleet.node("timmy").kill();
     hermes::session_ids(hermes::write_sessions(hh.path(), 1));
-    let max_id = hermes_max_message_id(hh.path());
+    let max_id = hermes::max_message_id(hh.path());
     let buffered = wait_for("allegro to buffer while timmy is down", Duration::from_secs(20), || {
         let t = outbox(&fleet.nodes["allegro"])?;
         (t["hermes_message_id"].as_i64() == Some(max_id)).then(|| t["buffered"].as_u64().unwrap_or(0))
@@ -725,7 +716,7 @@ fn a_full_disk_under_the_outbox_is_seen_and_recovers() {
         let r = execute_on_allegro(&fleet);
         assert!(matches!(r.result, Some(v1::execute_response::Result::Outcome(_))), "{r:?}");
     }
-    let tailed = hermes_max_message_id(hh.path());
+    let tailed = hermes::max_message_id(hh.path());
     wait_for("the session and 50 executions buffered", Duration::from_secs(20), || {
         let t = outbox(&fleet.nodes["allegro"])?;
         (t["hermes_message_id"] == tailed && t["buffered"].as_u64()? > 50).then_some(())
@@ -795,7 +786,7 @@ fn a_full_disk_under_the_outbox_is_seen_and_recovers() {
 /// the file's highest id), follows no open session and Timmy acknowledged every event it
 /// numbered; returns the events at Timmy (resent Hermes events are acked, not stored).
 fn settle_acked(fleet: &Fleet, hermes_home: &Path, within: Duration) -> (Vec<TelemetryEvent>, Value) {
-    let max_id = hermes_max_message_id(hermes_home);
+    let max_id = hermes::max_message_id(hermes_home);
     let t = wait_for("allegro to tail the state.db now there and Timmy to ack everything", within, || {
         let t = outbox(&fleet.nodes["allegro"])?;
         let drained = t["buffered"] == 0 && t["acked_through"].as_u64()? + 1 == t["next_seq"].as_u64()?;
@@ -845,7 +836,7 @@ fn a_recreated_state_db_is_read_from_its_beginning() {
     settle_acked(&fleet, hh.path(), Duration::from_secs(30));
     remove_files(hh.path(), &["state.db", "state.db-wal", "state.db-shm"]);
     let new = hermes::session_ids(hermes::write_sessions(hh.path(), 2));
-    assert!(hermes_max_message_id(hh.path()) < 15, "the new file's ids are below the old cursor");
+    assert!(hermes::max_message_id(hh.path()) < 15, "the new file's ids are below the old cursor");
     ids.extend(new);
     let (events, health) = settle_acked(&fleet, hh.path(), Duration::from_secs(30));
     check_each_once(&events, &ids);

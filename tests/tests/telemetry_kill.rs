@@ -91,15 +91,6 @@ impl Drop for Writers {
     }
 }
 
-/// The largest `messages.id` Hermes has written into `hermes_home`.
-fn hermes_max_message_id(hermes_home: &Path) -> i64 {
-    let c =
-        rusqlite::Connection::open_with_flags(hermes_home.join("state.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .expect("state.db");
-    c.busy_timeout(Duration::from_secs(5)).expect("busy");
-    c.query_row("SELECT coalesce(max(id), 0) FROM messages", [], |r| r.get(0)).expect("max id")
-}
-
 /// A node's outbox figures from its `/health`.
 fn outbox(node: &Node) -> Option<Value> {
     node.health().map(|h| h["telemetry"].clone()).filter(|t| t.is_object())
@@ -115,7 +106,7 @@ fn load() -> String {
 /// Hermes wrote, follows no open session and holds nothing unacknowledged; Timmy's ack must
 /// then be the last seq, no further.
 fn drained(node: &Node, hermes_home: &Path, within: Duration) -> (u64, u64) {
-    let max_id = hermes_max_message_id(hermes_home);
+    let max_id = hermes::max_message_id(hermes_home);
     let start = Instant::now();
     loop {
         if let Some(t) = outbox(node) {
