@@ -485,7 +485,13 @@ fn against_anchors(
             }));
         }
         if !agrees(seq, hashes) {
-            let later = by_seq.range(seq + 1..=head).find(|(s, hs)| agrees(**s, hs)).map(|(s, _)| *s);
+            // Past the local head there is nothing to agree with (and a range from above its end
+            // is a panic, not an empty one).
+            let later = if seq < head {
+                by_seq.range(seq + 1..=head).find(|(s, hs)| agrees(**s, hs)).map(|(s, _)| *s)
+            } else {
+                None
+            };
             let local_hash = local.get(&seq).map_or(String::new(), |(_, h)| short(h));
             let problem = match later {
                 Some(l) => format!(
@@ -1201,6 +1207,26 @@ mod tests {
         assert_eq!(seqs, sorted, "chain order is queue order");
         assert!(store.commits() < 64, "{} commits for 64 records", store.commits());
         assert!(store.verify().expect("verify").ok());
+    }
+
+    /// Proves a checkpoint that disagrees with the newest record itself (that record rewritten
+    /// and the head moved to match) is named as a rewritten record at its seq; it panicked
+    /// (a map range starting past its end) when the outside trial tried it.
+    #[test]
+    fn a_rewritten_newest_record_is_named_not_a_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = AuditStore::open(dir.path().join("a.db")).expect("open");
+        for id in ["a", "b", "c"] {
+            store.append(record(id)).expect("append");
+        }
+        let head = store.head().expect("head");
+        assert_eq!(head.seq, 3);
+        let elsewhere = Checkpoint { hash: "f".repeat(64), ..head.clone() };
+        let v = store.verify_anchored(&[elsewhere]).expect("verify");
+        let broken = v.broken.expect("the rewrite is named");
+        assert_eq!(broken.seq, 3, "{}", broken.problem);
+        assert!(broken.problem.starts_with("rewritten record"), "{}", broken.problem);
+        assert!(store.verify_anchored(&[head]).expect("verify").ok(), "its own head agrees");
     }
 
     /// Proves a record that cannot be inserted (a duplicate id) fails alone in its batch: the
