@@ -36,6 +36,7 @@
 //! the last ack, so freeing space is the whole recovery.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -184,6 +185,9 @@ pub struct Outbox {
     max_buffered: u64,
     /// Set while writes fail on the write side (see the module docs).
     write_error: Mutex<Option<WriteError>>,
+    /// Events dropped since the last commit that could count them (the write side failing):
+    /// in [`OutboxStats::dropped`] at once, and into the file with the next commit.
+    unsaved_drops: AtomicU64,
     /// Woken after every commit that added events (the streamer waits on it).
     pub added: tokio::sync::Notify,
 }
@@ -250,6 +254,7 @@ impl Outbox {
             node: node.to_owned(),
             max_buffered: config.max_buffered,
             write_error: Mutex::new(None),
+            unsaved_drops: AtomicU64::new(0),
             added: tokio::sync::Notify::new(),
         })
     }
@@ -331,7 +336,14 @@ impl Outbox {
     /// # Errors
     /// E4002 when the transaction fails (nothing was stored).
     pub fn append(&self, events: Vec<(i64, Kind)>, queue_drops: u64, source: &'static str) -> Result<usize, Error> {
+        let n = events.len() as u64;
+        let queue_drops = queue_drops + self.unsaved_drops.swap(0, Ordering::Relaxed);
         let r = self.append_tx(events, queue_drops, source);
+        if r.is_err() {
+            // Nothing of the batch was stored: its events, and the drops it was to record, are
+            // counted in memory until a commit can write them.
+            self.unsaved_drops.fetch_add(n + queue_drops, Ordering::Relaxed);
+        }
         self.note(r.as_ref().map(|_| true));
         r
     }
@@ -611,7 +623,7 @@ impl Outbox {
             next_seq: u(meta(&conn, "next_seq").map_err(&err)?),
             acked_through: u(meta(&conn, "acked_through").map_err(&err)?),
             acked_at_ms: meta(&conn, "acked_at_ms").map_err(&err)?,
-            dropped: u(meta(&conn, "dropped").map_err(&err)?),
+            dropped: u(meta(&conn, "dropped").map_err(&err)?).saturating_add(self.unsaved_drops.load(Ordering::Relaxed)),
             hermes_message_id: meta(&conn, "hermes_message_id").map_err(&err)?,
             hermes_open_sessions: u(open),
             oldest_ms: oldest.unwrap_or(0),
@@ -663,6 +675,7 @@ pub fn read_stats(path: &Path, node: &str, max_buffered: u64) -> Result<OutboxSt
         node: node.to_owned(),
         max_buffered,
         write_error: Mutex::new(None),
+        unsaved_drops: AtomicU64::new(0),
         added: Default::default(),
     };
     ob.stats()
@@ -709,6 +722,27 @@ mod tests {
         assert_eq!(ob.stats().expect("stats").write_error, Some(first));
         ob.append(vec![hook(1)], 0, "hook").expect("writes");
         assert_eq!(ob.write_error(), None, "a committed write clears it");
+    }
+
+    /// Proves events lost to a failed write are in `dropped` at once, and in the file with the
+    /// next commit; they were only in the metric, never in `/health` or `telemetry --status`
+    /// (found in the outside trial with a full disk).
+    #[test]
+    fn events_a_failed_write_loses_are_counted_as_dropped() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("outbox.db");
+        let cfg = TelemetryConfig::default();
+        let ob = Outbox::open(&path, "n", &cfg).expect("open");
+        let side = Connection::open(&path).expect("second connection");
+        side.execute_batch("ALTER TABLE outbox RENAME TO hidden").expect("hide the table");
+        assert!(ob.append(vec![hook(1), hook(2)], 1, "hook").is_err(), "the write fails");
+        side.execute_batch("ALTER TABLE hidden RENAME TO outbox").expect("restore the table");
+        assert_eq!(ob.stats().expect("stats").dropped, 3, "two events and one queue drop, before any commit");
+        ob.append(vec![hook(3)], 0, "hook").expect("writes again");
+        assert_eq!(ob.stats().expect("stats").dropped, 3);
+        drop(ob);
+        let again = Outbox::open(&path, "n", &cfg).expect("reopen");
+        assert_eq!(again.stats().expect("stats").dropped, 3, "the count reached the file");
     }
 
     /// Proves seqs start at the outbox's first seq, continue across a reopen, and are
