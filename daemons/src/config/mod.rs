@@ -521,7 +521,7 @@ fn in_file(path: &Path, e: Error) -> Error {
 
 /// The line of the last key of a dotted field path, found by scanning the file's keys in order.
 fn find_line(path: &Path, field: &str) -> Option<usize> {
-    let text = std::fs::read_to_string(path).ok()?;
+    let text = yaml::read_bounded(path).ok()?;
     let mut line_no = 0;
     let mut lines = text.lines().enumerate();
     for key in field.split('.').filter(|k| !k.is_empty()) {

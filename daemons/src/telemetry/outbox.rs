@@ -623,7 +623,8 @@ impl Outbox {
             next_seq: u(meta(&conn, "next_seq").map_err(&err)?),
             acked_through: u(meta(&conn, "acked_through").map_err(&err)?),
             acked_at_ms: meta(&conn, "acked_at_ms").map_err(&err)?,
-            dropped: u(meta(&conn, "dropped").map_err(&err)?).saturating_add(self.unsaved_drops.load(Ordering::Relaxed)),
+            dropped: u(meta(&conn, "dropped").map_err(&err)?)
+                .saturating_add(self.unsaved_drops.load(Ordering::Relaxed)),
             hermes_message_id: meta(&conn, "hermes_message_id").map_err(&err)?,
             hermes_open_sessions: u(open),
             oldest_ms: oldest.unwrap_or(0),
