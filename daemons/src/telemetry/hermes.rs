@@ -594,6 +594,7 @@ fn step(reader: &mut Reader, tail: &mut Tail, outbox: &Outbox, cfg: &TelemetryCo
         || batch.session_rowid - tail.session_rowid >= cfg.batch as i64;
     let (mid, srow, sessions, ended, file) =
         (batch.message_id, batch.session_rowid, batch.sessions.clone(), batch.ended.clone(), batch.file.clone());
+    tracing::debug!(target: super::LAG_TARGET, stage = "read", message_id = mid, t_us = super::now_us());
     match outbox.commit_hermes(batch) {
         Ok(Some(_)) => {
             tail.message_id = mid;

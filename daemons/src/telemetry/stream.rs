@@ -206,6 +206,7 @@ async fn send_loop(
                         if tx.send(ev).await.is_err() {
                             return;
                         }
+                        tracing::debug!(target: super::LAG_TARGET, stage = "sent", seq, t_us = super::now_us());
                     }
                     // Written by this code, so never expected; skipping keeps the stream going and
                     // the sink's seq check will show the gap.
