@@ -204,7 +204,8 @@ fn main() {
             pct(v, 0.99),
             pct(v, 1.0)
         );
-    }    let names = [
+    }
+    let names = [
         "append end -> tailer read",
         "read -> outbox commit",
         "outbox commit -> sent",
