@@ -736,6 +736,70 @@ mod tests {
         assert_eq!(replaced(10, &HermesFile::default(), true, &seen(40, at("s9", 1), false)), None);
     }
 
+    /// Proves after an event the tailer looks for the commit every 100 µs, then every 400 µs
+    /// up to the window's end, and only then waits `poll_ms`.
+    #[test]
+    fn after_an_event_the_tailer_looks_often_then_polls() {
+        let poll = Duration::from_millis(250);
+        let ms = Duration::from_millis;
+        assert_eq!(watch_wait(None, poll), Wait::Poll(poll));
+        assert_eq!(watch_wait(Some(ms(0)), poll), Wait::Look(Duration::from_micros(100)));
+        assert_eq!(watch_wait(Some(ms(3)), poll), Wait::Look(Duration::from_micros(100)));
+        assert_eq!(watch_wait(Some(ms(4)), poll), Wait::Look(Duration::from_micros(400)));
+        assert_eq!(watch_wait(Some(WATCH_WINDOW - ms(1)), poll), Wait::Look(Duration::from_micros(400)));
+        assert_eq!(watch_wait(Some(WATCH_WINDOW), poll), Wait::Poll(poll));
+    }
+
+    /// Proves the tailer reads a row committed to a real WAL-mode state.db long before its
+    /// `poll_ms` (5 s) comes round: the WAL change wakes it and `data_version` shows the commit.
+    #[test]
+    fn a_wal_commit_is_read_without_waiting_for_the_poll() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = dir.path().join("state.db");
+        let hermes = Connection::open(&db).expect("state.db");
+        hermes
+            .execute_batch(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
+                 CREATE TABLE sessions (id TEXT PRIMARY KEY, source TEXT NOT NULL, model TEXT,
+                   parent_session_id TEXT, started_at REAL NOT NULL, ended_at REAL, end_reason TEXT,
+                   message_count INTEGER DEFAULT 0, tool_call_count INTEGER DEFAULT 0,
+                   input_tokens INTEGER DEFAULT 0, output_tokens INTEGER DEFAULT 0,
+                   cache_read_tokens INTEGER DEFAULT 0, cache_write_tokens INTEGER DEFAULT 0,
+                   reasoning_tokens INTEGER DEFAULT 0, cwd TEXT, git_branch TEXT,
+                   estimated_cost_usd REAL, actual_cost_usd REAL, cost_status TEXT,
+                   api_call_count INTEGER DEFAULT 0);
+                 CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL,
+                   role TEXT NOT NULL, content TEXT, tool_call_id TEXT, tool_calls TEXT, tool_name TEXT,
+                   timestamp REAL NOT NULL);
+                 INSERT INTO sessions (id, source, started_at) VALUES ('s1', 'cli', 1.0);",
+            )
+            .expect("schema");
+        let cfg = TelemetryConfig { poll_ms: 5_000, ..Default::default() };
+        let outbox = Arc::new(Outbox::open(&dir.path().join("outbox.db"), "n", &cfg).expect("outbox"));
+        let (stop_tx, stop) = watch::channel(false);
+        spawn_tailer(db.clone(), outbox.clone(), cfg.clone(), stop);
+        let events = |n: u64| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(4);
+            while outbox.stats().expect("stats").buffered < n {
+                assert!(std::time::Instant::now() < deadline, "no event {n} within 4 s (poll_ms is 5 s)");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        // The first pass, at start, reads the session.
+        events(1);
+        // Past the window of that pass's own events, so only the new commit can wake the tailer.
+        std::thread::sleep(WATCH_WINDOW * 2);
+        hermes
+            .execute(
+                "INSERT INTO messages (session_id, role, content, tool_call_id, tool_name, timestamp)
+                 VALUES ('s1', 'tool', '{\"output\":\"ok\"}', 'call_1', 'terminal', 2.0)",
+                [],
+            )
+            .expect("append");
+        events(2);
+        let _ = stop_tx.send(true);
+    }
+
     /// Proves results are classified by their `error`/`success` fields and cut on a char boundary.
     #[test]
     fn results_are_classified_and_truncated() {
