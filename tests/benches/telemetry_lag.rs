@@ -120,6 +120,16 @@ fn stages(events: &[(i64, i64, i64)], allegro: &str, timmy: &str) -> Vec<[i64; 6
         .collect()
 }
 
+/// CPU time (user + system, ms) process `pid` has used, from `/proc/<pid>/stat` (USER_HZ 100).
+fn cpu_ms(pid: u32) -> i64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command (which may hold spaces) start after its closing ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<i64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command.
+    f.get(11).zip(f.get(12)).map_or(0, |(u, s)| (u + s) * 10)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let events: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(1000);
@@ -191,6 +201,18 @@ fn main() {
     drop(to);
     let _ = driver.wait();
     let disk_after = disk_fsync(hh.path(), 2000);
+    // `LAG_IDLE_SECS=30`: the CPU both daemons use while Hermes writes nothing.
+    let idle_secs: u64 = std::env::var("LAG_IDLE_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let idle: Vec<(String, i64)> = if idle_secs > 0 {
+        std::thread::sleep(Duration::from_secs(1));
+        let pids: Vec<(String, u32)> =
+            fleet.nodes.iter().filter_map(|(h, n)| n.pid().map(|p| (h.clone(), p))).collect();
+        let before: Vec<i64> = pids.iter().map(|(_, p)| cpu_ms(*p)).collect();
+        std::thread::sleep(Duration::from_secs(idle_secs));
+        pids.iter().zip(before).map(|((h, p), b)| (h.clone(), cpu_ms(*p) - b)).collect()
+    } else {
+        Vec::new()
+    };
     let per_stage = stages(&joined, &fleet.nodes["allegro"].log(), &fleet.nodes["timmy"].log());
     from_end.sort_unstable();
     from_start.sort_unstable();
@@ -221,6 +243,9 @@ fn main() {
         }
         v.sort_unstable();
         println!("    {name:<27} p50 {:>6.2} ms  p99 {:>6.2} ms", pct(&v, 0.50), pct(&v, 0.99));
+    }
+    for (house, ms) in &idle {
+        println!("  idle {idle_secs} s, {house}: {ms} ms CPU ({:.2}% of a core)", *ms as f64 / (idle_secs * 10) as f64);
     }
     for (when, (p50, p99)) in [("before", disk_before), ("after", disk_after)] {
         println!("  disk, {when} the run: 4 KiB write + fdatasync p50 {p50:.2} ms  p99 {p99:.2} ms");
