@@ -74,6 +74,8 @@ pub struct Node {
     pub token: String,
     /// The bearer token of its `/metrics` and `/triage/status` (`http.metrics_token_file`).
     pub metrics_token: String,
+    /// The `RUST_LOG` filter it starts with (`info`; the lag bench adds its stage marks).
+    pub rust_log: String,
     child: Option<Child>,
     log: Arc<Mutex<String>>,
 }
@@ -88,7 +90,7 @@ impl Node {
         let mut child = Command::new(crate::bin("uni-wizardd"))
             .arg("--config")
             .arg(&self.config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", &self.rust_log)
             .env_remove("NOTIFY_SOCKET")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -268,6 +270,7 @@ impl Fleet {
                     root,
                     token: tokens[h].clone(),
                     metrics_token: metrics_token.clone(),
+                    rust_log: "info".into(),
                     child: None,
                     log: Arc::new(Mutex::new(String::new())),
                 },

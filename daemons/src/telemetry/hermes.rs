@@ -24,7 +24,13 @@
 //! `(session_id, tool_call_id, status)` keeps each call's STARTED and its result once.
 //!
 //! The tailer wakes on `notify` events for `state.db` and `state.db-wal`, and every
-//! `poll_ms` in any case (notifications can be lost or unsupported).
+//! `poll_ms` in any case (notifications can be lost or unsupported). An event for the WAL
+//! comes when Hermes writes its frames, before the commit is visible (SQLite publishes it in
+//! the `-shm` index after the fsync, which raises no event): after each event the tailer
+//! reads at once, then for [`WATCH_WINDOW`] asks SQLite every few hundred µs whether anything
+//! was committed (`PRAGMA data_version`, a look at the `-shm` header, no read of the tables)
+//! and reads the moment it was, see [`watch_wait`]. Another event within that time is taken
+//! at once. Idle, it reads every `poll_ms` only.
 //!
 //! **Another file at the path.** A cursor is a `messages.id` of one file. Hermes' state.db
 //! deleted and recreated (ids restart at 1), an older copy restored (a backup: the same or
@@ -242,9 +248,22 @@ struct Reader {
     conn: Option<Connection>,
     /// Device and inode of the file `conn` has open.
     opened: (u64, u64),
+    /// `PRAGMA data_version` of `conn` when last asked (changes with every commit of another
+    /// connection); `None` for a new connection.
+    version: Option<i64>,
 }
 
 impl Reader {
+    /// Whether another connection committed since the last call (or whether it cannot be
+    /// told: no connection, or the question failed).
+    fn changed(&mut self) -> bool {
+        let Some(conn) = &self.conn else { return true };
+        match conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)) {
+            Ok(v) => self.version.replace(v) != Some(v),
+            Err(_) => true,
+        }
+    }
+
     /// The connection to the file now at the path, whose identity is `now`.
     fn conn(&mut self, now: (u64, u64)) -> rusqlite::Result<&Connection> {
         if self.conn.is_some() && self.opened != now {
@@ -258,6 +277,7 @@ impl Reader {
             )?;
             c.busy_timeout(Duration::from_secs(1))?;
             self.conn = Some(c);
+            self.version = None;
             // Taken before the open: if the file changed in between, the next pass reopens.
             self.opened = now;
         }
@@ -505,10 +525,35 @@ fn watch_db(db: &Path, wake: std::sync::mpsc::SyncSender<()>) -> Option<notify::
     }
 }
 
+/// How long after an event for state.db the tailer keeps asking whether its commit is visible.
+pub const WATCH_WINDOW: Duration = Duration::from_millis(40);
+
+/// How the tailer waits after a pass (decides only; `tail_loop` waits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Wait up to this long for an event, then ask `PRAGMA data_version` and read if it moved.
+    Look(Duration),
+    /// Wait up to this long (`poll_ms`) for an event, then read in any case.
+    Poll(Duration),
+}
+
+/// The wait after a pass, `since_event` after the last event for state.db (`None`: none seen
+/// yet). Every 100 µs for the first 4 ms after an event — a commit is visible one fsync after
+/// its frames were written —, every 400 µs up to [`WATCH_WINDOW`] (a slow disk's fsync), then
+/// `poll`.
+pub fn watch_wait(since_event: Option<Duration>, poll: Duration) -> Wait {
+    match since_event {
+        Some(d) if d < Duration::from_millis(4) => Wait::Look(Duration::from_micros(100)),
+        Some(d) if d < WATCH_WINDOW => Wait::Look(Duration::from_micros(400)),
+        _ => Wait::Poll(poll),
+    }
+}
+
 fn tail_loop(db: &Path, outbox: &Outbox, cfg: &TelemetryConfig, stop: &watch::Receiver<bool>) {
+    use std::sync::mpsc::RecvTimeoutError;
     let (wake_tx, wake) = std::sync::mpsc::sync_channel::<()>(1);
     let _watcher = watch_db(db, wake_tx);
-    let mut reader = Reader { path: db.to_owned(), conn: None, opened: (0, 0) };
+    let mut reader = Reader { path: db.to_owned(), conn: None, opened: (0, 0), version: None };
     let mut tail = match (outbox.hermes_cursor(), outbox.hermes_sessions(), outbox.hermes_file()) {
         (Ok((message_id, session_rowid)), Ok(open), Ok(file)) => {
             Tail { message_id, session_rowid, open: open.into_iter().collect(), file }
@@ -520,39 +565,42 @@ fn tail_loop(db: &Path, outbox: &Outbox, cfg: &TelemetryConfig, stop: &watch::Re
     };
     tracing::info!(db = %db.display(), cursor = tail.message_id, "tailing Hermes");
     let mut warned = false;
-    // A notification for the WAL can come before the commit is visible (SQLite writes the
-    // frames, then publishes them in the -shm index, which raises no event): after a wake-up
-    // that found nothing, look again a few times within ~12 ms before the long wait.
-    let mut recheck: &[u64] = &[];
+    let mut last_event: Option<std::time::Instant> = None;
+    let mut read = true;
     while !*stop.borrow() {
-        let before = (tail.message_id, tail.session_rowid, tail.open.len());
-        let again = match step(&mut reader, &mut tail, outbox, cfg) {
-            Ok(again) => {
-                warned = false;
-                again
-            }
-            Err(why) => {
-                if !warned {
-                    tracing::warn!(db = %db.display(), error = %why, "Hermes state.db not readable yet; retrying");
-                    warned = true;
+        if read {
+            // Asked before the pass: a commit after this shows at the next look.
+            reader.changed();
+            match step(&mut reader, &mut tail, outbox, cfg) {
+                Ok(true) => continue,
+                Ok(false) => warned = false,
+                Err(why) => {
+                    if !warned {
+                        tracing::warn!(db = %db.display(), error = %why, "Hermes state.db not readable yet; retrying");
+                        warned = true;
+                    }
+                    reader.conn = None;
+                    // Not readable: the next try waits for an event or `poll_ms`, not a look.
+                    last_event = None;
                 }
-                reader.conn = None;
-                false
+            }
+        }
+        let (timeout, look) = match watch_wait(last_event.map(|t| t.elapsed()), cfg.poll()) {
+            Wait::Look(d) => (d, true),
+            Wait::Poll(d) => (d, false),
+        };
+        read = match wake.recv_timeout(timeout) {
+            Ok(()) => {
+                last_event = Some(std::time::Instant::now());
+                true
+            }
+            Err(RecvTimeoutError::Timeout) => !look || reader.changed(),
+            // No watcher (it could not be set up): poll only.
+            Err(RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(timeout);
+                !look || reader.changed()
             }
         };
-        if again {
-            continue;
-        }
-        let progressed = before != (tail.message_id, tail.session_rowid, tail.open.len());
-        if !progressed && let Some((first, rest)) = recheck.split_first() {
-            recheck = rest;
-            std::thread::sleep(Duration::from_micros(*first));
-            continue;
-        }
-        recheck = &[];
-        if wake.recv_timeout(cfg.poll()).is_ok() {
-            recheck = &[100, 200, 400, 800, 1_500, 3_000, 6_000];
-        }
     }
 }
 
@@ -594,6 +642,7 @@ fn step(reader: &mut Reader, tail: &mut Tail, outbox: &Outbox, cfg: &TelemetryCo
         || batch.session_rowid - tail.session_rowid >= cfg.batch as i64;
     let (mid, srow, sessions, ended, file) =
         (batch.message_id, batch.session_rowid, batch.sessions.clone(), batch.ended.clone(), batch.file.clone());
+    tracing::debug!(target: super::LAG_TARGET, stage = "read", message_id = mid, t_us = super::now_us());
     match outbox.commit_hermes(batch) {
         Ok(Some(_)) => {
             tail.message_id = mid;
@@ -685,6 +734,70 @@ mod tests {
         // Nothing read yet, or no anchor recorded (an older outbox): taken as it is.
         assert_eq!(replaced(0, &known, true, &seen(0, None, false)), None);
         assert_eq!(replaced(10, &HermesFile::default(), true, &seen(40, at("s9", 1), false)), None);
+    }
+
+    /// Proves after an event the tailer looks for the commit every 100 µs, then every 400 µs
+    /// up to the window's end, and only then waits `poll_ms`.
+    #[test]
+    fn after_an_event_the_tailer_looks_often_then_polls() {
+        let poll = Duration::from_millis(250);
+        let ms = Duration::from_millis;
+        assert_eq!(watch_wait(None, poll), Wait::Poll(poll));
+        assert_eq!(watch_wait(Some(ms(0)), poll), Wait::Look(Duration::from_micros(100)));
+        assert_eq!(watch_wait(Some(ms(3)), poll), Wait::Look(Duration::from_micros(100)));
+        assert_eq!(watch_wait(Some(ms(4)), poll), Wait::Look(Duration::from_micros(400)));
+        assert_eq!(watch_wait(Some(WATCH_WINDOW - ms(1)), poll), Wait::Look(Duration::from_micros(400)));
+        assert_eq!(watch_wait(Some(WATCH_WINDOW), poll), Wait::Poll(poll));
+    }
+
+    /// Proves the tailer reads a row committed to a real WAL-mode state.db long before its
+    /// `poll_ms` (5 s) comes round: the WAL change wakes it and `data_version` shows the commit.
+    #[test]
+    fn a_wal_commit_is_read_without_waiting_for_the_poll() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = dir.path().join("state.db");
+        let hermes = Connection::open(&db).expect("state.db");
+        hermes
+            .execute_batch(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
+                 CREATE TABLE sessions (id TEXT PRIMARY KEY, source TEXT NOT NULL, model TEXT,
+                   parent_session_id TEXT, started_at REAL NOT NULL, ended_at REAL, end_reason TEXT,
+                   message_count INTEGER DEFAULT 0, tool_call_count INTEGER DEFAULT 0,
+                   input_tokens INTEGER DEFAULT 0, output_tokens INTEGER DEFAULT 0,
+                   cache_read_tokens INTEGER DEFAULT 0, cache_write_tokens INTEGER DEFAULT 0,
+                   reasoning_tokens INTEGER DEFAULT 0, cwd TEXT, git_branch TEXT,
+                   estimated_cost_usd REAL, actual_cost_usd REAL, cost_status TEXT,
+                   api_call_count INTEGER DEFAULT 0);
+                 CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL,
+                   role TEXT NOT NULL, content TEXT, tool_call_id TEXT, tool_calls TEXT, tool_name TEXT,
+                   timestamp REAL NOT NULL);
+                 INSERT INTO sessions (id, source, started_at) VALUES ('s1', 'cli', 1.0);",
+            )
+            .expect("schema");
+        let cfg = TelemetryConfig { poll_ms: 5_000, ..Default::default() };
+        let outbox = Arc::new(Outbox::open(&dir.path().join("outbox.db"), "n", &cfg).expect("outbox"));
+        let (stop_tx, stop) = watch::channel(false);
+        spawn_tailer(db.clone(), outbox.clone(), cfg.clone(), stop);
+        let events = |n: u64| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(4);
+            while outbox.stats().expect("stats").buffered < n {
+                assert!(std::time::Instant::now() < deadline, "no event {n} within 4 s (poll_ms is 5 s)");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        // The first pass, at start, reads the session.
+        events(1);
+        // Past the window of that pass's own events, so only the new commit can wake the tailer.
+        std::thread::sleep(WATCH_WINDOW * 2);
+        hermes
+            .execute(
+                "INSERT INTO messages (session_id, role, content, tool_call_id, tool_name, timestamp)
+                 VALUES ('s1', 'tool', '{\"output\":\"ok\"}', 'call_1', 'terminal', 2.0)",
+                [],
+            )
+            .expect("append");
+        events(2);
+        let _ = stop_tx.send(true);
     }
 
     /// Proves results are classified by their `error`/`success` fields and cut on a char boundary.

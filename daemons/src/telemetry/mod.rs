@@ -62,6 +62,13 @@ pub fn outbox_path(config: &DaemonConfig) -> PathBuf {
     config.home().join(OUTBOX_FILE)
 }
 
+/// The `tracing` target of the per-event stage marks (debug level): `stage` (`read`,
+/// `outbox_commit`, `sent`, `sink_received`, `sink_commit`), the seqs or Hermes message id
+/// concerned and `t_us` ([`now_us`]). Off unless a filter enables it
+/// (`RUST_LOG=info,uw_telemetry_lag=debug`); `cargo bench --bench telemetry_lag` reads them
+/// for its per-stage breakdown.
+pub const LAG_TARGET: &str = "uw_telemetry_lag";
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     i64::try_from(uni_wizard::provenance::now_ms()).unwrap_or(i64::MAX)

@@ -476,6 +476,7 @@ impl Outbox {
         .map_err(&err)?;
         tx.commit().map_err(&err)?;
         drop(conn);
+        tracing::debug!(target: super::LAG_TARGET, stage = "outbox_commit", first_seq = seq - i64::try_from(stored).unwrap_or(0), last_seq = seq - 1, t_us = super::now_us());
         metrics::counter!("uw_telemetry_events_total", "source" => "hermes").increment(stored as u64);
         if stored > 0 {
             self.added.notify_one();

@@ -715,6 +715,8 @@ impl Telemetry for SinkService {
                     return;
                 }
                 let Some(n) = node.clone() else { continue };
+                let seqs = (events.first().map_or(0, |e| e.seq), events.last().map_or(0, |e| e.seq));
+                tracing::debug!(target: super::LAG_TARGET, stage = "sink_received", node = %n, first_seq = seqs.0, last_seq = seqs.1, t_us = super::now_us());
                 // Every burst, so a binding withdrawn by a hot reload ends the stream too; before
                 // the node is shown connected or anything is stored.
                 if let Err(e) = sink.check_binding(peer.house, &n).and_then(|()| own_executions(peer.house, &events)) {
@@ -745,6 +747,7 @@ impl Telemetry for SinkService {
                     }
                 };
                 opening = false;
+                tracing::debug!(target: super::LAG_TARGET, stage = "sink_commit", node = %n, first_seq = seqs.0, last_seq = seqs.1, t_us = super::now_us());
                 let dup = (events.len() - stored.new.len() - stored.resent) as u64;
                 metrics::counter!("uw_telemetry_sink_events_total", "result" => "new")
                     .increment(stored.new.len() as u64);

@@ -206,6 +206,7 @@ async fn send_loop(
                         if tx.send(ev).await.is_err() {
                             return;
                         }
+                        tracing::debug!(target: super::LAG_TARGET, stage = "sent", seq, t_us = super::now_us());
                     }
                     // Written by this code, so never expected; skipping keeps the stream going and
                     // the sink's seq check will show the gap.
@@ -236,6 +237,35 @@ mod tests {
         assert_eq!(seen, vec![50, 100, 200, 300, 300]);
         b.reset();
         assert_eq!(b.next_delay(), Duration::from_millis(50));
+    }
+
+    /// Proves an event committed to the outbox is handed to the stream at once, woken by the
+    /// commit, not by the `poll_ms` tick (paused time: no tick passes before it arrives).
+    #[tokio::test(start_paused = true)]
+    async fn a_committed_event_is_sent_without_waiting_for_a_poll() {
+        let dir = tempfile::tempdir().expect("dir");
+        let cfg = crate::telemetry::TelemetryConfig { poll_ms: 5_000, ..Default::default() };
+        let outbox = Arc::new(Outbox::open(&dir.path().join("outbox.db"), "n", &cfg).expect("outbox"));
+        let (tx, mut rx) = mpsc::channel(8);
+        let (_acked_tx, acked_rx) = watch::channel(0);
+        let _sender = AbortOnDrop(tokio::spawn(send_loop(outbox.clone(), tx, acked_rx, 0, cfg.clone())));
+        // Let the sender find the outbox empty and wait.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let started = tokio::time::Instant::now();
+        let ob = outbox.clone();
+        let event = (
+            1,
+            uni_wizard_proto::v1::telemetry_event::Kind::Hook(uni_wizard_proto::v1::HookEvent {
+                hook: "h".into(),
+                ..Default::default()
+            }),
+        );
+        tokio::task::spawn_blocking(move || ob.append(vec![event], 0, "harness")).await.expect("task").expect("append");
+        let got = rx.recv().await.expect("the event is sent");
+        assert_eq!(got.seq, outbox.stats().expect("stats").next_seq - 1);
+        assert!(started.elapsed() < cfg.poll(), "sent after {:?}: waited for the poll tick", started.elapsed());
     }
 
     /// Proves a session that got acks it could not store (the outbox cannot be written) does
