@@ -10,6 +10,7 @@
 //! Nothing with a side effect happens before validation and policy have passed. Every call
 //! that names a known tool leaves a provenance record, refused or not.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -76,8 +77,8 @@ pub struct Outcome {
     pub provenance_id: String,
     /// Session of the call.
     pub session: String,
-    /// Tool run.
-    pub tool: String,
+    /// Tool run (its contract's static name for a local call, so no copy).
+    pub tool: Cow<'static, str>,
     /// Calling house.
     pub house: House,
     /// Mode the call ran in.
@@ -541,7 +542,7 @@ impl Harness {
             house: inner.house,
             mode,
             node: inner.node.clone(),
-            tool: contract.name.to_owned(),
+            tool: Cow::Borrowed(contract.name),
             target,
             read_only: contract.annotations.read_only,
             dry_run,
@@ -596,7 +597,7 @@ impl Harness {
             request_id: String::new(),
             provenance_id,
             session,
-            tool: contract.name.to_owned(),
+            tool: Cow::Borrowed(contract.name),
             house: inner.house,
             mode,
             output,
