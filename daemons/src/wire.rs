@@ -249,7 +249,7 @@ pub fn outcome_to_wire(o: &Outcome) -> v1::Outcome {
         degraded_reason: o.degraded.clone(),
         warnings: o.warnings.clone(),
         dry_run: o.dry_run,
-        session: o.session.clone(),
+        session: o.session.to_string(),
     }
 }
 
@@ -266,7 +266,7 @@ pub fn outcome_from_wire(o: &v1::Outcome) -> Result<Outcome, Error> {
     Ok(Outcome {
         request_id: o.request_id.clone(),
         provenance_id: o.provenance_id.clone(),
-        session: o.session.clone(),
+        session: o.session.as_str().into(),
         tool: o.tool.clone().into(),
         house,
         mode,

@@ -75,8 +75,8 @@ pub struct Outcome {
     /// The provenance record's id (cite it as a proof). Locally this is the request id, so a
     /// failed call's record is found from the `request_id` its error carries.
     pub provenance_id: String,
-    /// Session of the call.
-    pub session: String,
+    /// Session of the call (shared with its provenance record, so no copy).
+    pub session: Arc<str>,
     /// Tool run (its contract's static name for a local call, so no copy).
     pub tool: Cow<'static, str>,
     /// Calling house.
@@ -294,7 +294,7 @@ impl HarnessBuilder {
                     logs
                 },
                 approver: self.approver,
-                session: self.session.unwrap_or_else(provenance::new_id),
+                session: self.session.unwrap_or_else(provenance::new_id).into(),
                 config: self.config,
             }),
         })
@@ -373,7 +373,7 @@ struct Inner {
     /// Provenance per mode, by [`slot`].
     logs: [Arc<dyn ProvenanceLog>; 3],
     approver: Arc<dyn Approver>,
-    session: String,
+    session: Arc<str>,
     config: Config,
     intelligence: Option<Arc<Intelligence>>,
     observer: Option<Arc<dyn Observer>>,
@@ -504,7 +504,7 @@ impl Harness {
         let contract = tool.contract().spec();
         let mode = req.mode.unwrap_or(inner.mode);
         let log = &inner.logs[slot(mode)];
-        let session = req.session.take().unwrap_or_else(|| inner.session.clone());
+        let session: Arc<str> = req.session.take().map_or_else(|| inner.session.clone(), Arc::from);
         let target = tool.target(&req.args);
         let args_sha256 = approval::args_sha256(&req.args);
 
@@ -565,7 +565,7 @@ impl Harness {
                     request_id: request_id.to_owned(),
                     provenance_id: if executed(error_code) { provenance_id.clone() } else { String::new() },
                     parent: record.parent_id.clone(),
-                    session: session.clone(),
+                    session: session.to_string(),
                     tool: contract.name.to_owned(),
                     house: inner.house,
                     mode: if notes.degraded.is_some() { Mode::Simple } else { mode },

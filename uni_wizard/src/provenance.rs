@@ -12,8 +12,8 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::collections::hash_map::Entry;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -33,8 +33,8 @@ pub struct Record {
     /// The call this one was made on behalf of, if any.
     #[serde(default)]
     pub parent_id: Option<String>,
-    /// The session the call belonged to.
-    pub session: String,
+    /// The session the call belonged to (shared with the call's `Outcome`, so no copy).
+    pub session: Arc<str>,
     /// The calling house.
     pub house: House,
     /// The harness mode.
@@ -209,7 +209,7 @@ impl ProvenanceLog for MemoryLog {
         let seq = inner.next_seq;
         record.seq = seq;
         if record.is_write() {
-            inner.last_write.insert((record.session.clone(), record.target.clone()), seq);
+            inner.last_write.insert((record.session.to_string(), record.target.clone()), seq);
         }
         inner.by_id.insert(IdKey::of(&record.id), seq);
         inner.records.push_back(record);
@@ -225,7 +225,7 @@ impl ProvenanceLog for MemoryLog {
                 e.remove();
             }
             if was_write
-                && let Entry::Occupied(e) = inner.last_write.entry((old.session, old.target))
+                && let Entry::Occupied(e) = inner.last_write.entry((old.session.to_string(), old.target))
                 && *e.get() == old.seq
             {
                 e.remove();
