@@ -240,7 +240,7 @@ pub fn outcome_to_wire(o: &Outcome) -> v1::Outcome {
     v1::Outcome {
         request_id: o.request_id.clone(),
         provenance_id: o.provenance_id.clone(),
-        tool: o.tool.clone(),
+        tool: o.tool.to_string(),
         house: house_to_wire(o.house).into(),
         mode: mode_to_wire(if o.degraded.is_some() { Mode::Simple } else { o.mode }).into(),
         output_json: o.output.to_string(),
@@ -249,7 +249,7 @@ pub fn outcome_to_wire(o: &Outcome) -> v1::Outcome {
         degraded_reason: o.degraded.clone(),
         warnings: o.warnings.clone(),
         dry_run: o.dry_run,
-        session: o.session.clone(),
+        session: o.session.to_string(),
     }
 }
 
@@ -266,8 +266,8 @@ pub fn outcome_from_wire(o: &v1::Outcome) -> Result<Outcome, Error> {
     Ok(Outcome {
         request_id: o.request_id.clone(),
         provenance_id: o.provenance_id.clone(),
-        session: o.session.clone(),
-        tool: o.tool.clone(),
+        session: o.session.as_str().into(),
+        tool: o.tool.clone().into(),
         house,
         mode,
         output: serde_json::from_str(&o.output_json).unwrap_or_else(|_| Value::String(o.output_json.clone())),

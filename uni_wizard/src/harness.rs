@@ -10,6 +10,7 @@
 //! Nothing with a side effect happens before validation and policy have passed. Every call
 //! that names a known tool leaves a provenance record, refused or not.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,10 +75,10 @@ pub struct Outcome {
     /// The provenance record's id (cite it as a proof). Locally this is the request id, so a
     /// failed call's record is found from the `request_id` its error carries.
     pub provenance_id: String,
-    /// Session of the call.
-    pub session: String,
-    /// Tool run.
-    pub tool: String,
+    /// Session of the call (shared with its provenance record, so no copy).
+    pub session: Arc<str>,
+    /// Tool run (its contract's static name for a local call, so no copy).
+    pub tool: Cow<'static, str>,
     /// Calling house.
     pub house: House,
     /// Mode the call ran in.
@@ -293,7 +294,7 @@ impl HarnessBuilder {
                     logs
                 },
                 approver: self.approver,
-                session: self.session.unwrap_or_else(provenance::new_id),
+                session: self.session.unwrap_or_else(provenance::new_id).into(),
                 config: self.config,
             }),
         })
@@ -372,7 +373,7 @@ struct Inner {
     /// Provenance per mode, by [`slot`].
     logs: [Arc<dyn ProvenanceLog>; 3],
     approver: Arc<dyn Approver>,
-    session: String,
+    session: Arc<str>,
     config: Config,
     intelligence: Option<Arc<Intelligence>>,
     observer: Option<Arc<dyn Observer>>,
@@ -503,7 +504,7 @@ impl Harness {
         let contract = tool.contract().spec();
         let mode = req.mode.unwrap_or(inner.mode);
         let log = &inner.logs[slot(mode)];
-        let session = req.session.take().unwrap_or_else(|| inner.session.clone());
+        let session: Arc<str> = req.session.take().map_or_else(|| inner.session.clone(), Arc::from);
         let target = tool.target(&req.args);
         let args_sha256 = approval::args_sha256(&req.args);
 
@@ -541,7 +542,7 @@ impl Harness {
             house: inner.house,
             mode,
             node: inner.node.clone(),
-            tool: contract.name.to_owned(),
+            tool: Cow::Borrowed(contract.name),
             target,
             read_only: contract.annotations.read_only,
             dry_run,
@@ -564,7 +565,7 @@ impl Harness {
                     request_id: request_id.to_owned(),
                     provenance_id: if executed(error_code) { provenance_id.clone() } else { String::new() },
                     parent: record.parent_id.clone(),
-                    session: session.clone(),
+                    session: session.to_string(),
                     tool: contract.name.to_owned(),
                     house: inner.house,
                     mode: if notes.degraded.is_some() { Mode::Simple } else { mode },
@@ -596,7 +597,7 @@ impl Harness {
             request_id: String::new(),
             provenance_id,
             session,
-            tool: contract.name.to_owned(),
+            tool: Cow::Borrowed(contract.name),
             house: inner.house,
             mode,
             output,

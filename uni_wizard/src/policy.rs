@@ -160,7 +160,7 @@ fn check_proof(facts: &CallFacts<'_>, log: &dyn ProvenanceLog) -> Result<()> {
     let Some(record) = log.get(proof) else {
         return Err(invalid("no such provenance record"));
     };
-    if record.session != facts.session {
+    if *record.session != *facts.session {
         return Err(invalid("it belongs to another session"));
     }
     if !record.ok {

@@ -9,10 +9,11 @@
 //! call closed (E3008) instead of returning a result nobody recorded. [`ProvenanceLog::ready`]
 //! lets the harness prove the store writable *before* a Sovereign call runs its tool.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::collections::hash_map::Entry;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -32,8 +33,8 @@ pub struct Record {
     /// The call this one was made on behalf of, if any.
     #[serde(default)]
     pub parent_id: Option<String>,
-    /// The session the call belonged to.
-    pub session: String,
+    /// The session the call belonged to (shared with the call's `Outcome`, so no copy).
+    pub session: Arc<str>,
     /// The calling house.
     pub house: House,
     /// The harness mode.
@@ -41,8 +42,8 @@ pub struct Record {
     /// The node that ran the call.
     #[serde(default)]
     pub node: String,
-    /// The tool run.
-    pub tool: String,
+    /// The tool run (a contract's static name when the harness writes it, so no copy).
+    pub tool: Cow<'static, str>,
     /// The tool's target (path, repository, host).
     pub target: String,
     /// Whether the tool is read-only.
@@ -148,9 +149,37 @@ struct MemoryInner {
     /// Oldest first; `records[i].seq == records[0].seq + i`.
     records: VecDeque<Record>,
     /// Record id -> seq.
-    by_id: FastMap<String, u64>,
+    by_id: FastMap<IdKey, u64>,
     /// (session, target) -> seq of the newest successful write.
     last_write: FastMap<(String, String), u64>,
+}
+
+/// A record id as [`MemoryLog`]'s index keys it: an id of up to 24 bytes (every id of
+/// [`new_id`]) inline, so indexing a harness's record copies no string onto the heap; a longer
+/// one as its text. One-to-one: two ids have the same key only if they are the same text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum IdKey {
+    Inline { len: u8, bytes: [u8; 24] },
+    Text(String),
+}
+
+impl IdKey {
+    /// The key of `id`, copying it to the heap only when it is longer than 24 bytes.
+    fn of(id: &str) -> IdKey {
+        IdKey::inline(id).unwrap_or_else(|| IdKey::Text(id.to_owned()))
+    }
+
+    /// The key of an owned `id`, which it keeps when it is too long to inline.
+    fn of_owned(id: String) -> IdKey {
+        IdKey::inline(&id).unwrap_or(IdKey::Text(id))
+    }
+
+    fn inline(id: &str) -> Option<IdKey> {
+        let len = id.len();
+        let mut bytes = [0u8; 24];
+        bytes.get_mut(..len)?.copy_from_slice(id.as_bytes());
+        Some(IdKey::Inline { len: len as u8, bytes })
+    }
 }
 
 impl MemoryInner {
@@ -180,9 +209,9 @@ impl ProvenanceLog for MemoryLog {
         let seq = inner.next_seq;
         record.seq = seq;
         if record.is_write() {
-            inner.last_write.insert((record.session.clone(), record.target.clone()), seq);
+            inner.last_write.insert((record.session.to_string(), record.target.clone()), seq);
         }
-        inner.by_id.insert(record.id.clone(), seq);
+        inner.by_id.insert(IdKey::of(&record.id), seq);
         inner.records.push_back(record);
         while inner.records.len() > self.capacity {
             let Some(old) = inner.records.pop_front() else { break };
@@ -190,13 +219,13 @@ impl ProvenanceLog for MemoryLog {
             let was_write = old.is_write();
             // An id appended twice points at its newest record; only that one unindexes it.
             // One lookup per index: the entry API takes the evicted record's own strings.
-            if let Entry::Occupied(e) = inner.by_id.entry(old.id)
+            if let Entry::Occupied(e) = inner.by_id.entry(IdKey::of_owned(old.id))
                 && *e.get() == old.seq
             {
                 e.remove();
             }
             if was_write
-                && let Entry::Occupied(e) = inner.last_write.entry((old.session, old.target))
+                && let Entry::Occupied(e) = inner.last_write.entry((old.session.to_string(), old.target))
                 && *e.get() == old.seq
             {
                 e.remove();
@@ -207,7 +236,7 @@ impl ProvenanceLog for MemoryLog {
 
     fn get(&self, id: &str) -> Option<Record> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.by_seq(*inner.by_id.get(id)?).cloned()
+        inner.by_seq(*inner.by_id.get(&IdKey::of(id))?).cloned()
     }
 
     fn last_write(&self, session: &str, target: &str) -> Option<Record> {
@@ -301,6 +330,43 @@ mod tests {
         assert!(log.get("a").is_none());
         assert!(log.last_write("s", "x").is_none());
         assert_eq!(log.get("c").map(|r| r.target), Some("y".into()));
+    }
+
+    /// Proves the id index tells apart ids that differ only in case, length or trailing zero
+    /// bytes, and finds both forms of id (inline and longer text) after evictions.
+    #[test]
+    fn memory_log_keys_every_id_form_apart() {
+        let canonical = "0123456789abcdef01234567";
+        let ids = [
+            canonical,
+            "0123456789ABCDEF01234567",
+            "0123456789abcdef0123456",
+            "0123456789abcdef012345678",
+            "x",
+            "x\0",
+            "",
+        ];
+        let keys: Vec<IdKey> = ids.iter().map(|id| IdKey::of(id)).collect();
+        assert!(matches!(keys[0], IdKey::Inline { len: 24, .. }) && matches!(keys[3], IdKey::Text(_)));
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(IdKey::of(canonical), IdKey::of_owned(canonical.to_owned()));
+        assert_eq!(IdKey::of(ids[3]), IdKey::of_owned(ids[3].to_owned()));
+        let log = MemoryLog::new(ids.len());
+        for id in ["old", canonical] {
+            log.append(record(id, "s", "t", true)).expect("append");
+        }
+        for id in &ids[1..] {
+            log.append(record(id, "s", "t", true)).expect("append");
+        }
+        assert!(log.get("old").is_none());
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(log.get(id).map(|r| (r.id, r.seq)), Some(((*id).to_owned(), i as u64 + 2)), "{id}");
+        }
+        assert!(matches!(IdKey::of(&new_id()), IdKey::Inline { len: 24, .. }));
     }
 
     /// Proves ids are unique and sort in creation order.

@@ -146,11 +146,11 @@ impl Compiled {
 
     /// Checks a value, returning the first violation found.
     pub fn validate(&self, v: &Value) -> Result<(), Violation> {
-        self.check(v, &mut String::new())
+        self.check(v, &Place::Root)
     }
 
-    fn check(&self, v: &Value, at: &mut String) -> Result<(), Violation> {
-        let fail = |at: &str, message: String| Err(Violation { pointer: at.to_owned(), message });
+    fn check(&self, v: &Value, at: &Place<'_>) -> Result<(), Violation> {
+        let fail = |at: &Place<'_>, message: String| Err(Violation { pointer: at.pointer(), message });
         if !self.types.is_empty() && !self.types.iter().any(|t| t.matches(v)) {
             let want: Vec<&str> = self.types.iter().map(|t| t.name()).collect();
             return fail(at, format!("expected {}, got {}", want.join(" or "), type_of(v)));
@@ -205,11 +205,7 @@ impl Compiled {
                 }
                 if let Some(item) = &self.items {
                     for (i, x) in items.iter().enumerate() {
-                        let len = at.len();
-                        // Writing to a String cannot fail.
-                        let _ = write!(at, "/{i}");
-                        item.check(x, at)?;
-                        at.truncate(len);
+                        item.check(x, &Place::Item(at, i))?;
                     }
                 }
             }
@@ -219,27 +215,57 @@ impl Compiled {
         Ok(())
     }
 
-    fn check_object(&self, map: &Map<String, Value>, at: &mut String) -> Result<(), Violation> {
+    fn check_object(&self, map: &Map<String, Value>, at: &Place<'_>) -> Result<(), Violation> {
         for name in &self.required {
             if !map.contains_key(name) {
-                return Err(Violation { pointer: format!("{at}/{}", escape(name)), message: "is required".into() });
+                return Err(Violation { pointer: Place::Field(at, name).pointer(), message: "is required".into() });
             }
         }
         for (k, x) in map {
-            let len = at.len();
-            at.push('/');
-            push_escaped(at, k);
+            let here = Place::Field(at, k);
             match (self.properties.get(k), &self.extra) {
-                (Some(s), _) => s.check(x, at)?,
-                (None, Extra::Schema(s)) => s.check(x, at)?,
+                (Some(s), _) => s.check(x, &here)?,
+                (None, Extra::Schema(s)) => s.check(x, &here)?,
                 (None, Extra::Allow) => {}
                 (None, Extra::Deny) => {
-                    return Err(Violation { pointer: at.clone(), message: "is not a known field".into() });
+                    return Err(Violation { pointer: here.pointer(), message: "is not a known field".into() });
                 }
             }
-            at.truncate(len);
         }
         Ok(())
+    }
+}
+
+/// Where in the value a check is: a chain on the stack, spelled as a JSON pointer only for a
+/// violation, so a value that passes costs no string.
+enum Place<'a> {
+    Root,
+    Field(&'a Place<'a>, &'a str),
+    Item(&'a Place<'a>, usize),
+}
+
+impl Place<'_> {
+    /// The JSON pointer of this place (`""` for the root).
+    fn pointer(&self) -> String {
+        let mut out = String::new();
+        self.push(&mut out);
+        out
+    }
+
+    fn push(&self, out: &mut String) {
+        match self {
+            Place::Root => {}
+            Place::Field(parent, key) => {
+                parent.push(out);
+                out.push('/');
+                push_escaped(out, key);
+            }
+            Place::Item(parent, i) => {
+                parent.push(out);
+                // Writing to a String cannot fail.
+                let _ = write!(out, "/{i}");
+            }
+        }
     }
 }
 

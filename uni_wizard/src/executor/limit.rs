@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
-use tower::{Layer, Service};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::util::Oneshot;
+use tower::{Layer, Service, ServiceExt};
 
 use super::Call;
 use crate::error::{Error, ErrorCode, Result};
@@ -65,41 +66,75 @@ pub struct Limit<S> {
 
 impl<S> Service<Call> for Limit<S>
 where
-    S: Service<Call, Response = Value, Error = Error> + Clone + Send + 'static,
-    S::Future: Send + 'static,
+    S: Service<Call, Response = Value, Error = Error> + Clone + Send + Unpin + 'static,
+    S::Future: Send + Unpin + 'static,
 {
     type Response = Value;
     type Error = Error;
-    type Future = BoxFuture<'static, Result<Value>>;
+    // Named, not boxed, when a slot is free at once (the usual case): the layer then adds no
+    // allocation of its own to a call. Only a call that has to queue for a slot is boxed.
+    type Future = Limited<Oneshot<S, Call>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<()>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, call: Call) -> Self::Future {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Limited::Running { attempt: self.inner.clone().oneshot(call), permit: Some(permit) };
+        }
         let slots = self.slots.clone();
         let (max, wait) = (self.max, self.wait);
-        let mut inner = self.inner.clone();
-        Box::pin(async move {
-            let permit = match slots.clone().try_acquire_owned() {
-                Ok(p) => p,
-                Err(_) => match tokio::time::timeout(wait, slots.acquire_owned()).await {
-                    Ok(Ok(p)) => p,
-                    _ => {
-                        return Err(Error::new(
-                            ErrorCode::Saturated,
-                            format!(
-                                "executor saturated: {max} calls running, no slot freed within {} ms",
-                                wait.as_millis()
-                            ),
-                        )
-                        .with_details(json!({ "max_concurrency": max, "queue_timeout_ms": wait.as_millis() as u64 })));
-                    }
-                },
+        let inner = self.inner.clone();
+        Limited::Queued(Box::pin(async move {
+            let permit = match tokio::time::timeout(wait, slots.acquire_owned()).await {
+                Ok(Ok(p)) => p,
+                _ => {
+                    return Err(Error::new(
+                        ErrorCode::Saturated,
+                        format!(
+                            "executor saturated: {max} calls running, no slot freed within {} ms",
+                            wait.as_millis()
+                        ),
+                    )
+                    .with_details(json!({ "max_concurrency": max, "queue_timeout_ms": wait.as_millis() as u64 })));
+                }
             };
-            let r = tower::ServiceExt::ready(&mut inner).await?.call(call).await;
+            let r = inner.oneshot(call).await;
             drop(permit);
             r
-        })
+        }))
+    }
+}
+
+/// The future of [`Limit`]: the call running under the slot it got at once, or waiting for
+/// one (boxed: the rare path).
+pub enum Limited<F> {
+    /// A slot was free: the call runs; the slot is given back when it ends.
+    Running {
+        /// The rest of the stack.
+        attempt: F,
+        /// The slot, until the call ends.
+        permit: Option<OwnedSemaphorePermit>,
+    },
+    /// No slot was free: waits up to the queue timeout for one, then runs.
+    Queued(BoxFuture<'static, Result<Value>>),
+}
+
+impl<F> std::future::Future for Limited<F>
+where
+    F: std::future::Future<Output = Result<Value>> + Unpin,
+{
+    type Output = Result<Value>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Value>> {
+        match self.get_mut() {
+            Limited::Running { attempt, permit } => {
+                let r = std::task::ready!(std::pin::Pin::new(attempt).poll(cx));
+                drop(permit.take());
+                Poll::Ready(r)
+            }
+            Limited::Queued(queued) => queued.as_mut().poll(cx),
+        }
     }
 }

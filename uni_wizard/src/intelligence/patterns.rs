@@ -59,7 +59,70 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE executions;
     ALTER TABLE executions_v2 RENAME TO executions;
     DELETE FROM sqlite_sequence WHERE name = 'executions';",
+    // 3: `mode` and `outcome` as small integers (see `mode_code`, `class_code`): two text
+    // bindings fewer per row (each one a copy inside SQLite) and a shorter record. A value
+    // this version did not write becomes -1, which reading skips as before. `house` stays
+    // text: operators and the cross-process tests query it by name.
+    "CREATE TABLE executions_v3 (
+        seq        INTEGER PRIMARY KEY,
+        time_ms    INTEGER NOT NULL,
+        tool       TEXT NOT NULL,
+        house      TEXT NOT NULL,
+        mode       INTEGER NOT NULL,
+        fingerprint INTEGER NOT NULL,
+        outcome    INTEGER NOT NULL,
+        error_code TEXT,
+        latency_us INTEGER NOT NULL,
+        node       TEXT NOT NULL
+    );
+    INSERT INTO executions_v3 (seq, time_ms, tool, house, mode, fingerprint, outcome, error_code, latency_us, node)
+        SELECT seq, time_ms, tool, house,
+            CASE mode WHEN 'simple' THEN 0 WHEN 'intelligent' THEN 1 WHEN 'sovereign' THEN 2 ELSE -1 END,
+            fingerprint,
+            CASE outcome WHEN 'ok' THEN 0 WHEN 'transient' THEN 1 WHEN 'permanent' THEN 2 ELSE -1 END,
+            error_code, latency_us, node
+        FROM executions ORDER BY seq;
+    DROP TABLE executions;
+    ALTER TABLE executions_v3 RENAME TO executions;",
 ];
+
+/// How `mode` is stored (schema 3): the numbers migration 3 writes for the names.
+const fn mode_code(mode: Mode) -> i64 {
+    match mode {
+        Mode::Simple => 0,
+        Mode::Intelligent => 1,
+        Mode::Sovereign => 2,
+    }
+}
+
+/// The mode stored as `code`, if this version knows it.
+const fn mode_of(code: i64) -> Option<Mode> {
+    match code {
+        0 => Some(Mode::Simple),
+        1 => Some(Mode::Intelligent),
+        2 => Some(Mode::Sovereign),
+        _ => None,
+    }
+}
+
+/// How `outcome` is stored (schema 3): the numbers migration 3 writes for the names.
+const fn class_code(class: OutcomeClass) -> i64 {
+    match class {
+        OutcomeClass::Ok => 0,
+        OutcomeClass::Transient => 1,
+        OutcomeClass::Permanent => 2,
+    }
+}
+
+/// The outcome class stored as `code`, if this version knows it.
+const fn class_of(code: i64) -> Option<OutcomeClass> {
+    match code {
+        0 => Some(OutcomeClass::Ok),
+        1 => Some(OutcomeClass::Transient),
+        2 => Some(OutcomeClass::Permanent),
+        _ => None,
+    }
+}
 
 /// One execution as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -158,9 +221,9 @@ fn read_rows(conn: &Connection) -> Result<Vec<Row>, String> {
                 r.get::<_, i64>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
+                r.get::<_, i64>(3)?,
                 r.get::<_, i64>(4)?,
-                r.get::<_, String>(5)?,
+                r.get::<_, i64>(5)?,
                 r.get::<_, Option<String>>(6)?,
                 r.get::<_, i64>(7)?,
                 r.get::<_, String>(8)?,
@@ -171,7 +234,7 @@ fn read_rows(conn: &Connection) -> Result<Vec<Row>, String> {
     for r in rows {
         let (time_ms, tool, house, mode, fp, outcome, code, latency, node) = r.map_err(|e| e.to_string())?;
         // Rows this version cannot read (an unknown house or class) are skipped, not fatal.
-        let (Ok(house), Ok(mode), Some(class)) = (house.parse(), mode.parse(), OutcomeClass::parse(&outcome)) else {
+        let (Ok(house), Some(mode), Some(class)) = (house.parse(), mode_of(mode), class_of(outcome)) else {
             continue;
         };
         out.push(Row {
@@ -228,9 +291,9 @@ impl PatternStore for SqliteStore {
                     r.time_ms as i64,
                     r.tool.as_ref(),
                     r.house.as_str(),
-                    r.mode.as_str(),
+                    mode_code(r.mode),
                     r.fingerprint as i64,
-                    r.class.as_str(),
+                    class_code(r.class),
                     r.error_code,
                     r.latency_us as i64,
                     r.node.as_ref(),
@@ -422,6 +485,58 @@ mod tests {
             latency_us: 100 + i,
             node: "n".into(),
         }
+    }
+
+    /// Proves a schema-2 DB (mode and outcome as names) migrates to integer codes with every
+    /// mode and outcome class kept and a row of a name this version does not know still
+    /// skipped on reading, and that every (mode, class) written now reads back the same.
+    #[test]
+    fn version_2_names_migrate_to_codes_and_round_trip() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("patterns.db");
+        let modes = [Mode::Simple, Mode::Intelligent, Mode::Sovereign];
+        let classes = [OutcomeClass::Ok, OutcomeClass::Transient, OutcomeClass::Permanent];
+        let every: Vec<Row> = (0..9u64)
+            .map(|i| Row { mode: modes[(i / 3) as usize], class: classes[(i % 3) as usize], ..row(i) })
+            .collect();
+        {
+            let c = Connection::open(&path).expect("db");
+            c.execute_batch(MIGRATIONS[0]).expect("v1 schema");
+            c.execute_batch(MIGRATIONS[1]).expect("v2 schema");
+            c.pragma_update(None, "user_version", 2).expect("v2");
+            let insert = |r: &Row, mode: &str, outcome: &str| {
+                c.execute(
+                    "INSERT INTO executions (time_ms, tool, house, mode, fingerprint, outcome, error_code, latency_us, node)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        r.time_ms as i64,
+                        r.tool.as_ref(),
+                        r.house.as_str(),
+                        mode,
+                        r.fingerprint as i64,
+                        outcome,
+                        r.error_code,
+                        r.latency_us as i64,
+                        r.node.as_ref()
+                    ],
+                )
+                .expect("v2 row");
+            };
+            for r in &every {
+                insert(r, r.mode.as_str(), r.class.as_str());
+            }
+            insert(&row(100), "warp", "ok");
+            insert(&row(101), "simple", "maybe");
+        }
+        let mut store = SqliteStore::open(&path).expect("migrate");
+        assert_eq!(store.rows().expect("rows"), every, "known rows kept, unknown ones skipped");
+        store.append(&every).expect("append");
+        assert_eq!(store.rows().expect("rows"), [every.clone(), every].concat());
+        let unknown: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM executions WHERE mode = -1 OR outcome = -1", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(unknown, 2);
     }
 
     /// Proves a DB written at schema version 1 (AUTOINCREMENT and the (tool, house) index) is

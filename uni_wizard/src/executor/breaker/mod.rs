@@ -12,11 +12,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::time::Instant;
+use tower::util::Oneshot;
 use tower::{Layer, Service, ServiceExt};
 
 use super::Call;
 use crate::error::{Error, ErrorCode, Result};
-use crate::future::BoxFuture;
 use crate::hash::FastMap;
 
 pub mod state;
@@ -154,7 +154,7 @@ pub struct BreakerService<S> {
 }
 
 /// Tells the breaker the probe ended without a verdict if the call future is dropped.
-struct Guard {
+pub struct Guard {
     breaker: Arc<Breaker>,
     permit: Permit,
     done: bool,
@@ -170,12 +170,13 @@ impl Drop for Guard {
 
 impl<S> Service<Call> for BreakerService<S>
 where
-    S: Service<Call, Response = Value, Error = Error> + Clone + Send + 'static,
-    S::Future: Send + 'static,
+    S: Service<Call, Response = Value, Error = Error> + Clone + Send + Unpin + 'static,
+    S::Future: Send + Unpin + 'static,
 {
     type Response = Value;
     type Error = Error;
-    type Future = BoxFuture<'static, Result<Value>>;
+    // Named, not boxed: the layer adds no allocation of its own to a call.
+    type Future = Guarded<Oneshot<S, Call>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<()>> {
         Poll::Ready(Ok(()))
@@ -184,23 +185,58 @@ where
     fn call(&mut self, call: Call) -> Self::Future {
         let tool = call.tool_name();
         let breaker = self.breakers.get(tool, &call.target);
-        let inner = self.inner.clone();
-        Box::pin(async move {
-            let permit = breaker.acquire(Instant::now()).map_err(|wait| {
-                Error::new(ErrorCode::BreakerOpen, format!("circuit breaker for {tool} on {} is open", call.target))
-                    .with_details(
-                        json!({ "tool": tool, "target": &*call.target, "retry_after_ms": wait.as_millis() as u64 }),
-                    )
-            })?;
-            let mut guard = Guard { breaker, permit, done: false };
-            let r = inner.oneshot(call).await;
-            match &r {
-                Ok(_) => guard.breaker.on_success(permit),
-                Err(e) if counts_as_failure(e) => guard.breaker.on_failure(permit, Instant::now()),
-                Err(_) => guard.breaker.abandon(permit, Instant::now()),
+        match breaker.acquire(Instant::now()) {
+            Ok(permit) => Guarded::Running {
+                attempt: self.inner.clone().oneshot(call),
+                guard: Guard { breaker, permit, done: false },
+            },
+            Err(wait) => Guarded::Refused(std::future::ready(Err(Error::new(
+                ErrorCode::BreakerOpen,
+                format!("circuit breaker for {tool} on {} is open", call.target),
+            )
+            .with_details(
+                json!({ "tool": tool, "target": &*call.target, "retry_after_ms": wait.as_millis() as u64 }),
+            )))),
+        }
+    }
+}
+
+/// The future of [`BreakerService`]: refused at once (E3002), or the call running under its
+/// permit, whose result the breaker is told when it arrives.
+pub enum Guarded<F> {
+    /// The breaker refused the call.
+    Refused(std::future::Ready<Result<Value>>),
+    /// The call runs; the guard reports its end.
+    Running {
+        /// The rest of the stack.
+        attempt: F,
+        /// The breaker and its permit.
+        guard: Guard,
+    },
+}
+
+impl<F> std::future::Future for Guarded<F>
+where
+    F: std::future::Future<Output = Result<Value>> + Unpin,
+{
+    type Output = Result<Value>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Value>> {
+        match self.get_mut() {
+            Guarded::Refused(refusal) => std::pin::Pin::new(refusal).poll(cx),
+            Guarded::Running { attempt, guard } => {
+                let r = std::task::ready!(std::pin::Pin::new(attempt).poll(cx));
+                if !guard.done {
+                    let permit = guard.permit;
+                    match &r {
+                        Ok(_) => guard.breaker.on_success(permit),
+                        Err(e) if counts_as_failure(e) => guard.breaker.on_failure(permit, Instant::now()),
+                        Err(_) => guard.breaker.abandon(permit, Instant::now()),
+                    }
+                    guard.done = true;
+                }
+                Poll::Ready(r)
             }
-            guard.done = true;
-            r
-        })
+        }
     }
 }

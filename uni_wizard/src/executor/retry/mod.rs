@@ -1,11 +1,12 @@
 //! Retry: repeats transient failures of repeatable calls with exponential backoff and jitter.
 //!
-//! The decision lives in [`policy`]; this module only applies it, through `backon`.
+//! The decision lives in [`policy`]; this module only applies it, on `backon`'s schedule.
 
 use std::task::{Context, Poll};
 
-use backon::Retryable;
+use backon::BackoffBuilder;
 use serde_json::Value;
+use tower::util::Oneshot;
 use tower::{Layer, Service, ServiceExt};
 
 use super::Call;
@@ -46,31 +47,83 @@ pub struct Retry<S> {
 
 impl<S> Service<Call> for Retry<S>
 where
-    S: Service<Call, Response = Value, Error = Error> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
+    S: Service<Call, Response = Value, Error = Error> + Clone + Send + Sync + Unpin + 'static,
+    S::Future: Send + Unpin + 'static,
 {
     type Response = Value;
     type Error = Error;
-    type Future = BoxFuture<'static, Result<Value>>;
+    // Named, not boxed, for the first attempt (most calls have no other): only a call that
+    // failed transiently and will be repeated boxes its backoff loop.
+    type Future = Retrying<S>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<()>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, call: Call) -> Self::Future {
-        let inner = self.inner.clone();
-        if !self.policy.may_repeat(&call) {
-            return Box::pin(inner.oneshot(call));
+        let again = self.policy.may_repeat(&call).then(|| (self.inner.clone(), call.clone(), self.policy.clone()));
+        Retrying::First { attempt: self.inner.clone().oneshot(call), again }
+    }
+}
+
+/// The future of [`Retry`]: the first attempt, then (after a transient failure of a repeatable
+/// call) the backoff loop.
+pub enum Retrying<S: Service<Call>> {
+    /// The first attempt, with what a repeat needs when the call may be repeated.
+    First {
+        /// The attempt.
+        attempt: Oneshot<S, Call>,
+        /// The service, the call and the policy, for the repeats.
+        again: Option<(S, Call, RetryPolicy)>,
+    },
+    /// The repeats after a transient failure.
+    Repeating(BoxFuture<'static, Result<Value>>),
+}
+
+impl<S> std::future::Future for Retrying<S>
+where
+    S: Service<Call, Response = Value, Error = Error> + Clone + Send + Unpin + 'static,
+    S::Future: Send + Unpin + 'static,
+{
+    type Output = Result<Value>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Value>> {
+        let this = self.get_mut();
+        if let Retrying::First { attempt, again } = this {
+            let r = std::task::ready!(std::pin::Pin::new(attempt).poll(cx));
+            match (r, again.take()) {
+                (Err(e), Some((inner, call, policy))) if policy.is_retryable(&e) => {
+                    *this = Retrying::Repeating(Box::pin(repeat(inner, call, policy, e)));
+                }
+                (r, _) => return Poll::Ready(r),
+            }
         }
-        let policy = self.policy.clone();
-        Box::pin(async move {
-            let attempt = || inner.clone().oneshot(call.clone());
-            attempt
-                .retry(policy.backoff().with_max_times(policy.retries_for(&call)))
-                .sleep(tokio::time::sleep)
-                .when(|e| policy.is_retryable(e))
-                .notify(|e, d| tracing::debug!(code = %e.code, delay_ms = d.as_millis() as u64, "retrying"))
-                .await
-        })
+        match this {
+            Retrying::Repeating(repeats) => repeats.as_mut().poll(cx),
+            // Left above only by returning.
+            Retrying::First { .. } => Poll::Pending,
+        }
+    }
+}
+
+/// After the first attempt failed with `error` (transient): what `backon` does for the
+/// policy's schedule, i.e. while the failure is retryable and the schedule has a delay left,
+/// sleep that delay (tokio's clock) and attempt again.
+async fn repeat<S>(inner: S, call: Call, policy: RetryPolicy, mut error: Error) -> Result<Value>
+where
+    S: Service<Call, Response = Value, Error = Error> + Clone,
+{
+    let mut delays = policy.backoff().with_max_times(policy.retries_for(&call)).build();
+    loop {
+        if !policy.is_retryable(&error) {
+            return Err(error);
+        }
+        let Some(delay) = delays.next() else { return Err(error) };
+        tracing::debug!(code = %error.code, delay_ms = delay.as_millis() as u64, "retrying");
+        tokio::time::sleep(delay).await;
+        match inner.clone().oneshot(call.clone()).await {
+            Ok(v) => return Ok(v),
+            Err(e) => error = e,
+        }
     }
 }
