@@ -199,11 +199,7 @@ pub fn hermes_hook(a: &HookArgs) -> i32 {
     let forwarded =
         outbox::Outbox::open_existing(&telemetry::outbox_path(&config), &config.node_name(), &config.telemetry, busy)
             .and_then(|ob| {
-                ob.append(
-                    vec![(telemetry::now_ms(), uni_wizard_proto::v1::telemetry_event::Kind::Hook(event))],
-                    0,
-                    "hook",
-                )
+                ob.append(vec![(telemetry::now_ms(), uni_wizard_proto::v1::telemetry_event::Kind::Hook(event))], "hook")
             });
     if let Err(e) = forwarded {
         eprintln!("uni-wizard hermes-hook: event not forwarded: {} {}", e.code, e.message);

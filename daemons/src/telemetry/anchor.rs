@@ -46,7 +46,7 @@ pub async fn run(store: Arc<AuditStore>, outbox: Arc<Outbox>, live: Live, mut st
         if let Some(head) = head.filter(|h| sent.as_ref() != Some(h) && (h.seq > 0 || h.spent_seq > 0)) {
             let ob = outbox.clone();
             let event = vec![(super::now_ms(), Kind::AuditCheckpoint(to_wire(&head)))];
-            match tokio::task::spawn_blocking(move || ob.append(event, 0, "audit")).await {
+            match tokio::task::spawn_blocking(move || ob.append(event, "audit")).await {
                 Ok(Ok(n)) if n > 0 => {
                     tracing::debug!(seq = head.seq, spent_seq = head.spent_seq, "audit head queued for timmy");
                     sent = Some(head);

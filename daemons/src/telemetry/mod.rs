@@ -30,7 +30,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::{mpsc, watch};
 use uni_wizard::{Error, ErrorCode};
@@ -113,14 +112,14 @@ pub fn describe_metrics() {
 #[derive(Debug)]
 pub struct HarnessObserver {
     tx: mpsc::Sender<(i64, Kind)>,
-    dropped: Arc<AtomicU64>,
+    outbox: Arc<Outbox>,
 }
 
 impl uni_wizard::Observer for HarnessObserver {
     fn executed(&self, e: &uni_wizard::Execution) {
         let event = Kind::Execution(crate::wire::execution_to_wire(e));
         if self.tx.try_send((now_ms(), event)).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.outbox.count_dropped(1);
             metrics::counter!("uw_telemetry_dropped_total", "source" => "harness").increment(1);
         }
     }
@@ -130,7 +129,6 @@ impl uni_wizard::Observer for HarnessObserver {
 pub struct Bridge {
     outbox: Arc<Outbox>,
     rx: mpsc::Receiver<(i64, Kind)>,
-    dropped: Arc<AtomicU64>,
     live: Live,
     peers: Peers,
     /// The node's audit store, whose heads are anchored at Timmy.
@@ -169,9 +167,8 @@ impl Bridge {
         }
         let outbox = Arc::new(Outbox::open(&outbox_path(&config), &node, &config.telemetry)?);
         let (tx, rx) = mpsc::channel(HARNESS_QUEUE);
-        let dropped = Arc::new(AtomicU64::new(0));
-        let observer = Arc::new(HarnessObserver { tx, dropped: dropped.clone() });
-        Ok((Bridge { outbox, rx, dropped, live, peers, audit: None }, observer))
+        let observer = Arc::new(HarnessObserver { tx, outbox: outbox.clone() });
+        Ok((Bridge { outbox, rx, live, peers, audit: None }, observer))
     }
 
     /// The outbox (for `/health`).
@@ -196,7 +193,7 @@ impl Bridge {
                 stop.clone(),
             );
         }
-        tokio::spawn(ingest(self.outbox.clone(), self.rx, self.dropped, config.telemetry.batch));
+        tokio::spawn(ingest(self.outbox.clone(), self.rx, config.telemetry.batch));
         if let Some(store) = self.audit {
             tokio::spawn(anchor::run(store, self.outbox.clone(), self.live.clone(), stop.clone()));
         }
@@ -205,14 +202,13 @@ impl Bridge {
 }
 
 /// Moves queued harness events into the outbox in batches.
-async fn ingest(outbox: Arc<Outbox>, mut rx: mpsc::Receiver<(i64, Kind)>, dropped: Arc<AtomicU64>, batch: usize) {
+async fn ingest(outbox: Arc<Outbox>, mut rx: mpsc::Receiver<(i64, Kind)>, batch: usize) {
     let mut buf = Vec::with_capacity(batch);
     while rx.recv_many(&mut buf, batch).await > 0 {
         let events = std::mem::take(&mut buf);
-        let queue_drops = dropped.swap(0, Ordering::Relaxed);
         let ob = outbox.clone();
         let n = events.len() as u64;
-        let result = tokio::task::spawn_blocking(move || ob.append(events, queue_drops, "harness")).await;
+        let result = tokio::task::spawn_blocking(move || ob.append(events, "harness")).await;
         match result {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {

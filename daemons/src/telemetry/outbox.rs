@@ -185,8 +185,9 @@ pub struct Outbox {
     max_buffered: u64,
     /// Set while writes fail on the write side (see the module docs).
     write_error: Mutex<Option<WriteError>>,
-    /// Events dropped since the last commit that could count them (the write side failing):
-    /// in [`OutboxStats::dropped`] at once, and into the file with the next commit.
+    /// Events dropped since the last commit that could count them (lost in the queue before
+    /// the outbox, or with a failed write): in [`OutboxStats::dropped`] at once, and into the
+    /// file with the next commit.
     unsaved_drops: AtomicU64,
     /// Woken after every commit that added events (the streamer waits on it).
     pub added: tokio::sync::Notify,
@@ -329,15 +330,21 @@ impl Outbox {
         }
     }
 
+    /// Counts `n` events lost before they reached the outbox (a full queue): in
+    /// [`OutboxStats::dropped`] at once, written with the next commit.
+    pub fn count_dropped(&self, n: u64) {
+        self.unsaved_drops.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Numbers and stores events from a source with no cursor of its own (harness, hook).
-    /// Events that find the outbox full are dropped and counted, as are `queue_drops`
-    /// already lost before reaching it. Returns how many were stored.
+    /// Events that find the outbox full are dropped and counted, as are those
+    /// [`Outbox::count_dropped`] counted since the last commit. Returns how many were stored.
     ///
     /// # Errors
     /// E4002 when the transaction fails (nothing was stored).
-    pub fn append(&self, events: Vec<(i64, Kind)>, queue_drops: u64, source: &'static str) -> Result<usize, Error> {
+    pub fn append(&self, events: Vec<(i64, Kind)>, source: &'static str) -> Result<usize, Error> {
         let n = events.len() as u64;
-        let queue_drops = queue_drops + self.unsaved_drops.swap(0, Ordering::Relaxed);
+        let queue_drops = self.unsaved_drops.swap(0, Ordering::Relaxed);
         let r = self.append_tx(events, queue_drops, source);
         if r.is_err() {
             // Nothing of the batch was stored: its events, and the drops it was to record, are
@@ -722,7 +729,7 @@ mod tests {
         ob.note(Err(&fail(rusqlite::ffi::SQLITE_IOERR)));
         assert_eq!(ob.write_error(), Some(first.clone()), "the first failure is the one shown");
         assert_eq!(ob.stats().expect("stats").write_error, Some(first));
-        ob.append(vec![hook(1)], 0, "hook").expect("writes");
+        ob.append(vec![hook(1)], "hook").expect("writes");
         assert_eq!(ob.write_error(), None, "a committed write clears it");
     }
 
@@ -737,10 +744,11 @@ mod tests {
         let ob = Outbox::open(&path, "n", &cfg).expect("open");
         let side = Connection::open(&path).expect("second connection");
         side.execute_batch("ALTER TABLE outbox RENAME TO hidden").expect("hide the table");
-        assert!(ob.append(vec![hook(1), hook(2)], 1, "hook").is_err(), "the write fails");
+        ob.count_dropped(1);
+        assert!(ob.append(vec![hook(1), hook(2)], "hook").is_err(), "the write fails");
         side.execute_batch("ALTER TABLE hidden RENAME TO outbox").expect("restore the table");
         assert_eq!(ob.stats().expect("stats").dropped, 3, "two events and one queue drop, before any commit");
-        ob.append(vec![hook(3)], 0, "hook").expect("writes again");
+        ob.append(vec![hook(3)], "hook").expect("writes again");
         assert_eq!(ob.stats().expect("stats").dropped, 3);
         drop(ob);
         let again = Outbox::open(&path, "n", &cfg).expect("reopen");
@@ -758,10 +766,10 @@ mod tests {
         let ob = Outbox::open(&path, "n", &cfg).expect("open");
         let f = ob.stats().expect("stats").first_seq;
         assert!(f >= before, "first seq {f} comes from the clock (>= {before})");
-        assert_eq!(ob.append(vec![hook(1), hook(2)], 0, "test").expect("append"), 2);
+        assert_eq!(ob.append(vec![hook(1), hook(2)], "test").expect("append"), 2);
         drop(ob);
         let ob = Outbox::open(&path, "n", &cfg).expect("reopen");
-        ob.append(vec![hook(3)], 0, "test").expect("append");
+        ob.append(vec![hook(3)], "test").expect("append");
         let seqs: Vec<u64> = ob.pending(0, 10).expect("pending").into_iter().map(|(s, _)| s).collect();
         assert_eq!(seqs, vec![f, f + 1, f + 2]);
         assert_eq!(ob.ack(f + 1).expect("ack"), 2);
@@ -777,7 +785,7 @@ mod tests {
         let path = dir.path().join("o.db");
         let cfg = TelemetryConfig::default();
         let ob = Outbox::open(&path, "n", &cfg).expect("open");
-        ob.append((1..=100).map(hook).collect(), 0, "test").expect("append");
+        ob.append((1..=100).map(hook).collect(), "test").expect("append");
         let last = ob.stats().expect("stats").next_seq - 1;
         drop(ob);
         for f in ["o.db", "o.db-wal", "o.db-shm"] {
@@ -803,7 +811,7 @@ mod tests {
         .expect("old meta");
         drop(c);
         let ob = Outbox::open(&path, "n", &TelemetryConfig::default()).expect("open");
-        ob.append(vec![hook(1)], 0, "test").expect("append");
+        ob.append(vec![hook(1)], "test").expect("append");
         let s = ob.stats().expect("stats");
         assert_eq!((s.first_seq, s.next_seq, s.acked_through, s.buffered), (1, 6, 4, 1));
     }
@@ -814,7 +822,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let cfg = TelemetryConfig { max_buffered: 2, ..TelemetryConfig::default() };
         let ob = Outbox::open(&dir.path().join("o.db"), "n", &cfg).expect("open");
-        assert_eq!(ob.append(vec![hook(1), hook(2), hook(3)], 4, "test").expect("append"), 2);
+        ob.count_dropped(4);
+        assert_eq!(ob.append(vec![hook(1), hook(2), hook(3)], "test").expect("append"), 2);
         let s = ob.stats().expect("stats");
         assert_eq!((s.buffered, s.dropped), (2, 5));
         let batch =

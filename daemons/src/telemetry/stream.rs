@@ -262,7 +262,7 @@ mod tests {
                 ..Default::default()
             }),
         );
-        tokio::task::spawn_blocking(move || ob.append(vec![event], 0, "harness")).await.expect("task").expect("append");
+        tokio::task::spawn_blocking(move || ob.append(vec![event], "harness")).await.expect("task").expect("append");
         let got = rx.recv().await.expect("the event is sent");
         assert_eq!(got.seq, outbox.stats().expect("stats").next_seq - 1);
         assert!(started.elapsed() < cfg.poll(), "sent after {:?}: waited for the poll tick", started.elapsed());
