@@ -27,6 +27,7 @@
 //! Valgrind hides SHA-NI, so SHA-256 runs in software here (~66k instructions of each call).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use serde_json::json;
 use uni_wizard::contract::ContractSpec;
@@ -121,13 +122,39 @@ fn main() {
                 .registry(registry)
                 .build()
                 .expect("harness");
+            // Valgrind runs one thread at a time and the main thread never blocks, so the
+            // pattern writer would get too few turns, its queue would fill, and calls would
+            // degrade to Simple. Waiting for the writer once per `batch_size` calls gives it a
+            // turn: it commits every `batch_size` rows, as it does in a daemon under load.
+            let batch = harness.intelligence().map_or(usize::MAX, |i| i.config().batch_size);
             rt.block_on(async {
-                for _ in 0..calls {
+                for call in 1..=calls {
                     std::hint::black_box(
                         harness.execute("in_memory_read", json!({"path": "one_kib.txt"})).await.expect("call"),
                     );
+                    if call % batch == 0 {
+                        if let Some(intelligence) = harness.intelligence() {
+                            intelligence.flush();
+                        }
+                    }
                 }
             });
+            if let Some(intelligence) = harness.intelligence() {
+                // A row the writer's queue had no room for is dropped and its call runs as
+                // Simple: the count would then be a mix of the two modes. Refuse it.
+                let healthy = intelligence.flush();
+                let stats = intelligence.stats();
+                let recorded = stats.recorded.load(Ordering::Relaxed);
+                let dropped = stats.dropped.load(Ordering::Relaxed);
+                let degraded = stats.degraded_calls.load(Ordering::Relaxed);
+                println!(
+                    "harness_instructions: pattern rows recorded {recorded}, dropped {dropped}, degraded calls {degraded}"
+                );
+                assert!(
+                    healthy && dropped == 0 && degraded == 0 && recorded == calls as u64,
+                    "the pattern writer fell behind: this count is not an Intelligent one"
+                );
+            }
         }
     }
     println!("harness_instructions: {calls} {what} calls done (count them with callgrind, see the source)");

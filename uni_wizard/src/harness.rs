@@ -512,7 +512,7 @@ impl Harness {
         let parent_id = req.parent.take();
         // Computed once for whoever needs it: the observer's event and the pattern DB's row.
         let fingerprint = (inner.observer.is_some() || inner.intelligence.is_some())
-            .then(|| crate::intelligence::fingerprint(&req.args, &contract.input_schema));
+            .then(|| crate::intelligence::fingerprint_by(&req.args, |k| tool.contract().is_enumerated(k)));
         let mut approvals = Vec::new();
         let mut notes = CallNotes::default();
         let result = self
@@ -532,7 +532,7 @@ impl Harness {
 
         let duration_us = started.elapsed().as_micros() as u64;
         if let Some(intel) = &inner.intelligence {
-            intel.finish(&mut notes, contract.name, inner.house, result.as_ref().err(), duration_us);
+            intel.finish(&mut notes, contract.name, inner.house, result.as_ref().err(), started_ms, duration_us);
         }
         let record = Record {
             id: request_id.to_owned(),

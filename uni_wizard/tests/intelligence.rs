@@ -8,7 +8,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use uni_wizard::intelligence::fingerprint;
+use uni_wizard::contract::{Contract, ContractSpec};
+use uni_wizard::intelligence::{fingerprint, fingerprint_by};
 use uni_wizard::{Config, ErrorCode, Harness, House, Intelligence, IntelligenceConfig, Mode};
 
 struct Setup {
@@ -184,6 +185,42 @@ fn fingerprint_rule() {
     assert_ne!(fp(json!({"r": true})), fp(json!({"r": false})));
     assert_ne!(fp(json!({"mode": "a"})), fp(json!({"mode": "b"})));
     assert_ne!(fp(json!({"path": "a"})), fp(json!({"path": 1})));
+}
+
+/// Proves the fingerprint a compiled contract gives (its enum fields read once) is the one its
+/// schema gives, for every built-in tool and for a schema with enums of strings and numbers
+/// and an enumerated secret.
+#[test]
+fn contract_fingerprint_is_the_schema_fingerprint() {
+    let registry = uni_wizard::tools::Registry::builtin().expect("registry");
+    let extra = Contract::new(ContractSpec {
+        name: "enums",
+        input_schema: json!({"type": "object", "properties": {
+            "mode": {"type": "string", "enum": ["a", "b"]}, "level": {"enum": [1, 2]}, "free": {"type": "string"},
+            "api_key": {"enum": ["x"]}
+        }}),
+        ..<uni_wizard::tools::file::read::FileRead as uni_wizard::tools::TypedTool>::spec()
+    })
+    .expect("contract");
+    assert!(extra.is_enumerated("mode") && extra.is_enumerated("level") && !extra.is_enumerated("free"));
+    let contracts: Vec<&Contract> = registry.iter().map(|t| t.contract()).chain([&extra]).collect();
+    for contract in contracts {
+        let schema = &contract.spec().input_schema;
+        let mut names: Vec<String> =
+            schema["properties"].as_object().map(|p| p.keys().cloned().collect()).unwrap_or_default();
+        names.extend(["unknown".to_owned(), "mode".to_owned(), "level".to_owned()]);
+        for value in [json!("a"), json!("b"), json!(1), json!(true), json!(null), json!({"k": [1]})] {
+            let args: serde_json::Map<String, serde_json::Value> =
+                names.iter().map(|n| (n.clone(), value.clone())).collect();
+            let args = serde_json::Value::Object(args);
+            assert_eq!(
+                fingerprint_by(&args, |k| contract.is_enumerated(k)),
+                fingerprint(&args, schema),
+                "{} with {args}",
+                contract.spec().name
+            );
+        }
+    }
 }
 
 /// Proves a saturated writer queue (capacity 1, a writer lingering 300 ms) degrades calls to

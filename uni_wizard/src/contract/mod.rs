@@ -109,6 +109,9 @@ pub struct Contract {
     spec: ContractSpec,
     input: Compiled,
     output: Compiled,
+    /// The top-level input properties whose schema has an `enum`, read once from the input
+    /// schema for [`Contract::is_enumerated`].
+    enumerated: Box<[String]>,
 }
 
 impl Contract {
@@ -122,12 +125,25 @@ impl Contract {
         };
         let input = Compiled::compile(&spec.input_schema).map_err(|e| bad("input", e))?;
         let output = Compiled::compile(&spec.output_schema).map_err(|e| bad("output", e))?;
-        Ok(Contract { spec, input, output })
+        let enumerated = spec
+            .input_schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .map(|p| p.iter().filter(|(_, schema)| schema.get("enum").is_some()).map(|(k, _)| k.clone()).collect())
+            .unwrap_or_default();
+        Ok(Contract { spec, input, output, enumerated })
     }
 
     /// The static parts: name, family, schemas, hints, risk, timeout, flags.
     pub fn spec(&self) -> &ContractSpec {
         &self.spec
+    }
+
+    /// Whether the input schema gives top-level property `field` an `enum`: its values are a
+    /// small closed set, which the pattern DB's fingerprint keeps apart
+    /// (`intelligence::fingerprint`).
+    pub fn is_enumerated(&self, field: &str) -> bool {
+        self.enumerated.iter().any(|f| f == field)
     }
 
     /// Checks arguments against the input schema.

@@ -164,6 +164,14 @@ impl IntelligenceConfig {
 /// The fingerprint of `args` under `schema` (see the module docs for the rule). Never
 /// [`predictions::AGGREGATE`].
 pub fn fingerprint(args: &Value, schema: &Value) -> u64 {
+    let properties = schema.get("properties");
+    fingerprint_by(args, |k| properties.and_then(|p| p.get(k)).is_some_and(|p| p.get("enum").is_some()))
+}
+
+/// [`fingerprint`], told by `enumerated` which top-level fields have an `enum` in their schema
+/// (a compiled contract knows: [`crate::contract::Contract::is_enumerated`]), so the schema is
+/// not searched on every call.
+pub fn fingerprint_by(args: &Value, enumerated: impl Fn(&str) -> bool) -> u64 {
     fn type_tag(v: &Value) -> &'static str {
         match v {
             Value::Null => "null",
@@ -177,7 +185,6 @@ pub fn fingerprint(args: &Value, schema: &Value) -> u64 {
     let mut h = crate::hash::Fnv64::new();
     match args {
         Value::Object(map) => {
-            let properties = schema.get("properties");
             for (k, v) in map {
                 h.update(k.as_bytes());
                 h.update(&[0]);
@@ -185,9 +192,7 @@ pub fn fingerprint(args: &Value, schema: &Value) -> u64 {
                     h.update(b"secret");
                 } else {
                     h.update(type_tag(v).as_bytes());
-                    let enumerated =
-                        properties.and_then(|p| p.get(k.as_str())).is_some_and(|p| p.get("enum").is_some());
-                    if matches!(v, Value::Bool(_) | Value::Null) || enumerated {
+                    if matches!(v, Value::Bool(_) | Value::Null) || enumerated(k) {
                         h.update(b"=");
                         // The value's compact JSON text, streamed (writing to a hasher cannot fail).
                         let _ = serde_json::to_writer(&mut h, v);
@@ -375,7 +380,7 @@ impl Intelligence {
             (row.tool.clone(), row.house, row.fingerprint, row.class, row.latency_us);
         let mut model = self.model.write().unwrap_or_else(PoisonError::into_inner);
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
-        match tx.try_send(patterns::Msg::Row(Box::new(row))) {
+        match tx.try_send(patterns::Msg::Row(row)) {
             Ok(()) => {
                 model.observe(&tool, house, fp, class, latency, self.growth);
                 Ok(())
@@ -463,14 +468,16 @@ impl Intelligence {
         Ok((mode, timeout))
     }
 
-    /// Records an executed call planned by [`Intelligence::plan`]; a dropped row marks an
-    /// Intelligent call degraded.
+    /// Records an executed call planned by [`Intelligence::plan`], which started at
+    /// `started_ms` (wall clock) and took `latency_us`; a dropped row marks an Intelligent call
+    /// degraded.
     pub(crate) fn finish(
         &self,
         notes: &mut CallNotes,
         tool: &'static str,
         house: House,
         error: Option<&Error>,
+        started_ms: u64,
         latency_us: u64,
     ) {
         let Some(fp) = notes.record else { return };
@@ -480,7 +487,7 @@ impl Intelligence {
             Some(_) => OutcomeClass::Permanent,
         };
         let row = Row {
-            time_ms: crate::provenance::now_ms(),
+            time_ms: started_ms,
             tool: Cow::Borrowed(tool),
             house,
             mode: notes.mode,

@@ -76,29 +76,67 @@ impl OutcomeClass {
 /// Decayed statistics of one key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stats {
-    /// Weight the next outcome gets (grows by `g` each outcome).
+    /// Weight the next outcome gets (grows by `growth` each outcome).
     scale: f64,
+    /// The growth the last outcome was added with (see [`ModelParams::growth`]), kept so a
+    /// prediction needs no `powf`.
+    growth: f64,
     ok: f64,
     failed: f64,
     transient: f64,
     latency: [f64; BUCKETS],
+    /// The sum of `latency`, kept as outcomes are added so a prediction does not add up the
+    /// buckets.
+    latency_total: f64,
     /// Outcomes seen (not decayed).
     pub samples: u64,
 }
 
 impl Default for Stats {
     fn default() -> Stats {
-        Stats { scale: 1.0, ok: 0.0, failed: 0.0, transient: 0.0, latency: [0.0; BUCKETS], samples: 0 }
+        Stats {
+            scale: 1.0,
+            growth: 1.0,
+            ok: 0.0,
+            failed: 0.0,
+            transient: 0.0,
+            latency: [0.0; BUCKETS],
+            latency_total: 0.0,
+            samples: 0,
+        }
     }
 }
 
+/// The latency bucket of `latency_us`: `floor(4 * log2(latency_us))`, at least 0 and at most
+/// `BUCKETS - 1`, in integers: `floor(log2(x^4))` is the position of the highest set bit of
+/// `x^4`, exact where the float logarithm would round. Latencies from `u32::MAX` µs up are in
+/// the last bucket anyway (4 * 32 = 128), which keeps `x^4` within a `u128`.
 fn bucket(latency_us: u64) -> usize {
-    let b = (4.0 * ((latency_us.max(1)) as f64).log2()).floor();
-    (b.max(0.0) as usize).min(BUCKETS - 1)
+    let x = u128::from(latency_us.clamp(1, u64::from(u32::MAX)));
+    let b = 127 - (x * x * x * x).leading_zeros() as usize;
+    b.min(BUCKETS - 1)
 }
 
+/// `2^((i + 0.5) / 4)` for every bucket `i`: the value a latency quantile reports. A power of
+/// two times one of four constants, so the table is built at compile time; scaling by a power
+/// of two is exact, so each entry is what `2f64.powf((i + 0.5) / 4.0)` gives (test
+/// `bucket_values_are_the_powers_they_stand_for`).
+const BUCKET_VALUES: [f64; BUCKETS] = {
+    // 2^(1/8), 2^(3/8), 2^(5/8), 2^(7/8).
+    const FRACTION: [f64; 4] =
+        [1.090_507_732_665_257_7, 1.296_839_554_651_009_6, 1.542_210_825_407_940_7, 1.834_008_086_409_342_4];
+    let mut table = [0.0; BUCKETS];
+    let mut i = 0;
+    while i < BUCKETS {
+        let power_of_two = f64::from_bits((1023 + (i as u64 >> 2)) << 52);
+        table[i] = power_of_two * FRACTION[i & 3];
+        i += 1;
+    }
+    table
+};
+
 fn bucket_value_us(i: usize) -> f64 {
-    2f64.powf((i as f64 + 0.5) / 4.0)
+    BUCKET_VALUES[i.min(BUCKETS - 1)]
 }
 
 impl Stats {
@@ -114,7 +152,9 @@ impl Stats {
             OutcomeClass::Permanent => self.failed += w,
         }
         self.latency[bucket(latency_us)] += w;
+        self.latency_total += w;
         self.samples += 1;
+        self.growth = growth;
         self.scale *= growth;
         if self.scale > RENORM {
             let s = self.scale;
@@ -122,6 +162,7 @@ impl Stats {
             self.failed /= s;
             self.transient /= s;
             self.latency.iter_mut().for_each(|x| *x /= s);
+            self.latency_total /= s;
             self.scale = 1.0;
         }
     }
@@ -132,9 +173,9 @@ impl Stats {
         (self.ok * k, self.failed * k, self.transient * k)
     }
 
-    /// The `q` quantile of latency; `total` is the sum of `latency`, computed once by the caller
-    /// for both quantiles a prediction gives.
-    fn latency_quantile_us(&self, q: f64, total: f64) -> Option<f64> {
+    /// The `q` quantile of latency.
+    fn latency_quantile_us(&self, q: f64) -> Option<f64> {
+        let total = self.latency_total;
         if total <= 0.0 {
             return None;
         }
@@ -148,15 +189,14 @@ impl Stats {
         Some(bucket_value_us(BUCKETS - 1))
     }
 
-    /// The prediction these statistics give under `params`.
+    /// The prediction these statistics give under `params` (its priors; the decay is the growth
+    /// the outcomes were added with).
     pub fn predict(&self, params: &ModelParams) -> Prediction {
-        let growth = params.growth();
-        let (s, f, t) = if self.samples == 0 { (0.0, 0.0, 0.0) } else { self.decayed(growth) };
+        let (s, f, t) = if self.samples == 0 { (0.0, 0.0, 0.0) } else { self.decayed(self.growth) };
         let a = params.prior_alpha + s;
         let b = params.prior_beta + f;
         let mean = a / (a + b);
         let sd = (a * b / ((a + b) * (a + b) * (a + b + 1.0))).sqrt();
-        let latency_total: f64 = self.latency.iter().sum();
         Prediction {
             p_success: mean,
             lower: (mean - Z90 * sd).max(0.0),
@@ -165,8 +205,8 @@ impl Stats {
             effective_samples: s + f,
             transient_rate: if f > 0.0 { t / (s + f) } else { 0.0 },
             failure_transient_share: if f > 0.0 { t / f } else { 0.0 },
-            latency_p50_us: self.latency_quantile_us(0.50, latency_total),
-            latency_p95_us: self.latency_quantile_us(0.95, latency_total),
+            latency_p50_us: self.latency_quantile_us(0.50),
+            latency_p95_us: self.latency_quantile_us(0.95),
         }
     }
 }
@@ -259,6 +299,29 @@ mod tests {
 
     fn params() -> ModelParams {
         ModelParams { prior_alpha: 1.0, prior_beta: 1.0, half_life: 50.0, min_fingerprint_samples: 5 }
+    }
+
+    /// Proves the compile-time bucket values are exactly the powers of two they stand for.
+    #[test]
+    fn bucket_values_are_the_powers_they_stand_for() {
+        for i in 0..BUCKETS {
+            assert_eq!(bucket_value_us(i), 2f64.powf((i as f64 + 0.5) / 4.0), "bucket {i}");
+        }
+    }
+
+    /// Proves the integer bucket is `floor(4 * log2(latency))` clamped to the table, as the
+    /// float formula it replaced computed it, over every latency up to 2^20 µs, around every
+    /// power of two and at the extremes.
+    #[test]
+    fn integer_buckets_match_the_logarithm() {
+        let float = |us: u64| ((4.0 * (us.max(1) as f64).log2()).floor().max(0.0) as usize).min(BUCKETS - 1);
+        let powers = (0..64).flat_map(|k| {
+            let p = 1u64 << k;
+            [p - 1, p, p + 1]
+        });
+        for us in (0..=1 << 20).chain(powers).chain([u64::from(u32::MAX), u64::MAX - 1, u64::MAX]) {
+            assert_eq!(bucket(us), float(us), "latency {us} µs");
+        }
     }
 
     /// Proves an empty key gives the prior with n=0 and a wide interval.
