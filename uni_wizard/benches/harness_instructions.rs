@@ -14,7 +14,10 @@
 //!
 //! Modes (the first argument; the second is the number of calls, default 1000):
 //! - `simple`, `intelligent`: that many `Harness::execute` calls in that mode (`intelligent`
-//!   with the pattern DB, its writer thread's work included);
+//!   with the pattern DB, its writer thread's work included). `intelligent` waits for the
+//!   writer once per `batch_size` calls (valgrind runs one thread at a time, and a writer
+//!   starved of turns would fill its queue and degrade calls to Simple), prints the rows
+//!   recorded, and fails unless every call was recorded as Intelligent;
 //! - `sha`: that many `uni_wizard::hash::sha256_value` of the same output `Value` a call
 //!   returns, which is the hash provenance computes once per call for `result_sha256`;
 //! - `bare`: that many runs of the stand-in's `run` + `into_value` alone, no harness.
@@ -132,10 +135,10 @@ fn main() {
                     std::hint::black_box(
                         harness.execute("in_memory_read", json!({"path": "one_kib.txt"})).await.expect("call"),
                     );
-                    if call % batch == 0 {
-                        if let Some(intelligence) = harness.intelligence() {
-                            intelligence.flush();
-                        }
+                    if call % batch == 0
+                        && let Some(intelligence) = harness.intelligence()
+                    {
+                        intelligence.flush();
                     }
                 }
             });
