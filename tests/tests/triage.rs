@@ -341,7 +341,7 @@ async fn triage_writes_are_allegro_audit_records_on_the_issue() {
     assert_conformant(&server);
 }
 
-/// Proves that with a node policy denying Allegro `gitea_update_issue`, triage applies nothing (Gitea sees no write) and `triage --status` says why.
+/// Proves that with a node policy denying Allegro `gitea_update_issue`, triage applies nothing (Gitea sees no write), puts an unchanged refused plan to the harness once, and `triage --status` says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_denying_the_update_tool_applies_nothing_and_status_says_why() {
     let server = GiteaServer::start().await;
@@ -363,6 +363,18 @@ async fn policy_denying_the_update_tool_applies_nothing_and_status_says_why() {
     let refusal = &s["refusals"][0];
     assert_eq!((refusal["number"].clone(), refusal["code"].clone()), (json!(n), json!("E2001")), "{refusal}");
     assert!(refusal["message"].as_str().is_some_and(|m| m.contains("may not use gitea_update_issue")), "{refusal}");
+
+    // The same issue again, unchanged (another delivery, or the start-up poll racing the
+    // first one): the refused plan is not put to the harness a second time.
+    let unchanged = s["process"]["unchanged"].as_u64().expect("unchanged");
+    let again = Delivery::from_sample("issues-opened", n, "App crashes on start", "alice", &sample_secret());
+    assert_eq!(send(&http, &again).await.0, 202);
+    let s = until("the second look", Duration::from_secs(15), async || {
+        let s = status(&http).await;
+        (s["process"]["unchanged"].as_u64() > Some(unchanged) && s["queued"] == 0).then_some(s)
+    })
+    .await;
+    assert_eq!((s["process"]["plans_refused"].clone(), s["refusals"][0]["times"].clone()), (json!(1), json!(1)), "{s}");
 
     // The refused call is itself in Allegro's audit chain, and the chain holds.
     let allegro = fleet.node("allegro");

@@ -216,6 +216,17 @@ pub async fn triage_issue(t: &Triage, w: &Work) -> Result<Applied, Error> {
     if blocking(move || store.fingerprint(&repo, number)).await?.as_deref() == Some(fingerprint.as_str()) {
         return Ok(Applied::Unchanged);
     }
+    // The same plan refused by policy or contract since this start would be refused again
+    // (the harness's policy is fixed until a restart, which queues refusals again): the
+    // start-up poll and a webhook for one issue must not both put it to the harness.
+    let (store, repo, since) = (t.store().clone(), w.repo.clone(), t.inner.started_ms);
+    if let Some((refused_fp, code)) = blocking(move || store.refused_since(&repo, number, since)).await?
+        && refused_fp == fingerprint
+        && ErrorCode::parse(&code)
+            .is_some_and(|c| matches!(c.category(), ErrorCategory::Policy | ErrorCategory::Contract))
+    {
+        return Ok(Applied::Unchanged);
+    }
 
     let args = apply_args(t, owner, name, &issue, &plan, &fingerprint).await?;
     let provenance = match args {

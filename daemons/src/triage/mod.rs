@@ -120,6 +120,8 @@ struct Inner {
     initial: TriageConfig,
     /// Rules compiled from the config they came from (recompiled after a reload).
     rules: Mutex<(Arc<DaemonConfig>, Arc<Rules>)>,
+    /// When this process built its triage (ms): refusals from before it are tried again.
+    started_ms: i64,
     /// Wakes the queue worker.
     notify: Notify,
     /// Label names known to exist, per repository; held while a call may create labels, so
@@ -176,6 +178,7 @@ impl Triage {
                 harness,
                 initial: t,
                 rules: Mutex::new((config, Arc::new(rules))),
+                started_ms: store::now_ms(),
                 notify: Notify::new(),
                 labels: tokio::sync::Mutex::new(HashMap::new()),
                 counters: Counters::default(),

@@ -330,6 +330,22 @@ impl Store {
             .map_err(db_error)
     }
 
+    /// The fingerprint and error code of the issue's refused plan, if it was refused at
+    /// `since` (ms) or later: a plan this process already put to its harness.
+    ///
+    /// # Errors
+    /// E4002 when the read fails.
+    pub fn refused_since(&self, repo: &str, number: u64, since: i64) -> Result<Option<(String, String)>, Error> {
+        self.conn()
+            .query_row(
+                "SELECT fingerprint, code FROM refused WHERE repo = ?1 AND number = ?2 AND refused_ms >= ?3",
+                params![repo, sql(number), since],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(db_error)
+    }
+
     /// Fingerprints of many issues of one repository at once (polling).
     ///
     /// # Errors
