@@ -203,7 +203,7 @@ fn grpc_code(c: ErrorCode) -> tonic::Code {
         ErrorCode::Impersonation | ErrorCode::Forbidden => Code::PermissionDenied,
         ErrorCode::FencedOut => Code::FailedPrecondition,
         ErrorCode::Saturated => Code::ResourceExhausted,
-        ErrorCode::NoHealthyHouse | ErrorCode::WorkerUnavailable => Code::Unavailable,
+        ErrorCode::NoHealthyHouse | ErrorCode::WorkerUnavailable | ErrorCode::NotLeader => Code::Unavailable,
         ErrorCode::Timeout => Code::DeadlineExceeded,
         ErrorCode::NotFound => Code::NotFound,
         c => match c.category() {

@@ -119,6 +119,9 @@ error_codes! {
     WorkerUnavailable = "E3012", Execution, true;
     /// The dispatching router's fencing token is older than one the worker has seen.
     FencedOut = "E3013", Execution, false;
+    /// This router does not lead the fleet now: another does (`details` name it) or none does
+    /// (etcd out of reach, an election under way). Nothing ran; submit to the leader, or later.
+    NotLeader = "E3014", Execution, true;
 
     /// The configuration is invalid; `details` names the field.
     ConfigInvalid = "E4001", Config, false;

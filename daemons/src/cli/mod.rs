@@ -143,10 +143,11 @@ pub struct TestArgs {
     /// The provenance id of the call this one is made on behalf of.
     #[arg(long)]
     pub parent: Option<String>,
-    /// Run through the router at this address (`host:port`) instead of locally; the call
-    /// authenticates as `--house` with `--token`.
-    #[arg(long, value_name = "ADDR")]
-    pub router: Option<String>,
+    /// Run through the fleet's routers at these addresses (`host:port`, comma-separated or
+    /// repeated) instead of locally: the one that leads takes the task (a follower names the
+    /// leader, which is asked next). The call authenticates as `--house` with `--token`.
+    #[arg(long, value_name = "ADDR", value_delimiter = ',')]
+    pub router: Vec<String>,
     /// With --router: the house to prefer for running the task.
     #[arg(long, value_name = "HOUSE", requires = "router")]
     pub on: Option<String>,
@@ -248,7 +249,7 @@ pub fn exit_code(e: &Error) -> i32 {
 
 async fn test(a: TestArgs) -> Result<i32, Error> {
     let as_json = a.json;
-    if a.router.is_some() {
+    if !a.router.is_empty() {
         render::routed(&run_remote(a).await?, as_json);
     } else {
         render::outcome(&run_test(a).await?, as_json);
@@ -324,7 +325,7 @@ async fn run_remote(a: TestArgs) -> Result<remote::Routed, Error> {
         preferred: on,
         mode,
     };
-    remote::submit(&a.connect, a.router.as_deref().unwrap_or_default(), &submission, &call).await
+    remote::submit(&a.connect, &a.router, &submission, &call).await
 }
 
 fn roots(flags: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {

@@ -1,4 +1,5 @@
-//! The CLI's wire side: `test --router ADDR`, `health`, and `approve --list / --decide`.
+//! The CLI's wire side: `test --router ADDR[,ADDR...]`, `task`, `health`, and
+//! `approve --list / --decide`.
 //!
 //! Every call authenticates as a house with its token (`--token`, else `UNI_WIZARD_TOKEN`);
 //! TLS with `--tls-ca/--tls-cert/--tls-key` (plaintext is refused unless the address is
@@ -85,20 +86,84 @@ pub struct Routed {
     pub outcome: Outcome,
 }
 
-/// Submits one call through the `router` as `s` says.
+/// Submits one call as `s` says, to the leading router among `routers` (`host:port`, tried in
+/// order): a router that is not the leader answers E3014 naming the leader's endpoint, which is
+/// tried next; a router that cannot be reached passes to the next one. Each router is asked at
+/// most once. Every attempt carries the same idempotency key, so a router that took the task
+/// before it failed cannot have it run twice.
 ///
 /// # Errors
 /// The router's refusal or the task's error, with its E-code (the error's details name the
 /// task and the house it went to); E3001 when the task is still running after the router's
-/// wait.
-pub async fn submit(connect: &Connect, router: &str, s: &wire::Submission, call: &Request) -> Result<Routed, Error> {
-    let mut client = RouterClient::new(connect.open(router, s.caller)?);
-    let resp =
-        client.submit(wire::submit_request(s, call)).await.map_err(|st| wire::error_from_status(&st))?.into_inner();
+/// wait; the last router's error (E3014 when none leads, E3012 when none answered) when no
+/// router took the task.
+pub async fn submit(
+    connect: &Connect,
+    routers: &[String],
+    s: &wire::Submission,
+    call: &Request,
+) -> Result<Routed, Error> {
+    follow_leader(routers, |router| submit_one(connect, router, s, call)).await
+}
+
+/// Asks `ask` of the routers in turn, following E3014's redirect (see [`submit`]); the first
+/// answer that is not "not the leader" or "cannot reach the router" is the answer.
+async fn follow_leader<T, F, Fut>(routers: &[String], mut ask: F) -> Result<T, Error>
+where
+    F: FnMut(String) -> Fut,
+    Fut: Future<Output = Result<T, Asked>>,
+{
+    let mut queue: std::collections::VecDeque<String> = routers.iter().cloned().collect();
+    let mut asked: Vec<String> = Vec::new();
+    let mut last = Error::new(ErrorCode::InvalidInput, "no router given: pass --router HOST:PORT[,HOST:PORT...]");
+    while let Some(router) = queue.pop_front() {
+        if asked.contains(&router) {
+            continue;
+        }
+        asked.push(router.clone());
+        match ask(router).await {
+            Ok(v) => return Ok(v),
+            Err(Asked::Answer(e)) => return Err(e),
+            Err(Asked::Elsewhere(e)) => {
+                if let Some(leader) = e.details.get("leader_endpoint").and_then(Value::as_str)
+                    && !asked.iter().any(|a| a == leader)
+                {
+                    queue.push_front(leader.to_owned());
+                }
+                last = e;
+            }
+        }
+    }
+    Err(last)
+}
+
+/// How asking one router ended, when it did not give the answer.
+#[derive(Debug)]
+enum Asked {
+    /// The router's answer, final (a refusal, the task's error).
+    Answer(Error),
+    /// Not the leader (E3014), or not reachable: another router may take it.
+    Elsewhere(Error),
+}
+
+impl Asked {
+    /// An RPC that failed: elsewhere when the router does not lead or cannot be reached.
+    fn of_status(st: &tonic::Status) -> Asked {
+        let e = wire::error_from_status(st);
+        match e.code {
+            ErrorCode::NotLeader | ErrorCode::WorkerUnavailable => Asked::Elsewhere(e),
+            _ => Asked::Answer(e),
+        }
+    }
+}
+
+async fn submit_one(connect: &Connect, router: String, s: &wire::Submission, call: &Request) -> Result<Routed, Asked> {
+    let mut client = RouterClient::new(connect.open(&router, s.caller).map_err(Asked::Answer)?);
+    let resp = client.submit(wire::submit_request(s, call)).await.map_err(|st| Asked::of_status(&st))?.into_inner();
     let assigned = wire::house_from_wire(resp.assigned_house);
     match resp.result {
         Some(v1::submit_response::Result::Outcome(o)) => Ok(Routed {
-            outcome: wire::outcome_from_wire(&o)?,
+            outcome: wire::outcome_from_wire(&o).map_err(Asked::Answer)?,
             task_id: resp.task_id,
             assigned_house: assigned,
             node: resp.node,
@@ -112,13 +177,15 @@ pub async fn submit(connect: &Connect, router: &str, s: &wire::Submission, call:
             } else {
                 e.details = json!({ "task_id": resp.task_id, "assigned_house": assigned, "details": e.details });
             }
-            Err(e)
+            Err(Asked::Answer(e))
         }
-        None => Err(Error::new(
-            ErrorCode::Timeout,
-            format!("task {} is still running; ask the router for its status later", resp.task_id),
-        )
-        .with_details(json!({ "task_id": resp.task_id }))),
+        None => Err(Asked::Answer(
+            Error::new(
+                ErrorCode::Timeout,
+                format!("task {} is still running; ask the router for its status later", resp.task_id),
+            )
+            .with_details(json!({ "task_id": resp.task_id, "router": router })),
+        )),
     }
 }
 
@@ -127,9 +194,9 @@ pub async fn submit(connect: &Connect, router: &str, s: &wire::Submission, call:
 pub struct TaskArgs {
     /// The task id `test --router` printed.
     pub task_id: String,
-    /// The router, `host:port`.
-    #[arg(long, value_name = "ADDR")]
-    pub router: String,
+    /// The routers, `host:port` (comma-separated or repeated): the leader answers.
+    #[arg(long, value_name = "ADDR", value_delimiter = ',', required = true)]
+    pub router: Vec<String>,
     /// The house to authenticate as.
     #[arg(long)]
     pub house: String,
@@ -149,12 +216,12 @@ pub struct TaskArgs {
 /// refusal otherwise.
 pub async fn task(a: &TaskArgs) -> Result<Value, Error> {
     let house: House = a.house.parse()?;
-    let mut client = RouterClient::new(a.connect.open(&a.router, house)?);
-    let s = client
-        .status(v1::StatusRequest { task_id: a.task_id.clone() })
-        .await
-        .map_err(|st| wire::error_from_status(&st))?
-        .into_inner();
+    let s = follow_leader(&a.router, |router| async move {
+        let mut client = RouterClient::new(a.connect.open(&router, house).map_err(Asked::Answer)?);
+        let asked = client.status(v1::StatusRequest { task_id: a.task_id.clone() }).await;
+        asked.map(tonic::Response::into_inner).map_err(|st| Asked::of_status(&st))
+    })
+    .await?;
     let state = wire::task_state_name(s.state());
     let mut v = json!({
         "ok": true,
@@ -300,4 +367,73 @@ pub async fn decide(connect: &Connect, addr: &str, id: &str, approve: bool, note
     let d = client.decide(req).await.map_err(|s| wire::error_from_status(&s))?.into_inner();
     let decision = wire::decision_name(d.decision());
     Ok(json!({ "ok": true, "approval_id": d.approval_id, "decision": decision, "approver": d.approver }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    fn not_leader(leader: Option<&str>) -> Asked {
+        let e = Error::new(ErrorCode::NotLeader, "not the leader");
+        Asked::Elsewhere(match leader {
+            Some(l) => e.with_details(json!({ "leader_house": "allegro", "leader_endpoint": l })),
+            None => e,
+        })
+    }
+
+    /// Runs `follow_leader` over routers that answer as `answers` says; returns the result and
+    /// the routers asked, in order.
+    fn follow(
+        routers: &[&str],
+        answers: impl Fn(&str) -> Result<&'static str, Asked>,
+    ) -> (Result<&'static str, Error>, Vec<String>) {
+        let asked = Mutex::new(Vec::new());
+        let routers: Vec<String> = routers.iter().map(|r| (*r).to_owned()).collect();
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let result = rt.block_on(follow_leader(&routers, |r| {
+            asked.lock().expect("lock").push(r.clone());
+            let answer = answers(&r);
+            async move { answer }
+        }));
+        (result, asked.into_inner().expect("lock"))
+    }
+
+    /// Proves a follower's redirect is followed at once (before the other routers given), and
+    /// the leader's answer is the result.
+    #[test]
+    fn a_followers_redirect_is_followed() {
+        let (result, asked) = follow(&["a:1", "b:1"], |r| match r {
+            "a:1" => Err(not_leader(Some("c:1"))),
+            "c:1" => Ok("ran at c"),
+            _ => Ok("ran at b"),
+        });
+        assert_eq!((result.expect("answer"), asked), ("ran at c", vec!["a:1".to_owned(), "c:1".to_owned()]));
+    }
+
+    /// Proves an unreachable router passes to the next, a final answer (a refusal) stops the
+    /// search, and routers redirecting to each other are each asked once, ending in E3014.
+    #[test]
+    fn unreachable_routers_pass_refusals_stop_and_loops_end() {
+        let unreachable = || Asked::Elsewhere(Error::new(ErrorCode::WorkerUnavailable, "connection refused"));
+        let (result, asked) = follow(&["a:1", "b:1", "c:1"], |r| match r {
+            "a:1" => Err(unreachable()),
+            "b:1" => Err(Asked::Answer(Error::new(ErrorCode::Forbidden, "not a submitter"))),
+            _ => Ok("never"),
+        });
+        assert_eq!(result.expect_err("refused").code, ErrorCode::Forbidden);
+        assert_eq!(asked, vec!["a:1".to_owned(), "b:1".to_owned()]);
+
+        let (result, asked) = follow(&["a:1"], |r| match r {
+            "a:1" => Err(not_leader(Some("b:1"))),
+            _ => Err(not_leader(Some("a:1"))),
+        });
+        assert_eq!(result.expect_err("no leader").code, ErrorCode::NotLeader);
+        assert_eq!(asked, vec!["a:1".to_owned(), "b:1".to_owned()]);
+
+        let (result, _) = follow(&["a:1", "b:1"], |_| Err(not_leader(None)));
+        assert_eq!(result.expect_err("none leads").code, ErrorCode::NotLeader);
+        assert_eq!(follow(&[], |_| Ok("never")).0.expect_err("no router").code, ErrorCode::InvalidInput);
+    }
 }
