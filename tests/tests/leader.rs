@@ -200,9 +200,11 @@ async fn losing_quorum_fences_the_leader_and_it_recovers_by_itself() {
     e.shutdown().await;
 }
 
-/// Proves losing one member of three changes nothing: the leader keeps dispatching under
-/// the same term all along, the follower keeps following it, and a member that is back
-/// changes nothing either.
+/// Proves losing one member of three changes nothing: with a member that is not etcd's raft
+/// leader killed, the leader keeps dispatching under the same term all along and the follower
+/// keeps following it; with etcd's raft leader killed (etcd elects another within about an
+/// election timeout), the same router leads under the same term afterwards, its fence closed
+/// for at most a moment (observed: never on this machine).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_one_member_of_three_changes_nothing() {
     let _turn = turn();
@@ -224,6 +226,20 @@ async fn losing_one_member_of_three_changes_nothing() {
         assert!(leader.may_dispatch(term));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+
+    let raft_leader = blocking(|| cluster.raft_leader()).expect("etcd has a raft leader");
+    blocking(|| cluster.kill(raft_leader));
+    let mut closed = 0;
+    let until = Instant::now() + cfg.lease_ttl() * 2;
+    while Instant::now() < until {
+        if !leader.may_dispatch(term) {
+            closed += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(closed * 20 <= 1_000, "the fence was closed for about {} ms", closed * 20);
+    assert_eq!(leading(&leader), Some(term), "the same leader, the same term");
+    assert_eq!(following(&follower).map(|l| l.term), Some(term));
     leader.shutdown().await;
     follower.shutdown().await;
 }

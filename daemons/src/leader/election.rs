@@ -292,3 +292,33 @@ async fn run(cfg: EtcdConfig, record: Vec<u8>, tx: watch::Sender<Leadership>, mu
     publish(&tx, Leadership::Unavailable { reason: "shut down: resigned".into() }, &mut shown);
     etcd::resign(&client, &name, mine.as_ref().filter(|_| leading), lease, timeout).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves the fence checks the clock itself: a leader state nobody replaced stops
+    /// admitting at its `valid_until`, only its own term is admitted, and a closed election
+    /// admits nothing at once.
+    #[tokio::test(start_paused = true)]
+    async fn the_fence_closes_by_the_clock_and_on_shutdown() {
+        let until = Instant::now() + Duration::from_millis(100);
+        let (_tx, state) = watch::channel(Leadership::Leader { term: 9, valid_until: until });
+        let fence = Fence { state, closed: Arc::new(AtomicBool::new(false)) };
+        assert!(fence.may_dispatch(9) && !fence.may_dispatch(8) && !fence.may_dispatch(10));
+        assert_eq!(fence.term(), Some(9));
+        tokio::time::advance(Duration::from_millis(99)).await;
+        assert!(fence.may_dispatch(9));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(!fence.may_dispatch(9), "closed at valid_until with no new state");
+        assert_eq!(fence.term(), None);
+        assert!(matches!(fence.state(), Leadership::Unavailable { .. }));
+
+        let (_tx, state) =
+            watch::channel(Leadership::Leader { term: 9, valid_until: Instant::now() + Duration::from_secs(5) });
+        let closed = Fence { state, closed: Arc::new(AtomicBool::new(false)) };
+        assert!(closed.may_dispatch(9));
+        closed.closed.store(true, Ordering::SeqCst);
+        assert!(!closed.may_dispatch(9), "shut down: closed before the task resigns");
+    }
+}
