@@ -3,7 +3,6 @@
 //! workers' leader watch. The library runs in-process; etcd is the real server, started and
 //! killed by each test. The tests take turns (one cluster at a time on a 2-core machine).
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -13,9 +12,10 @@ use uni_wizard_daemons::leader::{Election, LeaderInfo, LeaderWatch, Leadership};
 use uni_wizard_tests::etcd::EtcdCluster;
 
 /// One etcd cluster at a time: their timing (50 ms heartbeats) must not compete for 2 cores.
-fn turn() -> MutexGuard<'static, ()> {
-    static TURN: Mutex<()> = Mutex::new(());
-    TURN.lock().unwrap_or_else(PoisonError::into_inner)
+/// (tokio's mutex wakes across runtimes, and each test has its own.)
+async fn turn() -> tokio::sync::MutexGuard<'static, ()> {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    TURN.lock().await
 }
 
 /// A valid section for `cluster` with a `ttl_ms` lease (defaults otherwise: keep-alive and
@@ -85,7 +85,7 @@ async fn two(cfg: &EtcdConfig) -> (Election, Election, u64) {
 /// endpoint and term; and that this holds steadily over several renewals.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_leads_the_other_follows() {
-    let _turn = turn();
+    let _turn = turn().await;
     let Some(cluster) = blocking(|| EtcdCluster::start(3)) else { return };
     let cfg = config(cluster.endpoints(), 2_000);
     let (leader, follower, term) = two(&cfg).await;
@@ -122,7 +122,7 @@ async fn one_leads_the_other_follows() {
 /// dropped hands over the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_that_stops_hands_over_at_once() {
-    let _turn = turn();
+    let _turn = turn().await;
     let Some(cluster) = blocking(|| EtcdCluster::start(3)) else { return };
     let cfg = config(cluster.endpoints(), 2_000);
     let (leader, follower, term) = two(&cfg).await;
@@ -152,7 +152,7 @@ async fn a_leader_that_stops_hands_over_at_once() {
 /// says the lease was not renewed; with the members back it leads again by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_quorum_fences_the_leader_and_it_recovers_by_itself() {
-    let _turn = turn();
+    let _turn = turn().await;
     let Some(mut cluster) = blocking(|| EtcdCluster::start(3)) else { return };
     let cfg = config(cluster.endpoints(), 2_000);
     let e = Election::start(cfg.clone(), House::Allegro, "allegro-node", "127.0.0.1:7402");
@@ -207,7 +207,7 @@ async fn losing_quorum_fences_the_leader_and_it_recovers_by_itself() {
 /// for at most a moment (observed: never on this machine).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_one_member_of_three_changes_nothing() {
-    let _turn = turn();
+    let _turn = turn().await;
     let Some(mut cluster) = blocking(|| EtcdCluster::start(3)) else { return };
     let cfg = config(cluster.endpoints(), 2_000);
     let (leader, follower, term) = two(&cfg).await;
@@ -248,7 +248,7 @@ async fn losing_one_member_of_three_changes_nothing() {
 /// reason, nothing dispatches, no panic), and the router leads by itself once etcd starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_down_at_start_is_reported_then_led() {
-    let _turn = turn();
+    let _turn = turn().await;
     let Some(mut cluster) = EtcdCluster::new(1) else { return };
     let cfg = config(cluster.endpoints(), 1_000);
     let e = Election::start(cfg.clone(), House::Timmy, "timmy-node", "127.0.0.1:7401");
@@ -269,7 +269,7 @@ async fn etcd_down_at_start_is_reported_then_led() {
 /// lost (fail closed), then sees the leader again when the quorum is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_watch_follows_and_fails_closed() {
-    let _turn = turn();
+    let _turn = turn().await;
     let Some(mut cluster) = blocking(|| EtcdCluster::start(3)) else { return };
     let cfg = config(cluster.endpoints(), 2_000);
     let watch = LeaderWatch::start(cfg.clone());
