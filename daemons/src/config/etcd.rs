@@ -275,6 +275,27 @@ mod tests {
         assert!(many.validate().is_ok());
     }
 
+    /// Proves the commented `etcd:` example in configs/houses.yaml, uncommented, is a valid section.
+    #[test]
+    fn the_documented_example_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/houses.yaml");
+        let text = std::fs::read_to_string(path).expect("configs/houses.yaml");
+        let block: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# etcd:"))
+            .skip(1)
+            .take_while(|l| l.starts_with("#   "))
+            .map(|l| format!("{}\n", &l[4..]))
+            .collect();
+        assert!(block.contains("endpoints:") && block.contains("lease_ttl_ms:"), "example not found:\n{block}");
+        let c: EtcdConfig = crate::config::parse(&block, "houses.yaml").expect("parses");
+        c.validate().expect("valid");
+        assert_eq!(
+            (c.lease_ttl_ms, c.keepalive(), c.fence_margin()),
+            (2_000, Duration::from_millis(500), Duration::from_millis(500))
+        );
+    }
+
     /// Proves the lease timing is bounded: TTL in whole seconds from 1 s, margin 100 ms to
     /// TTL / 2, renewal leaving room for one lost keep-alive, timeouts bounded, each naming
     /// its field; and that unknown fields are refused.
