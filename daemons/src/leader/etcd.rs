@@ -280,12 +280,23 @@ pub(crate) struct Observer {
     prefix: Vec<u8>,
     timeout: Duration,
     watch: Option<WatchStream>,
+    /// No new watch before this (after one ended: a member that keeps cancelling watches is
+    /// not asked again at network speed; the periodic reads cover the gap).
+    reopen_at: Instant,
+    reopen: Backoff,
 }
 
 impl Observer {
     /// An observer of `election`'s candidates (`<election>/...`).
     pub fn new(client: Client, election: &str, timeout: Duration) -> Observer {
-        Observer { client, prefix: format!("{election}/").into_bytes(), timeout, watch: None }
+        Observer {
+            client,
+            prefix: format!("{election}/").into_bytes(),
+            timeout,
+            watch: None,
+            reopen_at: Instant::now(),
+            reopen: Backoff::new(Duration::from_millis(100), Duration::from_secs(2)),
+        }
     }
 
     /// Reads every candidate, lowest create revision first; then, if no watch is open, opens
@@ -342,22 +353,31 @@ impl Observer {
         loop {
             match stream.message().await {
                 Ok(Some(r)) if r.canceled() => {
-                    self.watch = None;
+                    self.ended();
                     let reason: String = r.cancel_reason().chars().take(MAX_MESSAGE).collect();
                     return Err(CallError::answer(WHAT, format!("etcd cancelled the watch ({reason})")));
                 }
-                Ok(Some(r)) if !r.events().is_empty() => return Ok(()),
+                Ok(Some(r)) if !r.events().is_empty() => {
+                    self.reopen.reset();
+                    return Ok(());
+                }
                 // Created, or a progress notification: nothing changed.
                 Ok(Some(_)) => {}
                 Ok(None) => {
-                    self.watch = None;
+                    self.ended();
                     return Err(CallError::answer(WHAT, "etcd closed the watch"));
                 }
                 Err(e) => {
-                    self.watch = None;
+                    self.ended();
                     return Err(CallError { what: WHAT, why: Why::Etcd(e) });
                 }
             }
         }
+    }
+
+    /// The watch ended or could not be opened: the next one waits a doubling delay.
+    fn ended(&mut self) {
+        self.watch = None;
+        self.reopen_at = Instant::now() + self.reopen.next_delay();
     }
 }
