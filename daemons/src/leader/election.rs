@@ -288,9 +288,12 @@ async fn run(cfg: EtcdConfig, record: Vec<u8>, tx: watch::Sender<Leadership>, mu
     // Shutdown: the fence closed already (Election::close); stop renewing, hand over.
     drop(keeper);
     let lease = lease_rx.borrow().lease.map(|l| l.id);
-    let leading = shown.leading.is_some();
+    let leading = shown.leading.take();
+    if let Some(term) = leading {
+        tracing::info!(term, "shutting down: resigning the leadership");
+    }
     publish(&tx, Leadership::Unavailable { reason: "shut down: resigned".into() }, &mut shown);
-    etcd::resign(&client, &name, mine.as_ref().filter(|_| leading), lease, timeout).await;
+    etcd::resign(&client, &name, mine.as_ref().filter(|_| leading.is_some()), lease, timeout).await;
 }
 
 #[cfg(test)]
