@@ -150,7 +150,7 @@ pub(crate) async fn keep_lease(client: Client, cfg: EtcdConfig, tx: watch::Sende
             }
             continue;
         };
-        match renew(&client, &cfg, lease, &tx).await {
+        match renew(&client, &cfg, lease, &tx, &mut backoff).await {
             Renewal::Gone(why) => {
                 tracing::warn!(lease = lease.id, reason = %why, "the leader-election lease is gone at etcd; granting a new one");
                 held = None;
@@ -174,7 +174,13 @@ enum Renewal {
 }
 
 /// Opens a keep-alive stream for `lease` and renews over it until it ends.
-async fn renew(client: &Client, cfg: &EtcdConfig, mut lease: Lease, tx: &watch::Sender<LeaseState>) -> Renewal {
+async fn renew(
+    client: &Client,
+    cfg: &EtcdConfig,
+    mut lease: Lease,
+    tx: &watch::Sender<LeaseState>,
+    backoff: &mut Backoff,
+) -> Renewal {
     let timeout = cfg.request_timeout();
     let sent = Instant::now();
     // Opening sends the first keep-alive and waits for its answer.
@@ -185,6 +191,7 @@ async fn renew(client: &Client, cfg: &EtcdConfig, mut lease: Lease, tx: &watch::
         Err(e) => return Renewal::Broken(e.to_string(), lease),
     };
     lease.renewed_at = lease.renewed_at.max(sent);
+    backoff.reset();
     tx.send_replace(LeaseState { lease: Some(lease), error: None });
     let mut pending: VecDeque<Instant> = VecDeque::new();
     let mut tick = tokio::time::interval_at(Instant::now() + cfg.keepalive(), cfg.keepalive());
