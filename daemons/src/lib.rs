@@ -16,6 +16,8 @@
 //! - [`daemon`]: `uni-wizardd` main in fixed phases.
 //! - [`membership`]: the membership view (each house up, down or not probed yet), which the
 //!   health prober writes and the router routes by.
+//! - [`leader`]: router leadership through etcd: the election and its fence (routers), the
+//!   leader watch (workers); no router or worker types.
 //! - [`routing`]: the router's core: routing decisions, the task table, the failover policy;
 //!   no gRPC types.
 //! - [`router`], [`health`], [`worker`], [`sovereign`], [`triage`]: one folder per daemon.
@@ -35,6 +37,7 @@ pub mod daemon;
 pub mod fuzzing;
 pub mod guard;
 pub mod health;
+pub mod leader;
 pub mod live;
 pub mod membership;
 pub mod peers;

@@ -238,6 +238,7 @@ mod tests {
         ("telemetry.hook_timeout_ms", |c| c.telemetry.hook_timeout_ms += 1),
         ("telemetry.anchor_period_ms", |c| c.telemetry.anchor_period_ms += 1),
         ("telemetry.alerts.**", |c| c.telemetry.alerts.interval_ms += 1),
+        ("etcd.**", |c| c.etcd.iter_mut().for_each(|e| e.lease_ttl_ms += 1_000)),
         ("shutdown_grace_ms", |c| c.shutdown_grace_ms += 1),
     ];
 

@@ -89,6 +89,7 @@ fn describe_metrics() {
     describe_counter!("uw_triage_polls_total", "Completed polls of a watched repository");
     describe_gauge!("uw_triage_queue_issues", "Issues due in the triage queue at the last look");
     crate::telemetry::describe_metrics();
+    crate::leader::describe_metrics();
 }
 
 /// The server-side TLS config: this node's identity, and client certificates required and

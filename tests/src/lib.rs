@@ -3,12 +3,14 @@
 //! Tests here start the real `uni-wizard` binaries as separate processes. The binaries are
 //! built by `cargo test --workspace` (or `scripts/test`); a missing one is a clear failure.
 //!
+//! - [`etcd`]: a real etcd cluster (1 or 3 members) on loopback, members killed and restarted.
 //! - [`fleet`]: real `uni-wizardd` processes for the four houses on loopback.
 //! - [`hermes`]: the real Hermes agent's venv and session writer.
 //! - [`gitea_server`]: a Gitea API v1 test server that answers as the spec subset says.
 //! - [`openapi`]: a validator of requests and responses against that spec subset.
 //! - [`webhooks`]: Gitea webhook deliveries from the real samples, and a triage fleet.
 
+pub mod etcd;
 pub mod fleet;
 pub mod gitea_server;
 pub mod hermes;

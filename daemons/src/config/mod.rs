@@ -7,6 +7,8 @@
 //! - [`reload`]: which fields a hot reload applies and which wait for a restart (one table),
 //!   and the diff of two configs by field path.
 //! - [`roles`]: the sections of the router, health, worker and sovereign roles.
+//! - [`etcd`]: the optional `etcd:` section, router leadership through etcd (endpoints,
+//!   prefix, lease timing and why it is what it is).
 //! - [`telemetry`]: the `telemetry` role's section, alerts included.
 //! - [`triage`]: the `triage` role's section: Gitea, webhook, repositories, the rules, and
 //!   their checks (the regexes the role runs are compiled by the same function).
@@ -32,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uni_wizard::{Error, ErrorCode, House};
 
+pub mod etcd;
 pub mod reload;
 pub mod roles;
 pub mod telemetry;
@@ -87,6 +90,9 @@ pub struct DaemonConfig {
     /// Telemetry settings (the `telemetry` role).
     #[serde(default)]
     pub telemetry: telemetry::TelemetryConfig,
+    /// Router leadership through etcd; none: a single router, as a single host needs no etcd.
+    #[serde(default)]
+    pub etcd: Option<etcd::EtcdConfig>,
     /// How long draining may take after SIGTERM before in-flight calls are cut, milliseconds.
     #[serde(default = "default_grace_ms")]
     pub shutdown_grace_ms: u64,
@@ -465,6 +471,9 @@ impl DaemonConfig {
             None => {}
         }
         self.telemetry.validate().map_err(|e| in_field("telemetry", e))?;
+        if let Some(etcd) = &self.etcd {
+            etcd.validate().map_err(|e| in_field("etcd", e))?;
+        }
         // A node that streams must not contradict the declared bindings. (An undeclared name
         // that no default binds is only warned about when the bridge starts: configs from
         // before `nodes` existed still load.)

@@ -102,6 +102,12 @@ pub const FIELDS: &[(&str, Reload, &str)] = &[
         Live,
         "the anchor task reads it for each period; a new value counts from the end of the current wait",
     ),
+    (
+        "etcd.**",
+        RestartOnly,
+        "the election and the leader watch are started with the cluster and the lease timing; a live \
+         change would re-time a lease in force, or move the election, under a running leader",
+    ),
     ("shutdown_grace_ms", Live, "read when the drain starts"),
 ];
 
@@ -215,6 +221,14 @@ telemetry:
   hermes_home: /hermes
   hook_deny: [terminal]
   alerts: {webhook: 'http://127.0.0.1:9/', node_down_ms: 1, breaker_open_ms: 1, buffered_above: 1, lag_above_ms: 1}
+etcd:
+  endpoints: ['http://127.0.0.1:2379', 'http://127.0.0.1:2380']
+  prefix: /uni-wizard-test
+  lease_ttl_ms: 3000
+  keepalive_ms: 500
+  fence_margin_ms: 600
+  connect_timeout_ms: 500
+  request_timeout_ms: 800
 shutdown_grace_ms: 100
 ";
 

@@ -1,0 +1,248 @@
+//! A real etcd cluster on loopback for the leadership tests (Debian's `etcd-server`).
+//!
+//! [`EtcdCluster::new`] picks free client and peer ports on 127.0.0.1 for N members (1 or 3)
+//! and a fresh temp data directory for each; [`EtcdCluster::start_all`] starts them with the
+//! timing `../shared/design/DEPENDENCIES.md` measured (`--heartbeat-interval 50
+//! --election-timeout 500`, so 1 s leases are granted) and waits, bounded, until every member
+//! answers `etcdctl endpoint health`. One member can be killed (SIGKILL), stopped (SIGTERM) and
+//! started again on its data directory; dropping the cluster kills every member. Under
+//! `CI=true` a missing `etcd` or `etcdctl` fails the test; elsewhere [`EtcdCluster::new`]
+//! returns `None` after saying why (the caller then skips).
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::fleet::{free_port, http_get};
+
+/// How long a member, or the whole cluster, may take to become healthy.
+const HEALTHY_WITHIN: Duration = Duration::from_secs(20);
+
+/// One member: its ports, data directory and process.
+pub struct Member {
+    /// Its name in the cluster (`m0`, `m1`, ...).
+    pub name: String,
+    /// Its client port (`http://127.0.0.1:<port>`).
+    pub client_port: u16,
+    /// Its peer port.
+    pub peer_port: u16,
+    data_dir: PathBuf,
+    child: Option<Child>,
+    log: Arc<Mutex<String>>,
+}
+
+impl Member {
+    /// Its client URL.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// Whether its process is running (as far as this handle knows).
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Everything it wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+/// N etcd members on loopback, killed on drop.
+pub struct EtcdCluster {
+    /// The temp dir holding every member's data directory.
+    pub dir: tempfile::TempDir,
+    /// The members, in order.
+    pub members: Vec<Member>,
+    initial_cluster: String,
+    token: String,
+}
+
+/// Whether `etcd` and `etcdctl` are installed; under CI=true their absence panics.
+fn installed() -> bool {
+    for (bin, package) in [("etcd", "etcd-server"), ("etcdctl", "etcd-client")] {
+        if Command::new(bin).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+            crate::missing(&format!("`{bin}` (Debian package {package})"));
+            return false;
+        }
+    }
+    true
+}
+
+impl EtcdCluster {
+    /// A cluster of `n` members with ports and data directories chosen, none started yet
+    /// (`None`: etcd is not installed and this is not CI; the reason was printed).
+    ///
+    /// # Panics
+    /// Under CI=true when etcd or etcdctl is missing; when `n` is 0.
+    pub fn new(n: usize) -> Option<EtcdCluster> {
+        assert!(n > 0, "a cluster has at least one member");
+        if !installed() {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let members: Vec<Member> = (0..n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                data_dir: dir.path().join(format!("m{i}")),
+                child: None,
+                log: Arc::default(),
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let token = format!("uw-test-{}", crate::fleet::token());
+        Some(EtcdCluster { dir, members, initial_cluster, token })
+    }
+
+    /// [`EtcdCluster::new`] and [`EtcdCluster::start_all`].
+    ///
+    /// # Panics
+    /// As both.
+    pub fn start(n: usize) -> Option<EtcdCluster> {
+        let mut c = EtcdCluster::new(n)?;
+        c.start_all();
+        Some(c)
+    }
+
+    /// Starts every member not running and waits until all are healthy.
+    ///
+    /// # Panics
+    /// When a member exits or the cluster is not healthy within 20 s; the panic shows the logs.
+    pub fn start_all(&mut self) {
+        for i in 0..self.members.len() {
+            if !self.members[i].running() {
+                self.spawn(i);
+            }
+        }
+        self.wait_healthy((0..self.members.len()).collect());
+    }
+
+    /// Every member's client URL, running or not (what a client is configured with).
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(Member::endpoint).collect()
+    }
+
+    /// SIGKILLs member `i` and reaps it.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops member `i` with SIGTERM, waiting (bounded) for it to exit; SIGKILL after 10 s.
+    pub fn stop(&mut self, i: usize) {
+        let Some(mut c) = self.members[i].child.take() else { return };
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    /// Starts member `i` again on its data directory (it rejoins the cluster) and waits until
+    /// it is healthy, if a quorum of members runs.
+    ///
+    /// # Panics
+    /// When it is running, exits, or (with a quorum running) is not healthy within 20 s.
+    pub fn restart(&mut self, i: usize) {
+        assert!(!self.members[i].running(), "{} is running", self.members[i].name);
+        self.spawn(i);
+        let running = self.members.iter().filter(|m| m.running()).count();
+        if running > self.members.len() / 2 {
+            self.wait_healthy(vec![i]);
+        }
+    }
+
+    /// The member that is etcd's raft leader now, if one says so (its `/metrics`).
+    pub fn raft_leader(&self) -> Option<usize> {
+        self.members.iter().position(|m| {
+            m.running()
+                && http_get(&format!("127.0.0.1:{}", m.client_port), "/metrics")
+                    .is_some_and(|(_, body)| body.lines().any(|l| l.trim() == "etcd_server_is_leader 1"))
+        })
+    }
+
+    /// Every member's log, labelled (for panic messages).
+    pub fn logs(&self) -> String {
+        self.members.iter().map(|m| format!("--- etcd {}\n{}", m.name, m.log())).collect()
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let m = &mut self.members[i];
+        let client = m.endpoint();
+        let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        let mut child = Command::new("etcd")
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(&m.data_dir)
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &self.initial_cluster, "--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", &self.token])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(["--logger", "zap", "--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("etcd starts");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let log = m.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = log.lock().unwrap_or_else(PoisonError::into_inner);
+                // Bounded: the first 256 KiB of a member's log is enough to diagnose it.
+                if l.len() < 256 * 1024 {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            }
+        });
+        m.child = Some(child);
+    }
+
+    /// Waits until each member in `which` answers `etcdctl endpoint health`.
+    fn wait_healthy(&mut self, which: Vec<usize>) {
+        let deadline = Instant::now() + HEALTHY_WITHIN;
+        for i in which {
+            loop {
+                if let Some(status) = self.members[i].child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                    panic!("etcd {} exited with {status}:\n{}", self.members[i].name, self.logs());
+                }
+                let healthy = Command::new("etcdctl")
+                    .args(["--endpoints", &self.members[i].endpoint(), "--command-timeout", "1s", "endpoint", "health"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if healthy {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "etcd was not healthy within {HEALTHY_WITHIN:?}:\n{}", self.logs());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
