@@ -116,6 +116,8 @@ struct Node {
     membership: Membership,
     /// The telemetry outbox (`/health` shows its figures).
     outbox: Option<Arc<crate::telemetry::Outbox>>,
+    /// A router's candidacy (with `etcd:`): resigned when the node drains.
+    election: Option<crate::leader::Election>,
 }
 
 impl Node {
@@ -155,6 +157,7 @@ fn build(live: &Live) -> Result<Node, Error> {
         tasks: Vec::new(),
         membership: Membership::default(),
         outbox: None,
+        election: None,
     };
 
     // Telemetry, first half: the outbox and the observer the worker's harness reports to.
@@ -183,7 +186,11 @@ fn build(live: &Live) -> Result<Node, Error> {
                 Arc::new(DenyAll)
             }
         };
-        let w = WorkerService::observed(live.clone(), store, approver, Registry::builtin()?, observer)?;
+        let mut w = WorkerService::observed(live.clone(), store, approver, Registry::builtin()?, observer)?;
+        // With etcd, a dispatch is taken only from the leader etcd shows, under its term.
+        if let Some(etcd) = &config.etcd {
+            w = w.fenced_by(Arc::new(crate::leader::LeaderWatch::start(etcd.clone())));
+        }
         node.grpc(WorkerServer::new(w.clone()));
         Some(w)
     } else {
@@ -192,13 +199,20 @@ fn build(live: &Live) -> Result<Node, Error> {
     let intelligence = worker.as_ref().and_then(WorkerService::intelligence);
 
     if on(Role::Router) {
-        let router = RouterService::new(
+        let mut router = RouterService::new(
             live.clone(),
             peers.clone(),
             node.membership.clone(),
             Registry::builtin()?,
             intelligence.clone(),
         );
+        // With etcd, every router campaigns; only the leader admits tasks.
+        if let Some(etcd) = &config.etcd {
+            let endpoint = config.houses.get(&config.house).map(|h| h.endpoint.clone()).unwrap_or_default();
+            let election = crate::leader::Election::start(etcd.clone(), config.house, config.node_name(), endpoint);
+            router = router.leading_with(election.fence());
+            node.election = Some(election);
+        }
         node.grpc(RouterServer::new(router));
     }
 
@@ -259,7 +273,9 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
     let roles = config.roles();
 
     // Phase 3: build.
-    let node = build(&live)?;
+    let mut node = build(&live)?;
+    let election = node.election.take();
+    let leadership = election.as_ref().map(crate::leader::Election::fence);
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let (stop_tx, stop_rx) = watch::channel(false);
     // The HTTP listener's own stop: it closes after the gRPC drain, not at the signal.
@@ -328,9 +344,20 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
                 v["telemetry"] = serde_json::to_value(stats).unwrap_or_default();
             }
             // Still serving calls (200), but a part of the node cannot do its job.
-            if let (false, Some(w)) = (draining, outbox.as_ref().and_then(|o| o.write_error())) {
+            let mut degraded = Vec::new();
+            if let Some(w) = outbox.as_ref().and_then(|o| o.write_error()) {
+                degraded.push(serde_json::json!({ "component": "telemetry outbox", "reason": w.reason }));
+            }
+            if let Some(fence) = &leadership {
+                let state = fence.state();
+                if let crate::leader::Leadership::Unavailable { reason } = &state {
+                    degraded.push(serde_json::json!({ "component": "router leadership", "reason": reason }));
+                }
+                v["leadership"] = crate::leader::health_json(&state);
+            }
+            if !draining && !degraded.is_empty() {
                 v["status"] = "degraded".into();
-                v["degraded"] = serde_json::json!([{ "component": "telemetry outbox", "reason": w.reason }]);
+                v["degraded"] = degraded.into();
             }
             v
         }) as serve::HealthFn
@@ -368,6 +395,10 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
 
     // Phase 6: drain.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    // A leader resigns first, so another router leads while this one drains.
+    if let Some(election) = election {
+        election.shutdown().await;
+    }
     reporter.set_service_status("", ServingStatus::NotServing).await;
     // From here `/health` answers 503 "draining" until the HTTP listener closes.
     let _ = stop_tx.send(true);

@@ -1,6 +1,7 @@
 //! The router's core: every routing decision and the task table, in plain Rust. No gRPC and
 //! no wire types here; the gRPC face ([`crate::router::RouterService`]) converts, dispatches
-//! and asks. It imports only the membership states ([`crate::membership::NodeState`]), so
+//! and asks. It imports only the membership states ([`crate::membership::NodeState`]) and the
+//! leadership states ([`crate::leader::Leadership`]), so
 //! `wire.rs` can convert a task's [`State`] without reaching into the router.
 //!
 //! # API
@@ -12,6 +13,7 @@
 //! | [`failover`] | after one dispatch attempt ([`Attempt`]): finish, try the next candidate, or fail as lost ([`Verdict`]) |
 //! | [`exhausted`] | the error of a task that every candidate passed on (E3005 when the last was saturated, else E3011) |
 //! | [`Tasks`] | the task table: [`Tasks::admit`] (one task per `(house, idempotency_key)`, bounded, oldest finished out) and [`Tasks::visible`] (submitter and Timmy only) |
+//! | [`leading`] | whether this router may admit a task now, and under which term (E3014 otherwise) |
 //! | [`Task`] | one task's life, published on a watch channel: `Pending` -> `Running` per candidate ([`Task::start`]) -> one final [`State`] ([`Task::finish`], once) |
 //!
 //! The table is generic over what a finished task holds (`R`): the gRPC face keeps the
@@ -19,10 +21,13 @@
 //!
 //! # Leadership (issue 14)
 //!
-//! This is the seam leader election plugs into: a router that is not the leader refuses
-//! [`Tasks::admit`] (so a follower never starts a dispatch), and the leader's term becomes the
-//! fencing token the face sends with every dispatch (0 today, a single router per fleet).
-//! Neither needs the gRPC face to change beyond passing the token on.
+//! With an `etcd:` section every router campaigns ([`crate::leader::Election`]); [`leading`]
+//! turns its state into the decision: the leader admits tasks under its term, which is the
+//! fencing token of every dispatch; a follower or a router without a leader admits nothing and
+//! answers E3014 (naming the leader when one is known), so clients go to the leader themselves
+//! (the submitter's identity stays the one the leader authenticated: no router submits on
+//! another house's behalf). A task already in a router's table (admitted while it led) is still
+//! answered by it. Without etcd a single router leads under term 0.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,7 +37,44 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use uni_wizard::{Error, ErrorCategory, ErrorCode, House};
 
+use crate::leader::{LeaderInfo, Leadership};
 use crate::membership::NodeState;
+
+/// The term a router may admit and dispatch under now: `None` leadership (no etcd: the single
+/// router) leads under term 0; a [`Leadership::Leader`] under its term.
+///
+/// # Errors
+/// E3014 for a follower, naming the leader (`leader_house`, `leader_node`, `leader_endpoint`,
+/// `term`), and for a router with no leader known, saying why.
+pub fn leading(leadership: Option<&Leadership>) -> Result<u64, Error> {
+    match leadership {
+        None => Ok(0),
+        Some(Leadership::Leader { term, .. }) => Ok(*term),
+        Some(Leadership::Follower { leader }) => Err(not_leader(leader)),
+        Some(Leadership::Unavailable { reason }) => Err(Error::new(
+            ErrorCode::NotLeader,
+            format!("no router leads the fleet now ({reason}); nothing ran, submit again shortly"),
+        )
+        .with_details(json!({ "reason": reason }))),
+    }
+}
+
+/// E3014 for a follower: who leads, where to submit instead.
+fn not_leader(leader: &LeaderInfo) -> Error {
+    Error::new(
+        ErrorCode::NotLeader,
+        format!(
+            "this router does not lead the fleet: {} ({}) does, under term {}; submit to {}",
+            leader.house, leader.node, leader.term, leader.endpoint
+        ),
+    )
+    .with_details(json!({
+        "leader_house": leader.house,
+        "leader_node": leader.node,
+        "leader_endpoint": leader.endpoint,
+        "term": leader.term,
+    }))
+}
 
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,6 +233,11 @@ impl<R> Default for Tasks<R> {
 impl<R: Clone> Tasks<R> {
     fn table(&self) -> std::sync::MutexGuard<'_, Table<R>> {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The task `caller` submitted under `key`, if the table holds it.
+    pub fn find(&self, caller: House, key: &str) -> Option<Arc<Task<R>>> {
+        self.table().by_key.get(&(caller, key.to_owned())).cloned()
     }
 
     /// The task for `caller`'s submission under `key`: the existing one (deduplicated), else a
@@ -408,6 +455,27 @@ pub fn exhausted(tool: &str, states: &[(House, NodeState)], passed: &[Passed]) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Proves the single router leads under term 0, a leader under its term, and a follower
+    /// and a router with no leader refuse with E3014, the follower naming the leader.
+    #[test]
+    fn only_the_leader_admits() {
+        assert_eq!(leading(None).expect("single router"), 0);
+        let until = tokio::time::Instant::now() + Duration::from_secs(1);
+        assert_eq!(leading(Some(&Leadership::Leader { term: 42, valid_until: until })).expect("leader"), 42);
+        let leader =
+            LeaderInfo { house: House::Allegro, node: "a1".into(), endpoint: "10.0.0.2:7443".into(), term: 43 };
+        let e = leading(Some(&Leadership::Follower { leader })).expect_err("follower");
+        assert_eq!(e.code, ErrorCode::NotLeader);
+        assert_eq!(
+            (e.details["leader_house"].clone(), e.details["leader_endpoint"].clone()),
+            (json!("allegro"), json!("10.0.0.2:7443"))
+        );
+        assert_eq!(e.details["term"], 43);
+        let e = leading(Some(&Leadership::Unavailable { reason: "etcd unreachable".into() })).expect_err("none");
+        assert_eq!(e.code, ErrorCode::NotLeader);
+        assert!(e.details.get("leader_house").is_none() && e.message.contains("etcd unreachable"), "{e:?}");
+    }
     use House::{Allegro, Bezalel, Ezra, Timmy};
     use NodeState::{Down, Unknown, Up};
 

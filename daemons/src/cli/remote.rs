@@ -296,7 +296,29 @@ pub async fn health(a: &HealthArgs) -> Result<(Value, bool), Error> {
         };
         rows.push(row);
     }
-    Ok((json!({ "ok": all_up, "houses": rows }), all_up))
+    let mut v = json!({ "ok": all_up, "houses": rows });
+    // With etcd, who leads: read from etcd itself, not from any router's word.
+    if let Some(etcd) = &config.etcd {
+        v["leadership"] = match crate::leader::observe_once(etcd).await {
+            Ok(seen) => match seen.leader {
+                Some(l) => json!({
+                    "leader_house": l.house, "leader_node": l.node, "leader_endpoint": l.endpoint, "term": l.term,
+                    "lease_granted_s": seen.lease_granted_s, "lease_left_s": seen.lease_left_s,
+                    "lease_age_s": seen.lease_granted_s.zip(seen.lease_left_s).map(|(g, left)| g - left),
+                }),
+                None => {
+                    all_up = false;
+                    json!({ "error": "no router leads: no candidate in etcd (is any router running with `etcd:`?)" })
+                }
+            },
+            Err(why) => {
+                all_up = false;
+                json!({ "error": format!("etcd: {why}") })
+            }
+        };
+        v["ok"] = json!(all_up);
+    }
+    Ok((v, all_up))
 }
 
 /// Prints `health`.
@@ -326,6 +348,22 @@ pub fn print_health(v: &Value, as_json: bool) {
         } else {
             let _ = writeln!(out, "{:<8} {:<22} {:<5} {:>8}  {}", s("house"), s("endpoint"), "DOWN", "-", s("error"));
         }
+    }
+    let l = &v["leadership"];
+    if let Some(why) = l["error"].as_str() {
+        let _ = writeln!(out, "leader   NONE: {why}; routers refuse new tasks (E3014) until one leads");
+    } else if let Some(house) = l["leader_house"].as_str() {
+        let secs = |k: &str| l[k].as_i64().map_or_else(|| "?".to_owned(), |n| n.to_string());
+        let _ = writeln!(
+            out,
+            "leader   {house} ({}) at {}, term {}, lease renewed {} s ago ({} of {} s left)",
+            l["leader_node"].as_str().unwrap_or(""),
+            l["leader_endpoint"].as_str().unwrap_or(""),
+            l["term"],
+            secs("lease_age_s"),
+            secs("lease_left_s"),
+            secs("lease_granted_s")
+        );
     }
 }
 

@@ -312,6 +312,24 @@ impl Observer {
     /// # Errors
     /// The failed read.
     pub async fn read(&mut self) -> Result<Seen, CallError> {
+        let (seen, revision) = self.candidates().await?;
+        if self.watch.is_none()
+            && let Some(rev) = revision
+        {
+            let options = WatchOptions::new().with_prefix().with_start_revision(rev + 1);
+            let opened = bounded(
+                self.timeout,
+                "watching the election",
+                self.client.watch_client().watch(self.prefix.clone(), Some(options)),
+            )
+            .await;
+            self.watch = opened.ok();
+        }
+        Ok(seen)
+    }
+
+    /// Reads every candidate, lowest create revision first, and the revision of the read.
+    async fn candidates(&self) -> Result<(Seen, Option<i64>), CallError> {
         const WHAT: &str = "reading the election";
         let sent = Instant::now();
         let options =
@@ -331,19 +349,7 @@ impl Observer {
         // etcd sorts already; sorting again costs nothing and does not trust it to.
         candidates.sort_by_key(|c| c.rev);
         let complete = !got.more() && got.count() <= MAX_CANDIDATES;
-        if self.watch.is_none()
-            && let Some(rev) = revision
-        {
-            let options = WatchOptions::new().with_prefix().with_start_revision(rev + 1);
-            let opened = bounded(
-                self.timeout,
-                "watching the election",
-                self.client.watch_client().watch(self.prefix.clone(), Some(options)),
-            )
-            .await;
-            self.watch = opened.ok();
-        }
-        Ok(Seen { candidates, complete, read_at: sent })
+        Ok((Seen { candidates, complete, read_at: sent }, revision))
     }
 
     /// Waits until the watch reports a change (`Ok`) or ends (`Err`, and the next
@@ -387,4 +393,22 @@ impl Observer {
         self.watch = None;
         self.reopen_at = Instant::now() + self.reopen.next_delay();
     }
+}
+
+/// What one read of the election shows an operator: the leader, if any, and its lease's
+/// granted and remaining TTL (whole seconds, as etcd keeps them).
+pub(crate) async fn read_once(cfg: &EtcdConfig) -> Result<Option<(Candidate, Option<(i64, i64)>)>, CallError> {
+    let client = connect(cfg).await?;
+    let observer = Observer::new(client.clone(), &cfg.election_name(), cfg.request_timeout());
+    let (seen, _) = observer.candidates().await?;
+    let Some(first) = seen.first().cloned() else { return Ok(None) };
+    let ttl = bounded(
+        cfg.request_timeout(),
+        "reading the leader's lease",
+        client.lease_client().time_to_live(first.lease, None),
+    )
+    .await
+    .ok()
+    .map(|t| (t.granted_ttl(), t.ttl()));
+    Ok(Some((first, ttl)))
 }

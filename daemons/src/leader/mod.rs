@@ -137,6 +137,56 @@ impl Leadership {
     }
 }
 
+/// A router's leadership as its `/health` shows it: `state` (`leader`, `follower`,
+/// `unavailable`), the term, the leader followed, how long the fence stays open, or why no
+/// router leads.
+pub fn health_json(state: &Leadership) -> serde_json::Value {
+    match state {
+        Leadership::Leader { term, valid_until } => serde_json::json!({
+            "state": "leader",
+            "term": term,
+            "fence_open_ms": valid_until.saturating_duration_since(Instant::now()).as_millis() as u64,
+        }),
+        Leadership::Follower { leader } => serde_json::json!({
+            "state": "follower",
+            "term": leader.term,
+            "leader_house": leader.house,
+            "leader_node": leader.node,
+            "leader_endpoint": leader.endpoint,
+        }),
+        Leadership::Unavailable { reason } => serde_json::json!({ "state": "unavailable", "reason": reason }),
+    }
+}
+
+/// What one read of the election shows an operator (`uni-wizard health`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Observed {
+    /// Who leads, if anyone (a candidate key whose record does not parse shows as none).
+    pub leader: Option<LeaderInfo>,
+    /// The leader's lease: the TTL etcd granted and what is left of it, whole seconds (its age
+    /// is their difference), when etcd answered for the lease.
+    pub lease_granted_s: Option<i64>,
+    /// See `lease_granted_s`.
+    pub lease_left_s: Option<i64>,
+}
+
+/// Reads, once and linearizably, who leads the election `config` names, with the leader's
+/// lease.
+///
+/// # Errors
+/// Why etcd could not be read (unreachable, quorum lost), in one line.
+pub async fn observe_once(config: &crate::config::etcd::EtcdConfig) -> Result<Observed, String> {
+    let read = etcd::read_once(config).await.map_err(|e| e.to_string())?;
+    Ok(match read {
+        None => Observed { leader: None, lease_granted_s: None, lease_left_s: None },
+        Some((first, lease)) => Observed {
+            leader: decide::record(&first),
+            lease_granted_s: lease.map(|l| l.0),
+            lease_left_s: lease.map(|l| l.1),
+        },
+    })
+}
+
 /// Registers the help text of the leadership metrics (called from `serve::describe_metrics`).
 pub fn describe_metrics() {
     use metrics::{describe_counter, describe_gauge};

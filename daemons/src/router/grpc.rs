@@ -13,6 +13,7 @@ use uni_wizard_proto::v1::{
 };
 
 use crate::auth;
+use crate::leader::Fence;
 use crate::live::Live;
 use crate::membership::Membership;
 use crate::peers::Peers;
@@ -38,6 +39,8 @@ struct Inner {
     registry: Registry,
     intelligence: Option<Arc<Intelligence>>,
     tasks: routing::Tasks<Answer>,
+    /// This router's leadership, with an `etcd:` section; `None`: the single router (term 0).
+    fence: Option<Fence>,
 }
 
 impl std::fmt::Debug for RouterService {
@@ -80,8 +83,33 @@ impl RouterService {
                 registry,
                 intelligence,
                 tasks: routing::Tasks::default(),
+                fence: None,
             }),
         }
+    }
+
+    /// The same router, admitting and dispatching only while `fence` says it leads.
+    ///
+    /// # Panics
+    /// When the service is already shared (call it right after [`RouterService::new`]).
+    #[must_use]
+    pub fn leading_with(mut self, fence: Fence) -> RouterService {
+        Arc::get_mut(&mut self.inner).expect("a new router service").fence = Some(fence);
+        self
+    }
+
+    /// The term this router may admit under now (0 without etcd), or E3014 (see
+    /// [`routing::leading`]).
+    fn leading(&self) -> Result<u64, Error> {
+        let state = self.inner.fence.as_ref().map(Fence::state);
+        routing::leading(state.as_ref()).inspect_err(|_| {
+            metrics::counter!("uw_router_forwarded_total").increment(1);
+        })
+    }
+
+    /// Whether a dispatch under `term` may go out now (always without etcd).
+    fn may_dispatch(&self, term: u64) -> bool {
+        self.inner.fence.as_ref().is_none_or(|f| f.may_dispatch(term))
     }
 
     /// The houses to try for `tool`, in order, with the state of each house considered.
@@ -101,8 +129,9 @@ impl RouterService {
         })
     }
 
-    /// Dispatches a task to its candidates in turn, as the core's failover policy says.
-    async fn dispatch(self, task: Arc<Task>, req: SubmitRequest, candidates: Candidates) {
+    /// Dispatches a task to its candidates in turn, as the core's failover policy says, each
+    /// attempt under `term` and only while this router still leads under it.
+    async fn dispatch(self, task: Arc<Task>, req: SubmitRequest, candidates: Candidates, term: u64) {
         let started = Instant::now();
         let tool = req.call.as_ref().map_or("", |c| c.tool.as_str()).to_owned();
         let safe_to_repeat =
@@ -111,8 +140,18 @@ impl RouterService {
             });
         let mut passed: Vec<Passed> = Vec::new();
         for house in candidates.order {
+            if !self.may_dispatch(term) {
+                // Deposed (or the lease not renewed in time) before this attempt went out: it
+                // did not run here; earlier attempts ran nothing or were safe to repeat.
+                let e = Error::new(
+                    ErrorCode::NotLeader,
+                    format!("this router stopped leading (term {term}) before dispatching; submit again"),
+                )
+                .with_details(serde_json::json!({ "term": term, "house": house }));
+                return self.finish(&task, None, String::new(), Reply::Router(e), started);
+            }
             task.start(house);
-            let tried = self.dispatch_one(&task, house, &req).await;
+            let tried = self.dispatch_one(&task, house, &req, term).await;
             if tried.attempt.house_down() {
                 self.inner.membership.report_unreachable(house, tried.grpc.clone());
             }
@@ -144,7 +183,7 @@ impl RouterService {
     }
 
     /// One worker RPC, and what it shows.
-    async fn dispatch_one(&self, task: &Task, house: House, req: &SubmitRequest) -> Tried {
+    async fn dispatch_one(&self, task: &Task, house: House, req: &SubmitRequest, term: u64) -> Tried {
         let config = self.inner.live.get();
         let call = req.call.clone().unwrap_or_default();
         let deadline = match call.timeout_ms {
@@ -168,7 +207,7 @@ impl RouterService {
             house: wire::house_to_wire(house).into(),
             mode: req.mode,
             task_id: task.id().to_owned(),
-            fencing_token: 0,
+            fencing_token: term,
             caller_house: wire::house_to_wire(task.submitter()).into(),
         };
         let mut rpc = tonic::Request::new(execute);
@@ -296,6 +335,17 @@ impl Router for RouterService {
             );
             return Err(wire::status(&e));
         }
+        let term = match self.leading() {
+            Ok(term) => term,
+            // Not the leader: a task this router admitted while it led is still its to answer.
+            Err(e) => match self.inner.tasks.find(peer.house, &req.idempotency_key) {
+                Some(task) => {
+                    let snapshot = task.wait(Duration::from_millis(config.router.submit_wait_ms)).await;
+                    return Ok(tonic::Response::new(response(&task, &snapshot, true)));
+                }
+                None => return Err(wire::status(&e)),
+            },
+        };
         let admitted = self
             .inner
             .tasks
@@ -308,7 +358,7 @@ impl Router for RouterService {
             let tool = req.call.as_ref().map(|c| c.tool.as_str()).unwrap_or_default();
             let candidates = self.candidates(tool, wire::house_from_wire(req.preferred_house));
             // Its own task, so a client that disconnects does not cancel the dispatch.
-            tokio::spawn(self.clone().dispatch(task.clone(), req, candidates));
+            tokio::spawn(self.clone().dispatch(task.clone(), req, candidates, term));
         }
         let snapshot = task.wait(Duration::from_millis(config.router.submit_wait_ms)).await;
         Ok(tonic::Response::new(response(&task, &snapshot, admitted.deduplicated)))
@@ -328,7 +378,12 @@ impl Router for RouterService {
             ));
         }
         auth::require(peer, &self.inner.live.get().router.submitters, "read task status")?;
-        let task = self.inner.tasks.visible(peer.house, &id).map_err(|e| wire::status(&e))?;
+        // A follower holds only the tasks it admitted while it led: for another, it names the
+        // leader, which holds the tasks admitted since.
+        let task = match self.inner.tasks.visible(peer.house, &id) {
+            Ok(task) => task,
+            Err(e) => return Err(wire::status(&self.leading().err().unwrap_or(e))),
+        };
         let s = task.snapshot();
         let r = response(&task, &s, false);
         Ok(tonic::Response::new(StatusResponse {

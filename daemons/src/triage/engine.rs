@@ -412,10 +412,26 @@ pub async fn route(t: &Triage, repo: &str, number: u64, key: &str, plan: &Plan) 
     call.idempotency_key = Some(key.to_owned());
     let submission = wire::Submission { caller: config.house, key: key.to_owned(), preferred: plan.house, mode: None };
     let req = wire::submit_request(&submission, &call);
-    let answer = match t.inner.peers.router(router) {
-        Ok(mut client) => client.submit(req).await.map_err(|s| wire::error_from_status(&s)),
-        Err(e) => Err(e),
-    };
+    // With etcd, a router that does not lead names the one that does (E3014): asked next,
+    // a few hops at most (leadership can move while we ask). The key makes repeats safe.
+    let mut target = router;
+    let mut answer = Err(Error::new(ErrorCode::NotLeader, "no router asked"));
+    for _ in 0..3 {
+        answer = match t.inner.peers.router(target) {
+            Ok(mut client) => client.submit(req.clone()).await.map_err(|s| wire::error_from_status(&s)),
+            Err(e) => Err(e),
+        };
+        let leader = match &answer {
+            Err(e) if e.code == ErrorCode::NotLeader => {
+                e.details.get("leader_house").and_then(Value::as_str).and_then(|h| h.parse::<House>().ok())
+            }
+            _ => None,
+        };
+        match leader {
+            Some(h) if h != target => target = h,
+            _ => break,
+        }
+    }
     let answer = match answer {
         Ok(resp) => {
             let resp = resp.into_inner();

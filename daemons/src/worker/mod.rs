@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use uni_wizard::audit::AuditStore;
@@ -21,6 +21,7 @@ use uni_wizard_proto::v1::{CapacityRequest, CapacityResponse, ExecuteRequest, Ex
 
 use crate::auth;
 use crate::config::DaemonConfig;
+use crate::leader::{LeaderInfo, LeaderWatch};
 use crate::live::Live;
 use crate::wire;
 
@@ -39,8 +40,21 @@ struct Inner {
     pool: Pool,
     in_flight: AtomicU32,
     queued: AtomicU32,
-    fence: AtomicU64,
+    fence: Fencing,
 }
+
+/// How the worker tells the current dispatcher from a deposed or forged one.
+enum Fencing {
+    /// No etcd (a single router): the highest token seen so far is the floor.
+    Highest(AtomicU64),
+    /// The leader and term etcd shows; a request's token is checked against them, never
+    /// believed.
+    Leader(Arc<LeaderWatch>),
+}
+
+/// How long a dispatch whose term is ahead of this worker's view of etcd waits for the view
+/// to catch up (a leader elected a moment ago) before it is refused.
+const CATCH_UP: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for WorkerService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -139,10 +153,72 @@ impl WorkerService {
                 pool: Pool::new(config.worker.max_concurrency),
                 in_flight: AtomicU32::new(0),
                 queued: AtomicU32::new(0),
-                fence: AtomicU64::new(0),
+                fence: Fencing::Highest(AtomicU64::new(0)),
                 live,
             }),
         })
+    }
+
+    /// The same worker, accepting dispatches only from the router `watch` shows leading, under
+    /// its term (an `etcd:` section).
+    ///
+    /// # Panics
+    /// When the service is already shared (call it right after it is built).
+    #[must_use]
+    pub fn fenced_by(mut self, watch: Arc<LeaderWatch>) -> WorkerService {
+        Arc::get_mut(&mut self.inner).expect("a new worker service").fence = Fencing::Leader(watch);
+        self
+    }
+
+    /// Whether `dispatcher`'s token lets it dispatch now.
+    ///
+    /// # Errors
+    /// E3013: without etcd, a token lower than one seen before; with etcd, a dispatcher that is
+    /// not the leader etcd shows, or a token that is not its term, or no leader known.
+    async fn check_fence(&self, dispatcher: House, token: u64) -> Result<(), Error> {
+        let refuse = |message: String, details: serde_json::Value| {
+            metrics::counter!("uw_worker_fenced_total").increment(1);
+            Err(Error::new(ErrorCode::FencedOut, message).with_details(details))
+        };
+        let watch = match &self.inner.fence {
+            Fencing::Highest(seen) => {
+                let seen = seen.fetch_max(token, Ordering::AcqRel);
+                if token < seen {
+                    return refuse(
+                        format!("fencing token {token} is older than {seen}"),
+                        serde_json::json!({ "token": token, "seen": seen }),
+                    );
+                }
+                return Ok(());
+            }
+            Fencing::Leader(watch) => watch,
+        };
+        let leads = |l: &Option<LeaderInfo>| l.as_ref().is_some_and(|l| l.house == dispatcher && l.term == token);
+        if leads(&watch.current()) {
+            return Ok(());
+        }
+        // A term newer than the one this worker knows may be a leader elected a moment ago:
+        // wait, bounded, for etcd to show it. An older term is a deposed leader's: refused.
+        if watch.current().is_none_or(|l| token > l.term) {
+            let mut changes = watch.subscribe();
+            let _ = tokio::time::timeout(CATCH_UP, changes.wait_for(leads)).await;
+            if leads(&watch.current()) {
+                return Ok(());
+            }
+        }
+        match watch.current() {
+            Some(l) => refuse(
+                format!(
+                    "{dispatcher} may not dispatch under term {token}: {} leads the fleet under term {}",
+                    l.house, l.term
+                ),
+                serde_json::json!({ "token": token, "dispatcher": dispatcher, "leader_house": l.house, "term": l.term }),
+            ),
+            None => refuse(
+                format!("no router leads the fleet that this worker can see in etcd; {dispatcher}'s dispatch refused"),
+                serde_json::json!({ "token": token, "dispatcher": dispatcher }),
+            ),
+        }
     }
 
     /// The pattern DB and model of this worker's harness, when intelligence is on.
@@ -313,15 +389,7 @@ impl Worker for WorkerService {
                 .with_details(serde_json::json!({ "worker_house": inner.house, "asked": call.house })),
             ));
         }
-        let token = call.fencing_token;
-        let seen = inner.fence.fetch_max(token, Ordering::AcqRel);
-        if token < seen {
-            metrics::counter!("uw_worker_fenced_total").increment(1);
-            return Err(wire::status(
-                &Error::new(ErrorCode::FencedOut, format!("fencing token {token} is older than {seen}"))
-                    .with_details(serde_json::json!({ "token": token, "seen": seen })),
-            ));
-        }
+        self.check_fence(peer.house, call.fencing_token).await.map_err(|e| wire::status(&e))?;
         let result = match self.run(call, peer.house).await {
             Ok(o) => execute_response::Result::Outcome(wire::outcome_to_wire(&o)),
             Err(e) => execute_response::Result::Error(wire::error_to_wire(&e)),

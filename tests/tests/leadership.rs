@@ -1,0 +1,280 @@
+//! Router leadership with real processes: a real 3-member etcd cluster on loopback and the four
+//! houses as `uni-wizardd` processes, Timmy and Allegro both routers. One leads; the other
+//! answers E3014 naming it and the CLI follows; workers take a dispatch only from the leader
+//! etcd shows, under its term (a forged, stale or follower's term is refused and changes
+//! nothing); killing the leader moves leadership; losing one etcd member changes nothing;
+//! losing quorum stops every router until it returns; an etcd that is down at start is waited
+//! for.
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use uni_wizard_proto::v1::{
+    self, ExecuteRequest, SubmitRequest, ToolCall, router_client::RouterClient, worker_client::WorkerClient,
+};
+use uni_wizard_tests::etcd::EtcdCluster;
+use uni_wizard_tests::fleet::{Fleet, HOUSES};
+use uni_wizard_tests::{bin, json_stdout};
+
+/// Files to Ezra first, then Bezalel; system to either router.
+const ROUTES: &str = "router:\n  routes:\n    file: [ezra, bezalel]\n    system: [timmy, allegro]\n";
+
+/// Each node's `etcd:` section (1 s leases, renewed every 200 ms, fenced 300 ms early) and,
+/// for Timmy and Allegro, the router role with the same routes.
+fn extra(endpoints: &[String]) -> impl Fn(&str) -> String {
+    let etcd = format!(
+        "etcd: {{endpoints: [{}], lease_ttl_ms: 1000, keepalive_ms: 200, fence_margin_ms: 300}}\n",
+        endpoints.join(", ")
+    );
+    move |h: &str| match h {
+        "timmy" | "allegro" => format!("roles: [router, health, worker]\n{ROUTES}{etcd}"),
+        _ => etcd.clone(),
+    }
+}
+
+const ROUTERS: [&str; 2] = ["timmy", "allegro"];
+
+/// The router whose `/health` says it leads, and its term.
+fn leader(fleet: &Fleet) -> Option<(String, u64)> {
+    ROUTERS.iter().find_map(|r| {
+        let h = fleet.nodes[*r].health()?;
+        (h["leadership"]["state"] == "leader").then(|| ((*r).to_owned(), h["leadership"]["term"].as_u64().unwrap_or(0)))
+    })
+}
+
+/// Waits (bounded) until a router other than `not` leads; returns it, its term and how long it took.
+fn wait_leader(fleet: &Fleet, not: Option<&str>, within: Duration) -> (String, u64, Duration) {
+    let started = Instant::now();
+    loop {
+        if let Some((house, term)) = leader(fleet).filter(|(h, _)| Some(h.as_str()) != not) {
+            return (house, term, started.elapsed());
+        }
+        assert!(
+            started.elapsed() < within,
+            "no router (other than {not:?}) led within {within:?}: {:?}",
+            health_of(fleet)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn health_of(fleet: &Fleet) -> Vec<Option<Value>> {
+    ROUTERS.iter().map(|r| fleet.nodes[*r].health().map(|h| h["leadership"].clone())).collect()
+}
+
+/// `uni-wizard test --router A,B,...` as `house`, the routers in the order given.
+fn submit(fleet: &Fleet, house: &str, routers: &[&str], args: &[&str]) -> Output {
+    let list: Vec<&str> = routers.iter().map(|r| fleet.nodes[*r].grpc.as_str()).collect();
+    let mut c = std::process::Command::new(bin("uni-wizard"));
+    c.env("UNI_WIZARD_HOME", fleet.dir.path().join("cli-home"))
+        .env("UNI_WIZARD_TOKEN", &fleet.nodes[house].token)
+        .args(["test", "--json", "--router", &list.join(","), "--house", house])
+        .args(args);
+    c.output().expect("uni-wizard runs")
+}
+
+fn ok(o: &Output) -> Value {
+    let v = json_stdout(o);
+    assert!(o.status.success(), "exit {:?}: {v}\n{}", o.status.code(), String::from_utf8_lossy(&o.stderr));
+    v
+}
+
+fn authed<T>(msg: T, node: &uni_wizard_tests::fleet::Node) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert("x-uw-house", MetadataValue::try_from(node.house.as_str()).expect("ascii"));
+    r.metadata_mut().insert("authorization", MetadataValue::try_from(format!("Bearer {}", node.token)).expect("ascii"));
+    r
+}
+
+async fn channel(addr: &str) -> Channel {
+    Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect")
+}
+
+fn read_call() -> Option<ToolCall> {
+    Some(ToolCall { tool: "file_read".into(), args_json: r#"{"path":"hello.txt"}"#.into(), ..Default::default() })
+}
+
+/// A dispatch to `worker` sent by `from` itself (its own credentials) under `token`.
+async fn dispatch(fleet: &Fleet, from: &str, worker: &str, token: u64) -> Result<v1::ExecuteResponse, tonic::Status> {
+    let mut client = WorkerClient::new(channel(&fleet.nodes[worker].grpc).await);
+    let execute = ExecuteRequest {
+        call: read_call(),
+        house: uni_wizard_daemons::wire::house_to_wire(worker.parse().expect("a house")).into(),
+        fencing_token: token,
+        ..Default::default()
+    };
+    client.execute(authed(execute, &fleet.nodes[from])).await.map(tonic::Response::into_inner)
+}
+
+fn code_of(s: &tonic::Status) -> String {
+    s.message().split(':').next().unwrap_or("").to_owned()
+}
+
+fn start(etcd: &EtcdCluster) -> Fleet {
+    Fleet::start(&HOUSES, &extra(&etcd.endpoints()))
+}
+
+/// Proves one router leads and the other redirects: a follower's Submit is E3014 naming the
+/// leader, the CLI given the follower first follows it; and a worker refuses with E3013,
+/// changing nothing, a dispatch under a forged term (2^64-1, the issue's attack), a stale
+/// term, and the follower's dispatch under the leader's term, then still takes the leader's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_routes_followers_redirect_and_forged_terms_are_refused() {
+    let Some(mut etcd) = EtcdCluster::new(3) else { return };
+    etcd.start_all();
+    let fleet = tokio::task::block_in_place(|| start(&etcd));
+    let (lead, term, _) = tokio::task::block_in_place(|| wait_leader(&fleet, None, Duration::from_secs(15)));
+    let follower = ROUTERS.iter().find(|r| **r != lead).expect("two routers").to_string();
+
+    // A follower names the leader; nothing is admitted there.
+    let mut router = RouterClient::new(channel(&fleet.nodes[&follower].grpc).await);
+    let submit_req = SubmitRequest { call: read_call(), idempotency_key: "k-follower".into(), ..Default::default() };
+    let refused = router.submit(authed(submit_req, &fleet.nodes["ezra"])).await.expect_err("a follower refuses");
+    assert_eq!((refused.code(), code_of(&refused)), (tonic::Code::Unavailable, "E3014".to_owned()), "{refused:?}");
+    assert!(refused.message().contains(&fleet.nodes[&lead].grpc), "{refused:?}");
+
+    // The CLI, given the follower first, ends at the leader and the task runs.
+    let v = ok(&tokio::task::block_in_place(|| {
+        submit(&fleet, "ezra", &[&follower, &lead], &["--tool", "file_read", "--arg", "path=hello.txt"])
+    }));
+    assert_eq!(v["outcome"]["output"]["content"], "hello from ezra\n", "{v}");
+
+    // Forged, stale and follower's terms: refused, and the worker still takes the leader's.
+    for (from, token, why) in [
+        ("allegro", u64::MAX, "forged term"),
+        (lead.as_str(), term - 1, "stale term"),
+        (follower.as_str(), term, "a follower's dispatch"),
+    ] {
+        let e = dispatch(&fleet, from, "bezalel", token).await.expect_err(why);
+        assert_eq!((e.code(), code_of(&e)), (tonic::Code::FailedPrecondition, "E3013".to_owned()), "{why}: {e:?}");
+    }
+    let v = ok(&tokio::task::block_in_place(|| {
+        submit(&fleet, "bezalel", &[&lead], &["--tool", "file_read", "--arg", "path=hello.txt", "--on", "bezalel"])
+    }));
+    assert_eq!(v["outcome"]["house"], "bezalel", "{v}");
+    let answered = dispatch(&fleet, &lead, "bezalel", term).await.expect("the leader's own dispatch");
+    assert!(matches!(answered.result, Some(v1::execute_response::Result::Outcome(_))), "{answered:?}");
+}
+
+/// Proves leadership moves when the leader is SIGKILLed, 20 times in a row under tasks: each
+/// time the other router leads within the lease TTL plus a margin (3 s) under a greater term,
+/// a task submitted to both routers runs, and the killed router, restarted, follows.
+#[test]
+fn killing_the_leader_moves_leadership_every_time() {
+    let Some(mut etcd) = EtcdCluster::new(3) else { return };
+    etcd.start_all();
+    let mut fleet = start(&etcd);
+    let (mut lead, mut term, _) = wait_leader(&fleet, None, Duration::from_secs(15));
+    let mut took = Vec::new();
+    for round in 0..20 {
+        fleet.node(&lead).kill();
+        let (next, next_term, after) = wait_leader(&fleet, Some(&lead), Duration::from_secs(10));
+        assert!(next_term > term, "round {round}: term {next_term} after {term}");
+        took.push(after);
+        let v = ok(&submit(&fleet, "ezra", &ROUTERS, &["--tool", "file_read", "--arg", "path=hello.txt"]));
+        assert_eq!(v["outcome"]["output"]["content"], "hello from ezra\n", "round {round}: {v}");
+        fleet.node(&lead).start();
+        let restarted = lead.clone();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while fleet.nodes[&restarted].health().is_none_or(|h| h["leadership"]["state"] != "follower") {
+            assert!(Instant::now() < deadline, "round {round}: {restarted} did not follow: {:?}", health_of(&fleet));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (lead, term) = (next, next_term);
+    }
+    let worst = took.iter().max().copied().unwrap_or_default();
+    assert!(worst < Duration::from_secs(3), "a takeover took {worst:?}: {took:?}");
+}
+
+/// Proves losing one etcd member of three changes nothing (same leader, same term, tasks run);
+/// losing quorum makes the leader stop within the lease TTL (its /health says why, Submit is
+/// E3014) and routing resumes by itself when quorum returns; a leader frozen (SIGSTOP) past
+/// the TTL is replaced, and once thawed it leads nothing and its term is refused.
+#[test]
+fn etcd_member_loss_quorum_loss_and_a_frozen_leader() {
+    let Some(mut etcd) = EtcdCluster::new(3) else { return };
+    etcd.start_all();
+    let mut fleet = start(&etcd);
+    let (lead, term, _) = wait_leader(&fleet, None, Duration::from_secs(15));
+    let ask = |fleet: &Fleet| submit(fleet, "ezra", &ROUTERS, &["--tool", "file_read", "--arg", "path=hello.txt"]);
+
+    // One member down (etcd's own raft leader, the worst one): nothing changes.
+    let raft = etcd.raft_leader().unwrap_or(0);
+    etcd.kill(raft);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(leader(&fleet), Some((lead.clone(), term)), "{:?}", health_of(&fleet));
+    ok(&ask(&fleet));
+
+    // Quorum lost: within the TTL no router leads, /health says why, submitters get E3014.
+    let other = (0..3).find(|i| *i != raft).expect("a member left");
+    etcd.kill(other);
+    let lost = Instant::now();
+    while leader(&fleet).is_some() {
+        assert!(lost.elapsed() < Duration::from_millis(1_000), "still leading {:?} after quorum loss", lost.elapsed());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let h = fleet.nodes[&lead].health().expect("health");
+    assert_eq!(
+        (h["status"].clone(), h["leadership"]["state"].clone()),
+        ("degraded".into(), "unavailable".into()),
+        "{h}"
+    );
+    let refused = ask(&fleet);
+    assert!(!refused.status.success());
+    assert_eq!(json_stdout(&refused)["error"]["code"], "E3014", "{}", String::from_utf8_lossy(&refused.stdout));
+
+    // Quorum back: a router leads again by itself and tasks run.
+    etcd.restart(raft);
+    etcd.restart(other);
+    let (lead, term, _) = wait_leader(&fleet, None, Duration::from_secs(20));
+    ok(&ask(&fleet));
+
+    // A frozen leader is replaced; thawed, it is a follower and its old term is refused.
+    let pid = fleet.nodes[&lead].pid().expect("running");
+    let signal = |sig: &str| {
+        let s = std::process::Command::new("kill").args([sig, &pid.to_string()]).status().expect("kill");
+        assert!(s.success());
+    };
+    signal("-STOP");
+    let replaced = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_leader(&fleet, Some(&lead), Duration::from_secs(10))
+    }));
+    signal("-CONT");
+    let (next, next_term, _) = replaced.expect("another router led while the leader was frozen");
+    assert!(next_term > term);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fleet.nodes[&lead].health().is_none_or(|h| h["leadership"]["state"] != "follower") {
+        assert!(Instant::now() < deadline, "the thawed router did not follow: {:?}", health_of(&fleet));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let e = rt.block_on(dispatch(&fleet, &lead, "ezra", term)).expect_err("the deposed term");
+    assert_eq!(code_of(&e), "E3013", "{e:?}");
+    let v = ok(&ask(&fleet));
+    assert_eq!(v["outcome"]["output"]["content"], "hello from ezra\n");
+    assert_eq!(leader(&fleet).map(|l| l.0), Some(next));
+}
+
+/// Proves an etcd that is down when the fleet starts is no crash: every router says why on
+/// /health and refuses tasks with E3014, workers refuse dispatches, and once etcd starts a
+/// router leads and tasks run.
+#[test]
+fn an_etcd_down_at_start_is_waited_for() {
+    let Some(mut etcd) = EtcdCluster::new(3) else { return };
+    let fleet = start(&etcd);
+    std::thread::sleep(Duration::from_millis(1_500));
+    for r in ROUTERS {
+        let h = fleet.nodes[r].health().expect("serving");
+        assert_eq!(h["leadership"]["state"], "unavailable", "{r}: {h}");
+        assert!(h["leadership"]["reason"].as_str().is_some_and(|s| !s.is_empty()), "{h}");
+    }
+    let refused = submit(&fleet, "ezra", &ROUTERS, &["--tool", "file_read", "--arg", "path=hello.txt"]);
+    assert_eq!(json_stdout(&refused)["error"]["code"], "E3014", "{}", String::from_utf8_lossy(&refused.stdout));
+    etcd.start_all();
+    wait_leader(&fleet, None, Duration::from_secs(20));
+    let v = ok(&submit(&fleet, "ezra", &ROUTERS, &["--tool", "file_read", "--arg", "path=hello.txt"]));
+    assert_eq!(v["outcome"]["output"]["content"], "hello from ezra\n");
+}
