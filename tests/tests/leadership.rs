@@ -197,7 +197,7 @@ fn killing_the_leader_moves_leadership_every_time() {
 fn etcd_member_loss_quorum_loss_and_a_frozen_leader() {
     let Some(mut etcd) = EtcdCluster::new(3) else { return };
     etcd.start_all();
-    let mut fleet = start(&etcd);
+    let fleet = start(&etcd);
     let (lead, term, _) = wait_leader(&fleet, None, Duration::from_secs(15));
     let ask = |fleet: &Fleet| submit(fleet, "ezra", &ROUTERS, &["--tool", "file_read", "--arg", "path=hello.txt"]);
 
