@@ -116,6 +116,8 @@ struct Node {
     membership: Membership,
     /// The telemetry outbox (`/health` shows its figures).
     outbox: Option<Arc<crate::telemetry::Outbox>>,
+    /// The worker's exactly-once store (`/health` shows when it cannot be written).
+    once: Option<Arc<crate::worker::once::OnceStore>>,
 }
 
 impl Node {
@@ -155,6 +157,7 @@ fn build(live: &Live) -> Result<Node, Error> {
         tasks: Vec::new(),
         membership: Membership::default(),
         outbox: None,
+        once: None,
     };
 
     // Telemetry, first half: the outbox and the observer the worker's harness reports to.
@@ -185,6 +188,7 @@ fn build(live: &Live) -> Result<Node, Error> {
         };
         let w = WorkerService::observed(live.clone(), store, approver, Registry::builtin()?, observer)?;
         node.grpc(WorkerServer::new(w.clone()));
+        node.once = Some(w.once());
         Some(w)
     } else {
         None
@@ -310,8 +314,8 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
     });
 
     let health_view = {
-        let (membership, outbox, house, node) =
-            (node.membership.clone(), node.outbox.clone(), config.house, config.node_name());
+        let (membership, outbox, once, house, node) =
+            (node.membership.clone(), node.outbox.clone(), node.once.clone(), config.house, config.node_name());
         let role_names: Vec<&'static str> = roles.iter().map(|r| r.as_str()).collect();
         let probes = roles.contains(&Role::Health) || roles.contains(&Role::Router);
         Arc::new(move |draining: bool| {
@@ -328,9 +332,17 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
                 v["telemetry"] = serde_json::to_value(stats).unwrap_or_default();
             }
             // Still serving calls (200), but a part of the node cannot do its job.
-            if let (false, Some(w)) = (draining, outbox.as_ref().and_then(|o| o.write_error())) {
+            let mut degraded = Vec::new();
+            if let Some(w) = outbox.as_ref().and_then(|o| o.write_error()) {
+                degraded.push(serde_json::json!({ "component": "telemetry outbox", "reason": w.reason }));
+            }
+            if let Some(w) = once.as_ref().and_then(|o| o.write_error()) {
+                // Keyed calls are refused (E3014) while it lasts; unkeyed ones run.
+                degraded.push(serde_json::json!({ "component": "exactly-once store", "reason": w.reason, "since_ms": w.since_ms }));
+            }
+            if !draining && !degraded.is_empty() {
                 v["status"] = "degraded".into();
-                v["degraded"] = serde_json::json!([{ "component": "telemetry outbox", "reason": w.reason }]);
+                v["degraded"] = degraded.into();
             }
             v
         }) as serve::HealthFn

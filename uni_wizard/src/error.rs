@@ -119,6 +119,8 @@ error_codes! {
     WorkerUnavailable = "E3012", Execution, true;
     /// The dispatching router's fencing token is older than one the worker has seen.
     FencedOut = "E3013", Execution, false;
+    /// The worker's exactly-once store cannot record a keyed call, so it is refused unrun.
+    OnceUnavailable = "E3014", Execution, true;
 
     /// The configuration is invalid; `details` names the field.
     ConfigInvalid = "E4001", Config, false;

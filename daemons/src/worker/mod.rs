@@ -7,10 +7,18 @@
 //! is not stale, take a slot of the bounded pool, call the library, convert back. A refused or
 //! failed call is an `ErrorDetail` in the response (the RPC worked); only a malformed
 //! request, auth, fencing and a wrong house are gRPC errors.
+//!
+//! A call with an idempotency key goes through the exactly-once store ([`once`]) after the
+//! fencing check: it runs only when the store has durably marked it running, in a task of its
+//! own (so a caller that hangs up or a passed deadline cannot cut it between the mark and the
+//! answer), and a repeat is answered from the store without running. Calls without a key
+//! never touch the store.
+
+pub mod once;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use uni_wizard::audit::AuditStore;
@@ -40,6 +48,8 @@ struct Inner {
     in_flight: AtomicU32,
     queued: AtomicU32,
     fence: AtomicU64,
+    /// Keyed calls: run at most once per (submitter, key), `<home>/once.db`.
+    once: Arc<once::OnceStore>,
 }
 
 impl std::fmt::Debug for WorkerService {
@@ -131,6 +141,7 @@ impl WorkerService {
         if let Some(o) = observer {
             b = b.observer(o);
         }
+        let once = Arc::new(once::OnceStore::open(&config.home().join(once::FILE), &config.worker.once)?);
         Ok(WorkerService {
             inner: Arc::new(Inner {
                 house: config.house,
@@ -140,6 +151,7 @@ impl WorkerService {
                 in_flight: AtomicU32::new(0),
                 queued: AtomicU32::new(0),
                 fence: AtomicU64::new(0),
+                once,
                 live,
             }),
         })
@@ -148,6 +160,11 @@ impl WorkerService {
     /// The pattern DB and model of this worker's harness, when intelligence is on.
     pub fn intelligence(&self) -> Option<Arc<uni_wizard::Intelligence>> {
         self.inner.harness.intelligence().cloned()
+    }
+
+    /// The exactly-once store (`/health` shows its write error).
+    pub fn once(&self) -> Arc<once::OnceStore> {
+        self.inner.once.clone()
     }
 
     /// (tool, target) of every open breaker.
@@ -198,6 +215,91 @@ impl WorkerService {
         metrics::histogram!("uw_worker_call_seconds").record(started.elapsed().as_secs_f64());
         result
     }
+}
+
+impl WorkerService {
+    /// Runs a keyed call at most once (see [`once`]): asks the store, then runs it in a task
+    /// of its own and stores the answer, or answers from the store, or waits for the same
+    /// call in flight (bounded by the call's timeout, else the tool's default).
+    async fn run_once(&self, call: Call, dispatcher: House, key: String) -> ExecuteResponse {
+        let inner = &*self.inner;
+        let key: once::Key = (call.caller.unwrap_or(dispatcher), key);
+        let digest = once::digest(&call.request, call.mode);
+        let task_id = call.request.parent.clone().unwrap_or_default();
+        let wait = call.request.timeout.unwrap_or_else(|| {
+            inner
+                .harness
+                .registry()
+                .get(&call.request.tool)
+                .map_or(Duration::from_secs(60), |t| t.contract().spec().default_timeout)
+        });
+        let limits = inner.live.get().worker.once.clone();
+        let (store, node, house) = (inner.once.clone(), inner.node.clone(), inner.house);
+        let begun = tokio::task::spawn_blocking(move || store.begin(&key, &digest, &task_id, (house, &node), &limits))
+            .await
+            .unwrap_or_else(|e| {
+                Err(Error::new(ErrorCode::OnceUnavailable, format!("the exactly-once store task failed: {e}")))
+            });
+        match begun {
+            Err(e) => {
+                metrics::counter!("uw_worker_calls_total", "result" => e.code.as_str()).increment(1);
+                once::error_response(&e)
+            }
+            Ok(once::Begin::Answer(a)) => {
+                if a.replayed {
+                    metrics::counter!("uw_worker_replayed_total").increment(1);
+                }
+                *a
+            }
+            Ok(once::Begin::Wait(mut rx)) => match tokio::time::timeout(wait, rx.wait_for(Option::is_some)).await {
+                Ok(Ok(a)) => {
+                    metrics::counter!("uw_worker_replayed_total").increment(1);
+                    ExecuteResponse { replayed: true, ..a.clone().unwrap_or_default() }
+                }
+                _ => {
+                    let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+                    once::error_response(
+                        &Error::new(
+                            ErrorCode::Timeout,
+                            format!(
+                                "the first call with this idempotency key is still running after {ms} ms; ask again"
+                            ),
+                        )
+                        .with_details(serde_json::json!({ "timeout_ms": ms, "in_flight": true })),
+                    )
+                }
+            },
+            Ok(once::Begin::Run(claim)) => {
+                let me = self.clone();
+                // Its own task: the running mark is on disk, so the answer must be stored too.
+                let ran = tokio::spawn(async move {
+                    let a = answer(me.run(call, dispatcher).await);
+                    tokio::task::spawn_blocking(move || claim.finish(a)).await
+                });
+                match ran.await {
+                    Ok(Ok(a)) => a,
+                    _ => once::error_response(
+                        &Error::new(
+                            ErrorCode::WorkerUnavailable,
+                            "the call with this idempotency key was cut off while it ran; it may have run",
+                        )
+                        .with_details(
+                            serde_json::json!({ "house": inner.house, "node": inner.node, "maybe_ran": true }),
+                        ),
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// The wire answer of a call that ran (or was refused by the harness).
+fn answer(result: Result<uni_wizard::Outcome, Error>) -> ExecuteResponse {
+    let result = match result {
+        Ok(o) => execute_response::Result::Outcome(wire::outcome_to_wire(&o)),
+        Err(e) => execute_response::Result::Error(wire::error_to_wire(&e)),
+    };
+    ExecuteResponse { result: Some(result), replayed: false }
 }
 
 /// The bounded pool of call slots, resized to the live `worker.max_concurrency`.
@@ -322,11 +424,11 @@ impl Worker for WorkerService {
                     .with_details(serde_json::json!({ "token": token, "seen": seen })),
             ));
         }
-        let result = match self.run(call, peer.house).await {
-            Ok(o) => execute_response::Result::Outcome(wire::outcome_to_wire(&o)),
-            Err(e) => execute_response::Result::Error(wire::error_to_wire(&e)),
+        let answer = match call.request.idempotency_key.clone() {
+            Some(key) => self.run_once(call, peer.house, key).await,
+            None => answer(self.run(call, peer.house).await),
         };
-        Ok(tonic::Response::new(ExecuteResponse { result: Some(result) }))
+        Ok(tonic::Response::new(answer))
     }
 
     async fn capacity(
