@@ -369,7 +369,7 @@ impl OnceStore {
                 return Err(self.unavailable(&e));
             }
         };
-        let row: Option<(String, i64, Option<Vec<u8>>, String, i64)> = tx
+        let row: Option<Row> = tx
             .query_row(
                 "SELECT digest, state, answer, task_id, started_ms FROM tasks WHERE submitter = ?1 AND key = ?2",
                 params![submitter, key.1],
@@ -484,6 +484,9 @@ impl OnceStore {
         (|| Ok((count(RUNNING)?, count(DONE)?)))().map_err(|e: rusqlite::Error| self.unavailable(&e))
     }
 }
+
+/// A stored row as `decide` reads it: digest, state, answer, task id, started.
+type Row = (String, i64, Option<Vec<u8>>, String, i64);
 
 /// (device, inode) of `path`.
 fn identity(path: &Path) -> std::io::Result<(u64, u64)> {
