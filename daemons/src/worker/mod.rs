@@ -527,6 +527,31 @@ mod tests {
         }
     }
 
+    /// Times the slow tool ran.
+    static SLOW_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+    /// A tool that takes 300 ms and counts its runs (tests).
+    struct Slow;
+
+    impl TypedTool for Slow {
+        type Input = Value;
+        type Output = Value;
+
+        fn spec() -> ContractSpec {
+            ContractSpec { name: "slow", description: "Takes 300 ms (tests).", ..Failing::spec() }
+        }
+
+        fn target(_: &Value) -> String {
+            "slow".into()
+        }
+
+        async fn run(_: &ToolContext, _: Value) -> uni_wizard::Result<Value> {
+            let n = SLOW_RUNS.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(json!({ "run": n }))
+        }
+    }
+
     fn call(mode: Mode) -> Call {
         Call {
             house: House::Ezra,
@@ -593,6 +618,61 @@ mod tests {
         live.apply(new, std::path::Path::new("t.yaml"));
         let e = worker.run(fine(), House::Timmy).await.expect_err("no queue");
         assert_eq!(e.code, ErrorCode::Saturated, "{e}");
+    }
+
+    /// Proves a keyed call runs once through `Execute` however it is repeated: two concurrent
+    /// dispatches with one key run the tool once and get the same answer (one `replayed`); a
+    /// dispatch whose caller hung up mid-call still finishes and stores its answer, which a
+    /// repeat then gets without running; an unkeyed call runs every time.
+    #[tokio::test]
+    async fn a_keyed_call_runs_once_for_concurrent_cut_and_later_repeats() {
+        let home = tempfile::tempdir().expect("home");
+        let yaml = format!(
+            "house: ezra\nplaintext_loopback: true\nroles: [worker]\nlisten: {{grpc: 127.0.0.1:1, http: 127.0.0.1:2}}\n\
+             houses:\n  ezra: {{endpoint: 127.0.0.1:1, auth_token: ezra-token-0123456789}}\n\
+             worker:\n  library:\n    home: {}\n    intelligence: {{enabled: false}}\n",
+            home.path().display()
+        );
+        let live = Live::new(DaemonConfig::parse(&yaml, "t.yaml", &|_| None).expect("config"));
+        let mut registry = Registry::empty();
+        registry.add_typed::<Slow>().expect("tool");
+        let store = WorkerService::open_store(&live.get()).expect("store");
+        let worker = WorkerService::with_registry(live, store, Arc::new(DenyAll), registry).expect("worker");
+        let exec = |key: &str| {
+            let call = uni_wizard_proto::v1::ToolCall {
+                tool: "slow".into(),
+                args_json: "{}".into(),
+                idempotency_key: key.into(),
+                ..Default::default()
+            };
+            let mut req = tonic::Request::new(ExecuteRequest {
+                call: Some(call),
+                house: wire::house_to_wire(House::Ezra).into(),
+                ..Default::default()
+            });
+            req.extensions_mut().insert(auth::Peer { house: House::Timmy });
+            let w = worker.clone();
+            async move { w.execute(req).await.expect("answered").into_inner() }
+        };
+        let before = SLOW_RUNS.load(Ordering::SeqCst);
+        let (a, b) = tokio::join!(exec("k1"), exec("k1"));
+        assert_eq!(SLOW_RUNS.load(Ordering::SeqCst), before + 1, "one run for two concurrent dispatches");
+        assert!(matches!(a.result, Some(execute_response::Result::Outcome(_))), "{a:?}");
+        assert_eq!((a.result.clone(), a.replayed ^ b.replayed), (b.result.clone(), true), "{a:?} {b:?}");
+
+        // The caller hangs up 50 ms into the call: the run goes on and stores its answer.
+        assert!(tokio::time::timeout(Duration::from_millis(50), exec("k2")).await.is_err());
+        let again = exec("k2").await;
+        assert!(again.replayed, "the repeat waited for the cut call's answer: {again:?}");
+        let third = exec("k2").await;
+        assert_eq!((third.replayed, third.result), (true, again.result), "from the store");
+        assert_eq!(SLOW_RUNS.load(Ordering::SeqCst), before + 2);
+
+        for _ in 0..2 {
+            assert!(!exec("").await.replayed);
+        }
+        assert_eq!(SLOW_RUNS.load(Ordering::SeqCst), before + 4, "unkeyed calls run every time");
+        assert_eq!(worker.once().counts().expect("counts"), (0, 2), "unkeyed calls are not stored");
     }
 
     /// Proves one breaker serves every mode: failures in Intelligent mode open it, and a
