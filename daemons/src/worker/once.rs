@@ -30,7 +30,7 @@
 //!
 //! | found | answer |
 //! |---|---|
-//! | no row | `running` is inserted and committed (fsynced) **before** the tool runs; the call runs; `done` and its answer are stored, then the answer goes back |
+//! | no row | `running` is inserted and committed (fsynced) **before** the tool runs; the call runs; `done` and its answer are stored, then the answer goes back. A refusal made before the tool could act (a full pool, an open breaker, a policy or contract refusal: `ran_nothing`) deletes the row instead, so the key is not spent |
 //! | `done`, same digest | the stored answer, `replayed` set; nothing runs |
 //! | `done` or `running`, another digest | E1005 "idempotency key reused for a different call"; nothing runs, nothing stored |
 //! | `running`, the call in flight in this process | wait for that call's answer (bounded by the call's timeout) and reply with it, `replayed` set |
@@ -451,9 +451,17 @@ impl OnceStore {
         }
     }
 
-    /// Stores `answer` as the call's final one.
+    /// Stores `answer` as the call's final one, or, for a refusal that proves nothing ran
+    /// ([`ran_nothing`]), deletes the row so a repeat is decided afresh.
     fn store(&self, key: &Key, answer: &ExecuteResponse) -> rusqlite::Result<()> {
         let conn = lock(&self.conn);
+        if ran_nothing(answer) {
+            conn.execute(
+                "DELETE FROM tasks WHERE submitter = ?1 AND key = ?2 AND state = ?3",
+                params![key.0.as_str(), key.1, RUNNING],
+            )?;
+            return Ok(());
+        }
         let n = conn.execute(
             "UPDATE tasks SET state = ?3, answer = ?4, finished_ms = ?5 WHERE submitter = ?1 AND key = ?2 AND state = ?6",
             params![key.0.as_str(), key.1, DONE, answer.encode_to_vec(), now_ms(), RUNNING],
@@ -483,6 +491,29 @@ impl OnceStore {
         };
         (|| Ok((count(RUNNING)?, count(DONE)?)))().map_err(|e: rusqlite::Error| self.unavailable(&e))
     }
+}
+
+/// Whether `answer` is a refusal made before the tool could act, so the key is not spent:
+/// the worker's pool or the executor's limit was full (E3005), the breaker was open (E3002),
+/// Intelligent mode refused on its prediction (E3010), the input did not validate (E1xxx),
+/// or the house's policy or approval said no before the call ran (E2001-E2004, E2006, E2007,
+/// E5xxx). Not here: E2005, E2008 and E2009, which tools find while they run (a redirect to a
+/// refused host comes after the first request was sent), and every other E3xxx.
+fn ran_nothing(answer: &ExecuteResponse) -> bool {
+    let Some(execute_response::Result::Error(d)) = &answer.result else { return false };
+    let Some(code) = wire::error_code_of(d) else { return false };
+    use uni_wizard::ErrorCategory as C;
+    matches!(code, ErrorCode::Saturated | ErrorCode::BreakerOpen | ErrorCode::PredictedFailure)
+        || matches!(code.category(), C::Contract | C::Auth)
+        || matches!(
+            code,
+            ErrorCode::ToolNotAllowed
+                | ErrorCode::ApprovalRequired
+                | ErrorCode::ApprovalInvalid
+                | ErrorCode::ReadBeforeWriteRequired
+                | ErrorCode::ProofRequired
+                | ErrorCode::ProofInvalid
+        )
 }
 
 /// A stored row as `decide` reads it: digest, state, answer, task id, started.
@@ -820,6 +851,26 @@ mod tests {
         }
         let (_, done) = store.counts().expect("counts");
         assert!(done <= 10 + 1, "pruned to the bound on the {PRUNE_EVERY}th insert, {done} left");
+    }
+
+    /// Proves a refusal made before the tool could act (a full pool: E3005) does not spend the
+    /// key: the row goes, waiters get the refusal, and a repeat runs; a failure after the
+    /// tool acted (E3003) is stored as final.
+    #[test]
+    fn a_refusal_before_running_does_not_spend_the_key() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = open(dir.path());
+        let saturated = error_response(&Error::new(ErrorCode::Saturated, "full"));
+        let claim = run(&store, &key("k"), "d1");
+        let Begin::Wait(rx) = store.begin(&key("k"), "d1", "t", WHO, &limits()).expect("begins") else {
+            panic!("waits");
+        };
+        claim.finish(saturated.clone());
+        assert_eq!(rx.borrow().clone(), Some(saturated));
+        assert_eq!(store.counts().expect("counts"), (0, 0), "the row is gone");
+        let failed = error_response(&Error::new(ErrorCode::ToolFailed, "the target said 500"));
+        run(&store, &key("k"), "d1").finish(failed.clone());
+        assert_eq!(answered(&store, &key("k"), "d1"), ExecuteResponse { replayed: true, ..failed });
     }
 
     /// Proves over-long keys and task ids are refused (any permitted dispatcher can call).
