@@ -243,3 +243,34 @@ fn a_keyed_call_cut_by_a_worker_kill_ends_maybe_ran_and_never_runs_again() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(target.posts(), 1, "the target saw one POST");
 }
+
+/// Proves a worker whose exactly-once store was removed under it refuses keyed calls with
+/// E3014 (the target sees nothing), says `degraded` on `/health` naming the store, and still
+/// runs calls without a key.
+#[test]
+fn a_removed_store_refuses_keyed_calls_and_shows_on_health() {
+    let target = Target::start(Duration::ZERO);
+    let fleet = fleet(&target);
+    let ran = submit(&fleet, &target.url("/effect"), "once-c");
+    assert!(ran.status.success(), "{}", json_stdout(&ran));
+    std::fs::remove_file(fleet.nodes["allegro"].home.join("once.db")).expect("removed");
+
+    let refused = submit(&fleet, &target.url("/effect"), "once-d");
+    let v = json_stdout(&refused);
+    assert_eq!(v["error"]["code"], "E3014", "{v}");
+    assert_eq!(target.posts(), 1, "nothing ran unrecorded");
+    let health = fleet.nodes["allegro"].health().expect("health");
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["degraded"][0]["component"], "exactly-once store", "{health}");
+
+    let args = serde_json::json!({ "url": target.url("/effect"), "body": "unkeyed" }).to_string();
+    let unkeyed = std::process::Command::new(bin("uni-wizard"))
+        .env("UNI_WIZARD_HOME", fleet.dir.path().join("cli-home"))
+        .env("UNI_WIZARD_TOKEN", &fleet.nodes["timmy"].token)
+        .args(["test", "--json", "--router", &fleet.nodes["timmy"].grpc, "--house", "timmy"])
+        .args(["--tool", "http_post", "--args-json", &args, "--task-key", "unkeyed-1"])
+        .output()
+        .expect("uni-wizard runs");
+    assert!(unkeyed.status.success(), "{}", json_stdout(&unkeyed));
+    assert_eq!(target.posts(), 2, "a call without a key runs as before");
+}
