@@ -6,6 +6,9 @@
 //! first answer. A router (or a client through any router) can therefore resubmit a keyed
 //! task to the same worker as often as it likes: the call never runs twice here. Which worker
 //! a key is bound to fleet-wide is not this module's business (that is etcd's, issue 14).
+//! The key is the call's own (`ToolCall.idempotency_key`): the router's task key
+//! (`SubmitRequest.idempotency_key`) reaches the worker only when the call carries it too
+//! (the CLI's `--idempotency-key` sets both).
 //!
 //! # The file
 //!
