@@ -90,7 +90,10 @@ impl Worker for Echo {
     ) -> Result<tonic::Response<ExecuteResponse>, tonic::Status> {
         let call = r.into_inner().call.unwrap_or_default();
         let outcome = v1::Outcome { tool: call.tool, output_json: "{}".into(), attempts: 1, ..Default::default() };
-        Ok(tonic::Response::new(ExecuteResponse { result: Some(execute_response::Result::Outcome(outcome)) }))
+        Ok(tonic::Response::new(ExecuteResponse {
+            result: Some(execute_response::Result::Outcome(outcome)),
+            replayed: false,
+        }))
     }
 
     async fn capacity(

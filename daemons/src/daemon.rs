@@ -118,6 +118,8 @@ struct Node {
     outbox: Option<Arc<crate::telemetry::Outbox>>,
     /// A router's candidacy (with `etcd:`): resigned when the node drains.
     election: Option<crate::leader::Election>,
+    /// The worker's exactly-once store (`/health` shows when it cannot be written).
+    once: Option<Arc<crate::worker::once::OnceStore>>,
 }
 
 impl Node {
@@ -158,6 +160,7 @@ fn build(live: &Live) -> Result<Node, Error> {
         membership: Membership::default(),
         outbox: None,
         election: None,
+        once: None,
     };
 
     // Telemetry, first half: the outbox and the observer the worker's harness reports to.
@@ -192,6 +195,7 @@ fn build(live: &Live) -> Result<Node, Error> {
             w = w.fenced_by(Arc::new(crate::leader::LeaderWatch::start(etcd.clone())));
         }
         node.grpc(WorkerServer::new(w.clone()));
+        node.once = Some(w.once());
         Some(w)
     } else {
         None
@@ -326,8 +330,8 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
     });
 
     let health_view = {
-        let (membership, outbox, house, node) =
-            (node.membership.clone(), node.outbox.clone(), config.house, config.node_name());
+        let (membership, outbox, once, house, node) =
+            (node.membership.clone(), node.outbox.clone(), node.once.clone(), config.house, config.node_name());
         let role_names: Vec<&'static str> = roles.iter().map(|r| r.as_str()).collect();
         let probes = roles.contains(&Role::Health) || roles.contains(&Role::Router);
         Arc::new(move |draining: bool| {
@@ -347,6 +351,10 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
             let mut degraded = Vec::new();
             if let Some(w) = outbox.as_ref().and_then(|o| o.write_error()) {
                 degraded.push(serde_json::json!({ "component": "telemetry outbox", "reason": w.reason }));
+            }
+            if let Some(w) = once.as_ref().and_then(|o| o.write_error()) {
+                // Keyed calls are refused (E3015) while it lasts; unkeyed ones run.
+                degraded.push(serde_json::json!({ "component": "exactly-once store", "reason": w.reason, "since_ms": w.since_ms }));
             }
             if let Some(fence) = &leadership {
                 let state = fence.state();

@@ -212,6 +212,8 @@ mod tests {
         ("worker.timmy_pubkey", |c| c.worker.timmy_pubkey = None),
         ("worker.approval_wait_ms", |c| c.worker.approval_wait_ms += 1),
         ("worker.audit_all_modes", |c| c.worker.audit_all_modes = true),
+        ("worker.once.retention_ms", |c| c.worker.once.retention_ms += 1),
+        ("worker.once.max_rows", |c| c.worker.once.max_rows += 1),
         ("sovereign.**", |c| c.sovereign.max_pending += 1),
         ("triage.gitea.**", |c| triage(c).gitea.timeout_ms += 1),
         ("triage.webhook_secret", |c| triage(c).webhook_secret = Secret::new("webhook-secret-9876543210")),

@@ -64,6 +64,14 @@ fn describe_metrics() {
     describe_counter!("uw_worker_calls_total", "Calls executed by this worker, by result (ok or the error code)");
     describe_histogram!("uw_worker_call_seconds", Unit::Seconds, "Time a worker call took, queueing excluded");
     describe_counter!("uw_worker_fenced_total", "Dispatches refused for a stale fencing token");
+    describe_counter!(
+        "uw_worker_replayed_total",
+        "Keyed calls answered with the first answer stored for their (submitter, key), nothing run"
+    );
+    describe_counter!(
+        "uw_worker_maybe_ran_total",
+        "Keyed calls found left running by an earlier worker process, ended E3012 maybe_ran and never run"
+    );
     describe_counter!("uw_router_tasks_total", "Finished router tasks, by state and house");
     describe_histogram!("uw_router_task_seconds", Unit::Seconds, "Time from submission to a finished task");
     describe_counter!("uw_router_deduplicated_total", "Submissions answered from an earlier task with the same key");

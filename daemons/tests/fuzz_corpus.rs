@@ -229,9 +229,11 @@ fn write_seeds() {
         ..Default::default()
     };
     write("wire", "submit-request", &seed(1, &|| submit.encode_to_vec()));
-    let ok = v1::ExecuteResponse { result: Some(v1::execute_response::Result::Outcome(outcome.clone())) };
+    let ok =
+        v1::ExecuteResponse { result: Some(v1::execute_response::Result::Outcome(outcome.clone())), replayed: false };
     write("wire", "execute-response-outcome", &seed(2, &|| ok.encode_to_vec()));
-    let failed = v1::ExecuteResponse { result: Some(v1::execute_response::Result::Error(detail.clone())) };
+    let failed =
+        v1::ExecuteResponse { result: Some(v1::execute_response::Result::Error(detail.clone())), replayed: false };
     write("wire", "execute-response-error", &seed(2, &|| failed.encode_to_vec()));
     write("wire", "error-detail", &seed(3, &|| detail.encode_to_vec()));
     let unknown = v1::ErrorDetail { code: "E9999".into(), details_json: "not json".into(), ..detail.clone() };

@@ -124,6 +124,7 @@ mod tests {
                 warnings: vec!["low predicted success".into()],
                 ..Outcome::default()
             })),
+            replayed: false,
         };
         let err = ExecuteResponse {
             result: Some(execute_response::Result::Error(ErrorDetail {
@@ -131,6 +132,7 @@ mod tests {
                 message: "timed out".into(),
                 ..ErrorDetail::default()
             })),
+            replayed: true,
         };
         for response in [ok, err] {
             let decoded = ExecuteResponse::decode(response.encode_to_vec().as_slice()).expect("decodes");

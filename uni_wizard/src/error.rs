@@ -122,6 +122,8 @@ error_codes! {
     /// This router does not lead the fleet now: another does (`details` name it) or none does
     /// (etcd out of reach, an election under way). Nothing ran; submit to the leader, or later.
     NotLeader = "E3014", Execution, true;
+    /// The worker's exactly-once store cannot record a keyed call, so it is refused unrun.
+    OnceUnavailable = "E3015", Execution, true;
 
     /// The configuration is invalid; `details` names the field.
     ConfigInvalid = "E4001", Config, false;

@@ -41,7 +41,7 @@ pub mod telemetry;
 pub mod triage;
 pub mod yaml;
 
-pub use roles::{HealthConfig, RouterConfig, SovereignConfig, WorkerConfig};
+pub use roles::{HealthConfig, OnceConfig, RouterConfig, SovereignConfig, WorkerConfig};
 pub use yaml::{expand, load, load_library, parse};
 
 /// Everything one node's daemons read from their config file.
@@ -459,6 +459,12 @@ impl DaemonConfig {
         }
         if self.worker.max_concurrency == 0 {
             return bad("worker.max_concurrency", "must be positive".into());
+        }
+        if self.worker.once.retention_ms == 0 {
+            return bad("worker.once.retention_ms", "must be positive".into());
+        }
+        if self.worker.once.max_rows == 0 || self.worker.once.max_rows > i64::MAX as u64 {
+            return bad("worker.once.max_rows", "must be positive".into());
         }
         if self.router.max_tasks == 0 {
             return bad("router.max_tasks", "must be positive".into());

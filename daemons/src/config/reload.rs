@@ -71,6 +71,8 @@ pub const FIELDS: &[(&str, Reload, &str)] = &[
     ("worker.timmy_pubkey", RestartOnly, "the approver is built with the key at start"),
     ("worker.approval_wait_ms", RestartOnly, "the approver is built with it at start"),
     ("worker.audit_all_modes", RestartOnly, "the harness's provenance logs are chosen at start"),
+    ("worker.once.retention_ms", Live, "read per prune of the exactly-once store"),
+    ("worker.once.max_rows", Live, "read per prune of the exactly-once store"),
     ("sovereign.**", RestartOnly, "the approval service is built with its key and limits at start"),
     ("triage", Live, "no section: only valid on a node without the triage role, which reads none"),
     ("triage.gitea.**", RestartOnly, "the Gitea client is built at start"),
@@ -203,6 +205,7 @@ worker:
   timmy_pubkey: /timmy.pub
   approval_wait_ms: 1000
   audit_all_modes: false
+  once: {retention_ms: 1000, max_rows: 10}
   library:
     node: timmy-node
     home: /home

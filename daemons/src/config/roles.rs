@@ -85,6 +85,28 @@ pub struct WorkerConfig {
     /// not only Sovereign ones. Off, Simple and Intelligent calls go to a bounded in-memory log
     /// (proofs then last until a restart) and the worker is limited by the CPU, not the disk.
     pub audit_all_modes: bool,
+    /// The exactly-once store of keyed calls, `<home>/once.db` (see `worker::once`).
+    pub once: OnceConfig,
+}
+
+/// How long the worker's exactly-once store keeps finished keyed calls (`worker.once`).
+///
+/// A key resubmitted after its row is pruned runs again: keep rows longer than any client
+/// resubmits a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OnceConfig {
+    /// A finished row is kept at least this long after it finished (default 7 days).
+    pub retention_ms: u64,
+    /// At most this many finished rows are kept; the oldest finished go first. Rows of calls
+    /// still running are never pruned and not counted against it.
+    pub max_rows: u64,
+}
+
+impl Default for OnceConfig {
+    fn default() -> OnceConfig {
+        OnceConfig { retention_ms: 7 * 24 * 3_600_000, max_rows: 100_000 }
+    }
 }
 
 impl Default for WorkerConfig {
@@ -98,6 +120,7 @@ impl Default for WorkerConfig {
             timmy_pubkey: None,
             approval_wait_ms: 300_000,
             audit_all_modes: true,
+            once: OnceConfig::default(),
         }
     }
 }

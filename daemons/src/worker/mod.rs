@@ -7,6 +7,14 @@
 //! is not stale, take a slot of the bounded pool, call the library, convert back. A refused or
 //! failed call is an `ErrorDetail` in the response (the RPC worked); only a malformed
 //! request, auth, fencing and a wrong house are gRPC errors.
+//!
+//! A call with an idempotency key goes through the exactly-once store ([`once`]) after the
+//! fencing check: it runs only when the store has durably marked it running, in a task of its
+//! own (so a caller that hangs up or a passed deadline cannot cut it between the mark and the
+//! answer), and a repeat is answered from the store without running. Calls without a key
+//! never touch the store.
+
+pub mod once;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -41,6 +49,8 @@ struct Inner {
     in_flight: AtomicU32,
     queued: AtomicU32,
     fence: Fencing,
+    /// Keyed calls: run at most once per (submitter, key), `<home>/once.db`.
+    once: Arc<once::OnceStore>,
 }
 
 /// How the worker tells the current dispatcher from a deposed or forged one.
@@ -145,6 +155,7 @@ impl WorkerService {
         if let Some(o) = observer {
             b = b.observer(o);
         }
+        let once = Arc::new(once::OnceStore::open(&config.home().join(once::FILE), &config.worker.once)?);
         Ok(WorkerService {
             inner: Arc::new(Inner {
                 house: config.house,
@@ -154,6 +165,7 @@ impl WorkerService {
                 in_flight: AtomicU32::new(0),
                 queued: AtomicU32::new(0),
                 fence: Fencing::Highest(AtomicU64::new(0)),
+                once,
                 live,
             }),
         })
@@ -226,6 +238,11 @@ impl WorkerService {
         self.inner.harness.intelligence().cloned()
     }
 
+    /// The exactly-once store (`/health` shows its write error).
+    pub fn once(&self) -> Arc<once::OnceStore> {
+        self.inner.once.clone()
+    }
+
     /// (tool, target) of every open breaker.
     pub fn open_breakers(&self) -> Vec<(String, String)> {
         self.inner
@@ -274,6 +291,91 @@ impl WorkerService {
         metrics::histogram!("uw_worker_call_seconds").record(started.elapsed().as_secs_f64());
         result
     }
+}
+
+impl WorkerService {
+    /// Runs a keyed call at most once (see [`once`]): asks the store, then runs it in a task
+    /// of its own and stores the answer, or answers from the store, or waits for the same
+    /// call in flight (bounded by the call's timeout, else the tool's default).
+    async fn run_once(&self, call: Call, dispatcher: House, key: String) -> ExecuteResponse {
+        let inner = &*self.inner;
+        let key: once::Key = (call.caller.unwrap_or(dispatcher), key);
+        let digest = once::digest(&call.request, call.mode);
+        let task_id = call.request.parent.clone().unwrap_or_default();
+        let wait = call.request.timeout.unwrap_or_else(|| {
+            inner
+                .harness
+                .registry()
+                .get(&call.request.tool)
+                .map_or(Duration::from_secs(60), |t| t.contract().spec().default_timeout)
+        });
+        let limits = inner.live.get().worker.once.clone();
+        let (store, node, house) = (inner.once.clone(), inner.node.clone(), inner.house);
+        let begun = tokio::task::spawn_blocking(move || store.begin(&key, &digest, &task_id, (house, &node), &limits))
+            .await
+            .unwrap_or_else(|e| {
+                Err(Error::new(ErrorCode::OnceUnavailable, format!("the exactly-once store task failed: {e}")))
+            });
+        match begun {
+            Err(e) => {
+                metrics::counter!("uw_worker_calls_total", "result" => e.code.as_str()).increment(1);
+                once::error_response(&e)
+            }
+            Ok(once::Begin::Answer(a)) => {
+                if a.replayed {
+                    metrics::counter!("uw_worker_replayed_total").increment(1);
+                }
+                *a
+            }
+            Ok(once::Begin::Wait(mut rx)) => match tokio::time::timeout(wait, rx.wait_for(Option::is_some)).await {
+                Ok(Ok(a)) => {
+                    metrics::counter!("uw_worker_replayed_total").increment(1);
+                    ExecuteResponse { replayed: true, ..a.clone().unwrap_or_default() }
+                }
+                _ => {
+                    let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+                    once::error_response(
+                        &Error::new(
+                            ErrorCode::Timeout,
+                            format!(
+                                "the first call with this idempotency key is still running after {ms} ms; ask again"
+                            ),
+                        )
+                        .with_details(serde_json::json!({ "timeout_ms": ms, "in_flight": true })),
+                    )
+                }
+            },
+            Ok(once::Begin::Run(claim)) => {
+                let me = self.clone();
+                // Its own task: the running mark is on disk, so the answer must be stored too.
+                let ran = tokio::spawn(async move {
+                    let a = answer(me.run(call, dispatcher).await);
+                    tokio::task::spawn_blocking(move || claim.finish(a)).await
+                });
+                match ran.await {
+                    Ok(Ok(a)) => a,
+                    _ => once::error_response(
+                        &Error::new(
+                            ErrorCode::WorkerUnavailable,
+                            "the call with this idempotency key was cut off while it ran; it may have run",
+                        )
+                        .with_details(
+                            serde_json::json!({ "house": inner.house, "node": inner.node, "maybe_ran": true }),
+                        ),
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// The wire answer of a call that ran (or was refused by the harness).
+fn answer(result: Result<uni_wizard::Outcome, Error>) -> ExecuteResponse {
+    let result = match result {
+        Ok(o) => execute_response::Result::Outcome(wire::outcome_to_wire(&o)),
+        Err(e) => execute_response::Result::Error(wire::error_to_wire(&e)),
+    };
+    ExecuteResponse { result: Some(result), replayed: false }
 }
 
 /// The bounded pool of call slots, resized to the live `worker.max_concurrency`.
@@ -390,11 +492,11 @@ impl Worker for WorkerService {
             ));
         }
         self.check_fence(peer.house, call.fencing_token).await.map_err(|e| wire::status(&e))?;
-        let result = match self.run(call, peer.house).await {
-            Ok(o) => execute_response::Result::Outcome(wire::outcome_to_wire(&o)),
-            Err(e) => execute_response::Result::Error(wire::error_to_wire(&e)),
+        let answer = match call.request.idempotency_key.clone() {
+            Some(key) => self.run_once(call, peer.house, key).await,
+            None => answer(self.run(call, peer.house).await),
         };
-        Ok(tonic::Response::new(ExecuteResponse { result: Some(result) }))
+        Ok(tonic::Response::new(answer))
     }
 
     async fn capacity(
@@ -493,6 +595,31 @@ mod tests {
         }
     }
 
+    /// Times the slow tool ran.
+    static SLOW_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+    /// A tool that takes 300 ms and counts its runs (tests).
+    struct Slow;
+
+    impl TypedTool for Slow {
+        type Input = Value;
+        type Output = Value;
+
+        fn spec() -> ContractSpec {
+            ContractSpec { name: "slow", description: "Takes 300 ms (tests).", ..Failing::spec() }
+        }
+
+        fn target(_: &Value) -> String {
+            "slow".into()
+        }
+
+        async fn run(_: &ToolContext, _: Value) -> uni_wizard::Result<Value> {
+            let n = SLOW_RUNS.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(json!({ "run": n }))
+        }
+    }
+
     fn call(mode: Mode) -> Call {
         Call {
             house: House::Ezra,
@@ -559,6 +686,61 @@ mod tests {
         live.apply(new, std::path::Path::new("t.yaml"));
         let e = worker.run(fine(), House::Timmy).await.expect_err("no queue");
         assert_eq!(e.code, ErrorCode::Saturated, "{e}");
+    }
+
+    /// Proves a keyed call runs once through `Execute` however it is repeated: two concurrent
+    /// dispatches with one key run the tool once and get the same answer (one `replayed`); a
+    /// dispatch whose caller hung up mid-call still finishes and stores its answer, which a
+    /// repeat then gets without running; an unkeyed call runs every time.
+    #[tokio::test]
+    async fn a_keyed_call_runs_once_for_concurrent_cut_and_later_repeats() {
+        let home = tempfile::tempdir().expect("home");
+        let yaml = format!(
+            "house: ezra\nplaintext_loopback: true\nroles: [worker]\nlisten: {{grpc: 127.0.0.1:1, http: 127.0.0.1:2}}\n\
+             houses:\n  ezra: {{endpoint: 127.0.0.1:1, auth_token: ezra-token-0123456789}}\n\
+             worker:\n  library:\n    home: {}\n    intelligence: {{enabled: false}}\n",
+            home.path().display()
+        );
+        let live = Live::new(DaemonConfig::parse(&yaml, "t.yaml", &|_| None).expect("config"));
+        let mut registry = Registry::empty();
+        registry.add_typed::<Slow>().expect("tool");
+        let store = WorkerService::open_store(&live.get()).expect("store");
+        let worker = WorkerService::with_registry(live, store, Arc::new(DenyAll), registry).expect("worker");
+        let exec = |key: &str| {
+            let call = uni_wizard_proto::v1::ToolCall {
+                tool: "slow".into(),
+                args_json: "{}".into(),
+                idempotency_key: key.into(),
+                ..Default::default()
+            };
+            let mut req = tonic::Request::new(ExecuteRequest {
+                call: Some(call),
+                house: wire::house_to_wire(House::Ezra).into(),
+                ..Default::default()
+            });
+            req.extensions_mut().insert(auth::Peer { house: House::Timmy });
+            let w = worker.clone();
+            async move { w.execute(req).await.expect("answered").into_inner() }
+        };
+        let before = SLOW_RUNS.load(Ordering::SeqCst);
+        let (a, b) = tokio::join!(exec("k1"), exec("k1"));
+        assert_eq!(SLOW_RUNS.load(Ordering::SeqCst), before + 1, "one run for two concurrent dispatches");
+        assert!(matches!(a.result, Some(execute_response::Result::Outcome(_))), "{a:?}");
+        assert_eq!((a.result.clone(), a.replayed ^ b.replayed), (b.result.clone(), true), "{a:?} {b:?}");
+
+        // The caller hangs up 50 ms into the call: the run goes on and stores its answer.
+        assert!(tokio::time::timeout(Duration::from_millis(50), exec("k2")).await.is_err());
+        let again = exec("k2").await;
+        assert!(again.replayed, "the repeat waited for the cut call's answer: {again:?}");
+        let third = exec("k2").await;
+        assert_eq!((third.replayed, third.result), (true, again.result), "from the store");
+        assert_eq!(SLOW_RUNS.load(Ordering::SeqCst), before + 2);
+
+        for _ in 0..2 {
+            assert!(!exec("").await.replayed);
+        }
+        assert_eq!(SLOW_RUNS.load(Ordering::SeqCst), before + 4, "unkeyed calls run every time");
+        assert_eq!(worker.once().counts().expect("counts"), (0, 2), "unkeyed calls are not stored");
     }
 
     /// Proves one breaker serves every mode: failures in Intelligent mode open it, and a

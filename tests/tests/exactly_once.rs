@@ -1,0 +1,276 @@
+//! Exactly once at the worker, across processes: a keyed `http_post` routed by Timmy to
+//! Allegro's worker reaches its target once, whatever restarts and kills happen between
+//! resubmissions. The target is a loopback HTTP server in this test that counts the POSTs it
+//! receives; every resubmission goes through a freshly started router, so the router's memory
+//! of keys cannot be what answers.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use uni_wizard_tests::fleet::Fleet;
+use uni_wizard_tests::{bin, json_stdout};
+
+/// A loopback HTTP/1.1 server counting the POSTs it received (counted when the request has
+/// arrived, before answering); a path starting `/slow` is answered after `hold`. Stopped and
+/// joined on drop.
+struct Target {
+    port: u16,
+    posts: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Target {
+    fn start(hold: Duration) -> Target {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let (posts, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+        let (counted, stopping) = (posts.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !stopping.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (counted, stopping) = (counted.clone(), stopping.clone());
+                        std::thread::spawn(move || serve(stream, &counted, &stopping, hold));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Target { port, posts, stop, thread: Some(thread) }
+    }
+
+    fn posts(&self) -> usize {
+        self.posts.load(Ordering::SeqCst)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads one request (headers, then `Content-Length` bytes; bounded in size and time), counts
+/// it if it is a POST, and answers 200.
+fn serve(mut s: TcpStream, posts: &AtomicUsize, stop: &AtomicBool, hold: Duration) {
+    let _ = s.set_nonblocking(false);
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match s.read(&mut chunk) {
+            Ok(n) if n > 0 && buf.len() < 1 << 20 => buf.extend_from_slice(&chunk[..n]),
+            _ => return,
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + length.min(1 << 20) {
+        match s.read(&mut chunk) {
+            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return,
+        }
+    }
+    if head.starts_with("POST ") {
+        posts.fetch_add(1, Ordering::SeqCst);
+    }
+    if head.split_whitespace().nth(1).is_some_and(|p| p.starts_with("/slow")) {
+        let until = Instant::now() + hold;
+        while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = s.write_all(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 8\r\nConnection: close\r\n\r\nreceived",
+    );
+}
+
+/// Timmy routes (router and health only), Allegro is the one worker for network tools and
+/// may post to the target (for itself and on Timmy's behalf).
+fn fleet(target: &Target) -> Fleet {
+    let port = target.port;
+    let fleet = Fleet::start(&["timmy", "allegro"], &move |h| {
+        if h == "timmy" {
+            "roles: [router, health]\nrouter:\n  routes:\n    network: [allegro]\n".into()
+        } else {
+            let rule =
+                format!("{{rules: [{{host: 127.0.0.1, schemes: [http], ports: [{port}], allow_private: true}}]}}");
+            format!("    egress:\n      timmy: {rule}\n      allegro: {rule}\nroles: [worker]\n")
+        }
+    });
+    fleet.wait_peer_state("timmy", "allegro", "up", Duration::from_secs(10));
+    fleet
+}
+
+/// `uni-wizard test --router` as Timmy: an `http_post` of `body` to `url` under task and call
+/// key `key`.
+fn submit(fleet: &Fleet, url: &str, key: &str) -> Output {
+    let args = serde_json::json!({ "url": url, "body": "effect" }).to_string();
+    std::process::Command::new(bin("uni-wizard"))
+        .env("UNI_WIZARD_HOME", fleet.dir.path().join("cli-home"))
+        .env("UNI_WIZARD_TOKEN", &fleet.nodes["timmy"].token)
+        .args(["test", "--json", "--router", &fleet.nodes["timmy"].grpc, "--house", "timmy"])
+        .args(["--tool", "http_post", "--args-json", &args, "--idempotency-key", key, "--timeout-ms", "20000"])
+        .output()
+        .expect("uni-wizard runs")
+}
+
+/// Restarts Timmy's router (a fresh process: no memory of any key) and waits until it sees
+/// Allegro up again.
+fn fresh_router(fleet: &mut Fleet) {
+    fleet.node("timmy").kill();
+    fleet.node("timmy").start();
+    fleet.wait_peer_state("timmy", "allegro", "up", Duration::from_secs(10));
+}
+
+/// Allegro's `uw_worker_<name>_total`, 0 when not exported yet.
+fn counter(fleet: &Fleet, name: &str) -> u64 {
+    let (_, body) = fleet.nodes["allegro"].scrape("/metrics").expect("metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("uw_worker_{name}_total ")).and_then(|v| v.trim().parse::<f64>().ok()))
+        .map_or(0, |v| v as u64)
+}
+
+/// Waits (bounded) until `f` holds.
+fn wait_until(what: &str, within: Duration, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "{what} did not happen within {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Proves a keyed call that finished is answered, after the worker and the router both
+/// restarted, with the very same outcome from the worker's store (`replayed` counted there),
+/// and its target saw exactly one POST.
+#[test]
+fn a_finished_keyed_call_is_replayed_after_restarts_not_run_again() {
+    let target = Target::start(Duration::ZERO);
+    let mut fleet = fleet(&target);
+    let first = submit(&fleet, &target.url("/effect"), "once-a");
+    let v = json_stdout(&first);
+    assert!(first.status.success(), "{v}\n{}", String::from_utf8_lossy(&first.stderr));
+    assert_eq!(v["assigned_house"], "allegro", "{v}");
+    assert_eq!(target.posts(), 1);
+
+    // SIGTERM and restart the worker; a fresh router too.
+    fleet.node("allegro").terminate();
+    fleet.node("allegro").start();
+    fresh_router(&mut fleet);
+    let again = submit(&fleet, &target.url("/effect"), "once-a");
+    let w = json_stdout(&again);
+    assert!(again.status.success(), "{w}\n{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(w["deduplicated"], false, "the router is fresh: it did not know the key");
+    assert_eq!(w["outcome"], v["outcome"], "the stored outcome, request and provenance ids included");
+    assert_eq!(counter(&fleet, "replayed"), 1, "answered from the worker's store");
+    assert_eq!(target.posts(), 1, "the target saw one POST");
+}
+
+/// Proves a keyed call whose worker was SIGKILLed while the target held its request ends
+/// E3012 `maybe_ran` when resubmitted to the restarted worker (through a fresh router), is not
+/// run again, and a third resubmission gets the same answer; the target saw one POST.
+#[test]
+fn a_keyed_call_cut_by_a_worker_kill_ends_maybe_ran_and_never_runs_again() {
+    let target = Target::start(Duration::from_secs(4));
+    let mut fleet = fleet(&target);
+    let url = target.url("/slow");
+    let first = {
+        let (router, token, home) =
+            (fleet.nodes["timmy"].grpc.clone(), fleet.nodes["timmy"].token.clone(), fleet.dir.path().join("cli-home"));
+        let args = serde_json::json!({ "url": url, "body": "effect" }).to_string();
+        std::process::Command::new(bin("uni-wizard"))
+            .env("UNI_WIZARD_HOME", home)
+            .env("UNI_WIZARD_TOKEN", token)
+            .args(["test", "--json", "--router", &router, "--house", "timmy"])
+            .args(["--tool", "http_post", "--args-json", &args, "--idempotency-key", "once-b", "--timeout-ms", "20000"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("uni-wizard runs")
+    };
+    wait_until("the POST reaching the target", Duration::from_secs(15), || target.posts() == 1);
+    fleet.node("allegro").kill();
+    let first = first.wait_with_output().expect("the first submission ends");
+    assert!(!first.status.success(), "the worker was killed mid-call");
+
+    fleet.node("allegro").start();
+    fresh_router(&mut fleet);
+    let second = submit(&fleet, &url, "once-b");
+    let v = json_stdout(&second);
+    assert_eq!(v["error"]["code"], "E3012", "{v}");
+    assert_eq!(v["error"]["details"]["maybe_ran"], true, "{v}");
+    assert!(v["error"]["details"]["started_ms"].is_i64(), "the worker's store answered, not the router: {v}");
+    assert_eq!(counter(&fleet, "maybe_ran"), 1);
+
+    fresh_router(&mut fleet);
+    let third = submit(&fleet, &url, "once-b");
+    let w = json_stdout(&third);
+    assert_eq!(w["error"]["code"], "E3012", "{w}");
+    let strip = |x: &Value| {
+        let mut d = x["error"]["details"].clone();
+        // The router adds its own task id; the worker's part must be the same.
+        if let Value::Object(m) = &mut d {
+            m.remove("task_id");
+            m.remove("assigned_house");
+        }
+        (d, x["error"]["message"].clone())
+    };
+    assert_eq!(strip(&w), strip(&v), "the stored maybe_ran answer, not a new decision");
+    assert_eq!(counter(&fleet, "replayed"), 1, "the third answer came from the store");
+    // The held request is long over: still one POST.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(target.posts(), 1, "the target saw one POST");
+}
+
+/// Proves a worker whose exactly-once store was removed under it refuses keyed calls with
+/// E3015 (the target sees nothing), says `degraded` on `/health` naming the store, and still
+/// runs calls without a key.
+#[test]
+fn a_removed_store_refuses_keyed_calls_and_shows_on_health() {
+    let target = Target::start(Duration::ZERO);
+    let fleet = fleet(&target);
+    let ran = submit(&fleet, &target.url("/effect"), "once-c");
+    assert!(ran.status.success(), "{}", json_stdout(&ran));
+    std::fs::remove_file(fleet.nodes["allegro"].home.join("once.db")).expect("removed");
+
+    let refused = submit(&fleet, &target.url("/effect"), "once-d");
+    let v = json_stdout(&refused);
+    assert_eq!(v["error"]["code"], "E3015", "{v}");
+    assert_eq!(target.posts(), 1, "nothing ran unrecorded");
+    let health = fleet.nodes["allegro"].health().expect("health");
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["degraded"][0]["component"], "exactly-once store", "{health}");
+
+    let args = serde_json::json!({ "url": target.url("/effect"), "body": "unkeyed" }).to_string();
+    let unkeyed = std::process::Command::new(bin("uni-wizard"))
+        .env("UNI_WIZARD_HOME", fleet.dir.path().join("cli-home"))
+        .env("UNI_WIZARD_TOKEN", &fleet.nodes["timmy"].token)
+        .args(["test", "--json", "--router", &fleet.nodes["timmy"].grpc, "--house", "timmy"])
+        .args(["--tool", "http_post", "--args-json", &args, "--task-key", "unkeyed-1"])
+        .output()
+        .expect("uni-wizard runs");
+    assert!(unkeyed.status.success(), "{}", json_stdout(&unkeyed));
+    assert_eq!(target.posts(), 2, "a call without a key runs as before");
+}
