@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
+use tokio::sync::watch;
+
 use serde::Serialize;
 use uni_wizard::House;
 
@@ -45,12 +47,32 @@ pub enum NodeState {
 }
 
 /// The membership view, shared by the prober and the router.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Membership {
     inner: Arc<RwLock<BTreeMap<House, NodeStatus>>>,
+    /// Counts the houses marked down, so a dispatch can wait for its own to be.
+    downs: Arc<watch::Sender<u64>>,
+}
+
+impl Default for Membership {
+    fn default() -> Membership {
+        Membership { inner: Arc::default(), downs: Arc::new(watch::channel(0).0) }
+    }
 }
 
 impl Membership {
+    /// Resolves once `house` is marked down (at once if it is): a dispatch in flight to a house
+    /// health gave up on (a hung node answers no probe) need not wait out its deadline.
+    pub async fn until_down(&self, house: House) {
+        let mut downs = self.downs.subscribe();
+        while self.status(house).state != NodeState::Down {
+            if downs.changed().await.is_err() {
+                // The view is gone with the router; nothing will mark it down.
+                return std::future::pending().await;
+            }
+        }
+    }
+
     /// The status of `house` now.
     pub fn status(&self, house: House) -> NodeStatus {
         self.read().get(&house).cloned().unwrap_or_default()
@@ -91,6 +113,7 @@ impl Membership {
             s.state = NodeState::Down;
             tracing::warn!(%house, error = %s.last_error, "house is down");
             metrics::gauge!("uw_peer_up", "house" => house.as_str()).set(0.0);
+            self.downs.send_modify(|n| *n += 1);
         }
     }
 
@@ -126,5 +149,23 @@ mod tests {
         assert_eq!(m.status(House::Ezra).state, NodeState::Up);
         m.report_unreachable(House::Ezra, "connection reset".into());
         assert_eq!(m.status(House::Ezra).state, NodeState::Down);
+    }
+
+    /// Proves `until_down` waits while the house is up, through other houses going down, and
+    /// resolves when it is marked down (and at once when it already is).
+    #[tokio::test]
+    async fn until_down_resolves_when_the_house_goes_down() {
+        let m = Membership::default();
+        m.report_up(House::Ezra, None);
+        let waiting = tokio::spawn({
+            let m = m.clone();
+            async move { m.until_down(House::Ezra).await }
+        });
+        m.report_unreachable(House::Bezalel, "gone".into());
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "another house's fall ended the wait");
+        m.report_failure(House::Ezra, 1, "probe timed out".into());
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await.expect("resolved").expect("joined");
+        tokio::time::timeout(std::time::Duration::from_secs(5), m.until_down(House::Ezra)).await.expect("at once");
     }
 }

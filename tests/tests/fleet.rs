@@ -85,6 +85,33 @@ fn tasks_land_on_the_right_house_and_fail_over() {
     assert_eq!(v["assigned_house"], "ezra", "ezra routes again once it is back: {v}");
 }
 
+/// Proves a hung worker (SIGSTOP) does not hold a read-only task to its timeout: once health
+/// marks it down the dispatch is abandoned and the next house of the route answers, in well
+/// under the call's 10 s timeout.
+#[test]
+fn a_hung_worker_is_abandoned_once_health_marks_it_down() {
+    let mut fleet = Fleet::start(&HOUSES, &timmy_router);
+    for h in HOUSES {
+        fleet.wait_peer_state("timmy", h, "up", Duration::from_secs(10));
+    }
+    let pid = fleet.node("ezra").pid().expect("running").to_string();
+    let signal =
+        |sig: &str| assert!(std::process::Command::new("kill").args([sig, &pid]).status().expect("kill").success());
+    signal("-STOP");
+    let started = std::time::Instant::now();
+    let o = submit(&fleet, "timmy", &["--tool", "file_read", "--arg", "path=hello.txt"]);
+    let took = started.elapsed();
+    signal("-CONT");
+    let v = ok(&o);
+    assert_eq!(
+        (v["assigned_house"].as_str(), v["outcome"]["output"]["content"].as_str()),
+        (Some("bezalel"), Some("hello from bezalel\n")),
+        "{v}"
+    );
+    assert!(took < Duration::from_secs(5), "the read waited {took:?} for a hung worker");
+    eprintln!("read-only task answered by the next house {} ms after it went to a hung one", took.as_millis());
+}
+
 /// Proves one task key submitted twice in a row and eight times at once runs the tool once:
 /// the worker's audit store holds exactly one `file_write` record, every answer names the same
 /// task, and all but the first say `deduplicated`.

@@ -15,7 +15,7 @@ use uni_wizard_proto::v1::{
 use crate::auth;
 use crate::leader::Fence;
 use crate::live::Live;
-use crate::membership::Membership;
+use crate::membership::{Membership, NodeState};
 use crate::peers::Peers;
 use crate::routing::{self, Attempt, Candidates, Choice, Passed, State, Verdict};
 use crate::wire;
@@ -212,13 +212,38 @@ impl RouterService {
         };
         let mut rpc = tonic::Request::new(execute);
         rpc.set_timeout(deadline);
+        if self.inner.membership.status(house).state == NodeState::Down {
+            // Marked down since the candidates were chosen: nothing was sent, nothing ran.
+            let e = Error::new(ErrorCode::WorkerUnavailable, format!("worker {house} is down"));
+            return Tried {
+                attempt: Attempt::NoChannel,
+                node: String::new(),
+                answer: Reply::Router(e),
+                grpc: String::new(),
+            };
+        }
         let answered = |answer: Answer| {
             let saturated = answer.as_ref().err().and_then(wire::error_code_of) == Some(ErrorCode::Saturated);
             let attempt = if saturated { Attempt::Saturated } else { Attempt::Answered };
             let node = self.inner.membership.status(house).node;
             Tried { attempt, node, answer: Reply::Worker(answer), grpc: String::new() }
         };
-        match client.execute(rpc).await {
+        // A hung worker (frozen, partitioned) answers neither the call nor health's probes:
+        // once health marks it down the call is abandoned as lost, so the core moves a
+        // read-only or idempotent task on at once and ends any other `maybe_ran`.
+        let answered_or_down = tokio::select! {
+            r = client.execute(rpc) => Some(r),
+            () = self.inner.membership.until_down(house) => None,
+        };
+        let Some(answer) = answered_or_down else {
+            let e = Error::new(
+                ErrorCode::WorkerUnavailable,
+                format!("worker {house} stopped answering health probes while running the call; abandoned"),
+            );
+            let grpc = "abandoned: health marked the house down".to_owned();
+            return Tried { attempt: Attempt::Lost, node: String::new(), answer: Reply::Router(e), grpc };
+        };
+        match answer {
             Ok(resp) => match resp.into_inner().result {
                 Some(execute_response::Result::Outcome(o)) => answered(Ok(o)),
                 Some(execute_response::Result::Error(d)) => answered(Err(d)),
