@@ -75,6 +75,10 @@ fn describe_metrics() {
     describe_counter!("uw_router_tasks_total", "Finished router tasks, by state and house");
     describe_histogram!("uw_router_task_seconds", Unit::Seconds, "Time from submission to a finished task");
     describe_counter!("uw_router_deduplicated_total", "Submissions answered from an earlier task with the same key");
+    describe_counter!(
+        "uw_router_forwarded_total",
+        "Submissions and status reads answered with E3014: this router does not lead (redirected to the leader, or none leads)"
+    );
     describe_counter!("uw_sovereign_requests_total", "Approval requests received by Timmy's Sovereign service");
     describe_counter!("uw_sovereign_decisions_total", "Approval decisions, by decision");
     describe_counter!(

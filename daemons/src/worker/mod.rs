@@ -3,10 +3,11 @@
 //! A thin gRPC handler: validate and convert the request (a missing call or tool, a house or
 //! mode number that names none: E1xxx, `INVALID_ARGUMENT`, before any decision about the
 //! caller, who is authenticated by then), authorize the dispatcher (one of
-//! `worker.dispatchers`), check the call is for this worker's house and that the fencing token
-//! is not stale, take a slot of the bounded pool, call the library, convert back. A refused or
-//! failed call is an `ErrorDetail` in the response (the RPC worked); only a malformed
-//! request, auth, fencing and a wrong house are gRPC errors.
+//! `worker.dispatchers`), check the call is for this worker's house and the fencing token
+//! (with etcd: the dispatcher must be the leader etcd shows, under its term, whatever the
+//! request claims; without: not below the highest seen), take a slot of the bounded pool, call
+//! the library, convert back. A refused or failed call is an `ErrorDetail` in the response
+//! (the RPC worked); only a malformed request, auth, fencing and a wrong house are gRPC errors.
 //!
 //! A call with an idempotency key goes through the exactly-once store ([`once`]) after the
 //! fencing check: it runs only when the store has durably marked it running, in a task of its
