@@ -158,6 +158,11 @@ impl<R: Clone> Task<R> {
         self.submitter
     }
 
+    /// The submission's idempotency key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
     /// The task now.
     pub fn snapshot(&self) -> Snapshot<R> {
         self.state.borrow().clone()

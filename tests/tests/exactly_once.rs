@@ -127,12 +127,18 @@ fn fleet(target: &Target) -> Fleet {
 /// `uni-wizard test --router` as Timmy: an `http_post` of `body` to `url` under task and call
 /// key `key`.
 fn submit(fleet: &Fleet, url: &str, key: &str) -> Output {
+    submit_keyed(fleet, url, "--idempotency-key", key)
+}
+
+/// As [`submit`], the key given with `flag` (`--idempotency-key`: task and call key;
+/// `--task-key`: the router's task key alone).
+fn submit_keyed(fleet: &Fleet, url: &str, flag: &str, key: &str) -> Output {
     let args = serde_json::json!({ "url": url, "body": "effect" }).to_string();
     std::process::Command::new(bin("uni-wizard"))
         .env("UNI_WIZARD_HOME", fleet.dir.path().join("cli-home"))
         .env("UNI_WIZARD_TOKEN", &fleet.nodes["timmy"].token)
         .args(["test", "--json", "--router", &fleet.nodes["timmy"].grpc, "--house", "timmy"])
-        .args(["--tool", "http_post", "--args-json", &args, "--idempotency-key", key, "--timeout-ms", "20000"])
+        .args(["--tool", "http_post", "--args-json", &args, flag, key, "--timeout-ms", "20000"])
         .output()
         .expect("uni-wizard runs")
 }
@@ -185,6 +191,26 @@ fn a_finished_keyed_call_is_replayed_after_restarts_not_run_again() {
     assert_eq!(w["deduplicated"], false, "the router is fresh: it did not know the key");
     assert_eq!(w["outcome"], v["outcome"], "the stored outcome, request and provenance ids included");
     assert_eq!(counter(&fleet, "replayed"), 1, "answered from the worker's store");
+    assert_eq!(target.posts(), 1, "the target saw one POST");
+}
+
+/// Proves the router's task key alone (`--task-key`, no call key) binds a non-idempotent call
+/// on its worker too: resubmitted through a fresh router after the worker restarted, the same
+/// outcome comes back from the worker's store and the target saw one POST.
+#[test]
+fn a_task_key_alone_binds_a_non_idempotent_call_on_its_worker() {
+    let target = Target::start(Duration::ZERO);
+    let mut fleet = fleet(&target);
+    let first = submit_keyed(&fleet, &target.url("/effect"), "--task-key", "task-only");
+    let v = json_stdout(&first);
+    assert!(first.status.success(), "{v}\n{}", String::from_utf8_lossy(&first.stderr));
+    fleet.node("allegro").terminate();
+    fleet.node("allegro").start();
+    fresh_router(&mut fleet);
+    let again = submit_keyed(&fleet, &target.url("/effect"), "--task-key", "task-only");
+    let w = json_stdout(&again);
+    assert!(again.status.success(), "{w}\n{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(w["outcome"], v["outcome"], "the stored outcome");
     assert_eq!(target.posts(), 1, "the target saw one POST");
 }
 
@@ -246,7 +272,7 @@ fn a_keyed_call_cut_by_a_worker_kill_ends_maybe_ran_and_never_runs_again() {
 
 /// Proves a worker whose exactly-once store was removed under it refuses keyed calls with
 /// E3015 (the target sees nothing), says `degraded` on `/health` naming the store, and still
-/// runs calls without a key.
+/// runs a call it does not bind (a read-only tool under a task key).
 #[test]
 fn a_removed_store_refuses_keyed_calls_and_shows_on_health() {
     let target = Target::start(Duration::ZERO);
@@ -263,14 +289,16 @@ fn a_removed_store_refuses_keyed_calls_and_shows_on_health() {
     assert_eq!(health["status"], "degraded", "{health}");
     assert_eq!(health["degraded"][0]["component"], "exactly-once store", "{health}");
 
-    let args = serde_json::json!({ "url": target.url("/effect"), "body": "unkeyed" }).to_string();
+    // A call the store does not bind: no call key, and a task key on a read-only tool (its
+    // repeat changes nothing), runs as before.
+    let args = serde_json::json!({ "url": target.url("/effect") }).to_string();
     let unkeyed = std::process::Command::new(bin("uni-wizard"))
         .env("UNI_WIZARD_HOME", fleet.dir.path().join("cli-home"))
         .env("UNI_WIZARD_TOKEN", &fleet.nodes["timmy"].token)
         .args(["test", "--json", "--router", &fleet.nodes["timmy"].grpc, "--house", "timmy"])
-        .args(["--tool", "http_post", "--args-json", &args, "--task-key", "unkeyed-1"])
+        .args(["--tool", "http_get", "--args-json", &args, "--task-key", "unkeyed-1"])
         .output()
         .expect("uni-wizard runs");
     assert!(unkeyed.status.success(), "{}", json_stdout(&unkeyed));
-    assert_eq!(target.posts(), 2, "a call without a key runs as before");
+    assert_eq!(target.posts(), 1, "nothing was posted again");
 }

@@ -209,6 +209,7 @@ impl RouterService {
             task_id: task.id().to_owned(),
             fencing_token: term,
             caller_house: wire::house_to_wire(task.submitter()).into(),
+            task_key: task.key().to_owned(),
         };
         let mut rpc = tonic::Request::new(execute);
         rpc.set_timeout(deadline);

@@ -450,6 +450,8 @@ struct Call {
     /// The submitting house; `None` means the dispatcher's own.
     caller: Option<House>,
     fencing_token: u64,
+    /// The router's task key, if it sent one.
+    task_key: Option<String>,
 }
 
 impl Call {
@@ -468,6 +470,10 @@ impl Call {
             caller: wire::house_field(req.caller_house, "caller_house")?,
             request,
             fencing_token: req.fencing_token,
+            task_key: {
+                wire::id_field("task_key", &req.task_key)?;
+                Some(req.task_key).filter(|k| !k.is_empty())
+            },
         })
     }
 }
@@ -493,7 +499,15 @@ impl Worker for WorkerService {
             ));
         }
         self.check_fence(peer.house, call.fencing_token).await.map_err(|e| wire::status(&e))?;
-        let answer = match call.request.idempotency_key.clone() {
+        // The call's own key binds it; else the task key does, for a tool whose repeat would
+        // change something again (a read-only or idempotent tool may run again harmlessly).
+        let key = call.request.idempotency_key.clone().or_else(|| {
+            call.task_key.clone().filter(|_| {
+                let spec = inner.harness.registry().get(&call.request.tool).map(|t| t.contract().spec().annotations);
+                spec.is_some_and(|a| !a.read_only && !a.idempotent)
+            })
+        });
+        let answer = match key {
             Some(key) => self.run_once(call, peer.house, key).await,
             None => answer(self.run(call, peer.house).await),
         };
@@ -628,6 +642,7 @@ mod tests {
             request: uni_wizard::Request::new("failing", json!({})),
             caller: None,
             fencing_token: 1,
+            task_key: None,
         }
     }
 

@@ -1,14 +1,16 @@
 //! Exactly once at the worker: the durable store of keyed calls, `<home>/once.db`.
 //!
-//! A dispatch whose `call.idempotency_key` is not empty is named by `(submitter house, key)`
-//! (the submitter is `caller_house`, else the dispatching router's house). This worker runs
+//! A keyed dispatch is named by `(submitter house, key)` (the submitter is `caller_house`, else
+//! the dispatching router's house). This worker runs
 //! such a call at most once, across restarts and crashes, and answers every repeat with the
 //! first answer. A router (or a client through any router) can therefore resubmit a keyed
 //! task to the same worker as often as it likes: the call never runs twice here. Which worker
 //! a key is bound to fleet-wide is not this module's business (that is etcd's, issue 14).
-//! The key is the call's own (`ToolCall.idempotency_key`): the router's task key
-//! (`SubmitRequest.idempotency_key`) reaches the worker only when the call carries it too
-//! (the CLI's `--idempotency-key` sets both).
+//! The key is the call's own (`ToolCall.idempotency_key`, the CLI's `--idempotency-key`) when it
+//! has one; else the router's task key (`ExecuteRequest.task_key`, every routed task has one)
+//! for a tool that is neither read-only nor idempotent, whose repeat would change something
+//! again (the worker decides, from the tool's contract). Unlike the call's own key, the task
+//! key never lets the executor retry the tool within its one run.
 //!
 //! # The file
 //!
