@@ -214,7 +214,7 @@ fn build(live: &Live) -> Result<Node, Error> {
         if let Some(etcd) = &config.etcd {
             let endpoint = config.houses.get(&config.house).map(|h| h.endpoint.clone()).unwrap_or_default();
             let election = crate::leader::Election::start(etcd.clone(), config.house, config.node_name(), endpoint);
-            router = router.leading_with(election.fence());
+            router = router.leading_with(election.fence(), crate::leader::Bindings::new(etcd.clone()));
             node.election = Some(election);
         }
         node.grpc(RouterServer::new(router));

@@ -8,6 +8,7 @@
 //! - [`hermes`]: the real Hermes agent's venv and session writer.
 //! - [`gitea_server`]: a Gitea API v1 test server that answers as the spec subset says.
 //! - [`openapi`]: a validator of requests and responses against that spec subset.
+//! - [`target`]: a loopback HTTP target counting the POSTs it receives (effects that must happen once).
 //! - [`webhooks`]: Gitea webhook deliveries from the real samples, and a triage fleet.
 
 pub mod etcd;
@@ -15,6 +16,7 @@ pub mod fleet;
 pub mod gitea_server;
 pub mod hermes;
 pub mod openapi;
+pub mod target;
 pub mod webhooks;
 
 use std::path::PathBuf;

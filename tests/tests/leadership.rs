@@ -278,3 +278,119 @@ fn an_etcd_down_at_start_is_waited_for() {
     let v = ok(&submit(&fleet, "ezra", &ROUTERS, &["--tool", "file_read", "--arg", "path=hello.txt"]));
     assert_eq!(v["outcome"]["output"]["content"], "hello from ezra\n");
 }
+
+/// Proves every task takes effect at most once, and exactly once when it succeeded, across
+/// leader kills: a stream of `http_post`s (each with its own task key, each held 300 ms at the
+/// target) is submitted to both routers, each resubmitted with its key until it has a final
+/// answer, preferring Timmy's worker and Allegro's in turn (so a resubmission that ignored
+/// where the task first went would run it on the other), while the leading router is
+/// SIGKILLed and restarted again and again; the target counts the POSTs of every task.
+#[test]
+fn every_task_takes_effect_once_across_leader_kills() {
+    const TASKS: usize = 24;
+    let Some(mut etcd) = EtcdCluster::new(3) else { return };
+    etcd.start_all();
+    let target = uni_wizard_tests::target::Target::start(Duration::from_millis(300));
+    let (port, endpoints) = (target.port, etcd.endpoints());
+    let routers = ["ezra", "bezalel"];
+    let fleet_extra = move |h: &str| {
+        let etcd = format!(
+            "etcd: {{endpoints: [{}], lease_ttl_ms: 1000, keepalive_ms: 200, fence_margin_ms: 300}}\n",
+            endpoints.join(", ")
+        );
+        let rule = format!("{{rules: [{{host: 127.0.0.1, schemes: [http], ports: [{port}], allow_private: true}}]}}");
+        match h {
+            "ezra" | "bezalel" => {
+                format!("roles: [router, health, worker]\nrouter:\n  routes:\n    network: [timmy, allegro]\n{etcd}")
+            }
+            _ => format!(
+                "    egress:\n      timmy: {rule}\n      allegro: {rule}\n  dispatchers: [ezra, bezalel]\nroles: [worker]\n{etcd}"
+            ),
+        }
+    };
+    let mut fleet = Fleet::start(&HOUSES, &fleet_extra);
+    let leader_of = |fleet: &Fleet| {
+        routers
+            .iter()
+            .find(|r| fleet.nodes[**r].health().is_some_and(|h| h["leadership"]["state"] == "leader"))
+            .map(|r| (*r).to_owned())
+    };
+    let wait_for_leader = |fleet: &Fleet| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(l) = leader_of(fleet) {
+                return l;
+            }
+            assert!(Instant::now() < deadline, "no leader among {routers:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for_leader(&fleet);
+
+    // The stream, on its own thread: each task resubmitted until its answer is final.
+    let (addrs, token, home) = (
+        format!("{},{}", fleet.nodes["ezra"].grpc, fleet.nodes["bezalel"].grpc),
+        fleet.nodes["timmy"].token.clone(),
+        fleet.dir.path().join("cli-home"),
+    );
+    let url = target.url("/slow");
+    let stream = std::thread::spawn(move || {
+        let mut answers = Vec::new();
+        let mut submissions = 0;
+        for n in 0..TASKS {
+            let args = serde_json::json!({ "url": format!("{url}/{n}"), "body": "effect" }).to_string();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                submissions += 1;
+                let on = if submissions % 2 == 0 { "timmy" } else { "allegro" };
+                let o = std::process::Command::new(bin("uni-wizard"))
+                    .env("UNI_WIZARD_HOME", &home)
+                    .env("UNI_WIZARD_TOKEN", &token)
+                    .args(["test", "--json", "--router", &addrs, "--house", "timmy", "--tool", "http_post"])
+                    .args([
+                        "--args-json",
+                        &args,
+                        "--task-key",
+                        &format!("effect-{n}"),
+                        "--timeout-ms",
+                        "5000",
+                        "--on",
+                        on,
+                    ])
+                    .output()
+                    .expect("uni-wizard runs");
+                let v = json_stdout(&o);
+                let maybe_ran = v["error"]["code"] == "E3012" && v["error"]["details"]["maybe_ran"] == true;
+                if o.status.success() || maybe_ran {
+                    answers.push((n, o.status.success()));
+                    break;
+                }
+                assert!(Instant::now() < deadline, "task {n} found no final answer: {v}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        (answers, submissions)
+    });
+
+    let mut kills = 0;
+    while !stream.is_finished() {
+        std::thread::sleep(Duration::from_millis(700));
+        let Some(lead) = leader_of(&fleet) else { continue };
+        fleet.node(&lead).kill();
+        kills += 1;
+        wait_for_leader(&fleet);
+        fleet.node(&lead).start();
+    }
+    let (answers, submissions) = stream.join().expect("stream");
+    let posts = target.posts_by_path();
+    eprintln!("{TASKS} tasks, {submissions} submissions, {kills} leader kills; POSTs per task: {posts:?}");
+    assert!(kills >= 3, "the stream outlasted only {kills} kills");
+    for (n, succeeded) in answers {
+        let count = posts.get(&format!("/slow/{n}")).copied().unwrap_or(0);
+        if succeeded {
+            assert_eq!(count, 1, "task {n} succeeded with {count} POSTs");
+        } else {
+            assert!(count <= 1, "task {n} (maybe_ran) reached the target {count} times");
+        }
+    }
+}

@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | [`Election`] | a router | campaigns in the background and publishes its [`Leadership`] on a watch channel; [`Election::shutdown`] (or drop) resigns |
 //! | [`Fence`] | a router's dispatch path | [`Fence::may_dispatch`]: true only while this node leads under that term and its lease cannot have expired |
+//! | [`Bindings`] | the leading router | binds a task whose repeat would change something to one worker, fleet-wide (`<prefix>/tasks/...`), so whichever router takes a resubmission sends it to that worker only |
 //! | [`LeaderWatch`] | a worker | watches the election and publishes the current [`LeaderInfo`], `None` when it cannot know (fail closed) |
 //! | [`Leadership`], [`LeaderInfo`] | both | the states, and who leads under which term |
 //!
@@ -67,11 +68,13 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use uni_wizard::House;
 
+mod bind;
 mod decide;
 mod election;
 mod etcd;
 mod watch;
 
+pub use bind::Bindings;
 pub use election::{Election, Fence};
 pub use watch::LeaderWatch;
 

@@ -13,7 +13,7 @@ use uni_wizard_proto::v1::{
 };
 
 use crate::auth;
-use crate::leader::Fence;
+use crate::leader::{Bindings, Fence};
 use crate::live::Live;
 use crate::membership::{Membership, NodeState};
 use crate::peers::Peers;
@@ -41,6 +41,8 @@ struct Inner {
     tasks: routing::Tasks<Answer>,
     /// This router's leadership, with an `etcd:` section; `None`: the single router (term 0).
     fence: Option<Fence>,
+    /// With etcd: which worker each task that must not run twice is bound to, fleet-wide.
+    bindings: Option<Bindings>,
 }
 
 impl std::fmt::Debug for RouterService {
@@ -84,17 +86,21 @@ impl RouterService {
                 intelligence,
                 tasks: routing::Tasks::default(),
                 fence: None,
+                bindings: None,
             }),
         }
     }
 
-    /// The same router, admitting and dispatching only while `fence` says it leads.
+    /// The same router, admitting and dispatching only while `fence` says it leads, and
+    /// binding each task whose repeat would change something to one worker in `bindings`.
     ///
     /// # Panics
     /// When the service is already shared (call it right after [`RouterService::new`]).
     #[must_use]
-    pub fn leading_with(mut self, fence: Fence) -> RouterService {
-        Arc::get_mut(&mut self.inner).expect("a new router service").fence = Some(fence);
+    pub fn leading_with(mut self, fence: Fence, bindings: Bindings) -> RouterService {
+        let inner = Arc::get_mut(&mut self.inner).expect("a new router service");
+        inner.fence = Some(fence);
+        inner.bindings = Some(bindings);
         self
     }
 
@@ -139,7 +145,25 @@ impl RouterService {
                 t.contract().spec().annotations.read_only || t.contract().spec().annotations.idempotent
             });
         let mut passed: Vec<Passed> = Vec::new();
-        for house in candidates.order {
+        // With etcd, a task whose repeat would change something goes to one worker only,
+        // whichever router takes it: the one its binding names (see `leader::Bindings`).
+        let mut order = candidates.order.clone();
+        let bound = match (&self.inner.bindings, order.first()) {
+            (Some(b), Some(first)) if !safe_to_repeat => match b.bind(task.submitter(), task.key(), *first).await {
+                Ok((house, fresh)) => {
+                    if !fresh {
+                        // An earlier submission bound it and may have run there: there only.
+                        order = vec![house];
+                    }
+                    Some((b, fresh))
+                }
+                Err(e) => return self.finish(&task, None, String::new(), Reply::Router(e), started),
+            },
+            _ => None,
+        };
+        let mut i = 0;
+        while let Some(&house) = order.get(i) {
+            i += 1;
             if !self.may_dispatch(term) {
                 // Deposed (or the lease not renewed in time) before this attempt went out: it
                 // did not run here; earlier attempts ran nothing or were safe to repeat.
@@ -158,6 +182,22 @@ impl RouterService {
             match routing::failover(tried.attempt, safe_to_repeat) {
                 Verdict::Finish => return self.finish(&task, Some(house), tried.node, tried.answer, started),
                 Verdict::Next => {
+                    // Nothing ran at `house` (or it was safe to repeat): a binding this dispatch
+                    // made may move to the next house; one an earlier submission made never does.
+                    if let (Some((b, true)), Some(&next)) = (bound, order.get(i)) {
+                        match b.rebind(task.submitter(), task.key(), house, next).await {
+                            Ok((_, true)) => {}
+                            Ok((elsewhere, false)) => {
+                                let e = Error::new(
+                                    ErrorCode::WorkerUnavailable,
+                                    format!("task bound to {elsewhere} meanwhile; not run here"),
+                                )
+                                .with_details(serde_json::json!({ "bound_house": elsewhere }));
+                                return self.finish(&task, None, String::new(), Reply::Router(e), started);
+                            }
+                            Err(e) => return self.finish(&task, None, String::new(), Reply::Router(e), started),
+                        }
+                    }
                     let (code, message) = match &tried.answer {
                         Reply::Worker(Err(d)) => (d.code.clone(), d.message.clone()),
                         Reply::Router(e) => (e.code.as_str().to_owned(), e.message.clone()),
