@@ -22,13 +22,15 @@ use uni_wizard_tests::{bin, json_stdout};
 /// Files to Ezra first, then Bezalel; system to either router.
 const ROUTES: &str = "router:\n  routes:\n    file: [ezra, bezalel]\n    system: [timmy, allegro]\n";
 
-/// Each node's `etcd:` section (1 s leases, renewed every 200 ms, fenced 300 ms early) and,
-/// for Timmy and Allegro, the router role with the same routes.
-fn extra(endpoints: &[String]) -> impl Fn(&str) -> String {
-    let etcd = format!(
-        "etcd: {{endpoints: [{}], lease_ttl_ms: 1000, keepalive_ms: 200, fence_margin_ms: 300}}\n",
-        endpoints.join(", ")
-    );
+/// The lease timing of most tests: 1 s leases, renewed every 200 ms, fenced 300 ms early, so
+/// takeovers are quick.
+const FAST: &str = "lease_ttl_ms: 1000, keepalive_ms: 200, fence_margin_ms: 300";
+
+/// Each node's `etcd:` section with `timing` (empty: the defaults) and, for Timmy and
+/// Allegro, the router role with the same routes.
+fn extra(endpoints: &[String], timing: &str) -> impl Fn(&str) -> String {
+    let timing = if timing.is_empty() { String::new() } else { format!(", {timing}") };
+    let etcd = format!("etcd: {{endpoints: [{}]{timing}}}\n", endpoints.join(", "));
     move |h: &str| match h {
         "timmy" | "allegro" => format!("roles: [router, health, worker]\n{ROUTES}{etcd}"),
         _ => etcd.clone(),
@@ -114,7 +116,7 @@ fn code_of(s: &tonic::Status) -> String {
 }
 
 fn start(etcd: &EtcdCluster) -> Fleet {
-    Fleet::start(&HOUSES, &extra(&etcd.endpoints()))
+    Fleet::start(&HOUSES, &extra(&etcd.endpoints(), FAST))
 }
 
 /// Proves one router leads and the other redirects: a follower's Submit is E3014 naming the
@@ -189,15 +191,16 @@ fn killing_the_leader_moves_leadership_every_time() {
     assert!(worst < Duration::from_secs(3), "a takeover took {worst:?}: {took:?}");
 }
 
-/// Proves losing one etcd member of three changes nothing (same leader, same term, tasks run);
-/// losing quorum makes the leader stop within the lease TTL (its /health says why, Submit is
-/// E3014) and routing resumes by itself when quorum returns; a leader frozen (SIGSTOP) past
-/// the TTL is replaced, and once thawed it leads nothing and its term is refused.
+/// Proves, with the default lease timing (2 s; a 1 s lease can lapse while etcd elects a new
+/// raft leader), losing one etcd member of three changes nothing (same leader, same term,
+/// tasks run); losing quorum makes the leader stop within the lease TTL (its /health says why,
+/// Submit is E3014) and routing resumes by itself when quorum returns; a leader frozen
+/// (SIGSTOP) past the TTL is replaced, and once thawed it leads nothing and its term is refused.
 #[test]
 fn etcd_member_loss_quorum_loss_and_a_frozen_leader() {
     let Some(mut etcd) = EtcdCluster::new(3) else { return };
     etcd.start_all();
-    let fleet = start(&etcd);
+    let fleet = Fleet::start(&HOUSES, &extra(&etcd.endpoints(), ""));
     let (lead, term, _) = wait_leader(&fleet, None, Duration::from_secs(15));
     let ask = |fleet: &Fleet| submit(fleet, "ezra", &ROUTERS, &["--tool", "file_read", "--arg", "path=hello.txt"]);
 
@@ -213,7 +216,7 @@ fn etcd_member_loss_quorum_loss_and_a_frozen_leader() {
     etcd.kill(other);
     let lost = Instant::now();
     while leader(&fleet).is_some() {
-        assert!(lost.elapsed() < Duration::from_millis(1_000), "still leading {:?} after quorum loss", lost.elapsed());
+        assert!(lost.elapsed() < Duration::from_millis(2_000), "still leading {:?} after quorum loss", lost.elapsed());
         std::thread::sleep(Duration::from_millis(10));
     }
     let h = fleet.nodes[&lead].health().expect("health");
@@ -393,4 +396,16 @@ fn every_task_takes_effect_once_across_leader_kills() {
             assert!(count <= 1, "task {n} (maybe_ran) reached the target {count} times");
         }
     }
+}
+
+/// Proves that without etcd (a single router, term 0) a worker refuses any other fencing token
+/// (the attack of 2^64-1 from a permitted dispatcher) without running the call or raising a
+/// floor: the router's dispatches under term 0 still run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_etcd_a_forged_token_is_refused_and_poisons_nothing() {
+    let fleet = tokio::task::block_in_place(|| Fleet::start(&HOUSES, &|_: &str| String::new()));
+    let e = dispatch(&fleet, "allegro", "bezalel", u64::MAX).await.expect_err("forged token");
+    assert_eq!((e.code(), code_of(&e)), (tonic::Code::FailedPrecondition, "E3013".to_owned()), "{e:?}");
+    let answered = dispatch(&fleet, "timmy", "bezalel", 0).await.expect("term 0");
+    assert!(matches!(answered.result, Some(v1::execute_response::Result::Outcome(_))), "{answered:?}");
 }

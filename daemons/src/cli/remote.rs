@@ -89,8 +89,9 @@ pub struct Routed {
 /// Submits one call as `s` says, to the leading router among `routers` (`host:port`, tried in
 /// order): a router that is not the leader answers E3014 naming the leader's endpoint, which is
 /// tried next; a router that cannot be reached passes to the next one. Each router is asked at
-/// most once. Every attempt carries the same idempotency key, so a router that took the task
-/// before it failed cannot have it run twice.
+/// most once a round; when none takes the task, all are asked again every 200 ms for up to 6 s
+/// (a takeover takes about the lease TTL). Every attempt carries the same idempotency key, so
+/// a router that took the task before it failed cannot have it run twice.
 ///
 /// # Errors
 /// The router's refusal or the task's error, with its E-code (the error's details name the
@@ -103,38 +104,53 @@ pub async fn submit(
     s: &wire::Submission,
     call: &Request,
 ) -> Result<Routed, Error> {
-    follow_leader(routers, |router| submit_one(connect, router, s, call)).await
+    follow_leader(routers, LEADER_PATIENCE, |router| submit_one(connect, router, s, call)).await
 }
 
+/// How long the CLI keeps asking when no router it can reach leads (a leader died and its lease
+/// has not expired yet, an election under way): a takeover takes about the lease TTL.
+const LEADER_PATIENCE: Duration = Duration::from_secs(6);
+
+/// Between two rounds of asking every router.
+const LEADER_RETRY: Duration = Duration::from_millis(200);
+
 /// Asks `ask` of the routers in turn, following E3014's redirect (see [`submit`]); the first
-/// answer that is not "not the leader" or "cannot reach the router" is the answer.
-async fn follow_leader<T, F, Fut>(routers: &[String], mut ask: F) -> Result<T, Error>
+/// answer that is not "not the leader" or "cannot reach the router" is the answer. When every
+/// router of a round passed it on, asks them all again after [`LEADER_RETRY`], for up to
+/// `patience`.
+async fn follow_leader<T, F, Fut>(routers: &[String], patience: Duration, mut ask: F) -> Result<T, Error>
 where
     F: FnMut(String) -> Fut,
     Fut: Future<Output = Result<T, Asked>>,
 {
-    let mut queue: std::collections::VecDeque<String> = routers.iter().cloned().collect();
-    let mut asked: Vec<String> = Vec::new();
+    let deadline = tokio::time::Instant::now() + patience;
     let mut last = Error::new(ErrorCode::InvalidInput, "no router given: pass --router HOST:PORT[,HOST:PORT...]");
-    while let Some(router) = queue.pop_front() {
-        if asked.contains(&router) {
-            continue;
-        }
-        asked.push(router.clone());
-        match ask(router).await {
-            Ok(v) => return Ok(v),
-            Err(Asked::Answer(e)) => return Err(e),
-            Err(Asked::Elsewhere(e)) => {
-                if let Some(leader) = e.details.get("leader_endpoint").and_then(Value::as_str)
-                    && !asked.iter().any(|a| a == leader)
-                {
-                    queue.push_front(leader.to_owned());
+    loop {
+        let mut queue: std::collections::VecDeque<String> = routers.iter().cloned().collect();
+        let mut asked: Vec<String> = Vec::new();
+        while let Some(router) = queue.pop_front() {
+            if asked.contains(&router) {
+                continue;
+            }
+            asked.push(router.clone());
+            match ask(router).await {
+                Ok(v) => return Ok(v),
+                Err(Asked::Answer(e)) => return Err(e),
+                Err(Asked::Elsewhere(e)) => {
+                    if let Some(leader) = e.details.get("leader_endpoint").and_then(Value::as_str)
+                        && !asked.iter().any(|a| a == leader)
+                    {
+                        queue.push_front(leader.to_owned());
+                    }
+                    last = e;
                 }
-                last = e;
             }
         }
+        if routers.is_empty() || tokio::time::Instant::now() + LEADER_RETRY >= deadline {
+            return Err(last);
+        }
+        tokio::time::sleep(LEADER_RETRY).await;
     }
-    Err(last)
 }
 
 /// How asking one router ended, when it did not give the answer.
@@ -216,7 +232,7 @@ pub struct TaskArgs {
 /// refusal otherwise.
 pub async fn task(a: &TaskArgs) -> Result<Value, Error> {
     let house: House = a.house.parse()?;
-    let s = follow_leader(&a.router, |router| async move {
+    let s = follow_leader(&a.router, LEADER_PATIENCE, |router| async move {
         let mut client = RouterClient::new(a.connect.open(&router, house).map_err(Asked::Answer)?);
         let asked = client.status(v1::StatusRequest { task_id: a.task_id.clone() }).await;
         asked.map(tonic::Response::into_inner).map_err(|st| Asked::of_status(&st))
@@ -430,7 +446,7 @@ mod tests {
         let asked = Mutex::new(Vec::new());
         let routers: Vec<String> = routers.iter().map(|r| (*r).to_owned()).collect();
         let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-        let result = rt.block_on(follow_leader(&routers, |r| {
+        let result = rt.block_on(follow_leader(&routers, Duration::ZERO, |r| {
             asked.lock().expect("lock").push(r.clone());
             let answer = answers(&r);
             async move { answer }
@@ -448,6 +464,25 @@ mod tests {
             _ => Ok("ran at b"),
         });
         assert_eq!((result.expect("answer"), asked), ("ran at c", vec!["a:1".to_owned(), "c:1".to_owned()]));
+    }
+
+    /// Proves that while no router leads (a takeover under way) the routers are asked again,
+    /// round after round, until one leads, and that the asking ends with E3014 once the patience
+    /// is spent.
+    #[tokio::test(start_paused = true)]
+    async fn a_takeover_is_waited_for_within_the_patience() {
+        let rounds = std::sync::atomic::AtomicUsize::new(0);
+        let routers = vec!["a:1".to_owned(), "b:1".to_owned()];
+        let ask = |r: String| {
+            let n = if r == "a:1" { rounds.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 } else { 0 };
+            async move { if n >= 4 && r == "a:1" { Ok("ran at a") } else { Err(not_leader(None)) } }
+        };
+        let started = tokio::time::Instant::now();
+        assert_eq!(follow_leader(&routers, LEADER_PATIENCE, ask).await.expect("led"), "ran at a");
+        assert_eq!(started.elapsed(), LEADER_RETRY * 3, "three waits between four rounds");
+        let never = |_: String| async { Err::<&str, _>(not_leader(None)) };
+        let e = follow_leader(&routers, Duration::from_secs(1), never).await.expect_err("none led");
+        assert_eq!(e.code, ErrorCode::NotLeader);
     }
 
     /// Proves an unreachable router passes to the next, a final answer (a refusal) stops the

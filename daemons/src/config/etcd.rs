@@ -82,6 +82,19 @@ fn default_timeout_ms() -> u64 {
     1_000
 }
 
+/// Reads a present `etcd:` key: a section, never an empty one (see `DaemonConfig::etcd`).
+///
+/// # Errors
+/// When the key holds nothing (`etcd:` alone, `etcd: ~`) or not a valid section.
+pub fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<EtcdConfig>, D::Error> {
+    match Option::<EtcdConfig>::deserialize(d)? {
+        Some(section) => Ok(Some(section)),
+        None => Err(serde::de::Error::custom(
+            "`etcd:` is empty: give its `endpoints`, or remove the key to run a single router without etcd",
+        )),
+    }
+}
+
 impl EtcdConfig {
     /// A section with the defaults and these endpoints.
     pub fn new(endpoints: Vec<String>) -> EtcdConfig {
@@ -239,6 +252,21 @@ mod tests {
         let e = section(extra).expect_err("refused");
         assert_eq!(e.code, ErrorCode::ConfigInvalid, "{}", e.message);
         e.details["field"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Proves a node config without `etcd:` runs without etcd, and one whose `etcd:` holds
+    /// nothing (`etcd:` alone, `etcd: ~`) is refused naming the key, not read as "no etcd".
+    #[test]
+    fn an_empty_section_is_refused_not_ignored() {
+        let base = "house: timmy\nplaintext_loopback: true\nlisten: {grpc: 127.0.0.1:1, http: 127.0.0.1:2}\nhouses:\n  timmy: {endpoint: 127.0.0.1:1, auth_token: timmy-token-0123456789}\n";
+        let parse = |extra: &str| crate::config::DaemonConfig::parse(&format!("{base}{extra}"), "n.yaml", &|_| None);
+        assert_eq!(parse("").expect("no section").etcd, None);
+        for empty in ["etcd:\n", "etcd: ~\n"] {
+            let e = parse(empty).expect_err("refused");
+            assert_eq!(e.code, ErrorCode::ConfigInvalid, "{}", e.message);
+            assert!(e.message.contains("`etcd:` is empty"), "{}", e.message);
+        }
+        assert!(parse("etcd: {endpoints: ['http://127.0.0.1:2379']}\n").expect("a section").etcd.is_some());
     }
 
     /// Proves the defaults: prefix `/uni-wizard`, a 2 s lease renewed every 500 ms, a 500 ms

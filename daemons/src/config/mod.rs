@@ -91,7 +91,9 @@ pub struct DaemonConfig {
     #[serde(default)]
     pub telemetry: telemetry::TelemetryConfig,
     /// Router leadership through etcd; none: a single router, as a single host needs no etcd.
-    #[serde(default)]
+    /// An `etcd:` key with nothing under it is refused, not read as none: a node left without
+    /// the section by a slip would fence differently from the rest of the fleet.
+    #[serde(default, deserialize_with = "etcd::present")]
     pub etcd: Option<etcd::EtcdConfig>,
     /// How long draining may take after SIGTERM before in-flight calls are cut, milliseconds.
     #[serde(default = "default_grace_ms")]

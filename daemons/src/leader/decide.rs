@@ -41,6 +41,15 @@ pub(crate) struct Candidate {
     pub value: Vec<u8>,
 }
 
+impl Candidate {
+    /// Whether it is a candidacy as routers make them: attached to a lease (so it goes when its
+    /// router does), named `<election>/<that lease's id in hex>`, and holding a leader record.
+    pub fn valid(&self) -> bool {
+        let name = self.key.rsplit(|b| *b == b'/').next().unwrap_or_default();
+        self.lease > 0 && name == format!("{:x}", self.lease).as_bytes() && record(self).is_some()
+    }
+}
+
 /// What the last linearizable read of the election showed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Seen {
@@ -53,9 +62,12 @@ pub(crate) struct Seen {
 }
 
 impl Seen {
-    /// The leader's key: the lowest create revision.
+    /// The leader's key: the lowest create revision among the valid candidates (see
+    /// [`Candidate::valid`]). Every router and worker applies the same rule to the same read,
+    /// so a key written by hand (no lease, a name that is not its lease's, a value that is no
+    /// leader record) is passed over alike by all of them instead of stalling the fleet.
     pub fn first(&self) -> Option<&Candidate> {
-        self.candidates.first()
+        self.candidates.iter().find(|c| c.valid())
     }
 
     /// Whether `key` is known to be absent (only a complete read can say so).
@@ -239,6 +251,24 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    /// Proves keys no router makes are passed over by everyone: one without a lease, one whose
+    /// name is not its lease's, one holding no leader record; the first real candidacy leads,
+    /// a worker sees it, and its own router leads.
+    #[tokio::test(start_paused = true)]
+    async fn keys_written_by_hand_are_passed_over() {
+        let t0 = Instant::now();
+        let no_lease = Candidate { lease: 0, ..candidate(0, 10, House::Ezra) };
+        let misnamed = Candidate { key: b"/uw/router/leader/junk".to_vec(), ..candidate(5, 11, House::Ezra) };
+        let garbage = Candidate { value: b"not json {{{".to_vec(), ..candidate(6, 12, House::Ezra) };
+        let real = candidate(7, 42, House::Allegro);
+        let s = seen(t0, vec![no_lease, misnamed, garbage, real]);
+        assert_eq!(s.first().map(|c| c.rev), Some(42));
+        assert_eq!(watched(t0, Some(&s), TIMING.ttl).map(|l| (l.house, l.term)), Some((House::Allegro, 42)));
+        let lease = Lease { id: 7, renewed_at: t0, ttl: Duration::from_secs(2) };
+        let mine = Mine { key: candidate_key("/uw/router/leader", 7), rev: 42, lease: 7 };
+        assert!(decide(t0, Some(&lease), Some(&mine), Some(&s), TIMING, "").is_leader());
     }
 
     /// Proves a node whose key is first leads until its last renewal's send time + TTL - margin,

@@ -5,7 +5,7 @@
 //! caller, who is authenticated by then), authorize the dispatcher (one of
 //! `worker.dispatchers`), check the call is for this worker's house and the fencing token
 //! (with etcd: the dispatcher must be the leader etcd shows, under its term, whatever the
-//! request claims; without: not below the highest seen), take a slot of the bounded pool, call
+//! request claims; without: 0, the single router's), take a slot of the bounded pool, call
 //! the library, convert back. A refused or failed call is an `ErrorDetail` in the response
 //! (the RPC worked); only a malformed request, auth, fencing and a wrong house are gRPC errors.
 //!
@@ -18,7 +18,7 @@
 pub mod once;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
@@ -56,8 +56,10 @@ struct Inner {
 
 /// How the worker tells the current dispatcher from a deposed or forged one.
 enum Fencing {
-    /// No etcd (a single router): the highest token seen so far is the floor.
-    Highest(AtomicU64),
+    /// No etcd: a single router, whose term is always 0; any other token is refused (a router
+    /// that thinks it leads through etcd while this worker has no `etcd:` section, or a
+    /// forgery), so no token can raise a floor that locks the router out.
+    Single,
     /// The leader and term etcd shows; a request's token is checked against them, never
     /// believed.
     Leader(Arc<LeaderWatch>),
@@ -165,7 +167,7 @@ impl WorkerService {
                 pool: Pool::new(config.worker.max_concurrency),
                 in_flight: AtomicU32::new(0),
                 queued: AtomicU32::new(0),
-                fence: Fencing::Highest(AtomicU64::new(0)),
+                fence: Fencing::Single,
                 once,
                 live,
             }),
@@ -186,23 +188,23 @@ impl WorkerService {
     /// Whether `dispatcher`'s token lets it dispatch now.
     ///
     /// # Errors
-    /// E3013: without etcd, a token lower than one seen before; with etcd, a dispatcher that is
-    /// not the leader etcd shows, or a token that is not its term, or no leader known.
+    /// E3013: without etcd, a token other than 0; with etcd, a dispatcher that is not the
+    /// leader etcd shows, or a token that is not its term, or no leader known.
     async fn check_fence(&self, dispatcher: House, token: u64) -> Result<(), Error> {
         let refuse = |message: String, details: serde_json::Value| {
             metrics::counter!("uw_worker_fenced_total").increment(1);
             Err(Error::new(ErrorCode::FencedOut, message).with_details(details))
         };
         let watch = match &self.inner.fence {
-            Fencing::Highest(seen) => {
-                let seen = seen.fetch_max(token, Ordering::AcqRel);
-                if token < seen {
-                    return refuse(
-                        format!("fencing token {token} is older than {seen}"),
-                        serde_json::json!({ "token": token, "seen": seen }),
-                    );
-                }
-                return Ok(());
+            Fencing::Single if token == 0 => return Ok(()),
+            Fencing::Single => {
+                return refuse(
+                    format!(
+                        "fencing token {token} from {dispatcher}: this worker has no `etcd:` section, so the fleet's \
+                         single router dispatches under term 0 only"
+                    ),
+                    serde_json::json!({ "token": token, "dispatcher": dispatcher }),
+                );
             }
             Fencing::Leader(watch) => watch,
         };
