@@ -398,6 +398,18 @@ impl Observer {
 /// What one read of the election shows an operator: the leader, if any, and its lease's
 /// granted and remaining TTL (whole seconds, as etcd keeps them).
 pub(crate) async fn read_once(cfg: &EtcdConfig) -> Result<Option<(Candidate, Option<(i64, i64)>)>, CallError> {
+    // A member that is down can take one attempt's connection; the next goes to another.
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match read_once_from(cfg).await {
+            Err(_) if tries < 3 => tokio::time::sleep(Duration::from_millis(100)).await,
+            done => return done,
+        }
+    }
+}
+
+async fn read_once_from(cfg: &EtcdConfig) -> Result<Option<(Candidate, Option<(i64, i64)>)>, CallError> {
     let client = connect(cfg).await?;
     let observer = Observer::new(client.clone(), &cfg.election_name(), cfg.request_timeout());
     let (seen, _) = observer.candidates().await?;
