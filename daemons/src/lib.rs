@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod conventions;

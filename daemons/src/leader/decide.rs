@@ -203,33 +203,6 @@ pub(crate) fn candidate_key(election: &str, lease: i64) -> Vec<u8> {
     format!("{election}/{lease:x}").into_bytes()
 }
 
-/// A doubling delay between `min` and `max`.
-#[derive(Debug, Clone)]
-pub(crate) struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    /// Starts at `min`.
-    pub fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff { min, max: max.max(min), next: min }
-    }
-
-    /// The next delay; each is twice the last, up to `max`.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (d * 2).min(self.max);
-        d
-    }
-
-    /// Back to `min` after a success.
-    pub fn reset(&mut self) {
-        self.next = self.min;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,15 +324,5 @@ mod tests {
         zero.value = vec![b' '; MAX_RECORD + 1];
         assert_eq!(record(&zero), None);
         assert!(!s.lacks(&candidate_key("/uw/router/leader", 7)) && s.lacks(b"/uw/router/leader/8"));
-    }
-
-    /// Proves the back-off doubles from its minimum to its maximum and resets.
-    #[test]
-    fn backoff_doubles_up_to_its_bound() {
-        let mut b = Backoff::new(ms(50), ms(300));
-        let delays: Vec<Duration> = (0..5).map(|_| b.next_delay()).collect();
-        assert_eq!(delays, vec![ms(50), ms(100), ms(200), ms(300), ms(300)]);
-        b.reset();
-        assert_eq!(b.next_delay(), ms(50));
     }
 }

@@ -10,8 +10,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 use uni_wizard::House;
 
 use super::Leadership;
-use super::decide::{self, Backoff, Mine, Seen, Timing};
+use super::decide::{self, Mine, Seen, Timing};
 use super::etcd::{self, LeaseState, Observer};
+use crate::backoff::Backoff;
 use crate::config::etcd::EtcdConfig;
 
 /// The longest a quiet task sleeps before looking again.

@@ -14,7 +14,8 @@ use etcd_client::{
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::decide::{Backoff, Candidate, Lease, Mine, Seen, candidate_key};
+use super::decide::{Candidate, Lease, Mine, Seen, candidate_key};
+use crate::backoff::Backoff;
 use crate::config::etcd::EtcdConfig;
 
 /// The most candidates one read returns (a fleet has two or three routers).

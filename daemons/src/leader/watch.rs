@@ -7,8 +7,9 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::LeaderInfo;
-use super::decide::{self, Backoff, Seen};
+use super::decide::{self, Seen};
 use super::etcd::{self, Observer};
+use crate::backoff::Backoff;
 use crate::config::etcd::EtcdConfig;
 
 /// The longest a quiet task sleeps before looking again.

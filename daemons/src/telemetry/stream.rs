@@ -17,45 +17,18 @@ use uni_wizard::House;
 use uni_wizard_proto::v1::{TelemetryEvent, telemetry_client::TelemetryClient};
 
 use super::outbox::Outbox;
+use crate::backoff::Backoff;
 use crate::live::Live;
 use crate::peers::Peers;
 
-/// Reconnect delays: `min`, doubling per failed attempt up to `max`; back to `min` after a
-/// session that made progress. Decides only; the caller sleeps.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    /// Delays from `min` to `max`.
-    pub fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff { min, max: max.max(min), next: min }
+/// The reconnect delay after a session that ended: from `min` again when it made progress,
+/// unless the outbox cannot be written. Then no ack can be taken, and a quick new session would
+/// only resend the same events to be acked again: it waits as after a failure.
+fn after_session(backoff: &mut Backoff, progressed: bool, writes_failing: bool) -> Duration {
+    if progressed && !writes_failing {
+        backoff.reset();
     }
-
-    /// The delay before the next attempt (and doubles the one after).
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        d
-    }
-
-    /// A session made progress: start again from `min`.
-    pub fn reset(&mut self) {
-        self.next = self.min;
-    }
-
-    /// The delay after a session that ended: from `min` again when it made progress, unless
-    /// the outbox cannot be written. Then no ack can be taken, and a quick new session would
-    /// only resend the same events to be acked again: it waits as after a failure.
-    pub fn after_session(&mut self, progressed: bool, writes_failing: bool) -> Duration {
-        if progressed && !writes_failing {
-            self.reset();
-        }
-        self.next_delay()
-    }
+    backoff.next_delay()
 }
 
 /// Streams until `stop` turns true, reconnecting as needed.
@@ -84,7 +57,7 @@ pub async fn run(outbox: Arc<Outbox>, peers: Peers, live: Live, mut stop: watch:
                 } else {
                     tracing::debug!(error = %why, failures, "telemetry stream to timmy still down");
                 }
-                backoff.after_session(progressed, local)
+                after_session(&mut backoff, progressed, local)
             }
         };
         metrics::counter!("uw_telemetry_reconnects_total").increment(1);
@@ -229,16 +202,6 @@ async fn send_loop(
 mod tests {
     use super::*;
 
-    /// Proves the reconnect delay doubles up to its bound and starts over after progress.
-    #[test]
-    fn backoff_doubles_to_its_bound_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(50), Duration::from_millis(300));
-        let seen: Vec<u64> = (0..5).map(|_| b.next_delay().as_millis() as u64).collect();
-        assert_eq!(seen, vec![50, 100, 200, 300, 300]);
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_millis(50));
-    }
-
     /// Proves an event committed to the outbox is handed to the stream at once, woken by the
     /// commit, not by the `poll_ms` tick (paused time: no tick passes before it arrives).
     #[tokio::test(start_paused = true)]
@@ -274,9 +237,9 @@ mod tests {
     #[test]
     fn a_failing_outbox_keeps_the_backoff_growing() {
         let mut b = Backoff::new(Duration::from_millis(50), Duration::from_millis(300));
-        let failing: Vec<u64> = (0..5).map(|_| b.after_session(true, true).as_millis() as u64).collect();
+        let failing: Vec<u64> = (0..5).map(|_| after_session(&mut b, true, true).as_millis() as u64).collect();
         assert_eq!(failing, vec![50, 100, 200, 300, 300]);
-        assert_eq!(b.after_session(true, false), Duration::from_millis(50));
-        assert_eq!(b.after_session(false, false), Duration::from_millis(100));
+        assert_eq!(after_session(&mut b, true, false), Duration::from_millis(50));
+        assert_eq!(after_session(&mut b, false, false), Duration::from_millis(100));
     }
 }
