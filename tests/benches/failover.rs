@@ -7,8 +7,9 @@
 //!
 //! The stream: one client thread submitting `file_read` tasks back to back with the CLI's own
 //! leader-following submit (`cli::remote::submit`, both routers listed), each with a fresh
-//! key, noting when each answer came. After a kill, the first answer after it is the new
-//! leader's (the old one is dead). The killed router is restarted and must follow before the
+//! key, noting when each was sent and answered. After a kill, the first answer to a task sent
+//! once the old leader was reaped is the new leader's. The CLI's own patience applies: while no
+//! router leads, a submission keeps asking every 200 ms. The killed router is restarted and must follow before the
 //! next kill. Baseline in the same run: the lease TTL the leader held, so the ratio says how
 //! much of a takeover is waiting for the dead leader's lease to expire. Run:
 //!
@@ -62,7 +63,8 @@ fn main() {
     wait("a first leader", Duration::from_secs(20), || leader(&fleet).is_some());
 
     // The stream of tasks, on its own thread and runtime.
-    let answers: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    // Each answered task: when it was submitted (its first try) and when the answer came.
+    let answers: Arc<Mutex<Vec<(Instant, Instant)>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let routers: Vec<String> = ROUTERS.iter().map(|r| fleet.nodes[*r].grpc.clone()).collect();
     let connect =
@@ -78,8 +80,9 @@ fn main() {
                     let call = Request::new("file_read", serde_json::json!({ "path": "hello.txt" }));
                     let s =
                         Submission { caller: House::Ezra, key: format!("failover-{n}"), preferred: None, mode: None };
+                    let sent = Instant::now();
                     match submit(&connect, &routers, &s, &call).await {
-                        Ok(_) => answers.lock().expect("answers").push(Instant::now()),
+                        Ok(_) => answers.lock().expect("answers").push((sent, Instant::now())),
                         Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
                     }
                 }
@@ -90,16 +93,23 @@ fn main() {
 
     let mut took = Vec::with_capacity(kills);
     for round in 0..kills {
-        let lead = leader(&fleet).expect("a leader");
+        let mut lead = String::new();
+        wait("a leader before the kill", Duration::from_secs(10), || {
+            lead = leader(&fleet).unwrap_or_default();
+            !lead.is_empty()
+        });
         let before = answers.lock().expect("answers").len();
         wait("tasks flowing before the kill", Duration::from_secs(10), || {
             answers.lock().expect("answers").len() > before
         });
+        // SIGKILL, reaped: from here the old leader answers nothing. The clock starts at the
+        // signal; the first task counted is one first sent after the old leader was gone.
         let killed_at = Instant::now();
         fleet.node(&lead).kill();
+        let gone = Instant::now();
         let mut first = None;
         wait("a task routed by the new leader", Duration::from_secs(30), || {
-            first = answers.lock().expect("answers").iter().find(|t| **t > killed_at).copied();
+            first = answers.lock().expect("answers").iter().find(|(sent, _)| *sent > gone).map(|(_, done)| *done);
             first.is_some()
         });
         let dt = first.map(|t| t - killed_at).unwrap_or_default();
