@@ -118,6 +118,8 @@ struct Node {
     outbox: Option<Arc<crate::telemetry::Outbox>>,
     /// A router's candidacy (with `etcd:`): resigned when the node drains.
     election: Option<crate::leader::Election>,
+    /// A worker's view of who leads (with `etcd:`; `/health` shows it).
+    leader_watch: Option<Arc<crate::leader::LeaderWatch>>,
     /// The worker's exactly-once store (`/health` shows when it cannot be written).
     once: Option<Arc<crate::worker::once::OnceStore>>,
 }
@@ -160,6 +162,7 @@ fn build(live: &Live) -> Result<Node, Error> {
         membership: Membership::default(),
         outbox: None,
         election: None,
+        leader_watch: None,
         once: None,
     };
 
@@ -192,7 +195,9 @@ fn build(live: &Live) -> Result<Node, Error> {
         let mut w = WorkerService::observed(live.clone(), store, approver, Registry::builtin()?, observer)?;
         // With etcd, a dispatch is taken only from the leader etcd shows, under its term.
         if let Some(etcd) = &config.etcd {
-            w = w.fenced_by(Arc::new(crate::leader::LeaderWatch::start(etcd.clone())));
+            let watch = Arc::new(crate::leader::LeaderWatch::start(etcd.clone()));
+            node.leader_watch = Some(watch.clone());
+            w = w.fenced_by(watch);
         }
         node.grpc(WorkerServer::new(w.clone()));
         node.once = Some(w.once());
@@ -280,6 +285,7 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
     let mut node = build(&live)?;
     let election = node.election.take();
     let leadership = election.as_ref().map(crate::leader::Election::fence);
+    let leader_watch = node.leader_watch.take();
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let (stop_tx, stop_rx) = watch::channel(false);
     // The HTTP listener's own stop: it closes after the gRPC drain, not at the signal.
@@ -362,6 +368,16 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
                     degraded.push(serde_json::json!({ "component": "router leadership", "reason": reason }));
                 }
                 v["leadership"] = crate::leader::health_json(&state);
+            } else if let Some(watch) = &leader_watch {
+                // A worker (not a router): whom it takes dispatches from.
+                v["leadership"] = match watch.current() {
+                    Some(l) => serde_json::json!({ "state": "watching", "leader_house": l.house, "term": l.term }),
+                    None => {
+                        let reason = "no leader known from etcd: dispatches are refused (E3013)";
+                        degraded.push(serde_json::json!({ "component": "leader watch", "reason": reason }));
+                        serde_json::json!({ "state": "unavailable", "reason": reason })
+                    }
+                };
             }
             if !draining && !degraded.is_empty() {
                 v["status"] = "degraded".into();

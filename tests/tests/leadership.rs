@@ -262,8 +262,8 @@ fn etcd_member_loss_quorum_loss_and_a_frozen_leader() {
 }
 
 /// Proves an etcd that is down when the fleet starts is no crash: every router says why on
-/// /health and refuses tasks with E3014, workers refuse dispatches, and once etcd starts a
-/// router leads and tasks run.
+/// /health and refuses tasks with E3014, a worker's /health is degraded (it refuses
+/// dispatches), and once etcd starts a router leads, the worker shows it, and tasks run.
 #[test]
 fn an_etcd_down_at_start_is_waited_for() {
     let Some(mut etcd) = EtcdCluster::new(3) else { return };
@@ -274,10 +274,27 @@ fn an_etcd_down_at_start_is_waited_for() {
         assert_eq!(h["leadership"]["state"], "unavailable", "{r}: {h}");
         assert!(h["leadership"]["reason"].as_str().is_some_and(|s| !s.is_empty()), "{h}");
     }
+    let h = fleet.nodes["ezra"].health().expect("a worker serves");
+    assert_eq!(
+        (h["status"].clone(), h["leadership"]["state"].clone()),
+        ("degraded".into(), "unavailable".into()),
+        "{h}"
+    );
     let refused = submit(&fleet, "ezra", &ROUTERS, &["--tool", "file_read", "--arg", "path=hello.txt"]);
     assert_eq!(json_stdout(&refused)["error"]["code"], "E3014", "{}", String::from_utf8_lossy(&refused.stdout));
     etcd.start_all();
-    wait_leader(&fleet, None, Duration::from_secs(20));
+    let (lead, term, _) = wait_leader(&fleet, None, Duration::from_secs(20));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fleet.nodes["ezra"].health().is_none_or(|h| h["leadership"]["term"] != term) {
+        assert!(Instant::now() < deadline, "ezra's /health never showed the leader");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let h = fleet.nodes["ezra"].health().expect("health");
+    assert_eq!(
+        (h["status"].clone(), h["leadership"]["leader_house"].clone()),
+        ("serving".into(), lead.clone().into()),
+        "{h}"
+    );
     let v = ok(&submit(&fleet, "ezra", &ROUTERS, &["--tool", "file_read", "--arg", "path=hello.txt"]));
     assert_eq!(v["outcome"]["output"]["content"], "hello from ezra\n");
 }
