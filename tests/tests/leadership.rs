@@ -122,7 +122,8 @@ fn start(etcd: &EtcdCluster) -> Fleet {
 /// Proves one router leads and the other redirects: a follower's Submit is E3014 naming the
 /// leader, the CLI given the follower first follows it; and a worker refuses with E3013,
 /// changing nothing, a dispatch under a forged term (2^64-1, the attack), a stale
-/// term, and the follower's dispatch under the leader's term, then still takes the leader's.
+/// term, and the follower's dispatch under the leader's term, then still takes the leader's;
+/// `uni-wizard health` shows the leader, its term and its lease, read from etcd.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_routes_followers_redirect_and_forged_terms_are_refused() {
     let Some(mut etcd) = EtcdCluster::new(3) else { return };
@@ -159,6 +160,19 @@ async fn the_leader_routes_followers_redirect_and_forged_terms_are_refused() {
     assert_eq!(v["outcome"]["house"], "bezalel", "{v}");
     let answered = dispatch(&fleet, &lead, "bezalel", term).await.expect("the leader's own dispatch");
     assert!(matches!(answered.result, Some(v1::execute_response::Result::Outcome(_))), "{answered:?}");
+
+    // The operator's view, read from etcd: the leader, its term, its lease.
+    let o = tokio::task::block_in_place(|| {
+        std::process::Command::new(bin("uni-wizard"))
+            .args(["health", "--json", "--config"])
+            .arg(&fleet.nodes["ezra"].config)
+            .output()
+            .expect("health")
+    });
+    let v = ok(&o);
+    let l = &v["leadership"];
+    assert_eq!((l["leader_house"].as_str(), l["term"].as_u64()), (Some(lead.as_str()), Some(term)), "{v}");
+    assert!(l["lease_granted_s"].as_i64().is_some_and(|g| g >= 1) && l["lease_age_s"].as_i64().is_some(), "{v}");
 }
 
 /// Proves leadership moves when the leader is SIGKILLed, 20 times in a row under tasks: each
