@@ -43,10 +43,11 @@ pub(crate) struct Candidate {
 
 impl Candidate {
     /// Whether it is a candidacy as routers make them: attached to a lease (so it goes when its
-    /// router does), named `<election>/<that lease's id in hex>`, and holding a leader record.
+    /// router does) and named `<election>/<that lease's id in hex>`; [`Seen::first`] also wants
+    /// a leader record in it.
     pub fn valid(&self) -> bool {
         let name = self.key.rsplit(|b| *b == b'/').next().unwrap_or_default();
-        self.lease > 0 && name == format!("{:x}", self.lease).as_bytes() && record(self).is_some()
+        self.lease > 0 && name == format!("{:x}", self.lease).as_bytes()
     }
 }
 
@@ -62,12 +63,12 @@ pub(crate) struct Seen {
 }
 
 impl Seen {
-    /// The leader's key: the lowest create revision among the valid candidates (see
-    /// [`Candidate::valid`]). Every router and worker applies the same rule to the same read,
-    /// so a key written by hand (no lease, a name that is not its lease's, a value that is no
-    /// leader record) is passed over alike by all of them instead of stalling the fleet.
-    pub fn first(&self) -> Option<&Candidate> {
-        self.candidates.iter().find(|c| c.valid())
+    /// The leader: the valid candidate (see [`Candidate::valid`]) with the lowest create
+    /// revision, with its record. Every router and worker applies the same rule to the same
+    /// read, so a key written by hand (no lease, a name that is not its lease's, a value that is
+    /// no leader record) is passed over alike by all of them instead of stalling the fleet.
+    pub fn first(&self) -> Option<(&Candidate, LeaderInfo)> {
+        self.candidates.iter().find_map(|c| c.valid().then(|| record(c)).flatten().map(|l| (c, l)))
     }
 
     /// Whether `key` is known to be absent (only a complete read can say so).
@@ -113,21 +114,13 @@ pub(crate) fn decide(
     let Some(seen) = seen.filter(|s| now < s.read_at + timing.ttl) else {
         return Leadership::Unavailable { reason: stale(error) };
     };
-    let Some(first) = seen.first() else {
+    let Some((first, leader)) = seen.first() else {
         return Leadership::Unavailable { reason: "no leader elected yet".into() };
     };
     let ours =
         mine.is_some_and(|m| m.key == first.key && m.rev == first.rev) || lease.is_some_and(|l| l.id == first.lease);
     if !ours {
-        return match record(first) {
-            Some(leader) => Leadership::Follower { leader },
-            None => Leadership::Unavailable {
-                reason: format!(
-                    "the leader key {} holds no valid leader record",
-                    String::from_utf8_lossy(&first.key).chars().take(200).collect::<String>()
-                ),
-            },
-        };
+        return Leadership::Follower { leader };
     }
     match (lease, mine) {
         (Some(l), Some(m)) if l.id == m.lease && m.key == first.key && m.rev == first.rev => {
@@ -152,7 +145,7 @@ fn fence_at(lease: &Lease, seen: &Seen, timing: Timing) -> Option<Instant> {
 
 /// A worker's view at `now`: the leader of a read younger than the TTL, if its record is valid.
 pub(crate) fn watched(now: Instant, seen: Option<&Seen>, ttl: Duration) -> Option<LeaderInfo> {
-    seen.filter(|s| now < s.read_at + ttl).and_then(Seen::first).and_then(record)
+    seen.filter(|s| now < s.read_at + ttl).and_then(Seen::first).map(|(_, leader)| leader)
 }
 
 /// The next instant at which [`decide`] or [`watched`] can change with no new input.
@@ -237,7 +230,7 @@ mod tests {
         let garbage = Candidate { value: b"not json {{{".to_vec(), ..candidate(6, 12, House::Ezra) };
         let real = candidate(7, 42, House::Allegro);
         let s = seen(t0, vec![no_lease, misnamed, garbage, real]);
-        assert_eq!(s.first().map(|c| c.rev), Some(42));
+        assert_eq!(s.first().map(|(c, _)| c.rev), Some(42));
         assert_eq!(watched(t0, Some(&s), TIMING.ttl).map(|l| (l.house, l.term)), Some((House::Allegro, 42)));
         let lease = Lease { id: 7, renewed_at: t0, ttl: Duration::from_secs(2) };
         let mine = Mine { key: candidate_key("/uw/router/leader", 7), rev: 42, lease: 7 };

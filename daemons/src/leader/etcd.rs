@@ -14,6 +14,7 @@ use etcd_client::{
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::LeaderInfo;
 use super::decide::{Candidate, Lease, Mine, Seen, candidate_key};
 use crate::backoff::Backoff;
 use crate::config::etcd::EtcdConfig;
@@ -398,7 +399,7 @@ impl Observer {
 
 /// What one read of the election shows an operator: the leader, if any, and its lease's
 /// granted and remaining TTL (whole seconds, as etcd keeps them).
-pub(crate) async fn read_once(cfg: &EtcdConfig) -> Result<Option<(Candidate, Option<(i64, i64)>)>, CallError> {
+pub(crate) async fn read_once(cfg: &EtcdConfig) -> Result<Option<(LeaderInfo, Option<(i64, i64)>)>, CallError> {
     // A member that is down can take one attempt's connection; the next goes to another.
     let mut tries = 0;
     loop {
@@ -410,11 +411,11 @@ pub(crate) async fn read_once(cfg: &EtcdConfig) -> Result<Option<(Candidate, Opt
     }
 }
 
-async fn read_once_from(cfg: &EtcdConfig) -> Result<Option<(Candidate, Option<(i64, i64)>)>, CallError> {
+async fn read_once_from(cfg: &EtcdConfig) -> Result<Option<(LeaderInfo, Option<(i64, i64)>)>, CallError> {
     let client = connect(cfg).await?;
     let observer = Observer::new(client.clone(), &cfg.election_name(), cfg.request_timeout());
     let (seen, _) = observer.candidates().await?;
-    let Some(first) = seen.first().cloned() else { return Ok(None) };
+    let Some((first, leader)) = seen.first() else { return Ok(None) };
     let ttl = bounded(
         cfg.request_timeout(),
         "reading the leader's lease",
@@ -423,5 +424,5 @@ async fn read_once_from(cfg: &EtcdConfig) -> Result<Option<(Candidate, Option<(i
     .await
     .ok()
     .map(|t| (t.granted_ttl(), t.ttl()));
-    Ok(Some((first, ttl)))
+    Ok(Some((leader, ttl)))
 }

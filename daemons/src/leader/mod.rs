@@ -164,7 +164,7 @@ pub fn health_json(state: &Leadership) -> serde_json::Value {
 /// What one read of the election shows an operator (`uni-wizard health`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Observed {
-    /// Who leads, if anyone (a candidate key whose record does not parse shows as none).
+    /// Who leads, if anyone (keys no router makes are passed over, as routers do).
     pub leader: Option<LeaderInfo>,
     /// The leader's lease: the TTL etcd granted and what is left of it, whole seconds (its age
     /// is their difference), when etcd answered for the lease.
@@ -182,11 +182,9 @@ pub async fn observe_once(config: &crate::config::etcd::EtcdConfig) -> Result<Ob
     let read = etcd::read_once(config).await.map_err(|e| e.to_string())?;
     Ok(match read {
         None => Observed { leader: None, lease_granted_s: None, lease_left_s: None },
-        Some((first, lease)) => Observed {
-            leader: decide::record(&first),
-            lease_granted_s: lease.map(|l| l.0),
-            lease_left_s: lease.map(|l| l.1),
-        },
+        Some((leader, lease)) => {
+            Observed { leader: Some(leader), lease_granted_s: lease.map(|l| l.0), lease_left_s: lease.map(|l| l.1) }
+        }
     })
 }
 

@@ -147,7 +147,7 @@ impl RouterService {
         let mut passed: Vec<Passed> = Vec::new();
         // With etcd, a task whose repeat would change something goes to one worker only,
         // whichever router takes it: the one its binding names (see `leader::Bindings`).
-        let mut order = candidates.order.clone();
+        let mut order = candidates.order;
         let bound = match (&self.inner.bindings, order.first()) {
             (Some(b), Some(first)) if !safe_to_repeat => match b.bind(task.submitter(), task.key(), *first).await {
                 Ok((house, fresh)) => {
@@ -224,6 +224,16 @@ impl RouterService {
 
     /// One worker RPC, and what it shows.
     async fn dispatch_one(&self, task: &Task, house: House, req: &SubmitRequest, term: u64) -> Tried {
+        if self.inner.membership.status(house).state == NodeState::Down {
+            // Marked down since the candidates were chosen: nothing was sent, nothing ran.
+            let e = Error::new(ErrorCode::WorkerUnavailable, format!("worker {house} is down"));
+            return Tried {
+                attempt: Attempt::NoChannel,
+                node: String::new(),
+                answer: Reply::Router(e),
+                grpc: String::new(),
+            };
+        }
         let config = self.inner.live.get();
         let call = req.call.clone().unwrap_or_default();
         let deadline = match call.timeout_ms {
@@ -253,16 +263,6 @@ impl RouterService {
         };
         let mut rpc = tonic::Request::new(execute);
         rpc.set_timeout(deadline);
-        if self.inner.membership.status(house).state == NodeState::Down {
-            // Marked down since the candidates were chosen: nothing was sent, nothing ran.
-            let e = Error::new(ErrorCode::WorkerUnavailable, format!("worker {house} is down"));
-            return Tried {
-                attempt: Attempt::NoChannel,
-                node: String::new(),
-                answer: Reply::Router(e),
-                grpc: String::new(),
-            };
-        }
         let answered = |answer: Answer| {
             let saturated = answer.as_ref().err().and_then(wire::error_code_of) == Some(ErrorCode::Saturated);
             let attempt = if saturated { Attempt::Saturated } else { Attempt::Answered };

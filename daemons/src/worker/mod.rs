@@ -209,19 +209,21 @@ impl WorkerService {
             Fencing::Leader(watch) => watch,
         };
         let leads = |l: &Option<LeaderInfo>| l.as_ref().is_some_and(|l| l.house == dispatcher && l.term == token);
-        if leads(&watch.current()) {
+        let mut known = watch.current();
+        if leads(&known) {
             return Ok(());
         }
         // A term newer than the one this worker knows may be a leader elected a moment ago:
         // wait, bounded, for etcd to show it. An older term is a deposed leader's: refused.
-        if watch.current().is_none_or(|l| token > l.term) {
+        if known.as_ref().is_none_or(|l| token > l.term) {
             let mut changes = watch.subscribe();
             let _ = tokio::time::timeout(CATCH_UP, changes.wait_for(leads)).await;
-            if leads(&watch.current()) {
+            known = watch.current();
+            if leads(&known) {
                 return Ok(());
             }
         }
-        match watch.current() {
+        match known {
             Some(l) => refuse(
                 format!(
                     "{dispatcher} may not dispatch under term {token}: {} leads the fleet under term {}",
