@@ -5,7 +5,8 @@
 //! timing `../shared/design/DEPENDENCIES.md` measured (`--heartbeat-interval 50
 //! --election-timeout 500`, so 1 s leases are granted) and waits, bounded, until every member
 //! answers `etcdctl endpoint health`. One member can be killed (SIGKILL), stopped (SIGTERM) and
-//! started again on its data directory; dropping the cluster kills every member. Under
+//! started again on its data directory, or frozen (SIGSTOP) and thawed; dropping the cluster
+//! kills every member. Under
 //! `CI=true` a missing `etcd` or `etcdctl` fails the test; elsewhere [`EtcdCluster::new`]
 //! returns `None` after saying why (the caller then skips).
 
@@ -20,6 +21,20 @@ use crate::fleet::{free_port, http_get};
 /// How long a member, or the whole cluster, may take to become healthy.
 const HEALTHY_WITHIN: Duration = Duration::from_secs(20);
 
+/// The TLS files of a cluster that serves clients over TLS and asks for their certificates
+/// (`--client-cert-auth`), all from one CA made for it.
+pub struct Tls {
+    /// The CA of every member's and client's certificate.
+    pub ca: PathBuf,
+    /// A client certificate the members accept, and its key.
+    pub client_cert: PathBuf,
+    /// The key of `client_cert`.
+    pub client_key: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    _pki: crate::pki::Pki,
+}
+
 /// One member: its ports, data directory and process.
 pub struct Member {
     /// Its name in the cluster (`m0`, `m1`, ...).
@@ -31,12 +46,13 @@ pub struct Member {
     data_dir: PathBuf,
     child: Option<Child>,
     log: Arc<Mutex<String>>,
+    scheme: &'static str,
 }
 
 impl Member {
-    /// Its client URL.
+    /// Its client URL (`https://` in a TLS cluster).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.client_port)
     }
 
     /// Whether its process is running (as far as this handle knows).
@@ -58,6 +74,7 @@ pub struct EtcdCluster {
     pub members: Vec<Member>,
     initial_cluster: String,
     token: String,
+    tls: Option<Tls>,
 }
 
 /// Whether `etcd` and `etcdctl` are installed; under CI=true their absence panics.
@@ -78,6 +95,29 @@ impl EtcdCluster {
     /// # Panics
     /// Under CI=true when etcd or etcdctl is missing; when `n` is 0.
     pub fn new(n: usize) -> Option<EtcdCluster> {
+        EtcdCluster::make(n, None)
+    }
+
+    /// Like [`EtcdCluster::new`], but its members serve clients over TLS only and ask for a
+    /// client certificate, both from a CA made here ([`EtcdCluster::tls`] has the files).
+    ///
+    /// # Panics
+    /// As [`EtcdCluster::new`].
+    pub fn new_tls(n: usize) -> Option<EtcdCluster> {
+        let pki = crate::pki::Pki::new();
+        let ca = crate::pki::Pki::ca("etcd test CA");
+        let (server_cert, server_key) = pki.leaf(&ca, "etcd-server");
+        let (client_cert, client_key) = pki.leaf(&ca, "etcd-client");
+        let ca = pki.write_ca(&ca, "etcd-ca");
+        EtcdCluster::make(n, Some(Tls { ca, client_cert, client_key, server_cert, server_key, _pki: pki }))
+    }
+
+    /// The TLS files of a cluster made by [`EtcdCluster::new_tls`].
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
+    }
+
+    fn make(n: usize, tls: Option<Tls>) -> Option<EtcdCluster> {
         assert!(n > 0, "a cluster has at least one member");
         if !installed() {
             return None;
@@ -91,6 +131,7 @@ impl EtcdCluster {
                 data_dir: dir.path().join(format!("m{i}")),
                 child: None,
                 log: Arc::default(),
+                scheme: if tls.is_some() { "https" } else { "http" },
             })
             .collect();
         let initial_cluster = members
@@ -99,7 +140,7 @@ impl EtcdCluster {
             .collect::<Vec<_>>()
             .join(",");
         let token = format!("uw-test-{}", crate::fleet::token());
-        Some(EtcdCluster { dir, members, initial_cluster, token })
+        Some(EtcdCluster { dir, members, initial_cluster, token, tls })
     }
 
     /// [`EtcdCluster::new`] and [`EtcdCluster::start_all`].
@@ -136,6 +177,30 @@ impl EtcdCluster {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Freezes member `i` (SIGSTOP): its process and sockets stay, and it answers nothing,
+    /// as a hung host or a one-way partition would. Thaw it with [`EtcdCluster::thaw`]; a
+    /// frozen member is killed on drop like any other.
+    ///
+    /// # Panics
+    /// When it is not running or `kill` fails.
+    pub fn freeze(&self, i: usize) {
+        self.signal(i, "-STOP");
+    }
+
+    /// Lets a frozen member run again (SIGCONT).
+    ///
+    /// # Panics
+    /// When it is not running or `kill` fails.
+    pub fn thaw(&self, i: usize) {
+        self.signal(i, "-CONT");
+    }
+
+    fn signal(&self, i: usize, signal: &str) {
+        let child = self.members[i].child.as_ref().expect("the member runs");
+        let sent = Command::new("kill").args([signal, &child.id().to_string()]).status().expect("kill runs");
+        assert!(sent.success(), "kill {signal} {}", self.members[i].name);
     }
 
     /// Stops member `i` with SIGTERM, waiting (bounded) for it to exit; SIGKILL after 10 s.
@@ -185,7 +250,12 @@ impl EtcdCluster {
         let m = &mut self.members[i];
         let client = m.endpoint();
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
-        let mut child = Command::new("etcd")
+        let mut etcd = Command::new("etcd");
+        if let Some(t) = &self.tls {
+            etcd.arg("--cert-file").arg(&t.server_cert).arg("--key-file").arg(&t.server_key);
+            etcd.arg("--trusted-ca-file").arg(&t.ca).arg("--client-cert-auth");
+        }
+        let mut child = etcd
             .args(["--name", &m.name])
             .arg("--data-dir")
             .arg(&m.data_dir)
@@ -223,7 +293,17 @@ impl EtcdCluster {
                 if let Some(status) = self.members[i].child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                     panic!("etcd {} exited with {status}:\n{}", self.members[i].name, self.logs());
                 }
-                let healthy = Command::new("etcdctl")
+                let mut etcdctl = Command::new("etcdctl");
+                if let Some(t) = &self.tls {
+                    etcdctl
+                        .arg("--cacert")
+                        .arg(&t.ca)
+                        .arg("--cert")
+                        .arg(&t.client_cert)
+                        .arg("--key")
+                        .arg(&t.client_key);
+                }
+                let healthy = etcdctl
                     .args(["--endpoints", &self.members[i].endpoint(), "--command-timeout", "1s", "endpoint", "health"])
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())

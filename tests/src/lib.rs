@@ -16,6 +16,7 @@ pub mod fleet;
 pub mod gitea_server;
 pub mod hermes;
 pub mod openapi;
+pub mod pki;
 pub mod target;
 pub mod webhooks;
 

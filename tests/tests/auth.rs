@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType};
 use tonic::metadata::MetadataValue;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -11,6 +10,7 @@ use uni_wizard_proto::v1::{
     ExecuteRequest, SubmitRequest, ToolCall, router_client::RouterClient, worker_client::WorkerClient,
 };
 use uni_wizard_tests::fleet::Fleet;
+use uni_wizard_tests::pki::Pki;
 use uni_wizard_tests::{bin, json_stdout};
 
 fn roles(h: &str) -> String {
@@ -148,41 +148,13 @@ async fn a_task_is_visible_to_its_submitter_and_timmy_only() {
     assert_eq!(s.code(), tonic::Code::NotFound, "{s:?}");
 }
 
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(rcgen::DnType::CommonName, name);
-        CertifiedIssuer::self_signed(p, KeyPair::generate().expect("key")).expect("ca")
-    }
-
-    /// Writes `<name>.pem` and `<name>.key`, a leaf for 127.0.0.1/localhost signed by `ca`.
-    fn leaf(&self, ca: &CertifiedIssuer<'static, KeyPair>, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-        let mut p = CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
-        p.subject_alt_names.push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-        p.distinguished_name.push(rcgen::DnType::CommonName, name);
-        let key = KeyPair::generate().expect("key");
-        let cert = p.signed_by(&key, ca).expect("sign");
-        let (c, k) = (self.dir.path().join(format!("{name}.pem")), self.dir.path().join(format!("{name}.key")));
-        std::fs::write(&c, cert.pem()).expect("cert");
-        std::fs::write(&k, key.serialize_pem()).expect("key");
-        (c, k)
-    }
-}
-
 /// Proves mutual TLS with a CA generated here works end to end (CLI -> router -> worker, all
 /// TLS), and that a client certificate from another CA, or no TLS at all, is refused.
 #[test]
 fn tls_with_the_fleet_ca_works_and_a_foreign_client_certificate_is_refused() {
-    let pki = Pki { dir: tempfile::tempdir().expect("pki dir") };
+    let pki = Pki::new();
     let ca = Pki::ca("uni-wizard fleet CA");
-    let ca_pem = pki.dir.path().join("ca.pem");
-    std::fs::write(&ca_pem, ca.pem()).expect("ca");
+    let ca_pem = pki.write_ca(&ca, "ca");
     let (node_cert, node_key) = pki.leaf(&ca, "timmy");
     let (cli_cert, cli_key) = pki.leaf(&ca, "operator");
     let (bad_cert, bad_key) = pki.leaf(&Pki::ca("someone else"), "intruder");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use uni_wizard::House;
-use uni_wizard_daemons::config::etcd::EtcdConfig;
+use uni_wizard_daemons::config::etcd::{EtcdConfig, EtcdTls};
 use uni_wizard_daemons::leader::{Election, LeaderInfo, LeaderWatch, Leadership};
 use uni_wizard_tests::etcd::EtcdCluster;
 
@@ -250,6 +250,101 @@ async fn losing_one_member_of_three_changes_nothing() {
     assert_eq!(following(&follower).map(|l| l.term), Some(term));
     leader.shutdown().await;
     follower.shutdown().await;
+}
+
+/// Proves a member that hangs (SIGSTOP: its sockets stay open and it answers nothing) changes
+/// nothing: with each member that is not etcd's raft leader frozen in turn for twice the TTL,
+/// the leader keeps dispatching under the same term all along, the follower follows it and a
+/// worker's leader watch shows it; with etcd's raft leader frozen, the same router leads under
+/// the same term afterwards, its fence closed for at most a moment. (Before the lease was
+/// renewed through every member, a frozen member holding the one keep-alive stream made the
+/// leader step down.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_member_changes_nothing() {
+    let _turn = turn().await;
+    let Some(cluster) = blocking(|| EtcdCluster::start(3)) else { return };
+    let cfg = config(cluster.endpoints(), 2_000);
+    let (leader, follower, term) = two(&cfg).await;
+    let watch = LeaderWatch::start(cfg.clone());
+    eventually(Duration::from_secs(5), "the watch sees the leader", || watch.current().filter(|l| l.term == term))
+        .await;
+    let raft_leader = blocking(|| cluster.raft_leader()).expect("etcd has a raft leader");
+    for victim in (0..3).filter(|i| *i != raft_leader) {
+        blocking(|| cluster.freeze(victim));
+        let until = Instant::now() + cfg.lease_ttl() * 2;
+        while Instant::now() < until {
+            assert!(leader.may_dispatch(term), "member {victim} frozen: {:?}", leader.state());
+            assert_eq!(following(&follower).map(|l| l.term), Some(term), "{:?}", follower.state());
+            assert_eq!(watch.current().map(|l| l.term), Some(term), "the worker's view, member {victim} frozen");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        blocking(|| cluster.thaw(victim));
+    }
+
+    blocking(|| cluster.freeze(raft_leader));
+    let mut closed = 0;
+    let until = Instant::now() + cfg.lease_ttl() * 2;
+    while Instant::now() < until {
+        if !leader.may_dispatch(term) {
+            closed += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    blocking(|| cluster.thaw(raft_leader));
+    assert!(closed * 20 <= 1_000, "the fence was closed for about {} ms", closed * 20);
+    assert_eq!(leading(&leader), Some(term), "the same leader, the same term");
+    assert_eq!(following(&follower).map(|l| l.term), Some(term));
+    watch.shutdown().await;
+    leader.shutdown().await;
+    follower.shutdown().await;
+}
+
+/// Proves leadership over TLS to etcd (a member that serves only TLS and asks for client
+/// certificates): with the cluster's CA and a client certificate, a router leads and a
+/// worker's watch sees it; with no client certificate, or another CA, nothing leads and the
+/// reason says the connection failed (fail closed, no crash).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_over_tls_needs_the_right_ca_and_a_client_certificate() {
+    let _turn = turn().await;
+    let Some(mut cluster) = EtcdCluster::new_tls(1) else { return };
+    blocking(|| cluster.start_all());
+    let tls = cluster.tls().expect("a TLS cluster");
+    let with = |cert: bool, ca: &std::path::Path| {
+        let mut c = EtcdConfig::new(cluster.endpoints());
+        (c.prefix, c.request_timeout_ms, c.connect_timeout_ms) = ("/uw-test".into(), 500, 500);
+        c.tls = Some(EtcdTls {
+            ca: ca.to_owned(),
+            cert: cert.then(|| tls.client_cert.clone()),
+            key: cert.then(|| tls.client_key.clone()),
+            server_name: None,
+        });
+        c.validate().expect("valid");
+        c
+    };
+    assert!(cluster.endpoints().iter().all(|e| e.starts_with("https://")));
+    let leader = Election::start(with(true, &tls.ca), House::Timmy, "timmy-node", "127.0.0.1:7401");
+    let term = eventually(Duration::from_secs(10), "a router leads over TLS", || leading(&leader)).await;
+    let watch = LeaderWatch::start(with(true, &tls.ca));
+    eventually(Duration::from_secs(5), "the watch sees it over TLS", || watch.current().filter(|l| l.term == term))
+        .await;
+
+    let other = uni_wizard_tests::pki::Pki::new();
+    let foreign = other.write_ca(&uni_wizard_tests::pki::Pki::ca("not etcd's CA"), "foreign");
+    for (what, cfg) in [("no client certificate", with(false, &tls.ca)), ("another CA", with(true, &foreign))] {
+        let refused = Election::start(cfg.clone(), House::Allegro, "allegro-node", "127.0.0.1:7402");
+        let watch = LeaderWatch::start(cfg);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        match refused.state() {
+            Leadership::Unavailable { reason } => assert!(reason.contains("etcd"), "{what}: {reason}"),
+            other => panic!("{what}: {other:?}"),
+        }
+        assert_eq!(watch.current(), None, "{what}: the watch must not see a leader");
+        refused.shutdown().await;
+        watch.shutdown().await;
+    }
+    assert_eq!(leading(&leader), Some(term), "the router with the right files still leads");
+    watch.shutdown().await;
+    leader.shutdown().await;
 }
 
 /// Proves an etcd that is down at start is reported (unavailable, with the etcd error as the

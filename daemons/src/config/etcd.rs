@@ -32,10 +32,12 @@
 //!   etcd is bounded by the request timeout (a keep-alive unanswered for that long makes the
 //!   stream be reopened); a call that outlives the lease decides nothing, so it is at most the TTL.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 use uni_wizard::{Error, ErrorCode};
 
 /// The most endpoints one section may list (an etcd cluster has 3, 5 or 7 members).
@@ -68,6 +70,28 @@ pub struct EtcdConfig {
     /// Any one call to etcd, at most, milliseconds.
     #[serde(default = "default_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// TLS to etcd: required for `https://` endpoints, which any endpoint off loopback must be.
+    #[serde(default)]
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS to etcd (PEM files): the CA that signed the members' server certificates and, where
+/// etcd asks for client certificates (`--client-cert-auth`, as it should), this node's
+/// certificate and key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdTls {
+    /// The CA that verifies the members' certificates.
+    pub ca: PathBuf,
+    /// This node's client certificate chain (with `key`).
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// This node's client key (with `cert`).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// The name to expect in the members' certificates (default: each endpoint's host).
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 fn default_prefix() -> String {
@@ -106,7 +130,25 @@ impl EtcdConfig {
             fence_margin_ms: None,
             connect_timeout_ms: default_timeout_ms(),
             request_timeout_ms: default_timeout_ms(),
+            tls: None,
         }
+    }
+
+    /// The TLS settings of the clients, read from their files (`None`: plaintext, loopback
+    /// only, which [`EtcdConfig::validate`] has insisted on).
+    ///
+    /// # Errors
+    /// E4001 naming a file that cannot be read.
+    pub fn client_tls(&self) -> Result<Option<ClientTlsConfig>, Error> {
+        let Some(t) = &self.tls else { return Ok(None) };
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(crate::peers::read(&t.ca)?));
+        if let (Some(cert), Some(key)) = (&t.cert, &t.key) {
+            tls = tls.identity(Identity::from_pem(crate::peers::read(cert)?, crate::peers::read(key)?));
+        }
+        if let Some(name) = &t.server_name {
+            tls = tls.domain_name(name.clone());
+        }
+        Ok(Some(tls))
     }
 
     /// The lease TTL.
@@ -160,8 +202,16 @@ impl EtcdConfig {
             return bad("endpoints", format!("lists more than {MAX_ENDPOINTS} endpoints"));
         }
         for e in &self.endpoints {
-            if let Err(problem) = check_endpoint(e) {
+            if let Err(problem) = check_endpoint(e, self.tls.is_some()) {
                 return bad("endpoints", problem);
+            }
+        }
+        if let Some(t) = &self.tls {
+            if t.cert.is_some() != t.key.is_some() {
+                return bad("tls", "give both `cert` and `key` (a client certificate), or neither".into());
+            }
+            if t.server_name.as_ref().is_some_and(|n| n.is_empty() || n.len() > 253) {
+                return bad("tls.server_name", "must be a host name of 1 to 253 characters".into());
             }
         }
         if let Err(problem) = check_prefix(&self.prefix) {
@@ -202,19 +252,23 @@ impl EtcdConfig {
     }
 }
 
-/// Checks one endpoint: `http://host:port`, nothing else.
-fn check_endpoint(endpoint: &str) -> Result<(), String> {
-    if endpoint.starts_with("https://") {
-        return Err(format!(
-            "`{endpoint}`: TLS to etcd is not built yet; use an http:// URL (a loopback or private link)"
-        ));
-    }
-    let Some(rest) = endpoint.strip_prefix("http://") else {
-        return Err(format!("`{endpoint}` is not an http://host:port URL"));
+/// Checks one endpoint: `https://host:port` with `tls`, else `http://host:port` on loopback.
+fn check_endpoint(endpoint: &str, tls: bool) -> Result<(), String> {
+    let scheme = if tls { "https" } else { "http" };
+    let Some(rest) = endpoint.strip_prefix(scheme).and_then(|r| r.strip_prefix("://")) else {
+        return Err(if tls {
+            format!("`{endpoint}` is not an https://host:port URL (with `etcd.tls`, every endpoint is https://)")
+        } else if endpoint.starts_with("https://") {
+            format!(
+                "`{endpoint}` is https:// but the section has no `tls` (give `tls.ca`, and a client `cert` and `key`)"
+            )
+        } else {
+            format!("`{endpoint}` is not an http://host:port URL")
+        });
     };
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     if authority.contains(['/', '?', '#', '@']) || authority.chars().any(char::is_whitespace) {
-        return Err(format!("`{endpoint}`: only http://host:port, no path, query or user"));
+        return Err(format!("`{endpoint}`: only {scheme}://host:port, no path, query or user"));
     }
     let (host, port) = super::parse_endpoint(authority).map_err(|e| format!("{e} (in `{endpoint}`)"))?;
     if port == 0 {
@@ -222,6 +276,12 @@ fn check_endpoint(endpoint: &str) -> Result<(), String> {
     }
     if authority.parse::<http::uri::Authority>().is_err() || host.is_empty() {
         return Err(format!("`{endpoint}` is not a valid host:port"));
+    }
+    if !tls && !super::is_loopback_host(&host) {
+        return Err(format!(
+            "`{endpoint}`: plaintext to etcd is allowed only on loopback (whoever can write to etcd decides \
+             who leads); use https:// endpoints and `etcd.tls`"
+        ));
     }
     Ok(())
 }
@@ -285,22 +345,64 @@ mod tests {
         assert_eq!(EtcdConfig::new(vec!["http://127.0.0.1:2379".into()]), c);
     }
 
-    /// Proves endpoints must be non-empty `http://host:port` URLs: https (no TLS built), no
-    /// scheme, no port, a path and an empty list are each refused naming `endpoints`.
+    /// Proves endpoints must be non-empty URLs of one scheme: without `tls`, `http://host:port`
+    /// on loopback only (https, another host, no scheme, no port, a path are each refused naming
+    /// `endpoints`); with `tls`, `https://` only, a client certificate needing its key.
     #[test]
     fn endpoints_are_checked() {
         let e = crate::config::parse::<EtcdConfig>("endpoints: []\n", "f").expect("parses");
         assert_eq!(e.validate().expect_err("empty").details["field"], "endpoints");
-        for bad in ["https://127.0.0.1:2379", "127.0.0.1:2379", "http://127.0.0.1", "http://h:1/v3", "http://:1"] {
+        let bad = [
+            "https://127.0.0.1:2379",
+            "http://10.0.0.1:2379",
+            "http://etcd.example:2379",
+            "127.0.0.1:2379",
+            "http://127.0.0.1",
+            "http://localhost:1/v3",
+            "http://:1",
+        ];
+        for bad in bad {
             let c = EtcdConfig::new(vec!["http://127.0.0.1:2379".into(), bad.into()]);
             let e = c.validate().expect_err(bad);
             assert_eq!(e.details["field"], "endpoints", "{bad}");
             assert!(e.message.contains(bad), "{bad}: {}", e.message);
         }
-        let tls = EtcdConfig::new(vec!["https://etcd:2379".into()]).validate().expect_err("https");
-        assert!(tls.message.contains("TLS"), "{}", tls.message);
-        let many = EtcdConfig::new(vec!["http://10.0.0.1:2379".into(), "http://[::1]:2379/".into()]);
+        let https = EtcdConfig::new(vec!["https://etcd:2379".into()]).validate().expect_err("https");
+        assert!(https.message.contains("tls"), "{}", https.message);
+        let plain = EtcdConfig::new(vec!["http://10.0.0.1:2379".into()]).validate().expect_err("off loopback");
+        assert!(plain.message.contains("only on loopback"), "{}", plain.message);
+        let many = EtcdConfig::new(vec![
+            "http://127.0.0.1:2379".into(),
+            "http://[::1]:2379/".into(),
+            "http://localhost:1".into(),
+        ]);
         assert!(many.validate().is_ok());
+
+        let with_tls = |endpoints: &[&str], tls: &str| {
+            let text = format!("endpoints: [{}]\ntls: {tls}\n", endpoints.join(", "));
+            crate::config::parse::<EtcdConfig>(&text, "f").and_then(|c| c.validate().map(|()| c))
+        };
+        let ok = with_tls(&["https://10.0.0.1:2379", "https://etcd-2:2379"], "{ca: ca.pem, cert: c.pem, key: c.key}");
+        assert!(ok.is_ok(), "{ok:?}");
+        assert!(with_tls(&["https://10.0.0.1:2379"], "{ca: ca.pem}").is_ok(), "a CA alone: no client certificate");
+        let mixed = with_tls(&["https://10.0.0.1:2379", "http://127.0.0.1:2379"], "{ca: ca.pem}").expect_err("mixed");
+        assert_eq!(mixed.details["field"], "endpoints");
+        let half = with_tls(&["https://10.0.0.1:2379"], "{ca: ca.pem, cert: c.pem}").expect_err("no key");
+        assert_eq!(half.details["field"], "tls");
+        assert!(with_tls(&["https://10.0.0.1:2379"], "{ca: ca.pem, pass: x}").is_err(), "unknown fields refused");
+    }
+
+    /// Proves the TLS files are read when asked for (a missing one is E4001 naming it), and a
+    /// section without `tls` has none.
+    #[test]
+    fn tls_files_are_read_and_named() {
+        assert!(EtcdConfig::new(vec!["http://127.0.0.1:2379".into()]).client_tls().expect("no files").is_none());
+        let mut c = EtcdConfig::new(vec!["https://127.0.0.1:2379".into()]);
+        c.tls = Some(EtcdTls { ca: "/nonexistent/etcd-ca.pem".into(), cert: None, key: None, server_name: None });
+        c.validate().expect("valid: files are read when used");
+        let e = c.client_tls().expect_err("missing CA");
+        assert_eq!(e.code, ErrorCode::ConfigInvalid);
+        assert!(e.message.contains("/nonexistent/etcd-ca.pem"), "{}", e.message);
     }
 
     /// Proves the commented `etcd:` example in configs/houses.yaml, uncommented, is a valid section.

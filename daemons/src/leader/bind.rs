@@ -16,13 +16,13 @@
 
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use uni_wizard::{Error, ErrorCode, House};
 
-use super::etcd::{CallError, bounded, connect};
+use super::etcd::{CallError, Cluster};
 use crate::config::etcd::EtcdConfig;
 
 /// How long a binding lasts, at most.
@@ -54,7 +54,7 @@ impl std::fmt::Debug for Bindings {
 }
 
 struct Conn {
-    client: Client,
+    cluster: Cluster,
     /// The lease new bindings go on, and when it was granted.
     lease: Option<(i64, Instant)>,
 }
@@ -75,12 +75,12 @@ impl Bindings {
     pub async fn bind(&self, submitter: House, key: &str, house: House) -> Result<(House, bool), Error> {
         let k = self.key(submitter, key);
         let value = serde_json::to_vec(&Bound { house }).unwrap_or_default();
-        let (client, lease) = self.client_and_lease().await?;
+        let (cluster, lease) = self.cluster_and_lease().await?;
         let txn = Txn::new()
             .when([Compare::create_revision(k.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(k.clone(), value, Some(PutOptions::new().with_lease(lease)))])
             .or_else([TxnOp::get(k, None)]);
-        self.commit(client, txn, house).await
+        self.commit(&cluster, txn, house).await
     }
 
     /// Moves the binding of `(submitter, key)` from `from` to `to`, if it still names `from`
@@ -93,27 +93,27 @@ impl Bindings {
         let k = self.key(submitter, key);
         let old = serde_json::to_vec(&Bound { house: from }).unwrap_or_default();
         let new = serde_json::to_vec(&Bound { house: to }).unwrap_or_default();
-        let (client, lease) = self.client_and_lease().await?;
+        let (cluster, lease) = self.cluster_and_lease().await?;
         let txn = Txn::new()
             .when([Compare::value(k.clone(), CompareOp::Equal, old)])
             .and_then([TxnOp::put(k.clone(), new, Some(PutOptions::new().with_lease(lease)))])
             .or_else([TxnOp::get(k, None)]);
-        self.commit(client, txn, to).await
+        self.commit(&cluster, txn, to).await
     }
 
     /// Runs `txn`: `(house, true)` when its condition held, else the house the key holds and
-    /// `false`.
-    async fn commit(&self, mut client: Client, txn: Txn, house: House) -> Result<(House, bool), Error> {
+    /// `false`. Sent to one member at a time: a send that timed out may still have taken
+    /// effect, and then the next finds the binding made and answers `false`, which is the safe
+    /// reading (the task may have run there).
+    async fn commit(&self, cluster: &Cluster, txn: Txn, house: House) -> Result<(House, bool), Error> {
         let timeout = self.config.request_timeout();
-        let answer = bounded(timeout, "binding a task to a worker", client.txn(txn)).await;
-        let answer = match answer {
-            Ok(a) => a,
-            Err(e) => {
-                // The next call connects again (a member may have gone).
-                *self.state.lock().await = None;
-                return Err(unavailable(&e));
-            }
-        };
+        let answer = cluster
+            .one_by_one(timeout, "binding a task to a worker", |c| {
+                let txn = txn.clone();
+                async move { c.kv_client().txn(txn).await }
+            })
+            .await
+            .map_err(|e| unavailable(&e))?;
         if answer.succeeded() {
             return Ok((house, true));
         }
@@ -138,29 +138,33 @@ impl Bindings {
         format!("{}/tasks/{submitter}/{digest}", self.config.prefix).into_bytes()
     }
 
-    /// A client, and a lease granted less than [`LEASE_EVERY`] ago (granted now otherwise).
-    async fn client_and_lease(&self) -> Result<(Client, i64), Error> {
+    /// The cluster, and a lease granted less than [`LEASE_EVERY`] ago (granted now otherwise).
+    async fn cluster_and_lease(&self) -> Result<(Cluster, i64), Error> {
         let mut state = self.state.lock().await;
         let conn = match state.take() {
             Some(conn) => state.insert(conn),
             None => {
-                let client = connect(&self.config).await.map_err(|e| unavailable(&e))?;
-                state.insert(Conn { client, lease: None })
+                let cluster = Cluster::connect(&self.config).await.map_err(|e| unavailable(&e))?;
+                state.insert(Conn { cluster, lease: None })
             }
         };
         match conn.lease {
-            Some((id, at)) if at.elapsed() < LEASE_EVERY => Ok((conn.client.clone(), id)),
+            Some((id, at)) if at.elapsed() < LEASE_EVERY => Ok((conn.cluster.clone(), id)),
             _ => {
                 let ttl = i64::try_from(RETENTION.as_secs()).unwrap_or(i64::MAX);
                 let timeout = self.config.request_timeout();
-                let granted = bounded(timeout, "granting a binding lease", conn.client.lease_client().grant(ttl, None))
+                let granted = conn
+                    .cluster
+                    .one_by_one(timeout, "granting a binding lease", |c| async move {
+                        c.lease_client().grant(ttl, None).await
+                    })
                     .await
                     .map_err(|e| unavailable(&e))?;
                 if granted.id() <= 0 {
                     return Err(Error::new(ErrorCode::NotLeader, "etcd granted no lease for task bindings"));
                 }
                 conn.lease = Some((granted.id(), Instant::now()));
-                Ok((conn.client.clone(), granted.id()))
+                Ok((conn.cluster.clone(), granted.id()))
             }
         }
     }

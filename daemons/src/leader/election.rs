@@ -11,7 +11,7 @@ use uni_wizard::House;
 
 use super::Leadership;
 use super::decide::{self, Mine, Seen, Timing};
-use super::etcd::{self, LeaseState, Observer};
+use super::etcd::{self, Cluster, LeaseState, Observer};
 use crate::backoff::Backoff;
 use crate::config::etcd::EtcdConfig;
 
@@ -191,9 +191,9 @@ impl Drop for Keeper {
     }
 }
 
-fn spawn_keeper(client: &etcd_client::Client, cfg: &EtcdConfig) -> (Keeper, watch::Receiver<LeaseState>) {
+fn spawn_keeper(cluster: &Cluster, cfg: &EtcdConfig) -> (Keeper, watch::Receiver<LeaseState>) {
     let (tx, rx) = watch::channel(LeaseState::default());
-    (Keeper(tokio::spawn(etcd::keep_lease(client.clone(), cfg.clone(), tx))), rx)
+    (Keeper(tokio::spawn(etcd::keep_lease(cluster.clone(), cfg.clone(), tx))), rx)
 }
 
 /// The election task: see the module docs for the protocol.
@@ -203,8 +203,8 @@ async fn run(cfg: EtcdConfig, record: Vec<u8>, tx: watch::Sender<Leadership>, mu
     let name = cfg.election_name();
     let mut shown = Shown::default();
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
-    let client = loop {
-        match etcd::connect(&cfg).await {
+    let cluster = loop {
+        match Cluster::connect(&cfg).await {
             Ok(c) => break c,
             Err(e) => {
                 publish(&tx, Leadership::Unavailable { reason: format!("etcd not answering: {e}") }, &mut shown);
@@ -215,8 +215,8 @@ async fn run(cfg: EtcdConfig, record: Vec<u8>, tx: watch::Sender<Leadership>, mu
             }
         }
     };
-    let (mut keeper, mut lease_rx) = spawn_keeper(&client, &cfg);
-    let mut observer = Observer::new(client.clone(), &name, timeout);
+    let (mut keeper, mut lease_rx) = spawn_keeper(&cluster, &cfg);
+    let mut observer = Observer::new(cluster.clone(), &name, timeout);
     let mut mine: Option<Mine> = None;
     let mut seen: Option<Seen> = None;
     let mut error = String::new();
@@ -237,7 +237,7 @@ async fn run(cfg: EtcdConfig, record: Vec<u8>, tx: watch::Sender<Leadership>, mu
             && standing
             && Instant::now() >= stand_at
         {
-            match etcd::stand(&client, &name, l.id, &record, timeout).await {
+            match etcd::stand(&cluster, &name, l.id, &record, timeout).await {
                 Ok(m) => {
                     mine = Some(m);
                     stand_backoff.reset();
@@ -272,7 +272,7 @@ async fn run(cfg: EtcdConfig, record: Vec<u8>, tx: watch::Sender<Leadership>, mu
                 if changed.is_err() {
                     // The keeper ended (it never returns; a panic would end it): start another.
                     error = "the lease keeper stopped; restarted".into();
-                    (keeper, lease_rx) = spawn_keeper(&client, &cfg);
+                    (keeper, lease_rx) = spawn_keeper(&cluster, &cfg);
                 }
             }
             _ = refresh.tick() => read_now = true,
@@ -294,7 +294,7 @@ async fn run(cfg: EtcdConfig, record: Vec<u8>, tx: watch::Sender<Leadership>, mu
         tracing::info!(term, "shutting down: resigning the leadership");
     }
     publish(&tx, Leadership::Unavailable { reason: "shut down: resigned".into() }, &mut shown);
-    etcd::resign(&client, &name, mine.as_ref().filter(|_| leading.is_some()), lease, timeout).await;
+    etcd::resign(&cluster, &name, mine.as_ref().filter(|_| leading.is_some()), lease, timeout).await;
 }
 
 #[cfg(test)]

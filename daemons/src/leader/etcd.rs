@@ -1,11 +1,17 @@
-//! The etcd calls of leadership, each bounded by `request_timeout_ms`: connecting, the lease
-//! keeper ([`keep_lease`]), registering a candidacy ([`stand`]), reading and watching the
-//! election ([`Observer`]), resigning ([`resign`]). Every answer is checked; none panics.
+//! The etcd calls of leadership, each bounded by `request_timeout_ms`: the cluster, a client
+//! per member ([`Cluster`]), the lease keeper ([`keep_lease`]), registering a candidacy
+//! ([`stand`]), reading and watching the election ([`Observer`]), resigning ([`resign`]).
+//! Every answer is checked; none panics.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, GetOptions, LeaderKey, PutOptions, ResignOptions, SortOrder,
@@ -83,20 +89,149 @@ pub(crate) async fn bounded<T>(
     }
 }
 
-/// A client of the cluster. The connection itself is made lazily, per member, by the client's
-/// balanced channel; `require_leader` makes a member cut off from the quorum answer at once
-/// ("no leader") instead of leaving a call or a watch waiting.
-///
-/// # Errors
-/// A [`CallError`] when the endpoints cannot be used.
-pub(crate) async fn connect(cfg: &EtcdConfig) -> Result<Client, CallError> {
-    // HTTP/2 pings no more often than etcd's default enforcement (`--grpc-keepalive-min-time`,
-    // 5 s) permits; the bounded calls find a dead member sooner.
-    let options = ConnectOptions::new()
-        .with_connect_timeout(cfg.connect_timeout())
-        .with_keep_alive(Duration::from_secs(5), cfg.request_timeout())
-        .with_require_leader(true);
-    bounded(cfg.connect_timeout(), "connecting to etcd", Client::connect(cfg.endpoints.as_slice(), Some(options))).await
+/// The cluster as this node reaches it: one client, with its own connection, per member, so a
+/// member that hangs (frozen, or cut off without a reset) holds up only what was sent to it.
+/// Reads go to every member at once and the first answer counts (each is linearizable, so any
+/// is current); changes go to one member at a time, the one that answered last first; the
+/// lease is renewed through every member at once ([`keep_lease`]). `require_leader` makes a
+/// member cut off from the quorum answer at once ("no leader") instead of leaving a call
+/// waiting.
+#[derive(Clone)]
+pub(crate) struct Cluster {
+    members: Arc<[Member]>,
+    /// The member that answered last: changes are sent there first.
+    preferred: Arc<AtomicUsize>,
+}
+
+struct Member {
+    endpoint: String,
+    client: Client,
+}
+
+impl fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.members.iter().map(|m| &m.endpoint)).finish()
+    }
+}
+
+impl Cluster {
+    /// A client per endpoint of `cfg`. Connections are made lazily and remade by each client,
+    /// so this fails only on an endpoint that cannot be used at all.
+    ///
+    /// # Errors
+    /// A [`CallError`] naming the endpoint.
+    pub async fn connect(cfg: &EtcdConfig) -> Result<Cluster, CallError> {
+        // HTTP/2 pings no more often than etcd's default enforcement
+        // (`--grpc-keepalive-min-time`, 5 s) permits; the bounded calls find a dead member sooner.
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(cfg.connect_timeout())
+            .with_keep_alive(Duration::from_secs(5), cfg.request_timeout())
+            .with_require_leader(true);
+        match cfg.client_tls() {
+            Ok(Some(tls)) => options = options.with_tls(tls),
+            Ok(None) => {}
+            Err(e) => return Err(CallError::answer("connecting to etcd", e.message)),
+        }
+        let mut members = Vec::with_capacity(cfg.endpoints.len());
+        for endpoint in &cfg.endpoints {
+            let what = "connecting to etcd";
+            let client =
+                bounded(cfg.connect_timeout(), what, Client::connect([endpoint], Some(options.clone()))).await?;
+            members.push(Member { endpoint: endpoint.clone(), client });
+        }
+        if members.is_empty() {
+            return Err(CallError::answer("connecting to etcd", "no endpoint"));
+        }
+        Ok(Cluster { members: members.into(), preferred: Arc::new(AtomicUsize::new(0)) })
+    }
+
+    /// How many members there are.
+    fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Sends `call` to every member at once, each bounded by `timeout`: the first answer, and
+    /// which member gave it. Slower members' calls are dropped.
+    ///
+    /// # Errors
+    /// Every member failed: the first failure etcd explained, else the first timeout.
+    pub async fn any<T, F, Fut>(&self, timeout: Duration, what: &'static str, call: F) -> Result<(usize, T), CallError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut asked: FuturesUnordered<_> = self
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let answer = bounded(timeout, what, call(m.client.clone()));
+                async move { (i, answer.await) }
+            })
+            .collect();
+        let mut failed = Failures::default();
+        while let Some((i, answer)) = asked.next().await {
+            match answer {
+                Ok(v) => {
+                    self.preferred.store(i, Ordering::Relaxed);
+                    return Ok((i, v));
+                }
+                Err(e) => failed.add(e),
+            }
+        }
+        Err(failed.into_error(what))
+    }
+
+    /// Sends `call` to one member at a time, the one that answered last first, each bounded by
+    /// `timeout`, until one answers. For changes: a call that timed out may still take effect
+    /// at its member, so only calls that are safe to repeat (conditional transactions, grants,
+    /// revocations) are sent this way.
+    ///
+    /// # Errors
+    /// Every member failed: the first failure etcd explained, else the first timeout.
+    pub async fn one_by_one<T, F, Fut>(&self, timeout: Duration, what: &'static str, call: F) -> Result<T, CallError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let first = self.preferred.load(Ordering::Relaxed);
+        let mut failed = Failures::default();
+        for k in 0..self.len() {
+            let i = (first + k) % self.len();
+            match bounded(timeout, what, call(self.members[i].client.clone())).await {
+                Ok(v) => {
+                    self.preferred.store(i, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                Err(e) => failed.add(e),
+            }
+        }
+        Err(failed.into_error(what))
+    }
+
+    /// Member `i`'s client.
+    fn client(&self, i: usize) -> Client {
+        self.members[i % self.len()].client.clone()
+    }
+}
+
+/// The failures of one call sent to several members.
+#[derive(Default)]
+struct Failures {
+    /// The first failure etcd explained (a timeout says less).
+    explained: Option<CallError>,
+    timeout: Option<CallError>,
+}
+
+impl Failures {
+    fn add(&mut self, e: CallError) {
+        let slot = if matches!(e.why, Why::Timeout(_)) { &mut self.timeout } else { &mut self.explained };
+        slot.get_or_insert(e);
+    }
+
+    fn into_error(self, what: &'static str) -> CallError {
+        self.explained.or(self.timeout).unwrap_or_else(|| CallError::answer(what, "no member to ask"))
+    }
 }
 
 /// What the lease keeper publishes.
@@ -109,58 +244,122 @@ pub(crate) struct LeaseState {
     pub error: Option<String>,
 }
 
-/// Keeps a lease: grants one, renews it every `keepalive_ms` over one keep-alive stream
-/// (requests pipelined, each answer matched to its request's send time, in order), reopens the
-/// stream when it breaks or an answer is overdue by the request timeout, and grants a new
-/// lease only when etcd says the old one is gone. Runs until aborted.
-pub(crate) async fn keep_lease(client: Client, cfg: EtcdConfig, tx: watch::Sender<LeaseState>) {
+/// Keeps a lease: grants one (one member at a time), then renews it through every member at
+/// once, each over a keep-alive stream of its own (requests pipelined, each answer matched to
+/// its request's send time, in order; a stream reopened when it breaks or an answer is overdue
+/// by the request timeout). The lease counts as renewed at the send time of the latest
+/// answered keep-alive, whichever member answered it, so a member that dies or hangs changes
+/// nothing while another answers. A new lease is granted only when etcd says the old one is
+/// gone. Runs until aborted.
+pub(crate) async fn keep_lease(cluster: Cluster, cfg: EtcdConfig, tx: watch::Sender<LeaseState>) {
     let timeout = cfg.request_timeout();
     let mut backoff = Backoff::new(Duration::from_millis(50), cfg.keepalive());
-    let mut held: Option<Lease> = None;
     let mut warned_ttl = false;
     loop {
-        let Some(lease) = held else {
-            let sent = Instant::now();
-            let granted =
-                bounded(timeout, "granting a lease", client.lease_client().grant(cfg.lease_ttl_secs(), None)).await;
-            let granted = granted.and_then(|r| {
-                let ttl = u64::try_from(r.ttl()).ok().filter(|t| *t > 0);
-                match ttl {
-                    Some(ttl) if r.id() > 0 && r.error().is_empty() => Ok((r.id(), ttl)),
-                    _ => Err(CallError::answer("granting a lease", format!("no lease granted ({})", r.error()))),
-                }
-            });
-            match granted {
-                Ok((id, ttl)) => {
-                    if ttl > cfg.lease_ttl().as_secs() && !warned_ttl {
-                        warned_ttl = true;
-                        tracing::warn!(
-                            granted_s = ttl,
-                            asked_ms = cfg.lease_ttl_ms,
-                            "etcd granted a longer lease than etcd.lease_ttl_ms (its floor is 1.5 x election timeout): \
-                             failovers take that long"
-                        );
-                    }
-                    held = Some(Lease { id, renewed_at: sent, ttl: Duration::from_secs(ttl) });
-                    backoff.reset();
-                    tx.send_replace(LeaseState { lease: held, error: None });
-                }
-                Err(e) => {
-                    tx.send_replace(LeaseState { lease: None, error: Some(e.to_string()) });
-                    tokio::time::sleep(backoff.next_delay()).await;
-                }
+        let sent = Instant::now();
+        let asked = cfg.lease_ttl_secs();
+        let granted = cluster
+            .one_by_one(timeout, "granting a lease", |c| async move { c.lease_client().grant(asked, None).await })
+            .await;
+        let granted = granted.and_then(|r| {
+            let ttl = u64::try_from(r.ttl()).ok().filter(|t| *t > 0);
+            match ttl {
+                Some(ttl) if r.id() > 0 && r.error().is_empty() => Ok((r.id(), ttl)),
+                _ => Err(CallError::answer("granting a lease", format!("no lease granted ({})", r.error()))),
             }
-            continue;
+        });
+        let (id, ttl) = match granted {
+            Ok(pair) => pair,
+            Err(e) => {
+                tx.send_replace(LeaseState { lease: None, error: Some(e.to_string()) });
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
         };
-        match renew(&client, &cfg, lease, &tx, &mut backoff).await {
-            Renewal::Gone(why) => {
-                tracing::warn!(lease = lease.id, reason = %why, "the leader-election lease is gone at etcd; granting a new one");
-                held = None;
-                tx.send_replace(LeaseState { lease: None, error: Some(why) });
+        if ttl > cfg.lease_ttl().as_secs() && !warned_ttl {
+            warned_ttl = true;
+            tracing::warn!(
+                granted_s = ttl,
+                asked_ms = cfg.lease_ttl_ms,
+                "etcd granted a longer lease than etcd.lease_ttl_ms (its floor is 1.5 x election timeout): \
+                 failovers take that long"
+            );
+        }
+        backoff.reset();
+        tx.send_replace(LeaseState {
+            lease: Some(Lease { id, renewed_at: sent, ttl: Duration::from_secs(ttl) }),
+            error: None,
+        });
+        let why = renew_everywhere(&cluster, &cfg, id, &tx).await;
+        tracing::warn!(lease = id, reason = %why, "the leader-election lease is gone at etcd; granting a new one");
+        tx.send_replace(LeaseState { lease: None, error: Some(why) });
+    }
+}
+
+/// What the renewals through every member share: where the lease is published, and which
+/// members cannot renew it now.
+struct Renewals<'a> {
+    tx: &'a watch::Sender<LeaseState>,
+    id: i64,
+    /// Each member's last failure, while it cannot renew (logged once when it starts failing
+    /// and once when it answers again).
+    failing: std::sync::Mutex<Vec<Option<String>>>,
+}
+
+impl Renewals<'_> {
+    /// Member `i` (at `endpoint`) answered a keep-alive sent at `sent` with `ttl`.
+    fn renewed(&self, i: usize, endpoint: &str, sent: Instant, ttl: Option<Duration>) {
+        let recovered = self.failing.lock().unwrap_or_else(PoisonError::into_inner)[i].take().is_some();
+        if recovered {
+            tracing::info!(member = endpoint, "renewing the leader-election lease through this etcd member again");
+        }
+        self.tx.send_modify(|s| {
+            if let Some(l) = s.lease.as_mut().filter(|l| l.id == self.id) {
+                l.renewed_at = l.renewed_at.max(sent);
+                l.ttl = ttl.unwrap_or(l.ttl);
             }
-            Renewal::Broken(why, last) => {
-                held = Some(last);
-                tx.send_replace(LeaseState { lease: held, error: Some(why) });
+            s.error = None;
+        });
+    }
+
+    /// Member `i` (at `endpoint`) cannot renew: `why`. Published as the lease's error only
+    /// while no member can.
+    fn failed(&self, i: usize, endpoint: &str, why: String) {
+        let mut failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
+        if failing[i].is_none() {
+            tracing::warn!(
+                member = endpoint,
+                reason = %why,
+                "cannot renew the leader-election lease through this etcd member; the others carry it"
+            );
+        }
+        failing[i] = Some(format!("{endpoint}: {why}"));
+        if failing.iter().all(Option::is_some) {
+            let all = failing.iter().flatten().map(String::as_str).collect::<Vec<_>>().join("; ");
+            drop(failing);
+            self.tx.send_modify(|s| s.error = Some(all));
+        }
+    }
+}
+
+/// Renews lease `id` through every member at once until one says it is gone: why.
+async fn renew_everywhere(cluster: &Cluster, cfg: &EtcdConfig, id: i64, tx: &watch::Sender<LeaseState>) -> String {
+    let renewals = Renewals { tx, id, failing: std::sync::Mutex::new(vec![None; cluster.len()]) };
+    let mut members: FuturesUnordered<_> =
+        (0..cluster.len()).map(|i| renew_through(cluster, i, cfg, &renewals)).collect();
+    members.next().await.unwrap_or_else(|| "no etcd member to renew through".into())
+}
+
+/// Renews through member `i`, reopening its stream with a back-off, until it says the lease
+/// is gone: why.
+async fn renew_through(cluster: &Cluster, i: usize, cfg: &EtcdConfig, renewals: &Renewals<'_>) -> String {
+    let endpoint = cluster.members[i].endpoint.as_str();
+    let mut backoff = Backoff::new(Duration::from_millis(50), cfg.keepalive());
+    loop {
+        match renew(cluster.client(i), endpoint, i, cfg, renewals, &mut backoff).await {
+            Renewal::Gone(why) => return why,
+            Renewal::Broken(why) => {
+                renewals.failed(i, endpoint, why);
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         }
@@ -171,30 +370,30 @@ pub(crate) async fn keep_lease(client: Client, cfg: EtcdConfig, tx: watch::Sende
 enum Renewal {
     /// etcd says the lease does not exist.
     Gone(String),
-    /// The stream broke or fell silent; the lease as last renewed.
-    Broken(String, Lease),
+    /// The stream broke or fell silent.
+    Broken(String),
 }
 
-/// Opens a keep-alive stream for `lease` and renews over it until it ends.
+/// Opens a keep-alive stream to one member and renews over it until it ends.
 async fn renew(
-    client: &Client,
+    client: Client,
+    endpoint: &str,
+    i: usize,
     cfg: &EtcdConfig,
-    mut lease: Lease,
-    tx: &watch::Sender<LeaseState>,
+    renewals: &Renewals<'_>,
     backoff: &mut Backoff,
 ) -> Renewal {
     let timeout = cfg.request_timeout();
     let sent = Instant::now();
     // Opening sends the first keep-alive and waits for its answer.
-    let opened = bounded(timeout, "renewing the lease", client.lease_client().keep_alive(lease.id)).await;
+    let opened = bounded(timeout, "renewing the lease", client.lease_client().keep_alive(renewals.id)).await;
     let (mut keeper, mut stream) = match opened {
         Ok(pair) => pair,
         Err(e) if e.lease_gone() => return Renewal::Gone(e.to_string()),
-        Err(e) => return Renewal::Broken(e.to_string(), lease),
+        Err(e) => return Renewal::Broken(e.to_string()),
     };
-    lease.renewed_at = lease.renewed_at.max(sent);
     backoff.reset();
-    tx.send_replace(LeaseState { lease: Some(lease), error: None });
+    renewals.renewed(i, endpoint, sent, None);
     let mut pending: VecDeque<Instant> = VecDeque::new();
     let mut tick = tokio::time::interval_at(Instant::now() + cfg.keepalive(), cfg.keepalive());
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -204,7 +403,7 @@ async fn renew(
             _ = tick.tick() => {
                 let now = Instant::now();
                 if keeper.keep_alive().await.is_err() {
-                    return Renewal::Broken("renewing the lease: the keep-alive stream closed".into(), lease);
+                    return Renewal::Broken("renewing the lease: the keep-alive stream closed".into());
                 }
                 pending.push_back(now);
             }
@@ -215,19 +414,17 @@ async fn renew(
                     let Some(ttl) = u64::try_from(r.ttl()).ok().filter(|t| *t > 0) else {
                         return Renewal::Gone("renewing the lease: etcd says it expired".into());
                     };
-                    lease.renewed_at = lease.renewed_at.max(sent);
-                    lease.ttl = Duration::from_secs(ttl);
-                    tx.send_replace(LeaseState { lease: Some(lease), error: None });
+                    renewals.renewed(i, endpoint, sent, Some(Duration::from_secs(ttl)));
                 }
-                Ok(None) => return Renewal::Broken("renewing the lease: etcd closed the keep-alive stream".into(), lease),
+                Ok(None) => return Renewal::Broken("renewing the lease: etcd closed the keep-alive stream".into()),
                 Err(e) => {
                     let e = CallError { what: "renewing the lease", why: Why::Etcd(e) };
-                    return if e.lease_gone() { Renewal::Gone(e.to_string()) } else { Renewal::Broken(e.to_string(), lease) };
+                    return if e.lease_gone() { Renewal::Gone(e.to_string()) } else { Renewal::Broken(e.to_string()) };
                 }
             },
             _ = tokio::time::sleep_until(overdue.unwrap_or_else(Instant::now)), if overdue.is_some() => {
                 let why = format!("renewing the lease: no answer within {} ms", timeout.as_millis());
-                return Renewal::Broken(why, lease);
+                return Renewal::Broken(why);
             }
         }
     }
@@ -236,7 +433,7 @@ async fn renew(
 /// Registers this node's candidacy under `lease`: puts its key (`<election>/<lease hex>`,
 /// value `record`) attached to the lease unless it exists, then reads back its create revision.
 pub(crate) async fn stand(
-    client: &Client,
+    cluster: &Cluster,
     election: &str,
     lease: i64,
     record: &[u8],
@@ -249,8 +446,19 @@ pub(crate) async fn stand(
         record.to_vec(),
         Some(PutOptions::new().with_lease(lease)),
     )]);
-    bounded(timeout, WHAT, client.kv_client().txn(txn)).await?;
-    let got = bounded(timeout, WHAT, client.kv_client().get(key.clone(), None)).await?;
+    // Safe to send again after a timeout: it puts only if the key does not exist.
+    cluster
+        .one_by_one(timeout, WHAT, |c| {
+            let txn = txn.clone();
+            async move { c.kv_client().txn(txn).await }
+        })
+        .await?;
+    let (_, got) = cluster
+        .any(timeout, WHAT, |c| {
+            let key = key.clone();
+            async move { c.kv_client().get(key, None).await }
+        })
+        .await?;
     let Some(kv) = got.kvs().first() else {
         return Err(CallError::answer(WHAT, "the key vanished at once (the lease expired?)"));
     };
@@ -263,7 +471,7 @@ pub(crate) async fn stand(
 /// Gives up leadership: deletes the key if it is still the one of that term (etcd's `Resign`),
 /// then revokes the lease, each bounded. Failures are logged; the lease then expires by itself.
 pub(crate) async fn resign(
-    client: &Client,
+    cluster: &Cluster,
     election: &str,
     mine: Option<&Mine>,
     lease: Option<i64>,
@@ -272,12 +480,20 @@ pub(crate) async fn resign(
     if let Some(m) = mine {
         let leader = LeaderKey::new().with_name(election).with_key(m.key.clone()).with_rev(m.rev).with_lease(m.lease);
         let options = ResignOptions::new().with_leader(leader);
-        if let Err(e) = bounded(timeout, "resigning", client.election_client().resign(Some(options))).await {
+        let resigned = cluster
+            .one_by_one(timeout, "resigning", |c| {
+                let options = options.clone();
+                async move { c.election_client().resign(Some(options)).await }
+            })
+            .await;
+        if let Err(e) = resigned {
             tracing::warn!(error = %e, "could not resign; the next router leads when the lease expires");
         }
     }
     if let Some(id) = lease
-        && let Err(e) = bounded(timeout, "revoking the lease", client.lease_client().revoke(id)).await
+        && let Err(e) = cluster
+            .one_by_one(timeout, "revoking the lease", |c| async move { c.lease_client().revoke(id).await })
+            .await
     {
         tracing::warn!(error = %e, "could not revoke the leader-election lease; it expires by itself");
     }
@@ -285,7 +501,7 @@ pub(crate) async fn resign(
 
 /// Reads the election (linearizable) and watches its prefix for changes.
 pub(crate) struct Observer {
-    client: Client,
+    cluster: Cluster,
     prefix: Vec<u8>,
     timeout: Duration,
     watch: Option<WatchStream>,
@@ -297,9 +513,9 @@ pub(crate) struct Observer {
 
 impl Observer {
     /// An observer of `election`'s candidates (`<election>/...`).
-    pub fn new(client: Client, election: &str, timeout: Duration) -> Observer {
+    pub fn new(cluster: Cluster, election: &str, timeout: Duration) -> Observer {
         Observer {
-            client,
+            cluster,
             prefix: format!("{election}/").into_bytes(),
             timeout,
             watch: None,
@@ -308,35 +524,48 @@ impl Observer {
         }
     }
 
-    /// Reads every candidate, lowest create revision first; then, if no watch is open, opens
-    /// one from the read's revision on (a failure to open leaves the periodic reads to cover).
+    /// Reads every candidate, lowest create revision first (from every member at once, the
+    /// first answer counting); then, if no watch is open, opens one on the member that
+    /// answered, from the read's revision on (a failure to open leaves the periodic reads to
+    /// cover, as they cover a watch on a member that hangs).
     ///
     /// # Errors
     /// The failed read.
     pub async fn read(&mut self) -> Result<Seen, CallError> {
-        let (seen, revision) = self.candidates().await?;
+        let (seen, revision, member) = self.candidates().await?;
         if self.watch.is_none()
+            && Instant::now() >= self.reopen_at
             && let Some(rev) = revision
         {
             let options = WatchOptions::new().with_prefix().with_start_revision(rev + 1);
             let opened = bounded(
                 self.timeout,
                 "watching the election",
-                self.client.watch_client().watch(self.prefix.clone(), Some(options)),
+                self.cluster.client(member).watch_client().watch(self.prefix.clone(), Some(options)),
             )
             .await;
-            self.watch = opened.ok();
+            match opened {
+                Ok(stream) => self.watch = Some(stream),
+                Err(_) => self.ended(),
+            }
         }
         Ok(seen)
     }
 
-    /// Reads every candidate, lowest create revision first, and the revision of the read.
-    async fn candidates(&self) -> Result<(Seen, Option<i64>), CallError> {
+    /// Reads every candidate, lowest create revision first: what was seen, the revision of the
+    /// read and the member that answered.
+    async fn candidates(&self) -> Result<(Seen, Option<i64>, usize), CallError> {
         const WHAT: &str = "reading the election";
         let sent = Instant::now();
         let options =
             GetOptions::new().with_prefix().with_sort(SortTarget::Create, SortOrder::Ascend).with_limit(MAX_CANDIDATES);
-        let got = bounded(self.timeout, WHAT, self.client.kv_client().get(self.prefix.clone(), Some(options))).await?;
+        let (member, got) = self
+            .cluster
+            .any(self.timeout, WHAT, |c| {
+                let (prefix, options) = (self.prefix.clone(), options.clone());
+                async move { c.kv_client().get(prefix, Some(options)).await }
+            })
+            .await?;
         let revision = got.header().map(|h| h.revision()).filter(|r| *r > 0);
         let mut candidates: Vec<Candidate> = got
             .kvs()
@@ -351,7 +580,7 @@ impl Observer {
         // etcd sorts already; sorting again costs nothing and does not trust it to.
         candidates.sort_by_key(|c| c.rev);
         let complete = !got.more() && got.count() <= MAX_CANDIDATES;
-        Ok((Seen { candidates, complete, read_at: sent }, revision))
+        Ok((Seen { candidates, complete, read_at: sent }, revision, member))
     }
 
     /// Waits until the watch reports a change (`Ok`) or ends (`Err`, and the next
@@ -412,17 +641,17 @@ pub(crate) async fn read_once(cfg: &EtcdConfig) -> Result<Option<(LeaderInfo, Op
 }
 
 async fn read_once_from(cfg: &EtcdConfig) -> Result<Option<(LeaderInfo, Option<(i64, i64)>)>, CallError> {
-    let client = connect(cfg).await?;
-    let observer = Observer::new(client.clone(), &cfg.election_name(), cfg.request_timeout());
-    let (seen, _) = observer.candidates().await?;
+    let cluster = Cluster::connect(cfg).await?;
+    let observer = Observer::new(cluster.clone(), &cfg.election_name(), cfg.request_timeout());
+    let (seen, _, _) = observer.candidates().await?;
     let Some((first, leader)) = seen.first() else { return Ok(None) };
-    let ttl = bounded(
-        cfg.request_timeout(),
-        "reading the leader's lease",
-        client.lease_client().time_to_live(first.lease, None),
-    )
-    .await
-    .ok()
-    .map(|t| (t.granted_ttl(), t.ttl()));
+    let lease = first.lease;
+    let ttl = cluster
+        .any(cfg.request_timeout(), "reading the leader's lease", |c| async move {
+            c.lease_client().time_to_live(lease, None).await
+        })
+        .await
+        .ok()
+        .map(|(_, t)| (t.granted_ttl(), t.ttl()));
     Ok(Some((leader, ttl)))
 }

@@ -8,7 +8,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::LeaderInfo;
 use super::decide::{self, Seen};
-use super::etcd::{self, Observer};
+use super::etcd::{Cluster, Observer};
 use crate::backoff::Backoff;
 use crate::config::etcd::EtcdConfig;
 
@@ -84,8 +84,8 @@ async fn run(
 ) {
     let ttl = cfg.lease_ttl();
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
-    let client = loop {
-        match etcd::connect(&cfg).await {
+    let cluster = loop {
+        match Cluster::connect(&cfg).await {
             Ok(c) => break c,
             Err(e) => {
                 tracing::warn!(error = %e, "leader watch: etcd not answering; retrying");
@@ -96,7 +96,7 @@ async fn run(
             }
         }
     };
-    let mut observer = Observer::new(client, &cfg.election_name(), cfg.request_timeout());
+    let mut observer = Observer::new(cluster, &cfg.election_name(), cfg.request_timeout());
     let mut seen: Option<Seen> = None;
     let mut error = String::new();
     let mut refresh = tokio::time::interval(cfg.keepalive());
