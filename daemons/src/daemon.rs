@@ -122,6 +122,8 @@ struct Node {
     leader_watch: Option<Arc<crate::leader::LeaderWatch>>,
     /// The worker's exactly-once store (`/health` shows when it cannot be written).
     once: Option<Arc<crate::worker::once::OnceStore>>,
+    /// Each sets metrics read from a role's state, before every `/metrics` render.
+    scraped: Vec<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl Node {
@@ -169,6 +171,7 @@ fn build(live: &Live) -> Result<Node, Error> {
         election: None,
         leader_watch: None,
         once: None,
+        scraped: Vec::new(),
     };
 
     // Telemetry, first half: the outbox and the observer the worker's harness reports to.
@@ -176,9 +179,23 @@ fn build(live: &Live) -> Result<Node, Error> {
         if on(Role::Telemetry) { Some(crate::telemetry::Bridge::new(live.clone(), peers.clone())?) } else { None };
     let observer = bridge.as_ref().map(|(_, o)| o.clone() as Arc<dyn uni_wizard::Observer>);
     node.outbox = bridge.as_ref().map(|(b, _)| b.outbox());
+    if let Some(outbox) = node.outbox.clone() {
+        node.scraped.push(Box::new(move || {
+            if let Ok(st) = outbox.stats() {
+                metrics::gauge!("uw_telemetry_buffered").set(st.buffered as f64);
+                let age_ms = if st.oldest_ms > 0 { (crate::telemetry::now_ms() - st.oldest_ms).max(0) } else { 0 };
+                metrics::gauge!("uw_telemetry_oldest_unacked_seconds").set(age_ms as f64 / 1000.0);
+            }
+        }));
+    }
 
     // One audit chain per node: the worker and triage append to this one store.
     let audit = if on(Role::Worker) || on(Role::Triage) { Some(WorkerService::open_store(&config)?) } else { None };
+    if let Some(store) = audit.clone() {
+        node.scraped.push(Box::new(move || {
+            metrics::counter!("uw_audit_write_failures_total").absolute(store.write_failures());
+        }));
+    }
     // Its heads are anchored at Timmy by the telemetry role (Timmy's own at his own sink).
     let anchored = audit.clone();
     let worker = if let (true, Some(store)) = (on(Role::Worker), audit.clone()) {
@@ -206,6 +223,10 @@ fn build(live: &Live) -> Result<Node, Error> {
         }
         node.grpc(WorkerServer::new(w.clone()));
         node.once = Some(w.once());
+        let breakers = w.clone();
+        node.scraped.push(Box::new(move || {
+            metrics::gauge!("uw_worker_breakers_open").set(breakers.open_breakers().len() as f64);
+        }));
         Some(w)
     } else {
         None
@@ -391,7 +412,9 @@ async fn run(config: DaemonConfig, path: PathBuf) -> Result<(), Error> {
             v
         }) as serve::HealthFn
     };
-    let app = serve::http_app(metrics, health_view, stop_rx.clone(), http_auth, node.http);
+    let scraped = std::mem::take(&mut node.scraped);
+    let scrape: serve::ScrapeFn = Arc::new(move || scraped.iter().for_each(|set| set()));
+    let app = serve::http_app(metrics, scrape, health_view, stop_rx.clone(), http_auth, node.http);
     let http = tokio::spawn(serve::serve_http(http_listener, app, live.clone(), http_stop_rx));
     for task in node.tasks {
         task(stop_rx.clone());

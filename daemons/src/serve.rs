@@ -64,6 +64,14 @@ fn describe_metrics() {
     describe_counter!("uw_worker_calls_total", "Calls executed by this worker, by result (ok or the error code)");
     describe_histogram!("uw_worker_call_seconds", Unit::Seconds, "Time a worker call took, queueing excluded");
     describe_counter!("uw_worker_fenced_total", "Dispatches refused for a stale fencing token");
+    describe_gauge!(
+        "uw_worker_breakers_open",
+        "This worker's open circuit breakers (tool and target each), at the scrape"
+    );
+    describe_counter!(
+        "uw_audit_write_failures_total",
+        "Writes to this node's audit store that failed (E3008): records, writability probes, spent tokens"
+    );
     describe_counter!(
         "uw_worker_replayed_total",
         "Keyed calls answered with the first answer stored for their (submitter, key), nothing run"
@@ -157,9 +165,15 @@ pub fn reflection(
 /// What `/health` reports, refreshed by the daemon.
 pub type HealthFn = Arc<dyn Fn(bool) -> serde_json::Value + Send + Sync>;
 
+/// Sets the metrics read from state at scrape time (open breakers, the outbox's figures, audit
+/// write failures), just before `/metrics` renders: values that change with the clock or in a
+/// store, not at one place in the code.
+pub type ScrapeFn = Arc<dyn Fn() + Send + Sync>;
+
 #[derive(Clone)]
 struct HttpState {
     metrics: PrometheusHandle,
+    scrape: ScrapeFn,
     health: HealthFn,
     draining: watch::Receiver<bool>,
 }
@@ -173,16 +187,17 @@ pub struct HttpRoutes {
     pub guarded: axum::Router,
 }
 
-/// The HTTP side: `GET /metrics` (Prometheus text format) behind `auth`, `GET /health` (JSON;
-/// 503 while `draining`) open, and the roles' `routes`.
+/// The HTTP side: `GET /metrics` (Prometheus text format, after `scrape`) behind `auth`,
+/// `GET /health` (JSON; 503 while `draining`) open, and the roles' `routes`.
 pub fn http_app(
     metrics: PrometheusHandle,
+    scrape: ScrapeFn,
     health: HealthFn,
     draining: watch::Receiver<bool>,
     auth: HttpAuth,
     routes: Vec<HttpRoutes>,
 ) -> axum::Router {
-    let state = HttpState { metrics, health, draining };
+    let state = HttpState { metrics, scrape, health, draining };
     let mut guarded = axum::Router::new().route("/metrics", axum::routing::get(metrics_page)).with_state(state.clone());
     let mut open = axum::Router::new().route("/health", axum::routing::get(health_page)).with_state(state);
     for r in routes {
@@ -321,6 +336,9 @@ impl HttpAuth {
 }
 
 async fn metrics_page(State(s): State<HttpState>) -> impl IntoResponse {
+    // It reads SQLite stores: off the runtime's threads.
+    let scrape = s.scrape.clone();
+    let _ = tokio::task::spawn_blocking(move || scrape()).await;
     s.metrics.run_upkeep();
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render())
 }

@@ -559,6 +559,8 @@ pub struct AuditStore {
     anchor: Arc<tokio::sync::Notify>,
     /// Group commits made by this handle's writer.
     commits: Arc<std::sync::atomic::AtomicU64>,
+    /// Writes through this handle that failed (see [`AuditStore::write_failures`]).
+    failures: Arc<std::sync::atomic::AtomicU64>,
     /// `None` for a read-only store: its appends fail in the caller's thread.
     writer: Option<Mutex<Writer>>,
 }
@@ -637,19 +639,21 @@ impl AuditStore {
         }
         let conn = Arc::new(Mutex::new(conn));
         let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let anchor = Arc::new(tokio::sync::Notify::new());
         let writer = if read_only {
             None
         } else {
             let (queue, rx) = mpsc::channel::<Queued>();
             let (conn, at, counted, wake) = (conn.clone(), path.to_path_buf(), commits.clone(), anchor.clone());
+            let failed = failures.clone();
             let thread = std::thread::Builder::new()
                 .name("uw-audit-writer".into())
-                .spawn(move || write_batches(&at, &conn, &rx, &counted, &wake))
+                .spawn(move || write_batches(&at, &conn, &rx, (&counted, &failed), &wake))
                 .map_err(|e| unavailable(path, "cannot start the writer thread", e))?;
             Some(Mutex::new(Writer { queue: Some(queue), thread: Some(thread) }))
         };
-        Ok(AuditStore { path: path.to_path_buf(), conn, spent_chain: version >= 2, anchor, commits, writer })
+        Ok(AuditStore { path: path.to_path_buf(), conn, spent_chain: version >= 2, anchor, commits, failures, writer })
     }
 
     /// Notified after every committed Sovereign record and every spent token: whoever anchors
@@ -728,6 +732,21 @@ impl AuditStore {
         self.commits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Writes through this handle that failed with E3008: records not appended, failed
+    /// writability probes ([`ProvenanceLog::ready`]), spent tokens not recorded. The daemons
+    /// export it as `uw_audit_write_failures_total`.
+    pub fn write_failures(&self) -> u64 {
+        self.failures.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts a failed write (see [`AuditStore::write_failures`]) and passes its result on.
+    fn counted<T>(&self, r: Result<T>) -> Result<T> {
+        if matches!(&r, Err(e) if e.code == ErrorCode::ProvenanceUnavailable) {
+            self.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -741,7 +760,7 @@ impl AuditStore {
     fn enqueue(&self, record: Record, reply: Reply) {
         let Some(writer) = &self.writer else {
             let r = commit_batch(&self.path, &mut self.lock(), std::slice::from_ref(&record)).pop();
-            reply.send(r.unwrap_or_else(|| Err(unavailable(&self.path, "cannot append", "no result"))));
+            reply.send(self.counted(r.unwrap_or_else(|| Err(unavailable(&self.path, "cannot append", "no result")))));
             return;
         };
         let sent = {
@@ -752,7 +771,7 @@ impl AuditStore {
             }
         };
         if let Err(reply) = sent {
-            reply.send(Err(unavailable(&self.path, "cannot append", "the writer thread has stopped")));
+            reply.send(self.counted(Err(unavailable(&self.path, "cannot append", "the writer thread has stopped"))));
         }
     }
 
@@ -800,8 +819,10 @@ impl AuditStore {
             tx.commit()?;
             Ok(true)
         };
-        let spent = if self.spent_chain { spend(&mut conn) } else { Err(rusqlite::Error::InvalidQuery) }
-            .map_err(|e| unavailable(&self.path, "cannot record a used approval token", e))?;
+        let spent = self.counted(
+            if self.spent_chain { spend(&mut conn) } else { Err(rusqlite::Error::InvalidQuery) }
+                .map_err(|e| unavailable(&self.path, "cannot record a used approval token", e)),
+        )?;
         drop(conn);
         if !spent {
             return Err(Error::new(ErrorCode::ApprovalInvalid, "approval refused: this token was already used")
@@ -1002,15 +1023,17 @@ fn walk_spent(conn: &Connection) -> rusqlite::Result<Option<Broken>> {
     Ok(None)
 }
 
-/// The writer thread: one group commit per wake-up, until every sender is gone; wakes
-/// `anchor` after a commit that holds a Sovereign record.
+/// The writer thread: one group commit per wake-up, until every sender is gone; counts the
+/// commits and the records that failed (`counters`); wakes `anchor` after a commit that holds
+/// a Sovereign record.
 fn write_batches(
     path: &Path,
     conn: &Mutex<Connection>,
     rx: &mpsc::Receiver<Queued>,
-    commits: &std::sync::atomic::AtomicU64,
+    counters: (&std::sync::atomic::AtomicU64, &std::sync::atomic::AtomicU64),
     anchor: &tokio::sync::Notify,
 ) {
+    let (commits, failures) = counters;
     while let Ok(first) = rx.recv() {
         // The batch is taken once the connection is ours: whatever queued while it was busy
         // (a read, the previous commit's fsync) joins this commit.
@@ -1026,6 +1049,8 @@ fn write_batches(
         let results = commit_batch(path, &mut conn, &records);
         drop(conn);
         commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let failed = results.iter().filter(|r| r.is_err()).count() as u64;
+        failures.fetch_add(failed, std::sync::atomic::Ordering::Relaxed);
         if records.iter().zip(&results).any(|(r, res)| r.mode == crate::house::Mode::Sovereign && res.is_ok()) {
             anchor.notify_one();
         }
@@ -1129,7 +1154,7 @@ impl ProvenanceLog for AuditStore {
             tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', '1')", [])?;
             tx.rollback()
         };
-        probe(&mut conn).map_err(|e| unavailable(&self.path, "not writable", e))
+        self.counted(probe(&mut conn).map_err(|e| unavailable(&self.path, "not writable", e)))
     }
 
     fn get(&self, id: &str) -> Option<Record> {
@@ -1230,7 +1255,8 @@ mod tests {
     }
 
     /// Proves a record that cannot be inserted (a duplicate id) fails alone in its batch: the
-    /// records before and after it in the same commit are chained, with no gap in `seq`.
+    /// records before and after it in the same commit are chained, with no gap in `seq`, and
+    /// only the failed one counts as a write failure.
     #[tokio::test]
     async fn a_bad_record_fails_alone_in_its_batch() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1245,6 +1271,7 @@ mod tests {
         }
         assert_eq!(results, vec![Ok(2), Err(ErrorCode::ProvenanceUnavailable), Ok(3)]);
         assert_eq!(store.commits(), 2, "the three queued records went in one commit");
+        assert_eq!(store.write_failures(), 1, "one record failed");
         assert!(store.verify().expect("verify").ok());
     }
 
@@ -1281,7 +1308,8 @@ mod tests {
         assert!(broken.problem.contains("spent-token row removed"), "{}", broken.problem);
     }
 
-    /// Proves appends chain, survive a reopen, and a read-only handle refuses writes (E3008).
+    /// Proves appends chain, survive a reopen, and a read-only handle refuses writes (E3008),
+    /// each refusal counted as a write failure.
     #[test]
     fn appends_chain_and_read_only_refuses_writes() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1289,12 +1317,14 @@ mod tests {
         let store = AuditStore::open(&path).expect("open");
         assert_eq!(store.append(record("a")).ok(), Some(1));
         assert_eq!(store.append(record("b")).ok(), Some(2));
+        assert_eq!(store.write_failures(), 0);
         drop(store);
         let ro = AuditStore::open_read_only(&path).expect("open read-only");
         let v = ro.verify().expect("verify");
         assert!(v.ok() && v.records == 2, "{v:?}");
         assert_eq!(ro.ready().map_err(|e| e.code), Err(ErrorCode::ProvenanceUnavailable));
         assert_eq!(ro.append(record("c")).map_err(|e| e.code), Err(ErrorCode::ProvenanceUnavailable));
+        assert_eq!(ro.write_failures(), 2, "the failed probe and the failed append");
         assert_eq!(ro.get("b").map(|r| r.seq), Some(2));
     }
 }

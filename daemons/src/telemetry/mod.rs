@@ -89,6 +89,10 @@ pub fn describe_metrics() {
         "Telemetry events dropped because the outbox or its queue was full, by source"
     );
     describe_gauge!("uw_telemetry_buffered", "Telemetry events in this node's outbox, not yet acknowledged");
+    describe_gauge!(
+        "uw_telemetry_oldest_unacked_seconds",
+        "Age of the oldest event in this node's outbox not yet acknowledged by Timmy (0: none), at the scrape"
+    );
     describe_counter!("uw_telemetry_acked_total", "Telemetry events acknowledged by Timmy's sink");
     describe_gauge!("uw_telemetry_connected", "Whether this node's stream to Timmy is open (1) or not (0)");
     describe_counter!("uw_telemetry_reconnects_total", "Times this node's stream to Timmy was re-opened");
