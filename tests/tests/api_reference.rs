@@ -59,11 +59,7 @@ fn rpcs_of(text: &str) -> Vec<String> {
         .split_whitespace()
         .map(str::to_owned)
         .collect();
-    let package = tokens
-        .windows(2)
-        .find(|w| w[0] == "package")
-        .map(|w| w[1].clone())
-        .unwrap_or_default();
+    let package = tokens.windows(2).find(|w| w[0] == "package").map(|w| w[1].clone()).unwrap_or_default();
     let mut out = Vec::new();
     let mut service: Option<(String, usize)> = None;
     let mut depth = 0usize;

@@ -77,8 +77,7 @@ fn ends_command(token: &str) -> bool {
 
 /// The long flags `cmd` takes, `help` (and at the root `version`) included.
 fn long_flags(cmd: &clap::Command, root: bool) -> BTreeSet<String> {
-    let mut flags: BTreeSet<String> =
-        cmd.get_arguments().filter_map(|a| a.get_long()).map(str::to_owned).collect();
+    let mut flags: BTreeSet<String> = cmd.get_arguments().filter_map(|a| a.get_long()).map(str::to_owned).collect();
     flags.insert("help".into());
     if root {
         flags.insert("version".into());
@@ -200,7 +199,8 @@ fn every_command_line_in_the_docs_exists() {
 fn the_troubleshooting_table_covers_every_error_code() {
     let read = |p: &str| std::fs::read_to_string(workspace().join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
     let (errors, troubleshooting) = (read("docs/ERRORS.md"), read("docs/TROUBLESHOOTING.md"));
-    let codes: Vec<&str> = errors.lines().filter_map(|l| l.strip_prefix("## ")).filter(|c| c.starts_with('E')).collect();
+    let codes: Vec<&str> =
+        errors.lines().filter_map(|l| l.strip_prefix("## ")).filter(|c| c.starts_with('E')).collect();
     assert!(codes.len() > 30, "ERRORS.md's codes were found: {codes:?}");
     let missing: Vec<&&str> =
         codes.iter().filter(|c| !troubleshooting.lines().any(|l| l.starts_with(&format!("| {c} |")))).collect();
