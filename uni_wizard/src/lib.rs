@@ -66,3 +66,10 @@ pub use harness::{Execution, Harness, HarnessBuilder, Observer, Outcome, Request
 pub use house::{House, Mode};
 pub use intelligence::{Intelligence, IntelligenceConfig};
 pub use policy::HousePolicy;
+
+/// The examples of `docs/API_REFERENCE.md`, compiled and run as doctests: every `rust` block
+/// there is a test of this crate (`cargo test -p uni_wizard --doc`), so the reference cannot
+/// drift from the API it documents.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/API_REFERENCE.md")]
+pub struct ApiReferenceDoctests;
