@@ -299,11 +299,15 @@ impl FleetSpec {
     /// The inputs the flags give (`--spec` aside).
     fn from_flags(a: &InitArgs) -> Result<FleetSpec, Error> {
         let mut spec = FleetSpec { in_place: a.in_place, ..FleetSpec::default() };
-        for (house, endpoint) in
-            [(House::Timmy, &a.timmy), (House::Allegro, &a.allegro), (House::Ezra, &a.ezra), (House::Bezalel, &a.bezalel)]
-        {
+        for (house, endpoint) in [
+            (House::Timmy, &a.timmy),
+            (House::Allegro, &a.allegro),
+            (House::Ezra, &a.ezra),
+            (House::Bezalel, &a.bezalel),
+        ] {
             if let Some(endpoint) = endpoint {
-                let entry = HouseSpec { endpoint: endpoint.clone(), listen: None, http: None, node: None, sans: vec![] };
+                let entry =
+                    HouseSpec { endpoint: endpoint.clone(), listen: None, http: None, node: None, sans: vec![] };
                 spec.houses.insert(house, entry);
             }
         }
@@ -315,8 +319,8 @@ impl FleetSpec {
                 let bot_user = a.gitea_bot.clone().unwrap_or_else(default_bot);
                 spec.triage = Some(TriageSpec { gitea_url: url.clone(), repos: a.gitea_repos.clone(), bot_user });
             }
-            None if !a.gitea_repos.is_empty() || a.gitea_bot.is_some() || a.gitea_token_file.is_some() => {
-                return Err(bad_input("--gitea-url", "--gitea-repo, --gitea-bot and --gitea-token-file need --gitea-url"));
+            None if !a.gitea_repos.is_empty() || a.gitea_bot.is_some() => {
+                return Err(bad_input("--gitea-url", "--gitea-repo and --gitea-bot need --gitea-url"));
             }
             None => {}
         }
@@ -328,7 +332,8 @@ impl FleetSpec {
     /// # Errors
     /// E1005 naming the field (`houses.ezra.endpoint`, `etcd.endpoints`, ...).
     pub fn check(&self) -> Result<(), Error> {
-        let missing: Vec<&str> = House::ALL.iter().filter(|h| !self.houses.contains_key(h)).map(|h| h.as_str()).collect();
+        let missing: Vec<&str> =
+            House::ALL.iter().filter(|h| !self.houses.contains_key(h)).map(|h| h.as_str()).collect();
         if !missing.is_empty() {
             let flags: Vec<String> = missing.iter().map(|h| format!("--{h} HOST:PORT")).collect();
             return Err(bad_input(
@@ -396,9 +401,8 @@ impl FleetSpec {
                 return Err(bad_input("triage.repos", "name the repositories triage watches: --gitea-repo OWNER/NAME"));
             }
             let valid = |r: &str| {
-                r.split_once('/').is_some_and(|(o, n)| {
-                    uni_wizard::gitea::is_valid_name(o) && uni_wizard::gitea::is_valid_name(n)
-                })
+                r.split_once('/')
+                    .is_some_and(|(o, n)| uni_wizard::gitea::is_valid_name(o) && uni_wizard::gitea::is_valid_name(n))
             };
             if let Some(r) = t.repos.iter().find(|r| !valid(r)) {
                 return Err(bad_input("triage.repos", format!("`{r}` is not owner/name")));
@@ -547,7 +551,11 @@ impl Report {
 
 /// A secret file: read when it exists (never replaced), else made and written 0600. Returns
 /// its text and whether it was made now.
-fn secret(report: &mut Report, path: &Path, make: impl FnOnce() -> Result<String, Error>) -> Result<(String, bool), Error> {
+fn secret(
+    report: &mut Report,
+    path: &Path,
+    make: impl FnOnce() -> Result<String, Error>,
+) -> Result<(String, bool), Error> {
     let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| files::io_error("cannot read", p, e));
     if path.symlink_metadata().is_ok() {
         report.note(path, Action::Kept, SECRET);
@@ -592,7 +600,8 @@ fn cert_error(what: &str, e: impl std::fmt::Display) -> Error {
 /// Now, for certificate validity (a clock before 1970 reads as 1970).
 fn now() -> time::OffsetDateTime {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(0)).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(0))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
 fn ymd(t: time::OffsetDateTime) -> String {
@@ -626,7 +635,8 @@ impl Ca {
             p.distinguished_name = rcgen::DistinguishedName::new();
             p.distinguished_name.push(DnType::CommonName, "uni-wizard fleet CA");
             p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-            p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+            p.key_usages =
+                vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
             let start = now();
             p.not_before = start - time::Duration::hours(1);
             p.not_after = start + time::Duration::days(3650);
@@ -636,7 +646,11 @@ impl Ca {
             // the next run refuses to guess about rather than a certificate nothing can sign for.
             let key_pem = key.serialize_pem();
             if !files::write_new(&key_path, key_pem.as_bytes(), SECRET)? {
-                return Err(files::io_error("refusing to replace", &key_path, "another run made a CA at the same time"));
+                return Err(files::io_error(
+                    "refusing to replace",
+                    &key_path,
+                    "another run made a CA at the same time",
+                ));
             }
             report.note(&key_path, Action::Wrote, SECRET);
             files::replace(&cert_path, cert.pem().as_bytes(), PUBLIC)?;
@@ -654,13 +668,15 @@ impl Ca {
             )
             .with_details(json!({ "file": cert_path.display().to_string() })));
         }
-        let cert_pem = std::fs::read_to_string(&cert_path).map_err(|e| files::io_error("cannot read", &cert_path, e))?;
+        let cert_pem =
+            std::fs::read_to_string(&cert_path).map_err(|e| files::io_error("cannot read", &cert_path, e))?;
         report.note(&cert_path, Action::Kept, PUBLIC);
         if !has_key {
             return Ok(Ca { cert_pem, issuer: None, made: false });
         }
         let key_pem = std::fs::read_to_string(&key_path).map_err(|e| files::io_error("cannot read", &key_path, e))?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| cert_error(&format!("{} is no key", key_path.display()), e))?;
+        let key =
+            KeyPair::from_pem(&key_pem).map_err(|e| cert_error(&format!("{} is no key", key_path.display()), e))?;
         check_pair(&cert_pem, &key, &cert_path, &key_path)?;
         let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)
             .map_err(|e| cert_error(&format!("{} is no CA certificate", cert_path.display()), e))?;
@@ -725,7 +741,12 @@ impl Subject {
 
 /// Signs a certificate for `subject` with `key`, valid `days` from now: a node's carries its
 /// SANs and both TLS uses, the operator's is a client certificate only.
-fn issue(spec: &FleetSpec, subject: Subject, key: &KeyPair, issuer: &Issuer<'static, KeyPair>) -> Result<(String, String), Error> {
+fn issue(
+    spec: &FleetSpec,
+    subject: Subject,
+    key: &KeyPair,
+    issuer: &Issuer<'static, KeyPair>,
+) -> Result<(String, String), Error> {
     let mut p = CertificateParams::default();
     p.distinguished_name = rcgen::DistinguishedName::new();
     p.distinguished_name.push(DnType::CommonName, subject.name());
@@ -734,7 +755,9 @@ fn issue(spec: &FleetSpec, subject: Subject, key: &KeyPair, issuer: &Issuer<'sta
             for name in spec.houses.get(&h).map(HouseSpec::san_names).unwrap_or_default() {
                 let san = match name.parse::<IpAddr>() {
                     Ok(ip) => SanType::IpAddress(ip),
-                    Err(_) => SanType::DnsName(name.as_str().try_into().map_err(|e| cert_error(&format!("SAN `{name}`"), e))?),
+                    Err(_) => {
+                        SanType::DnsName(name.as_str().try_into().map_err(|e| cert_error(&format!("SAN `{name}`"), e))?)
+                    }
                 };
                 p.subject_alt_names.push(san);
             }
@@ -749,7 +772,9 @@ fn issue(spec: &FleetSpec, subject: Subject, key: &KeyPair, issuer: &Issuer<'sta
     p.not_before = start - time::Duration::hours(1);
     p.not_after = until;
     p.serial_number = Some(serial());
-    let cert = p.signed_by(key, issuer).map_err(|e| cert_error(&format!("cannot sign {}'s certificate", subject.name()), e))?;
+    let cert = p
+        .signed_by(key, issuer)
+        .map_err(|e| cert_error(&format!("cannot sign {}'s certificate", subject.name()), e))?;
     Ok((cert.pem(), ymd(until)))
 }
 
@@ -774,7 +799,8 @@ fn resolve(a: &InitArgs, layout: &Layout) -> Result<FleetSpec, Error> {
     spec.overlay(FleetSpec::from_flags(a)?);
     spec.check()?;
     if let Some(stored) = stored {
-        let (now, was) = (serde_json::to_value(&spec).unwrap_or_default(), serde_json::to_value(&stored).unwrap_or_default());
+        let (now, was) =
+            (serde_json::to_value(&spec).unwrap_or_default(), serde_json::to_value(&stored).unwrap_or_default());
         if let Some(field) = first_difference(&now, &was, "") {
             return Err(bad_input(
                 &field,
@@ -878,7 +904,10 @@ fn render_config(spec: &FleetSpec, layout: &Layout, house: House) -> String {
                 y.push_str(&format!("  {name}: {v}\n"));
             }
         }
-        y.push_str(&format!("  connect_timeout_ms: {}\n  request_timeout_ms: {}\n", e.connect_timeout_ms, e.request_timeout_ms));
+        y.push_str(&format!(
+            "  connect_timeout_ms: {}\n  request_timeout_ms: {}\n",
+            e.connect_timeout_ms, e.request_timeout_ms
+        ));
     }
     y
 }
@@ -930,6 +959,12 @@ fn init(a: &InitArgs) -> Result<i32, Error> {
     let spec = resolve(a, &layout)?;
     layout.in_place = spec.in_place;
     let gitea_token_file = layout.secrets().join("gitea.token");
+    if spec.triage.is_none() && a.gitea_token_file.is_some() {
+        return Err(bad_input(
+            "--gitea-token-file",
+            "is for Allegro's triage: give --gitea-url (or `triage:` in --spec)",
+        ));
+    }
     if spec.triage.is_some() && a.gitea_token_file.is_none() && !gitea_token_file.exists() {
         return Err(bad_input(
             "--gitea-token-file",
@@ -968,21 +1003,22 @@ fn init(a: &InitArgs) -> Result<i32, Error> {
         tokens_made |= made;
         tokens.insert(h, t.trim().to_owned());
     }
-    let (metrics, metrics_made) = secret(&mut report, &layout.secrets().join("metrics.token"), || Ok(format!("{}\n", new_token())))?;
+    let (metrics, metrics_made) =
+        secret(&mut report, &layout.secrets().join("metrics.token"), || Ok(format!("{}\n", new_token())))?;
     let gitea = match &spec.triage {
         Some(_) => {
             let (token, token_made) = secret(&mut report, &gitea_token_file, || {
                 let from = a.gitea_token_file.clone().unwrap_or_default();
-                let t = std::fs::read_to_string(&from).map_err(|e| {
-                    bad_input("--gitea-token-file", format!("cannot read {}: {e}", from.display()))
-                })?;
+                let t = std::fs::read_to_string(&from)
+                    .map_err(|e| bad_input("--gitea-token-file", format!("cannot read {}: {e}", from.display())))?;
                 if t.trim().is_empty() {
                     return Err(bad_input("--gitea-token-file", format!("{} is empty", from.display())));
                 }
                 Ok(format!("{}\n", t.trim()))
             })?;
-            let (hook, hook_made) =
-                secret(&mut report, &layout.secrets().join("gitea-webhook.secret"), || Ok(format!("{}\n", new_token())))?;
+            let (hook, hook_made) = secret(&mut report, &layout.secrets().join("gitea-webhook.secret"), || {
+                Ok(format!("{}\n", new_token()))
+            })?;
             Some((token, hook, token_made || hook_made))
         }
         None => None,
@@ -1055,7 +1091,11 @@ fn cert(a: &CertArgs) -> Result<i32, Error> {
     if !layout.spec().exists() {
         return Err(Error::new(
             ErrorCode::ConfigInvalid,
-            format!("{} is missing: {} is not a fleet directory (`uni-wizard fleet init --out DIR` makes one)", layout.spec().display(), out.display()),
+            format!(
+                "{} is missing: {} is not a fleet directory (`uni-wizard fleet init --out DIR` makes one)",
+                layout.spec().display(),
+                out.display()
+            ),
         )
         .with_details(json!({ "file": layout.spec().display().to_string() })));
     }
@@ -1127,7 +1167,9 @@ fn next_steps(spec: &FleetSpec, layout: &Layout) -> String {
             "install -m 0600 -o uni-wizard tls/node.key /etc/uni-wizard/tls/".to_owned(),
         ];
         if *h == House::Timmy {
-            files.push("install -m 0600 -o uni-wizard timmy.key /etc/uni-wizard/   # Timmy's signing key: Timmy only".into());
+            files.push(
+                "install -m 0600 -o uni-wizard timmy.key /etc/uni-wizard/   # Timmy's signing key: Timmy only".into(),
+            );
         }
         s.push_str(&format!(
             "{h} (endpoint {}; roles {}):\n  \
@@ -1188,7 +1230,13 @@ mod tests {
     fn spec() -> FleetSpec {
         let mut s = FleetSpec::default();
         for (i, h) in House::ALL.iter().enumerate() {
-            let entry = HouseSpec { endpoint: format!("10.0.0.{}:7401", i + 1), listen: None, http: None, node: None, sans: vec![] };
+            let entry = HouseSpec {
+                endpoint: format!("10.0.0.{}:7401", i + 1),
+                listen: None,
+                http: None,
+                node: None,
+                sans: vec![],
+            };
             s.houses.insert(*h, entry);
         }
         s.etcd = Some(EtcdConfig::new(vec!["http://10.0.0.1:2379".into()]));
@@ -1215,10 +1263,23 @@ mod tests {
             f(&mut s);
             field(&s.check().expect_err("refused"))
         };
-        assert_eq!(with(&|s| s.houses.get_mut(&House::Ezra).expect("ezra").endpoint = "nohost".into()), "houses.ezra.endpoint");
-        assert_eq!(with(&|s| s.houses.get_mut(&House::Ezra).expect("ezra").endpoint = "a_b:1".into()), "houses.ezra.endpoint");
-        assert_eq!(with(&|s| s.houses.get_mut(&House::Ezra).expect("ezra").endpoint = "10.0.0.1:7401".into()), "houses.timmy.endpoint");
-        assert_eq!(with(&|s| s.houses.get_mut(&House::Ezra).expect("ezra").sans = vec!["-x".into()]), "houses.ezra.sans");
+        assert_eq!(
+            with(&|s| s.houses.get_mut(&House::Ezra).expect("ezra").endpoint = "nohost".into()),
+            "houses.ezra.endpoint"
+        );
+        assert_eq!(
+            with(&|s| s.houses.get_mut(&House::Ezra).expect("ezra").endpoint = "a_b:1".into()),
+            "houses.ezra.endpoint"
+        );
+        assert_eq!(
+            with(&|s| s.houses.get_mut(&House::Ezra).expect("ezra").endpoint = "10.0.0.1:7401".into()),
+            "houses.ezra.endpoint",
+            "the second house with timmy's endpoint"
+        );
+        assert_eq!(
+            with(&|s| s.houses.get_mut(&House::Ezra).expect("ezra").sans = vec!["-x".into()]),
+            "houses.ezra.sans"
+        );
         assert_eq!(with(&|s| s.etcd = None), "etcd");
         assert_eq!(with(&|s| s.etcd = Some(EtcdConfig::new(vec!["https://e:2379".into()]))), "etcd.endpoints");
         let triage = TriageSpec { gitea_url: "https://git".into(), repos: vec![], bot_user: default_bot() };
@@ -1237,7 +1298,11 @@ mod tests {
     #[test]
     fn rendered_configs_are_valid_and_carry_their_lane() {
         let mut s = spec();
-        s.triage = Some(TriageSpec { gitea_url: "https://git.example".into(), repos: vec!["uni/fleet".into()], bot_user: default_bot() });
+        s.triage = Some(TriageSpec {
+            gitea_url: "https://git.example".into(),
+            repos: vec!["uni/fleet".into()],
+            bot_user: default_bot(),
+        });
         let layout = Layout { out: PathBuf::from("/tmp/fleet"), in_place: false };
         let vars: BTreeMap<String, String> = House::ALL
             .iter()
@@ -1262,15 +1327,23 @@ mod tests {
             assert_eq!(c.node_house(house.as_str()), Some(house), "its node name is bound to it");
         }
         let in_place = Layout { out: PathBuf::from("/tmp/fleet"), in_place: true };
-        let c = DaemonConfig::parse(&render_config(&s, &in_place, House::Ezra), "w", &|k| vars.get(k).cloned()).expect("valid");
+        let c = DaemonConfig::parse(&render_config(&s, &in_place, House::Ezra), "w", &|k| vars.get(k).cloned())
+            .expect("valid");
         assert_eq!(c.tls.expect("tls").ca, PathBuf::from("/tmp/fleet/ezra/etc/uni-wizard/tls/ca.pem"));
-        assert!(!s.triage.is_none() && !render_config(&s, &layout, House::Ezra).contains("triage:"));
+        assert!(render_config(&s, &layout, House::Allegro).contains("triage:"), "Allegro's lane has triage");
+        assert!(!render_config(&s, &layout, House::Ezra).contains("triage:"), "Ezra's has none");
     }
 
     /// Proves a node's certificate names its endpoint's host (IP or DNS) and its extra SANs once.
     #[test]
     fn sans_are_the_endpoint_host_and_the_extras() {
-        let h = HouseSpec { endpoint: "ezra.fleet:7403".into(), listen: None, http: None, node: None, sans: vec!["10.0.0.3".into(), "ezra.fleet".into()] };
+        let h = HouseSpec {
+            endpoint: "ezra.fleet:7403".into(),
+            listen: None,
+            http: None,
+            node: None,
+            sans: vec!["10.0.0.3".into(), "ezra.fleet".into()],
+        };
         assert_eq!(h.san_names(), vec!["ezra.fleet".to_owned(), "10.0.0.3".to_owned()]);
         assert_eq!(h.listen_grpc(), "0.0.0.0:7403".parse().expect("addr"), "a DNS endpoint listens on every address");
         assert_eq!(h.listen_http(), "0.0.0.0:7483".parse().expect("addr"));
@@ -1281,9 +1354,13 @@ mod tests {
     #[test]
     fn differences_are_named() {
         let (a, mut b) = (spec(), spec());
-        assert_eq!(first_difference(&serde_json::to_value(&a).expect("json"), &serde_json::to_value(&b).expect("json"), ""), None);
+        assert_eq!(
+            first_difference(&serde_json::to_value(&a).expect("json"), &serde_json::to_value(&b).expect("json"), ""),
+            None
+        );
         b.houses.get_mut(&House::Ezra).expect("ezra").endpoint = "10.9.9.9:1".into();
-        let d = first_difference(&serde_json::to_value(&a).expect("json"), &serde_json::to_value(&b).expect("json"), "");
+        let d =
+            first_difference(&serde_json::to_value(&a).expect("json"), &serde_json::to_value(&b).expect("json"), "");
         assert_eq!(d.as_deref(), Some("houses.ezra.endpoint"));
     }
 }
