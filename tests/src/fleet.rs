@@ -76,11 +76,43 @@ pub struct Node {
     pub metrics_token: String,
     /// The `RUST_LOG` filter it starts with (`info`; the lag bench adds its stage marks).
     pub rust_log: String,
+    /// More environment for the process (the variables of a node's env file).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
     log: Arc<Mutex<String>>,
 }
 
 impl Node {
+    /// A node run from files made elsewhere (`uni-wizard fleet init`), not started yet: its
+    /// config, its addresses, its state directory (also its `root`), its token, its scrape
+    /// token and the environment its config expands.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_files(
+        house: &str,
+        config: PathBuf,
+        grpc: String,
+        http: String,
+        home: PathBuf,
+        token: String,
+        metrics_token: String,
+        env: Vec<(String, String)>,
+    ) -> Node {
+        Node {
+            house: house.to_owned(),
+            grpc,
+            http,
+            config,
+            root: home.clone(),
+            home,
+            token,
+            metrics_token,
+            rust_log: "info".into(),
+            env,
+            child: None,
+            log: Arc::new(Mutex::new(String::new())),
+        }
+    }
+
     /// Starts (or restarts) the process and waits until `/health` answers.
     ///
     /// # Panics
@@ -91,6 +123,7 @@ impl Node {
             .arg("--config")
             .arg(&self.config)
             .env("RUST_LOG", &self.rust_log)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("NOTIFY_SOCKET")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -271,6 +304,7 @@ impl Fleet {
                     token: tokens[h].clone(),
                     metrics_token: metrics_token.clone(),
                     rust_log: "info".into(),
+                    env: Vec::new(),
                     child: None,
                     log: Arc::new(Mutex::new(String::new())),
                 },

@@ -29,6 +29,8 @@ use uni_wizard::tokens::{self, Claims, TokenApprover};
 use uni_wizard::tools::Registry;
 use uni_wizard::{Error, ErrorCode, House};
 
+use super::files;
+
 /// Flags of `uni-wizard keygen`.
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
@@ -194,14 +196,13 @@ pub fn keygen(a: &KeygenArgs) -> Result<i32, Error> {
         return Err(io_error(ErrorCode::ConfigInvalid, "refusing to replace", &key_path, "it exists (use --force)"));
     }
     let (secret, public) = tokens::key_files(&tokens::generate_key());
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(&key_path).map_err(|e| io_error(ErrorCode::HomeUnavailable, "cannot write", &key_path, e))?;
-    writeln!(f, "{secret}").map_err(|e| io_error(ErrorCode::HomeUnavailable, "cannot write", &key_path, e))?;
-    std::fs::write(&pub_path, format!("{public}\n"))
-        .map_err(|e| io_error(ErrorCode::HomeUnavailable, "cannot write", &pub_path, e))?;
+    let secret = format!("{secret}\n");
+    if a.force {
+        files::replace(&key_path, secret.as_bytes(), files::SECRET)?;
+    } else if !files::write_new(&key_path, secret.as_bytes(), files::SECRET)? {
+        return Err(io_error(ErrorCode::ConfigInvalid, "refusing to replace", &key_path, "it exists (use --force)"));
+    }
+    files::replace(&pub_path, format!("{public}\n").as_bytes(), files::PUBLIC)?;
     if a.json {
         println!(
             "{}",

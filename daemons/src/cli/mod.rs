@@ -29,6 +29,8 @@ use crate::wire;
 
 pub mod approve;
 pub mod audit;
+pub mod files;
+pub mod fleet;
 pub mod predict;
 pub mod remote;
 pub mod render;
@@ -64,6 +66,10 @@ pub enum Command {
     Approve(approve::ApproveArgs),
     /// Generate Timmy's ed25519 key pair (`timmy.key`, `timmy.pub`).
     Keygen(approve::KeygenArgs),
+    /// Set up a fleet: `init` makes the CA, certificates, tokens, Timmy's key and the four node
+    /// configs in one directory; `cert` issues one node's certificate again.
+    #[command(subcommand)]
+    Fleet(fleet::FleetCommand),
     /// Probe every house of a fleet: gRPC health and worker capacity.
     Health(remote::HealthArgs),
     /// Where a task submitted through the router is, and its result once finished.
@@ -192,6 +198,7 @@ impl Command {
             Command::Audit(c) => c.json(),
             Command::Approve(a) => a.json,
             Command::Keygen(a) => a.json,
+            Command::Fleet(c) => c.json(),
             Command::Health(a) => a.json,
             Command::Task(a) => a.json,
             Command::Triage(a) => a.json,
@@ -215,6 +222,7 @@ async fn execute(command: Command) -> Result<i32, Error> {
         Command::Audit(c) => audit::run(c).await,
         Command::Approve(a) => approve::approve(&a).await,
         Command::Keygen(a) => approve::keygen(&a),
+        Command::Fleet(c) => fleet::run(&c),
         Command::Task(a) => {
             remote::print_task(&remote::task(&a).await?, a.json);
             Ok(0)
