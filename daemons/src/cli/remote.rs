@@ -355,9 +355,7 @@ pub async fn leadership(config: &DaemonConfig) -> Led {
                 "lease_granted_s": seen.lease_granted_s, "lease_left_s": seen.lease_left_s,
                 "lease_age_s": seen.lease_granted_s.zip(seen.lease_left_s).map(|(g, left)| g - left),
             })),
-            None => Led::NoLeader(
-                "no router leads: no candidate in etcd (is any router running with `etcd:`?)".into(),
-            ),
+            None => Led::NoLeader("no router leads: no candidate in etcd (is any router running with `etcd:`?)".into()),
         },
     }
 }

@@ -311,14 +311,12 @@ impl Asker {
             telemetry,
         );
         let now = counters_of(&http, Instant::now());
-        let telemetry = telemetry.unwrap_or_else(|_| {
-            json!({ "ok": false, "sink": { "error": "E3001", "message": "no answer within 6 s" }, "nodes": [] })
-        });
-        let local_triage = if http.values().any(|n| n.triage.is_some()) {
-            None
-        } else {
-            Some(super::triage::status_at(&self.config.home(), 0))
-        };
+        let telemetry = telemetry.unwrap_or_else(
+            |_| json!({ "ok": false, "sink": { "error": "E3001", "message": "no answer within 6 s" }, "nodes": [] }),
+        );
+        let home = self.config.home();
+        let local_triage = (!http.values().any(|n| n.triage.is_some()) && home.join("triage.db").exists())
+            .then(|| super::triage::status_at(&home, 0));
         let v = document(&Sources {
             me: (self.config.house, self.config.node_name()),
             houses,
@@ -334,15 +332,16 @@ impl Asker {
     }
 }
 
-/// A reqwest error in one line, with its cause (connection refused, timed out).
+/// A reqwest error in a few words: its root cause (`Connection refused (os error 111)`).
 fn reqwest_reason(e: &reqwest::Error) -> String {
-    let mut s = if e.is_timeout() { "no answer in time".to_owned() } else { e.to_string() };
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        s = format!("{s}: {c}");
-        cause = c.source();
+    if e.is_timeout() {
+        return format!("no answer within {} s", HTTP.as_secs());
     }
-    s
+    let mut root: &dyn std::error::Error = e;
+    while let Some(c) = root.source() {
+        root = c;
+    }
+    if e.is_connect() { format!("cannot connect: {root}") } else { root.to_string() }
 }
 
 fn roles_of(health: &Value) -> Vec<&str> {
@@ -458,9 +457,8 @@ fn document(s: &Sources<'_>) -> Value {
     };
 
     let up = s.houses.iter().filter(|r| r["state"] == "up");
-    let (in_flight, queued) = up.fold((0, 0), |(f, q), r| {
-        (f + r["in_flight"].as_u64().unwrap_or(0), q + r["queued"].as_u64().unwrap_or(0))
-    });
+    let (in_flight, queued) =
+        up.fold((0, 0), |(f, q), r| (f + r["in_flight"].as_u64().unwrap_or(0), q + r["queued"].as_u64().unwrap_or(0)));
     let routers: Vec<House> = s
         .http
         .iter()
@@ -475,7 +473,8 @@ fn document(s: &Sources<'_>) -> Value {
             Some(Ok(text)) if is_router => {
                 finished.insert(h.to_string(), json!(metric_sum(text, "uw_router_tasks_total").unwrap_or(0.0)));
             }
-            Some(Err(why)) if is_router || n.health.is_none() || matches!(n.health, Some(Err(_))) => {
+            // A house whose /health failed too is shown down or unavailable in its own row.
+            Some(Err(why)) if is_router => {
                 counters_unavailable.insert(h.to_string(), json!(why));
             }
             _ => {}
@@ -529,10 +528,17 @@ fn telemetry_section(t: &Value, http: &BTreeMap<House, NodeHttp>) -> Value {
         let Some(stats) = h.get("telemetry").filter(|s| s.is_object()) else { continue };
         let name = h["node"].as_str().unwrap_or("");
         let i = nodes.iter().position(|r| r["node"] == name).unwrap_or_else(|| {
-            nodes.push(json!({ "node": name, "connected": false, "last_ack": null, "lag_ms": null }));
+            nodes.push(json!({ "node": name, "connected": null, "last_ack": null, "lag_ms": null }));
             nodes.len() - 1
         });
         let r = &mut nodes[i];
+        // Timmy lists a node once it sent something; until then the node's own gauge says.
+        if r["connected"] != true
+            && let Some(Ok(text)) = &n.metrics
+            && let Some(c) = metric_sum(text, "uw_telemetry_connected")
+        {
+            r["connected"] = json!(c >= 1.0);
+        }
         for (k, from) in [("buffered", "buffered"), ("dropped", "dropped"), ("max_buffered", "max_buffered")] {
             if r[k].is_null() {
                 r[k] = stats[from].clone();
@@ -546,7 +552,7 @@ fn telemetry_section(t: &Value, http: &BTreeMap<House, NodeHttp>) -> Value {
         .into_iter()
         .map(|r| {
             json!({
-                "node": r["node"], "connected": r["connected"] == true, "lag_ms": r["lag_ms"],
+                "node": r["node"], "connected": r["connected"].as_bool(), "lag_ms": r["lag_ms"],
                 "last_ack": r["last_ack"], "buffered": r["buffered"], "dropped": r["dropped"],
                 "write_error": r["write_error"],
             })
@@ -579,12 +585,14 @@ fn triage_section(http: &BTreeMap<House, NodeHttp>, local: Option<&Result<Value,
         }
     }
     match local {
-        Some(Ok(v)) => summary(v, "this node's triage.db".into()),
-        Some(Err(e)) if why.is_empty() => {
-            unavailable(format!("no reachable house runs the triage role, and {}", error_reason(e)))
-        }
-        _ => unavailable(why.join("; ")),
+        Some(Ok(v)) => return summary(v, "this node's triage.db".into()),
+        Some(Err(e)) => why.push(format!("this node's triage.db: {}", error_reason(e))),
+        None => {}
     }
+    if why.is_empty() {
+        why.push("no house whose /health answered runs the triage role".into());
+    }
+    unavailable(why.join("; "))
 }
 
 /// The screen: a few lines of at most about 100 columns (a longer one is clipped by the
@@ -627,8 +635,10 @@ pub fn render(v: &Value, every: Option<u64>) -> Vec<String> {
         _ => "-/s finished (no router's /metrics in both samples)".to_owned(),
     };
     out.push(format!(
-        "tasks     {} in flight, {} queued; {rate}, {} finished since the routers started",
-        t["in_flight"], t["queued"], t["finished_total"]
+        "tasks     {} in flight, {} queued; {rate}, {:.0} finished since the routers started",
+        t["in_flight"],
+        t["queued"],
+        t["finished_total"].as_f64().unwrap_or(0.0)
     ));
     if let Some(m) = t["counters_unavailable"].as_object().filter(|m| !m.is_empty()) {
         let list: Vec<String> = m.iter().map(|(h, why)| format!("{h}: {}", why.as_str().unwrap_or(""))).collect();
@@ -673,20 +683,25 @@ pub fn render(v: &Value, every: Option<u64>) -> Vec<String> {
                 .flatten()
                 .map(|d| d["component"].as_str().unwrap_or("").to_owned())
                 .collect();
-            if degraded.is_empty() { s(&http["status"]) } else { format!("{} ({})", s(&http["status"]), degraded.join(", ")) }
+            if degraded.is_empty() {
+                s(&http["status"])
+            } else {
+                format!("{} ({})", s(&http["status"]), degraded.join(", "))
+            }
         } else {
             format!("unavailable: {}", s(&http["reason"]))
         };
         if r["state"] == "up" {
+            let n = |k: &str| r[k].as_u64().unwrap_or(0);
             out.push(format!(
                 "{:<8} {:<5} {:>6.1}ms  {:<14} {:>9} {:>6} {:>4}  {http}",
                 s(&r["house"]),
                 "up",
                 r["latency_ms"].as_f64().unwrap_or(0.0),
                 s(&r["node"]),
-                r["in_flight"],
-                r["queued"],
-                r["max_concurrency"]
+                n("in_flight"),
+                n("queued"),
+                n("max_concurrency")
             ));
         } else {
             out.push(format!("{:<8} {:<5} {:>8}  {}", s(&r["house"]), "DOWN", "-", s(&r["error"])));
@@ -705,7 +720,11 @@ pub fn render(v: &Value, every: Option<u64>) -> Vec<String> {
         let mut line = format!(
             "{:<20} {:<9} {:>8} {:>9} {:>8}",
             s(&r["node"]),
-            if r["connected"] == true { "yes" } else { "no" },
+            match r["connected"].as_bool() {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "-",
+            },
             lag,
             shown(&r["buffered"]),
             shown(&r["dropped"])
