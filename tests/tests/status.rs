@@ -62,7 +62,8 @@ fn house<'a>(v: &'a Value, h: &str) -> &'a Value {
 /// Proves the status screen and its JSON: with the fleet up, exit 0, the leader etcd shows
 /// with its term, every house up with a latency and its /health, the task just run counted,
 /// a rate over a window of about a second, Timmy's approvals (none), every node's telemetry
-/// row; with Bezalel killed, exit 4 and Bezalel DOWN with the reason, the rest up; with etcd
+/// row; `--watch --json` prints a line per refresh, counts tasks run between two refreshes
+/// in its rate, and exits 0 on SIGTERM; with Bezalel killed, exit 4 and Bezalel DOWN with the reason, the rest up; with etcd
 /// gone, exit 4 and `leader NONE` with etcd's error; each run within 15 s.
 #[test]
 fn status_shows_the_fleet_up_a_house_down_and_no_leader() {
@@ -129,6 +130,51 @@ fn status_shows_the_fleet_up_a_house_down_and_no_leader() {
         assert!(screen.lines().any(|l| l.starts_with(&format!("{h:<8} up "))), "{h}: {screen}");
     }
     assert!(screen.contains("approvals none waiting at Timmy"), "{screen}");
+
+    // `--watch --json`: one object per line per refresh; tasks run between two refreshes show
+    // in the rate; SIGTERM ends it with exit 0.
+    let mut watch = Command::new(bin("uni-wizard"))
+        .env("UNI_WIZARD_HOME", fleet.dir.path().join("cli-home"))
+        .args(["status", "--watch", "--json", "--interval", "1", "--config"])
+        .arg(&fleet.nodes["timmy"].config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("status --watch runs");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(watch.stdout.take().expect("piped")));
+    let mut next = || -> Value {
+        let line = lines.next().and_then(Result::ok).unwrap_or_default();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not one JSON object a line ({e}): {line}"))
+    };
+    assert_eq!(next()["ok"], true);
+    for _ in 0..3 {
+        let ran = Command::new(bin("uni-wizard"))
+            .env("UNI_WIZARD_HOME", fleet.dir.path().join("cli-home"))
+            .env("UNI_WIZARD_TOKEN", &fleet.nodes["ezra"].token)
+            .args(["test", "--json", "--router", &routers, "--house", "ezra", "--tool", "file_read"])
+            .args(["--arg", "path=hello.txt"])
+            .output()
+            .expect("test runs");
+        assert!(ran.status.success(), "{}", text(&ran));
+    }
+    // Bounded: the tasks fall into the next refresh's window or the one after.
+    let rated = (0..3).map(|_| next()).find(|v| v["tasks"]["per_second"].as_f64().is_some_and(|r| r > 0.0));
+    let rated = rated.expect("a refresh after the tasks shows a rate above 0");
+    assert!(rated["tasks"]["finished_total"].as_f64().is_some_and(|n| n >= 2.0), "{rated}");
+    let _ = Command::new("kill").arg("-TERM").arg(watch.id().to_string()).status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exited = loop {
+        if let Ok(Some(status)) = watch.try_wait() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = watch.kill();
+            let _ = watch.wait();
+            panic!("status --watch did not exit within 10 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(exited.code(), Some(0), "SIGTERM ends --watch cleanly");
 
     // One house down: shown down with the reason, exit 4; the rest and the leader stay.
     fleet.node("bezalel").kill();

@@ -260,7 +260,8 @@ impl Asker {
             ));
         }
         // `/health` answers 503 with its JSON while draining: still an answer.
-        if !status.is_success() && !(path == "/health" && status == reqwest::StatusCode::SERVICE_UNAVAILABLE) {
+        let draining = path == "/health" && status == reqwest::StatusCode::SERVICE_UNAVAILABLE;
+        if !(status.is_success() || draining) {
             return Err(format!("GET {path}: HTTP {}", status.as_u16()));
         }
         Ok(body)

@@ -56,7 +56,7 @@ pub async fn status(a: &TelemetryArgs) -> Result<Value, Error> {
 /// `/health` within 2 s.
 pub async fn status_of(config: &DaemonConfig) -> Value {
     let me = config.node_name();
-    let path = telemetry::outbox_path(&config);
+    let path = telemetry::outbox_path(config);
     let local = if path.exists() { outbox::read_stats(&path, &me, config.telemetry.max_buffered).ok() } else { None };
     let sink = query_sink(config).await;
     let mut rows: Vec<Value> = Vec::new();
