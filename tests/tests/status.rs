@@ -299,3 +299,29 @@ fn watch_redraws_in_place_without_scrolling() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Proves the triage line comes from the triage house's `/triage/status` (Allegro's, with the
+/// scrape token), and that a source this house may not read shows as unavailable with the
+/// reason without failing the screen: asked as Ezra in a fleet without Timmy, approvals are
+/// unavailable and the exit is still 0 (every house up, no etcd).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triage_is_read_from_the_triage_house_and_unreadable_sources_say_why() {
+    let server = uni_wizard_tests::gitea_server::GiteaServer::start().await;
+    let fleet = tokio::task::block_in_place(|| uni_wizard_tests::webhooks::start_triage_fleet(&server, 3_600_000));
+    let o = tokio::task::block_in_place(|| {
+        Command::new(bin("uni-wizard"))
+            .env("UNI_WIZARD_HOME", fleet.dir.path().join("cli-home"))
+            .args(["status", "--json", "--config"])
+            .arg(&fleet.nodes["ezra"].config)
+            .output()
+            .expect("uni-wizard runs")
+    });
+    let v = json_stdout(&o);
+    assert_eq!((o.status.code(), v["ok"].clone()), (Some(0), true.into()), "{v}");
+    let t = &v["triage"];
+    assert_eq!((t["available"].clone(), t["source"].clone()), (true.into(), "allegro /triage/status".into()), "{v}");
+    assert!(t["queued"].is_u64() && t["issues_triaged"].is_u64(), "{v}");
+    assert_eq!(v["approvals"]["available"], false, "{v}");
+    assert!(v["approvals"]["reason"].as_str().is_some_and(|r| r.starts_with('E')), "{v}");
+    assert_eq!(v["leadership"]["etcd"], false, "{v}");
+}
