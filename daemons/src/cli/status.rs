@@ -112,8 +112,8 @@ struct NodeHttp {
 /// E4001 for an unusable config (exit 64).
 pub async fn run(a: &StatusArgs) -> Result<i32, Error> {
     let asker = Asker::new(DaemonConfig::load(&a.config)?)?;
-    let mut prev = asker.counters().await;
     if !a.watch {
+        let prev = asker.counters().await;
         tokio::time::sleep_until(prev.at + RATE_WINDOW).await;
         let (v, _) = asker.gather(&prev).await;
         let mut out = std::io::stdout().lock();
@@ -122,16 +122,37 @@ pub async fn run(a: &StatusArgs) -> Result<i32, Error> {
     }
     let redraw = !a.json && std::io::stdout().is_terminal();
     let interval = Duration::from_secs(a.interval);
+    // Installed first, kept for the whole run: a signal that comes while the fleet is being
+    // asked is held until it is waited for, and ends the run at once.
     let mut stop = Stop::install();
     if redraw {
         print_flush(WATCH_START);
     }
+    watch(&asker, a, interval, redraw, &mut stop).await;
+    if redraw {
+        print_flush(WATCH_END);
+    }
+    Ok(0)
+}
+
+/// The `--watch` loop, until a signal: one refresh every `interval` (at least a second, at
+/// most an hour: clap checks), each ended early by a signal.
+async fn watch(asker: &Asker, a: &StatusArgs, interval: Duration, redraw: bool, stop: &mut Stop) {
+    let mut prev = tokio::select! {
+        c = asker.counters() => c,
+        () = stop.wait() => return,
+    };
+    tokio::select! {
+        () = tokio::time::sleep_until(prev.at + RATE_WINDOW.min(interval)) => {}
+        () = stop.wait() => return,
+    }
     let mut first = true;
-    // At least one refresh a second, at most one an hour (clap checks): bounded by the signal.
-    tokio::time::sleep_until(prev.at + RATE_WINDOW.min(interval)).await;
     loop {
         let started = Instant::now();
-        let (v, now) = asker.gather(&prev).await;
+        let (v, now) = tokio::select! {
+            g = asker.gather(&prev) => g,
+            () = stop.wait() => return,
+        };
         prev = now;
         if a.json {
             print_flush(&format!("{v}\n"));
@@ -143,13 +164,9 @@ pub async fn run(a: &StatusArgs) -> Result<i32, Error> {
         first = false;
         tokio::select! {
             () = tokio::time::sleep_until(started + interval) => {}
-            () = stop.wait() => break,
+            () = stop.wait() => return,
         }
     }
-    if redraw {
-        print_flush(WATCH_END);
-    }
-    Ok(0)
 }
 
 /// Entering `--watch` on a terminal: line wrap off (a long line is clipped, never wrapped
@@ -181,8 +198,10 @@ fn print_flush(s: &str) {
     let _ = out.flush();
 }
 
-/// Ctrl-C, SIGTERM or SIGHUP (a closed terminal, `tmux kill-session`).
+/// Ctrl-C (SIGINT), SIGTERM or SIGHUP (a closed terminal, `tmux kill-session`), each caught
+/// from [`Stop::install`] on and held until [`Stop::wait`] sees it.
 struct Stop {
+    int: Option<tokio::signal::unix::Signal>,
     term: Option<tokio::signal::unix::Signal>,
     hup: Option<tokio::signal::unix::Signal>,
 }
@@ -190,7 +209,11 @@ struct Stop {
 impl Stop {
     fn install() -> Stop {
         use tokio::signal::unix::{SignalKind, signal};
-        Stop { term: signal(SignalKind::terminate()).ok(), hup: signal(SignalKind::hangup()).ok() }
+        Stop {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
+            hup: signal(SignalKind::hangup()).ok(),
+        }
     }
 
     async fn wait(&mut self) {
@@ -203,7 +226,7 @@ impl Stop {
             }
         }
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            () = on(&mut self.int) => {}
             () = on(&mut self.term) => {}
             () = on(&mut self.hup) => {}
         }
