@@ -797,6 +797,52 @@ mod tests {
         assert_eq!(rate(&now, &now), None, "no time passed");
     }
 
+    /// Proves a node Timmy has not listed gets a row from its own `/health` (buffered, dropped,
+    /// a write error) with `connected` from its own gauge, and a node Timmy lists keeps Timmy's
+    /// view with its buffered filled in.
+    #[test]
+    fn telemetry_rows_join_timmys_view_and_each_nodes_own() {
+        let health = |node: &str, buffered: u64| {
+            json!({"node": node, "roles": ["worker", "telemetry"],
+                   "telemetry": {"buffered": buffered, "dropped": 1, "max_buffered": 9, "write_error": {"reason": "disk full"}}})
+        };
+        let http: BTreeMap<House, NodeHttp> = [
+            (
+                House::Ezra,
+                NodeHttp {
+                    health: Some(Ok(health("ezra-node", 3))),
+                    metrics: Some(Ok("uw_telemetry_connected 1\n".into())),
+                    triage: None,
+                },
+            ),
+            (
+                House::Bezalel,
+                NodeHttp {
+                    health: Some(Ok(health("bezalel-node", 7))),
+                    metrics: Some(Ok("uw_telemetry_connected 0\n".into())),
+                    triage: None,
+                },
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let sink = json!({"ok": true, "nodes": [
+            {"node": "ezra-node", "connected": true, "lag_ms": 12, "last_ack": 5, "buffered": null, "dropped": null}]});
+        let t = telemetry_section(&sink, &http);
+        let row = |n: &str| t["nodes"].as_array().and_then(|a| a.iter().find(|r| r["node"] == n)).cloned();
+        let ezra = row("ezra-node").expect("ezra");
+        assert_eq!(
+            (ezra["connected"].clone(), ezra["lag_ms"].clone(), ezra["buffered"].clone()),
+            (json!(true), json!(12), json!(3))
+        );
+        let bezalel = row("bezalel-node").expect("bezalel from its /health");
+        assert_eq!((bezalel["connected"].clone(), bezalel["buffered"].clone()), (json!(false), json!(7)));
+        assert_eq!(bezalel["write_error"], "disk full");
+        let down =
+            telemetry_section(&json!({"ok": false, "sink": {"error": "E3001", "message": "late"}}), &BTreeMap::new());
+        assert_eq!(down["sink"], json!({"available": false, "reason": "E3001 late"}));
+    }
+
     /// Proves a redraw goes home, clears each line's rest and what is below the last line,
     /// and never clears the whole screen or ends in a newline (either would scroll).
     #[test]
