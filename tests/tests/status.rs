@@ -212,15 +212,16 @@ fn status_shows_the_fleet_up_a_house_down_and_no_leader() {
     assert!(screen.contains("leader    NONE: etcd: "), "{screen}");
 }
 
-/// A tmux server of the test's own (`-L`), killed on drop.
+/// A tmux server of the test's own (`-S`, its socket in the fleet's temp dir, so nothing is
+/// left behind), killed on drop.
 struct Tmux {
-    socket: String,
+    socket: std::path::PathBuf,
 }
 
 impl Tmux {
     fn cmd(&self) -> Command {
         let mut c = Command::new("tmux");
-        c.args(["-L", &self.socket]);
+        c.arg("-S").arg(&self.socket);
         c
     }
 
@@ -255,7 +256,7 @@ fn watch_redraws_in_place_without_scrolling() {
         return;
     }
     let fleet = Fleet::start(&HOUSES, &|_: &str| String::new());
-    let tmux = Tmux { socket: format!("uw-status-{}", std::process::id()) };
+    let tmux = Tmux { socket: fleet.dir.path().join("tmux.sock") };
     let command = format!(
         "env UNI_WIZARD_HOME={} {} status --watch --interval 1 --config {}",
         fleet.dir.path().join("cli-home").display(),
