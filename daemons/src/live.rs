@@ -194,6 +194,7 @@ mod tests {
         ("houses.*.role", |c| ezra(c).role = "scribe".into()),
         ("houses.*.priority", |c| ezra(c).priority += 1),
         ("houses.*.nodes", |c| ezra(c).nodes = Some(vec!["ezra-2".into()])),
+        ("houses.*.http_endpoint", |c| ezra(c).http_endpoint = Some("127.0.0.1:7999".into())),
         ("router.routes.*", |c| {
             c.router.routes.insert("git".into(), vec![House::Timmy]);
         }),

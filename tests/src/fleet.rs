@@ -2,7 +2,8 @@
 //!
 //! [`Fleet::start`] writes one config per house into a temp dir (ports picked free on
 //! 127.0.0.1, tokens random, each house its own state directory and file root, one scrape
-//! token for every node's `/metrics` and `/triage/status`), starts each
+//! token for every node's `/metrics` and `/triage/status`; every house's `http_endpoint` set,
+//! so `uni-wizard status` reads every node), starts each
 //! house as its own process, and waits (bounded) until every one answers `/health`. Dropping
 //! the fleet kills every process it started; [`Node::kill`] and [`Node::start`] stop and start
 //! one. Nothing here mocks a daemon: the processes are the binaries an operator runs.
@@ -259,8 +260,9 @@ impl Fleet {
         let mut fleet_yaml = String::from("houses:\n");
         for (i, h) in houses.iter().enumerate() {
             fleet_yaml.push_str(&format!(
-                "  {h}: {{endpoint: \"127.0.0.1:{}\", auth_token: \"{}\", role: {h}, priority: {}}}\n",
+                "  {h}: {{endpoint: \"127.0.0.1:{}\", http_endpoint: \"127.0.0.1:{}\", auth_token: \"{}\", role: {h}, priority: {}}}\n",
                 ports[h].0,
+                ports[h].1,
                 tokens[h],
                 i + 1
             ));

@@ -34,6 +34,7 @@ pub mod fleet;
 pub mod predict;
 pub mod remote;
 pub mod render;
+pub mod status;
 pub mod telemetry;
 pub mod triage;
 
@@ -72,6 +73,9 @@ pub enum Command {
     Fleet(fleet::FleetCommand),
     /// Probe every house of a fleet: gRPC health and worker capacity.
     Health(remote::HealthArgs),
+    /// One screen of the whole fleet: houses, leader, tasks, approvals, telemetry, triage
+    /// (`--json` for scripts, `--watch` to refresh in place).
+    Status(status::StatusArgs),
     /// Where a task submitted through the router is, and its result once finished.
     Task(remote::TaskArgs),
     /// What the Gitea triage daemon has done (`--status`), from its `triage.db`.
@@ -200,6 +204,7 @@ impl Command {
             Command::Keygen(a) => a.json,
             Command::Fleet(c) => c.json(),
             Command::Health(a) => a.json,
+            Command::Status(a) => a.json,
             Command::Task(a) => a.json,
             Command::Triage(a) => a.json,
             Command::Telemetry(a) => a.json,
@@ -234,6 +239,8 @@ async fn execute(command: Command) -> Result<i32, Error> {
             remote::print_health(&v, a.json);
             Ok(if all_up { 0 } else { 4 })
         }
+        // 0 when every house is up and a router leads, else 4 (cli/status.rs).
+        Command::Status(a) => status::run(&a).await,
         Command::Telemetry(a) => {
             let v = telemetry::status(&a).await?;
             telemetry::print_status(&v, a.json);

@@ -291,50 +291,73 @@ pub struct HealthArgs {
 /// house serves, 4 when any does not.
 pub async fn health(a: &HealthArgs) -> Result<(Value, bool), Error> {
     let config = DaemonConfig::load(&a.config)?;
-    let live = crate::live::Live::new(config.clone());
-    let peers = crate::peers::Peers::new(live)?;
-    let mut rows = Vec::new();
-    let mut all_up = true;
-    for (house, entry) in &config.houses {
+    let peers = crate::peers::Peers::new(crate::live::Live::new(config.clone()))?;
+    let rows = probe_houses(&config, &peers, Duration::from_secs(2)).await;
+    let mut all_up = rows.iter().all(|r| r["state"] == "up");
+    let mut v = json!({ "ok": all_up, "houses": rows });
+    match leadership(&config).await {
+        Led::NoEtcd => {}
+        Led::Leader(l) => v["leadership"] = l,
+        Led::NoLeader(why) | Led::Unreadable(why) => {
+            all_up = false;
+            v["leadership"] = json!({ "error": why });
+        }
+    }
+    v["ok"] = json!(all_up);
+    Ok((v, all_up))
+}
+
+/// Probes every house of `config` at once (gRPC health, then worker capacity), each within
+/// `timeout`: one row per house, in the order of `houses:`, `state` `up` (with `latency_ms`,
+/// `node`, `max_concurrency`, `in_flight`, `queued`, `healthy_tools`) or `down` (with `error`).
+pub async fn probe_houses(config: &DaemonConfig, peers: &crate::peers::Peers, timeout: Duration) -> Vec<Value> {
+    let probes = config.houses.iter().map(|(house, entry)| async move {
         let started = std::time::Instant::now();
-        let probe = crate::health::probe(&peers, *house, Duration::from_secs(2)).await;
+        let probe = crate::health::probe(peers, *house, timeout).await;
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        let row = match probe {
+        match probe {
             Ok(c) => json!({
                 "house": house, "endpoint": entry.endpoint, "state": "up", "latency_ms": (ms * 10.0).round() / 10.0,
                 "node": c.node, "max_concurrency": c.max_concurrency, "in_flight": c.in_flight, "queued": c.queued,
                 "healthy_tools": c.healthy_tools.len(),
             }),
-            Err(why) => {
-                all_up = false;
-                json!({ "house": house, "endpoint": entry.endpoint, "state": "down", "error": why })
-            }
-        };
-        rows.push(row);
+            Err(why) => json!({ "house": house, "endpoint": entry.endpoint, "state": "down", "error": why }),
+        }
+    });
+    futures::future::join_all(probes).await
+}
+
+/// Who leads, read once from etcd itself (not from any router's word).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Led {
+    /// The config has no `etcd:`: a single router, nothing to elect.
+    NoEtcd,
+    /// A router leads: `leader_house`, `leader_node`, `leader_endpoint`, `term`,
+    /// `lease_granted_s`, `lease_left_s`, `lease_age_s`.
+    Leader(Value),
+    /// etcd answered and no router leads; why, in one sentence.
+    NoLeader(String),
+    /// etcd could not be read (unreachable, quorum lost); why, in one line.
+    Unreadable(String),
+}
+
+/// Reads the election of `config`'s `etcd:` once (bounded by the etcd section's request
+/// timeout, and by 5 s here besides).
+pub async fn leadership(config: &DaemonConfig) -> Led {
+    let Some(etcd) = &config.etcd else { return Led::NoEtcd };
+    let read = tokio::time::timeout(Duration::from_secs(5), crate::leader::observe_once(etcd)).await;
+    match read {
+        Err(_) => Led::Unreadable("etcd: no answer within 5 s".into()),
+        Ok(Err(why)) => Led::Unreadable(format!("etcd: {why}")),
+        Ok(Ok(seen)) => match seen.leader {
+            Some(l) => Led::Leader(json!({
+                "leader_house": l.house, "leader_node": l.node, "leader_endpoint": l.endpoint, "term": l.term,
+                "lease_granted_s": seen.lease_granted_s, "lease_left_s": seen.lease_left_s,
+                "lease_age_s": seen.lease_granted_s.zip(seen.lease_left_s).map(|(g, left)| g - left),
+            })),
+            None => Led::NoLeader("no router leads: no candidate in etcd (is any router running with `etcd:`?)".into()),
+        },
     }
-    let mut v = json!({ "ok": all_up, "houses": rows });
-    // With etcd, who leads: read from etcd itself, not from any router's word.
-    if let Some(etcd) = &config.etcd {
-        v["leadership"] = match crate::leader::observe_once(etcd).await {
-            Ok(seen) => match seen.leader {
-                Some(l) => json!({
-                    "leader_house": l.house, "leader_node": l.node, "leader_endpoint": l.endpoint, "term": l.term,
-                    "lease_granted_s": seen.lease_granted_s, "lease_left_s": seen.lease_left_s,
-                    "lease_age_s": seen.lease_granted_s.zip(seen.lease_left_s).map(|(g, left)| g - left),
-                }),
-                None => {
-                    all_up = false;
-                    json!({ "error": "no router leads: no candidate in etcd (is any router running with `etcd:`?)" })
-                }
-            },
-            Err(why) => {
-                all_up = false;
-                json!({ "error": format!("etcd: {why}") })
-            }
-        };
-        v["ok"] = json!(all_up);
-    }
-    Ok((v, all_up))
 }
 
 /// Prints `health`.
@@ -388,7 +411,14 @@ pub fn print_health(v: &Value, as_json: bool) {
 /// # Errors
 /// The service's refusal (E5003 unless authenticated as Timmy).
 pub async fn pending(connect: &Connect, addr: &str) -> Result<Value, Error> {
-    let mut client = SovereignClient::new(connect.open(addr, House::Timmy)?);
+    pending_at(SovereignClient::new(connect.open(addr, House::Timmy)?)).await
+}
+
+/// The pending approvals `client` (authenticated as Timmy) lists: `{ok, pending: [...]}`.
+///
+/// # Errors
+/// The service's refusal (E5003 unless authenticated as Timmy).
+pub async fn pending_at(mut client: SovereignClient<Authed>) -> Result<Value, Error> {
     let list = client.list_pending(ListPendingRequest {}).await.map_err(|s| wire::error_from_status(&s))?.into_inner();
     let rows: Vec<Value> = list
         .pending

@@ -48,11 +48,17 @@ pub struct HookArgs {
 /// # Errors
 /// E4001 for an invalid config.
 pub async fn status(a: &TelemetryArgs) -> Result<Value, Error> {
-    let config = DaemonConfig::load(&a.config)?;
+    Ok(status_of(&DaemonConfig::load(&a.config)?).await)
+}
+
+/// The status document of [`status`] for the node `config` describes (`uni-wizard status`
+/// shares it): Timmy asked within 3 s, this node's outbox read from disk, its daemon's
+/// `/health` within 2 s.
+pub async fn status_of(config: &DaemonConfig) -> Value {
     let me = config.node_name();
-    let path = telemetry::outbox_path(&config);
+    let path = telemetry::outbox_path(config);
     let local = if path.exists() { outbox::read_stats(&path, &me, config.telemetry.max_buffered).ok() } else { None };
-    let sink = query_sink(&config).await;
+    let sink = query_sink(config).await;
     let mut rows: Vec<Value> = Vec::new();
     let sink_nodes = sink.as_ref().map(|r| r.nodes.clone()).unwrap_or_default();
     for n in &sink_nodes {
@@ -81,13 +87,13 @@ pub async fn status(a: &TelemetryArgs) -> Result<Value, Error> {
         r["oldest_unacked_age_ms"] =
             json!(if s.oldest_ms > 0 { (telemetry::now_ms() - s.oldest_ms).max(0) } else { 0 });
         // Only the daemon that writes knows whether its writes fail: its `/health` says.
-        r["write_error"] = local_write_error(&config).await;
+        r["write_error"] = local_write_error(config).await;
     }
     let (ok, sink_state) = match &sink {
         Ok(_) => (true, json!("reachable")),
         Err(e) => (false, json!({ "error": e.code.as_str(), "message": e.message })),
     };
-    Ok(json!({ "ok": ok, "node": me, "sink": sink_state, "nodes": rows }))
+    json!({ "ok": ok, "node": me, "sink": sink_state, "nodes": rows })
 }
 
 /// The local daemon's outbox write error from its `/health` (`null` when it writes, or when

@@ -65,6 +65,15 @@ pub fn status(a: &TriageArgs) -> Result<Value, Error> {
         (None, Some(file)) => crate::config::DaemonConfig::load(file)?.home(),
         (None, None) => Config::default().home_dir(),
     };
+    status_at(&home, a.latest)
+}
+
+/// The status document of the `triage.db` in `home` (`uni-wizard status` shares it), with
+/// the `latest` issues.
+///
+/// # Errors
+/// E4002 when there is no `triage.db` or it cannot be read.
+pub fn status_at(home: &std::path::Path, latest: usize) -> Result<Value, Error> {
     let path = home.join("triage.db");
     if !path.exists() {
         return Err(Error::new(
@@ -72,7 +81,7 @@ pub fn status(a: &TriageArgs) -> Result<Value, Error> {
             format!("no triage state at {}: the triage role has not run with this home", path.display()),
         ));
     }
-    let mut v = Store::open_read_only(&path)?.status(a.latest)?;
+    let mut v = Store::open_read_only(&path)?.status(latest)?;
     v["ok"] = Value::Bool(true);
     v["db"] = Value::String(path.display().to_string());
     Ok(v)

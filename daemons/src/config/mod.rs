@@ -223,6 +223,12 @@ pub struct HouseEntry {
     /// none, the house streams nothing.
     #[serde(default)]
     pub nodes: Option<Vec<String>>,
+    /// Its HTTP port, `host:port` (its `listen.http` as others reach it), where
+    /// `uni-wizard status` reads its `/health`, `/metrics` and `/triage/status`. Unset: status
+    /// shows those figures as unavailable for the house (this node's own house falls back to
+    /// its `listen.http`). Nothing else reads it.
+    #[serde(default)]
+    pub http_endpoint: Option<String>,
 }
 
 /// A secret string: `Debug` and `Serialize` never show it.
@@ -399,6 +405,9 @@ impl DaemonConfig {
             }
             if let Err(e) = parse_endpoint(&entry.endpoint) {
                 return bad(&format!("{field}.endpoint"), e);
+            }
+            if let Some(Err(e)) = entry.http_endpoint.as_deref().map(parse_endpoint) {
+                return bad(&format!("{field}.http_endpoint"), e);
             }
             for node in entry.nodes.iter().flatten() {
                 if node.is_empty() || node.len() > 256 {

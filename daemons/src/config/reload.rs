@@ -55,6 +55,7 @@ pub const FIELDS: &[(&str, Reload, &str)] = &[
     ("houses.*.role", Live, "operators' text; nothing decides on it"),
     ("houses.*.priority", Live, "read per routing decision"),
     ("houses.*.nodes", Live, "the sink binds node names per stream message"),
+    ("houses.*.http_endpoint", Live, "only `uni-wizard status` reads it, from the file"),
     ("router.routes.*", Live, "read per routing decision"),
     ("router.submitters", Live, "read per Submit and Status"),
     ("router.max_tasks", Live, "read per Submit"),
@@ -193,7 +194,7 @@ plaintext_loopback: true
 log: {format: json, level: info}
 http: {metrics_token_file: /metrics.token, header_timeout_ms: 1000, idle_timeout_ms: 2000}
 houses:
-  timmy: {endpoint: 127.0.0.1:7401, auth_token: timmy-token-0123456789, role: sovereign, priority: 1, nodes: [timmy-node]}
+  timmy: {endpoint: 127.0.0.1:7401, auth_token: timmy-token-0123456789, role: sovereign, priority: 1, nodes: [timmy-node], http_endpoint: 127.0.0.1:7481}
   ezra: {endpoint: 127.0.0.1:7403, auth_token: ezra-token-0123456789, role: archivist, priority: 3}
 router: {routes: {file: [ezra, timmy]}, submitters: [timmy], max_tasks: 10, submit_wait_ms: 10, dispatch_timeout_ms: 10}
 health: {interval_ms: 100, timeout_ms: 100, down_after: 2}
