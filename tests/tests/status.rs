@@ -51,6 +51,18 @@ fn status(fleet: &Fleet, args: &[&str]) -> (Output, Duration) {
     (o, started.elapsed())
 }
 
+/// One `file_read` as Ezra through `routers`, which must succeed.
+fn read_through(fleet: &Fleet, routers: &str) {
+    let ran = Command::new(bin("uni-wizard"))
+        .env("UNI_WIZARD_HOME", fleet.dir.path().join("cli-home"))
+        .env("UNI_WIZARD_TOKEN", &fleet.nodes["ezra"].token)
+        .args(["test", "--json", "--router", routers, "--house", "ezra", "--tool", "file_read"])
+        .args(["--arg", "path=hello.txt"])
+        .output()
+        .expect("test runs");
+    assert!(ran.status.success(), "{}", text(&ran));
+}
+
 fn text(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -79,14 +91,7 @@ fn status_shows_the_fleet_up_a_house_down_and_no_leader() {
     };
     // One task through the routers, so the counters have something to count.
     let routers = format!("{},{}", fleet.nodes["timmy"].grpc, fleet.nodes["allegro"].grpc);
-    let ran = Command::new(bin("uni-wizard"))
-        .env("UNI_WIZARD_HOME", fleet.dir.path().join("cli-home"))
-        .env("UNI_WIZARD_TOKEN", &fleet.nodes["ezra"].token)
-        .args(["test", "--json", "--router", &routers, "--house", "ezra", "--tool", "file_read"])
-        .args(["--arg", "path=hello.txt"])
-        .output()
-        .expect("test runs");
-    assert!(ran.status.success(), "{}", text(&ran));
+    read_through(&fleet, &routers);
     // Every node's stream reaches Timmy (bounded), so each has a telemetry row.
     let deadline = Instant::now() + Duration::from_secs(15);
     let v = loop {
@@ -148,14 +153,7 @@ fn status_shows_the_fleet_up_a_house_down_and_no_leader() {
     };
     assert_eq!(next()["ok"], true);
     for _ in 0..3 {
-        let ran = Command::new(bin("uni-wizard"))
-            .env("UNI_WIZARD_HOME", fleet.dir.path().join("cli-home"))
-            .env("UNI_WIZARD_TOKEN", &fleet.nodes["ezra"].token)
-            .args(["test", "--json", "--router", &routers, "--house", "ezra", "--tool", "file_read"])
-            .args(["--arg", "path=hello.txt"])
-            .output()
-            .expect("test runs");
-        assert!(ran.status.success(), "{}", text(&ran));
+        read_through(&fleet, &routers);
     }
     // Bounded: the tasks fall into the next refresh's window or the one after.
     let rated = (0..3).map(|_| next()).find(|v| v["tasks"]["per_second"].as_f64().is_some_and(|r| r > 0.0));
