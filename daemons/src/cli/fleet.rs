@@ -438,7 +438,10 @@ impl FleetSpec {
     /// rest as a node's config checks it.
     fn check_etcd(&self) -> Result<(), Error> {
         let etcd = self.etcd.as_ref().ok_or_else(|| {
-            bad_input("etcd", "give the etcd cluster's client URLs: --etcd https://HOST:2379,... (or `etcd:` in --spec)")
+            bad_input(
+                "etcd",
+                "give the etcd cluster's client URLs: --etcd https://HOST:2379,... (or `etcd:` in --spec)",
+            )
         })?;
         if etcd.tls.is_some() {
             return Err(bad_input(
@@ -459,7 +462,9 @@ impl FleetSpec {
                     url_host(&host),
                     etcd_url(e).map_or(2379, |u| u.2)
                 ),
-                Some(_) => format!("`{e}`: give every --etcd endpoint the same scheme, https:// (or http:// on loopback)"),
+                Some(_) => {
+                    format!("`{e}`: give every --etcd endpoint the same scheme, https:// (or http:// on loopback)")
+                }
                 None => format!("`{e}` is not an https://host:port URL (--etcd)"),
             };
             return Err(bad_input("etcd.endpoints", problem));
