@@ -89,7 +89,8 @@ pub enum FleetCommand {
     /// Make a fleet's CA, certificates, tokens, Timmy's key and the four node configs in one
     /// directory; a re-run keeps every key and fills in what is missing.
     Init(Box<InitArgs>),
-    /// Issue one node's certificate again (new validity, same key) with the fleet's CA.
+    /// Issue one node's (or etcd member's) certificate again (new validity, same key) with the
+    /// fleet's CA.
     Cert(CertArgs),
 }
 
@@ -586,10 +587,16 @@ impl EtcdMember {
         format!("https://{}:{}", url_host(&self.host), self.peer_port().unwrap_or_default())
     }
 
-    /// Where it listens: its host if that is an address (etcd binds only to addresses), else
-    /// every address.
+    /// Where it listens: its host if that is an address (etcd binds only to addresses),
+    /// 127.0.0.1 for `localhost`, else every address.
     fn listen_host(&self) -> String {
-        if self.host.parse::<IpAddr>().is_ok() { url_host(&self.host) } else { "0.0.0.0".into() }
+        if self.host.parse::<IpAddr>().is_ok() {
+            url_host(&self.host)
+        } else if self.host.eq_ignore_ascii_case("localhost") {
+            "127.0.0.1".into()
+        } else {
+            "0.0.0.0".into()
+        }
     }
 }
 
@@ -1619,8 +1626,22 @@ mod tests {
         assert_eq!(m[1].peer_url(), "https://etcd-2.fleet:2480");
         assert_eq!(m[1].listen_host(), "0.0.0.0", "etcd binds only to addresses");
         assert_eq!((m[2].client_url(), m[2].listen_host()), ("https://[::1]:2379".to_owned(), "[::1]".to_owned()));
+        let installed = next_steps(&s, &Layout { out: PathBuf::from("/tmp/fleet"), in_place: false });
+        for part in [
+            "scp -r /tmp/fleet/etcd/etcd-2 root@etcd-2.fleet:uw-etcd-2",
+            "install -m 0600 -o etcd member.key /etc/etcd/",
+            "--listen-client-urls https://0.0.0.0:2479 --advertise-client-urls https://etcd-2.fleet:2479",
+            "--cert-file /etc/etcd/member.pem --key-file /etc/etcd/member.key",
+            "--peer-trusted-ca-file /etc/etcd/ca.pem --peer-client-cert-auth",
+            "--initial-cluster etcd-1=https://10.0.0.1:2380,etcd-2=https://etcd-2.fleet:2480,etcd-3=https://[::1]:2380",
+            "fleet cert --dir /tmp/fleet --etcd-member etcd-1",
+        ] {
+            assert!(installed.contains(part), "NEXT-STEPS.txt lacks `{part}`:\n{installed}");
+        }
         s.etcd = etcd(&["http://127.0.0.1:2379"]);
         assert!(s.etcd_members().is_empty(), "plaintext loopback: no certificates");
+        let steps = next_steps(&s, &Layout { out: PathBuf::from("/tmp/fleet"), in_place: false });
+        assert!(!steps.contains("etcd-1") && steps.contains("plaintext, loopback only"), "{steps}");
     }
 
     fn field(e: &Error) -> String {
