@@ -456,12 +456,11 @@ impl FleetSpec {
             let problem = match etcd_url(e) {
                 Some((true, _, _)) if tls => continue,
                 Some((false, host, _)) if !tls && crate::config::is_loopback_host(&host) => continue,
-                Some((false, host, _)) if !crate::config::is_loopback_host(&host) => format!(
+                Some((false, host, port)) if !crate::config::is_loopback_host(&host) => format!(
                     "`{e}`: plaintext to etcd is allowed only on loopback (whoever can write to etcd decides who \
-                     leads); use https:// (--etcd https://{}:{}): fleet init then issues the members' certificates \
-                     from the fleet CA",
+                     leads); use https:// (--etcd https://{}:{port}): fleet init then issues the members' \
+                     certificates from the fleet CA",
                     url_host(&host),
-                    etcd_url(e).map_or(2379, |u| u.2)
                 ),
                 Some(_) => {
                     format!("`{e}`: give every --etcd endpoint the same scheme, https:// (or http:// on loopback)")
@@ -470,6 +469,7 @@ impl FleetSpec {
             };
             return Err(bad_input("etcd.endpoints", problem));
         }
+        // The rest as every node's section is checked (the paths in its `tls` do not matter here).
         self.node_etcd(&Layout { out: PathBuf::from("/"), in_place: false }, House::Timmy).validate().map_err(|e| {
             let field = format!("etcd.{}", e.details["field"].as_str().unwrap_or_default());
             bad_input(&field, e.details["problem"].as_str().unwrap_or(&e.message).to_owned())
@@ -488,6 +488,20 @@ impl FleetSpec {
                     format!("`{}`: its peer port is the client port + 1, and there is none", m.endpoint),
                 ));
             };
+            let ports = [m.client_port, peer];
+            let house = self.houses.iter().find(|(_, h)| {
+                h.host_port().0 == m.host
+                    && [h.listen_grpc().port(), h.listen_http().port()].iter().any(|p| ports.contains(p))
+            });
+            if let Some((house, _)) = house {
+                return Err(bad_input(
+                    "etcd.endpoints",
+                    format!(
+                        "`{}`: {house} listens on its host at the member's client or peer port ({} or {peer})",
+                        m.endpoint, m.client_port
+                    ),
+                ));
+            }
             for o in &members[..i] {
                 let ports = [o.client_port, o.peer_port().unwrap_or_default()];
                 if o.host == m.host && (ports.contains(&m.client_port) || ports.contains(&peer)) {
@@ -1606,6 +1620,8 @@ mod tests {
         let e = check(&["https://10.0.0.1:2379", "https://10.0.0.1:2380"]).expect_err("ports meet");
         assert!(e.message.contains("ports meet"), "{}", e.message);
         assert!(check(&["https://10.0.0.1:2379", "https://10.0.0.2:2379", "https://10.0.0.1:2381"]).is_ok());
+        let e = check(&["https://10.0.0.2:7400"]).expect_err("its peer port is allegro's gRPC port, 7401");
+        assert!(e.message.contains("allegro listens"), "{}", e.message);
         let mut s = spec();
         if let Some(e) = s.etcd.as_mut() {
             e.tls = Some(EtcdTls { ca: "ca.pem".into(), cert: None, key: None, server_name: None });
