@@ -6,7 +6,8 @@
 //! --election-timeout 500`, so 1 s leases are granted) and waits, bounded, until every member
 //! answers `etcdctl endpoint health`. One member can be killed (SIGKILL), stopped (SIGTERM) and
 //! started again on its data directory, or frozen (SIGSTOP) and thawed; dropping the cluster
-//! kills every member. Under
+//! kills every member. [`EtcdCluster::from_files`] runs members whose names, ports and
+//! certificates were made elsewhere (`uni-wizard fleet init`), TLS for clients and peers. Under
 //! `CI=true` a missing `etcd` or `etcdctl` fails the test; elsewhere [`EtcdCluster::new`]
 //! returns `None` after saying why (the caller then skips).
 
@@ -22,7 +23,8 @@ use crate::fleet::{free_port, http_get};
 const HEALTHY_WITHIN: Duration = Duration::from_secs(20);
 
 /// The TLS files of a cluster that serves clients over TLS and asks for their certificates
-/// (`--client-cert-auth`), all from one CA made for it.
+/// (`--client-cert-auth`), all from one CA: made for it ([`EtcdCluster::new_tls`]) or given
+/// ([`EtcdCluster::from_files`]).
 pub struct Tls {
     /// The CA of every member's and client's certificate.
     pub ca: PathBuf,
@@ -30,9 +32,23 @@ pub struct Tls {
     pub client_cert: PathBuf,
     /// The key of `client_cert`.
     pub client_key: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-    _pki: crate::pki::Pki,
+    /// Whether the members speak TLS to each other too (and ask for each other's certificates).
+    peer_tls: bool,
+    _pki: Option<crate::pki::Pki>,
+}
+
+/// A member whose name, ports and certificate were made elsewhere ([`EtcdCluster::from_files`]).
+pub struct MemberFiles {
+    /// Its `--name`.
+    pub name: String,
+    /// Its client port on 127.0.0.1.
+    pub client_port: u16,
+    /// Its peer port on 127.0.0.1.
+    pub peer_port: u16,
+    /// Its certificate, for clients and peers alike.
+    pub cert: PathBuf,
+    /// The key of `cert`.
+    pub key: PathBuf,
 }
 
 /// One member: its ports, data directory and process.
@@ -47,6 +63,8 @@ pub struct Member {
     child: Option<Child>,
     log: Arc<Mutex<String>>,
     scheme: &'static str,
+    /// Its certificate and key (a TLS cluster).
+    cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl Member {
@@ -77,6 +95,31 @@ pub struct EtcdCluster {
     tls: Option<Tls>,
 }
 
+/// `n` free ports on 127.0.0.1 whose next ports are free too: etcd members' client ports,
+/// each peer port being the next (as `fleet init` plans them). Both ports of a pair come from
+/// [`free_port`]'s walk, so later calls of it in this process do not hand them out again.
+///
+/// # Panics
+/// When no such pairs turn up in 100 tries.
+pub fn free_port_pairs(n: usize) -> Vec<u16> {
+    let mut ports: Vec<u16> = Vec::new();
+    let mut last = free_port();
+    for _ in 0..100 {
+        if ports.len() == n {
+            break;
+        }
+        let next = free_port();
+        if next == last.wrapping_add(1) {
+            ports.push(last);
+            last = free_port();
+        } else {
+            last = next;
+        }
+    }
+    assert_eq!(ports.len(), n, "no {n} pairs of free neighbouring ports on 127.0.0.1 in 100 tries");
+    ports
+}
+
 /// Whether `etcd` and `etcdctl` are installed; under CI=true their absence panics.
 fn installed() -> bool {
     for (bin, package) in [("etcd", "etcd-server"), ("etcdctl", "etcd-client")] {
@@ -95,7 +138,9 @@ impl EtcdCluster {
     /// # Panics
     /// Under CI=true when etcd or etcdctl is missing; when `n` is 0.
     pub fn new(n: usize) -> Option<EtcdCluster> {
-        EtcdCluster::make(n, None)
+        assert!(n > 0, "a cluster has at least one member");
+        let members = (0..n).map(|i| (format!("m{i}"), free_port(), free_port(), None)).collect();
+        EtcdCluster::make(members, None)
     }
 
     /// Like [`EtcdCluster::new`], but its members serve clients over TLS only and ask for a
@@ -109,7 +154,30 @@ impl EtcdCluster {
         let (server_cert, server_key) = pki.leaf(&ca, "etcd-server");
         let (client_cert, client_key) = pki.leaf(&ca, "etcd-client");
         let ca = pki.write_ca(&ca, "etcd-ca");
-        EtcdCluster::make(n, Some(Tls { ca, client_cert, client_key, server_cert, server_key, _pki: pki }))
+        assert!(n > 0, "a cluster has at least one member");
+        let members = (0..n)
+            .map(|i| (format!("m{i}"), free_port(), free_port(), Some((server_cert.clone(), server_key.clone()))))
+            .collect();
+        EtcdCluster::make(members, Some(Tls { ca, client_cert, client_key, peer_tls: false, _pki: Some(pki) }))
+    }
+
+    /// A TLS cluster of `members`, whose names, ports and certificates were made elsewhere
+    /// (`fleet init`'s `DIR/etcd/<member>/`), none started yet: clients and peers over TLS,
+    /// each asked for a certificate of `ca` (`--client-cert-auth`, `--peer-client-cert-auth`);
+    /// `client_cert` and `client_key` are what the health checks show.
+    ///
+    /// # Panics
+    /// As [`EtcdCluster::new`].
+    pub fn from_files(
+        ca: PathBuf,
+        client_cert: PathBuf,
+        client_key: PathBuf,
+        members: Vec<MemberFiles>,
+    ) -> Option<EtcdCluster> {
+        assert!(!members.is_empty(), "a cluster has at least one member");
+        let members =
+            members.into_iter().map(|m| (m.name, m.client_port, m.peer_port, Some((m.cert, m.key)))).collect();
+        EtcdCluster::make(members, Some(Tls { ca, client_cert, client_key, peer_tls: true, _pki: None }))
     }
 
     /// The TLS files of a cluster made by [`EtcdCluster::new_tls`].
@@ -117,26 +185,30 @@ impl EtcdCluster {
         self.tls.as_ref()
     }
 
-    fn make(n: usize, tls: Option<Tls>) -> Option<EtcdCluster> {
-        assert!(n > 0, "a cluster has at least one member");
+    /// The cluster of `members` (name, client port, peer port, certificate and key).
+    #[allow(clippy::type_complexity)]
+    fn make(members: Vec<(String, u16, u16, Option<(PathBuf, PathBuf)>)>, tls: Option<Tls>) -> Option<EtcdCluster> {
         if !installed() {
             return None;
         }
         let dir = tempfile::tempdir().expect("temp dir");
-        let members: Vec<Member> = (0..n)
-            .map(|i| Member {
-                name: format!("m{i}"),
-                client_port: free_port(),
-                peer_port: free_port(),
-                data_dir: dir.path().join(format!("m{i}")),
+        let members: Vec<Member> = members
+            .into_iter()
+            .map(|(name, client_port, peer_port, cert)| Member {
+                data_dir: dir.path().join(&name),
+                name,
+                client_port,
+                peer_port,
                 child: None,
                 log: Arc::default(),
                 scheme: if tls.is_some() { "https" } else { "http" },
+                cert,
             })
             .collect();
+        let peer_scheme = if tls.as_ref().is_some_and(|t| t.peer_tls) { "https" } else { "http" };
         let initial_cluster = members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .map(|m| format!("{}={peer_scheme}://127.0.0.1:{}", m.name, m.peer_port))
             .collect::<Vec<_>>()
             .join(",");
         let token = format!("uw-test-{}", crate::fleet::token());
@@ -249,11 +321,16 @@ impl EtcdCluster {
     fn spawn(&mut self, i: usize) {
         let m = &mut self.members[i];
         let client = m.endpoint();
-        let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        let peer_tls = self.tls.as_ref().is_some_and(|t| t.peer_tls);
+        let peer = format!("{}://127.0.0.1:{}", if peer_tls { "https" } else { "http" }, m.peer_port);
         let mut etcd = Command::new("etcd");
-        if let Some(t) = &self.tls {
-            etcd.arg("--cert-file").arg(&t.server_cert).arg("--key-file").arg(&t.server_key);
+        if let (Some(t), Some((cert, key))) = (&self.tls, &m.cert) {
+            etcd.arg("--cert-file").arg(cert).arg("--key-file").arg(key);
             etcd.arg("--trusted-ca-file").arg(&t.ca).arg("--client-cert-auth");
+            if peer_tls {
+                etcd.arg("--peer-cert-file").arg(cert).arg("--peer-key-file").arg(key);
+                etcd.arg("--peer-trusted-ca-file").arg(&t.ca).arg("--peer-client-cert-auth");
+            }
         }
         let mut child = etcd
             .args(["--name", &m.name])

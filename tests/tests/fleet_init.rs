@@ -1,7 +1,7 @@
 //! `uni-wizard fleet init` and `fleet cert` end to end: the files they write (modes, the
-//! certificates as `openssl` sees them, configs `uni-wizardd --check` accepts), a fleet of four
-//! real daemons started from those files with mutual TLS and etcd, and what a re-run and a
-//! renewal change (only what they should).
+//! certificates as `openssl` sees them, configs `uni-wizardd --check` accepts), a 3-member etcd
+//! and a fleet of four real daemons started from those files, with mutual TLS among the nodes
+//! and to etcd, and what a re-run and a renewal change (only what they should).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use uni_wizard_tests::etcd::EtcdCluster;
+use uni_wizard_tests::etcd::{EtcdCluster, MemberFiles, free_port_pairs};
 use uni_wizard_tests::fleet::{HOUSES, Node, free_port};
 use uni_wizard_tests::{bin, json_stdout};
 
@@ -59,7 +59,16 @@ fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
-/// The files `fleet init` writes with Allegro's triage, and their modes.
+/// The etcd members `fleet init` makes for three https:// endpoints.
+const MEMBERS: [&str; 3] = ["etcd-1", "etcd-2", "etcd-3"];
+
+/// Three https:// etcd endpoints on loopback, each client port's next port free (its peer port).
+fn etcd_endpoints() -> Vec<String> {
+    free_port_pairs(MEMBERS.len()).into_iter().map(|p| format!("https://127.0.0.1:{p}")).collect()
+}
+
+/// The files `fleet init` writes with Allegro's triage and three https:// etcd members, and
+/// their modes.
 fn expected_files() -> BTreeMap<String, u32> {
     let mut m: BTreeMap<String, u32> = [
         ("fleet.yaml", 0o644),
@@ -80,6 +89,13 @@ fn expected_files() -> BTreeMap<String, u32> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    m.insert("etcd/".into(), 0o700);
+    for e in MEMBERS {
+        m.insert(format!("etcd/{e}/"), 0o700);
+        m.insert(format!("etcd/{e}/ca.pem"), 0o644);
+        m.insert(format!("etcd/{e}/member.pem"), 0o644);
+        m.insert(format!("etcd/{e}/member.key"), 0o600);
+    }
     for h in HOUSES {
         m.insert(format!("secrets/{h}.token"), 0o600);
         m.insert(format!("{h}/"), 0o700);
@@ -164,21 +180,24 @@ fn init_in_place(work: &Path, out: &Path, spec: &str) -> serde_json::Value {
     v
 }
 
-/// Proves `fleet init` writes exactly the expected files with their modes; that each node's
-/// and the operator's certificate verifies against the fleet CA with `openssl verify` and
-/// carries the endpoint's address as its SAN (the operator's: a client certificate); that
-/// `uni-wizardd --check` accepts every config; and that the four nodes started from those files
-/// (mutual TLS on loopback, leadership through a real etcd) see each other up and run a task
-/// submitted through the routers, while a client without TLS is refused.
+/// Proves `fleet init` with https:// etcd endpoints writes exactly the expected files with
+/// their modes; that each node's, the operator's and each etcd member's certificate verifies
+/// against the fleet CA with `openssl verify` and carries the endpoint's address as its SAN
+/// (the operator's: a client certificate); that NEXT-STEPS.txt gives each member its command
+/// line; that `uni-wizardd --check` accepts every config; and that a 3-member etcd started from
+/// the member files (TLS for clients and peers, client certificates required) and the four
+/// nodes started from theirs (mutual TLS on loopback, TLS to etcd with their own certificates)
+/// elect a leader and run a task submitted through the routers, while a client without TLS is
+/// refused.
 #[test]
 fn a_fleet_made_by_init_runs_a_task_over_mutual_tls() {
     if !openssl_installed() {
         return;
     }
-    let Some(etcd) = EtcdCluster::start(1) else { return };
     let work = tempfile::tempdir().expect("work dir");
     let out = work.path().join("fleet");
-    let (spec, addrs) = loopback_spec(&etcd.endpoints());
+    let endpoints = etcd_endpoints();
+    let (spec, addrs) = loopback_spec(&endpoints);
     let report = init_in_place(work.path(), &out, &spec);
     let files = report["files"].as_array().expect("files");
     assert!(files.iter().all(|f| f["action"] == "wrote"), "a first run writes everything: {report}");
@@ -188,11 +207,12 @@ fn a_fleet_made_by_init_runs_a_task_over_mutual_tls() {
     assert_eq!(found, expected_files(), "every file, and only those, with its mode");
 
     let ca = out.join("ca/ca.pem");
-    for (name, cert) in HOUSES
+    let certs = HOUSES
         .iter()
         .map(|h| (*h, out.join(format!("{h}/etc/uni-wizard/tls/node.pem"))))
         .chain([("operator", out.join("operator/operator.pem"))])
-    {
+        .chain(MEMBERS.iter().map(|e| (*e, out.join(format!("etcd/{e}/member.pem")))));
+    for (name, cert) in certs {
         let (ok, text) = openssl(&["verify", "-CAfile", &ca.display().to_string()], &[&cert]);
         assert!(ok, "{name}: {text}");
         let (ok, ext) = openssl(&["x509", "-noout", "-ext", "subjectAltName,extendedKeyUsage", "-in"], &[&cert]);
@@ -202,18 +222,69 @@ fn a_fleet_made_by_init_runs_a_task_over_mutual_tls() {
             assert!(!ext.contains("Server Authentication") && !ext.contains("IP Address"), "client only: {ext}");
         } else {
             assert!(ext.contains("IP Address:127.0.0.1"), "{name}'s endpoint host is its SAN: {ext}");
+            assert!(!ext.contains("DNS:"), "{name}: only the endpoint's host: {ext}");
+            // etcd asks nodes for ClientAuth (--client-cert-auth), and members for both (peers).
             assert!(ext.contains("TLS Web Server Authentication, TLS Web Client Authentication"), "{ext}");
         }
         let (_, subject) = openssl(&["x509", "-noout", "-subject", "-in"], &[&cert]);
         assert!(subject.contains(&format!("CN = {name}")), "{subject}");
     }
-    for copy in HOUSES.map(|h| out.join(format!("{h}/etc/uni-wizard/tls/ca.pem"))) {
+    let copies = HOUSES
+        .map(|h| out.join(format!("{h}/etc/uni-wizard/tls/ca.pem")))
+        .into_iter()
+        .chain(MEMBERS.map(|e| out.join(format!("etcd/{e}/ca.pem"))));
+    for copy in copies {
         assert_eq!(std::fs::read(&copy).expect("copy"), std::fs::read(&ca).expect("ca"), "{}", copy.display());
     }
+
+    // NEXT-STEPS.txt: each member's command line, naming its files (in place) and the cluster.
+    let steps = std::fs::read_to_string(out.join("NEXT-STEPS.txt")).expect("NEXT-STEPS.txt");
+    let port = |url: &str| url.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).expect("port");
+    let cluster: Vec<String> =
+        MEMBERS.iter().zip(&endpoints).map(|(e, url)| format!("{e}=https://127.0.0.1:{}", port(url) + 1)).collect();
+    for (e, url) in MEMBERS.iter().zip(&endpoints) {
+        let dir = out.join("etcd").join(e).display().to_string();
+        for flag in [
+            format!("etcd --name {e} "),
+            format!("--advertise-client-urls {url} "),
+            format!("--cert-file {dir}/member.pem --key-file {dir}/member.key"),
+            format!("--trusted-ca-file {dir}/ca.pem --client-cert-auth"),
+            format!("--peer-cert-file {dir}/member.pem --peer-key-file {dir}/member.key"),
+            format!("--peer-trusted-ca-file {dir}/ca.pem --peer-client-cert-auth"),
+            format!("--initial-cluster {} ", cluster.join(",")),
+        ] {
+            assert!(steps.contains(&flag), "NEXT-STEPS.txt lacks `{flag}`:\n{steps}");
+        }
+    }
+
+    // The members as NEXT-STEPS.txt says: the names, ports (peer = client + 1) and files init made.
+    let members = MEMBERS
+        .iter()
+        .zip(&endpoints)
+        .map(|(e, url)| MemberFiles {
+            name: (*e).to_owned(),
+            client_port: port(url),
+            peer_port: port(url) + 1,
+            cert: out.join(format!("etcd/{e}/member.pem")),
+            key: out.join(format!("etcd/{e}/member.key")),
+        })
+        .collect();
+    let op = out.join("operator");
+    let Some(mut etcd) = EtcdCluster::from_files(
+        out.join("etcd/etcd-1/ca.pem"),
+        op.join("operator.pem"),
+        op.join("operator.key"),
+        members,
+    ) else {
+        return;
+    };
+    etcd.start_all();
 
     let mut nodes: Vec<Node> = Vec::new();
     for h in HOUSES {
         let etc = out.join(format!("{h}/etc/uni-wizard"));
+        let text = std::fs::read_to_string(etc.join("worker.yaml")).expect("config");
+        assert!(text.contains(&format!("    cert: \"{}\"", etc.join("tls/node.pem").display())), "{h}: {text}");
         let env = env_file(&etc.join("env"));
         let o = Command::new(bin("uni-wizardd"))
             .arg("--check")
@@ -237,7 +308,9 @@ fn a_fleet_made_by_init_runs_a_task_over_mutual_tls() {
     for n in &mut nodes {
         n.start();
     }
-    let logs = |nodes: &[Node]| nodes.iter().map(|n| format!("--- {}\n{}", n.house, n.log())).collect::<String>();
+    let logs = |nodes: &[Node]| {
+        nodes.iter().map(|n| format!("--- {}\n{}", n.house, n.log())).collect::<String>() + &etcd.logs()
+    };
 
     // Timmy's health prober reaches every node over mutual TLS.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -249,6 +322,20 @@ fn a_fleet_made_by_init_runs_a_task_over_mutual_tls() {
         assert!(Instant::now() < deadline, "Timmy never saw every house up: {health}\n{}", logs(&nodes));
         std::thread::sleep(Duration::from_millis(100));
     }
+    // One router leads, through etcd over TLS, and the other follows it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let leader = loop {
+        let states: Vec<serde_json::Value> =
+            nodes[..2].iter().map(|n| n.health().unwrap_or_default()["leadership"].clone()).collect();
+        if let Some(i) = states.iter().position(|l| l["state"] == "leader")
+            && states[1 - i]["state"] == "follower"
+        {
+            break nodes[i].house.clone();
+        }
+        assert!(Instant::now() < deadline, "no router leads over TLS to etcd: {states:?}\n{}", logs(&nodes));
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(["timmy", "allegro"].contains(&leader.as_str()), "{leader}");
 
     let routers = format!("{},{}", addrs["timmy"].0, addrs["allegro"].0);
     let ezra_token = nodes[2].token.clone();
@@ -265,7 +352,6 @@ fn a_fleet_made_by_init_runs_a_task_over_mutual_tls() {
             "system_info",
         ]);
         if tls {
-            let op = out.join("operator");
             c.arg("--tls-ca").arg(op.join("ca.pem"));
             c.arg("--tls-cert").arg(op.join("operator.pem")).arg("--tls-key").arg(op.join("operator.key"));
         }
@@ -292,14 +378,18 @@ fn a_fleet_made_by_init_runs_a_task_over_mutual_tls() {
         let status = n.terminate();
         assert!(status.success(), "{} exits cleanly on SIGTERM: {status}\n{}", n.house, n.log());
     }
-    drop(etcd);
+    for i in 0..MEMBERS.len() {
+        etcd.stop(i);
+    }
 }
 
 /// Proves a re-run of `fleet init` keeps every file byte for byte and says it kept them (only
-/// NEXT-STEPS.txt is written again); `fleet cert --node ezra` changes ezra's certificate only
-/// (a new serial, verifying against the same CA, with the same key); without the CA key it is
-/// refused with E4001 (exit 64); and a re-run whose inputs contradict fleet.yaml is refused
-/// with E1005 (exit 2) naming the field, changing nothing.
+/// NEXT-STEPS.txt is written again), the etcd members' keys and certificates too; `fleet cert
+/// --node ezra` changes ezra's certificate only (a new serial, verifying against the same CA,
+/// with the same key), and `fleet cert --etcd-member etcd-2` that member's only (its SAN kept);
+/// an unknown member is E1005; without the CA key renewal is refused with E4001 (exit 64); and
+/// a re-run whose inputs contradict fleet.yaml is refused with E1005 (exit 2) naming the
+/// field, changing nothing.
 #[test]
 fn a_rerun_keeps_every_key_and_cert_renews_one_node() {
     if !openssl_installed() {
@@ -307,7 +397,7 @@ fn a_rerun_keeps_every_key_and_cert_renews_one_node() {
     }
     let work = tempfile::tempdir().expect("work dir");
     let out = work.path().join("fleet");
-    let (spec, _) = loopback_spec(&["http://127.0.0.1:2379".to_owned()]);
+    let (spec, _) = loopback_spec(&etcd_endpoints());
     init_in_place(work.path(), &out, &spec);
     let before = contents(&out);
     let home = work.path().join("home");
@@ -340,6 +430,26 @@ fn a_rerun_keeps_every_key_and_cert_renews_one_node() {
     assert!(cert_key.contains("BEGIN PUBLIC KEY"), "{cert_key}");
     assert_eq!(cert_key, own_key, "the renewed certificate is for the same key");
 
+    let member = out.join("etcd/etcd-2/member.pem");
+    let old_serial = serial(&member);
+    let o = fleet(&home, &["cert", "--json", "--dir", &dir, "--etcd-member", "etcd-2"]);
+    let v = json_stdout(&o);
+    assert!(o.status.success(), "{v}");
+    assert_eq!((v["etcd_member"].as_str(), &v["new_key"]), (Some("etcd-2"), &serde_json::json!(false)), "{v}");
+    let renewed = contents(&out);
+    let changed: Vec<&String> = renewed.keys().filter(|k| renewed.get(*k) != after.get(*k)).collect();
+    assert_eq!(changed, vec!["etcd/etcd-2/member.pem"], "only etcd-2's certificate changed");
+    assert_ne!(serial(&member), old_serial, "a new serial");
+    let (ok, text) = openssl(&["verify", "-CAfile", &out.join("ca/ca.pem").display().to_string()], &[&member]);
+    assert!(ok, "the renewed member certificate verifies: {text}");
+    let (_, ext) = openssl(&["x509", "-noout", "-ext", "subjectAltName", "-in"], &[&member]);
+    assert!(ext.contains("IP Address:127.0.0.1"), "{ext}");
+    let o = fleet(&home, &["cert", "--json", "--dir", &dir, "--etcd-member", "etcd-9"]);
+    assert_eq!(o.status.code(), Some(2), "an unknown member: exit 2");
+    let v = json_stdout(&o);
+    assert_eq!(v["error"]["details"]["field"], "--etcd-member", "{v}");
+    assert!(v["error"]["message"].as_str().unwrap_or_default().contains("etcd-1, etcd-2, etcd-3"), "{v}");
+
     std::fs::rename(out.join("ca/ca.key"), work.path().join("ca.key.offline")).expect("move the CA key away");
     let o = fleet(&home, &["cert", "--json", "--dir", &dir, "--node", "ezra"]);
     assert_eq!(o.status.code(), Some(64), "no CA key: exit 64");
@@ -360,13 +470,14 @@ fn a_rerun_keeps_every_key_and_cert_renews_one_node() {
 }
 
 /// Proves incomplete inputs are refused with E1005 (exit 2) naming what is missing, before
-/// anything is written.
+/// anything is written; so is a plaintext etcd endpoint off loopback, the message naming the
+/// flag and https://.
 #[test]
 fn incomplete_inputs_are_refused_before_writing() {
     let work = tempfile::tempdir().expect("work dir");
     let out: PathBuf = work.path().join("fleet");
     let dir = out.display().to_string();
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 4] = [
         (&["--timmy", "127.0.0.1:7401", "--etcd", "http://127.0.0.1:2379"], "houses"),
         (
             &[
@@ -392,7 +503,22 @@ fn incomplete_inputs_are_refused_before_writing() {
                 "--bezalel",
                 "10.0.0.4:7404",
                 "--etcd",
-                "https://e:2379",
+                "https://10.0.0.1:2379,http://10.0.0.2:2379",
+            ],
+            "etcd.endpoints",
+        ),
+        (
+            &[
+                "--timmy",
+                "10.0.0.1:7401",
+                "--allegro",
+                "10.0.0.2:7402",
+                "--ezra",
+                "10.0.0.3:7403",
+                "--bezalel",
+                "10.0.0.4:7404",
+                "--etcd",
+                "http://10.0.0.1:2379",
             ],
             "etcd.endpoints",
         ),
@@ -408,6 +534,11 @@ fn incomplete_inputs_are_refused_before_writing() {
             (Some("E1005"), Some(field)),
             "{v}"
         );
+        if field == "etcd.endpoints" {
+            let message = v["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("http://10.0.0.") && message.contains("only on loopback"), "{message}");
+            assert!(message.contains("use https:// (--etcd https://10.0.0."), "{message}");
+        }
         assert!(!out.exists(), "nothing written for {args:?}");
     }
 }

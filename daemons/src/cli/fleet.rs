@@ -17,6 +17,9 @@
 //!     timmy.pub                    Timmy's public key (approval tokens are checked with it)
 //!     timmy.key                    Timmy's signing key (Timmy's directory only)
 //!     tls/ca.pem, node.pem, node.key
+//! DIR/etcd/<member>/             with https:// etcd endpoints, what goes to that member's host,
+//!     ca.pem, member.pem,          as /etc/etcd/: the fleet CA, its server and peer certificate
+//!     member.key                   and key (members are `etcd-1`, `etcd-2`, ... in endpoint order)
 //! ```
 //!
 //! Secrets (keys, tokens, `env`) are mode 0600, configs 0640, certificates and public keys
@@ -45,6 +48,16 @@
 //! with the key N has: nothing secret moves, only `node.pem` is copied again. A node whose key
 //! was removed gets a new key (key rotation). The CA key must be in `DIR/ca/ca.key`.
 //!
+//! # etcd
+//!
+//! With `https://` endpoints (required off loopback, as the `etcd:` section itself insists),
+//! each node's `etcd.tls` names the fleet CA and the node's own certificate and key: etcd
+//! checks them with `--client-cert-auth` (they carry client authentication), and the nodes check
+//! each member's certificate against the same CA and the endpoint's host. Each endpoint is one
+//! member, `etcd-<i>`, whose certificate carries the endpoint's host as its SAN and both uses
+//! (it serves clients and peers and dials its peers); its peer port is the client port + 1.
+//! `fleet cert --etcd-member etcd-2` renews one, as `--node` does a node's.
+//!
 //! # Paths in the configs
 //!
 //! By default the configs name the installed paths (`/etc/uni-wizard/...`, state in
@@ -67,7 +80,7 @@ use uni_wizard::tokens;
 use uni_wizard::{Error, ErrorCode, House};
 
 use super::files::{self, CONFIG, PUBLIC, SECRET};
-use crate::config::etcd::EtcdConfig;
+use crate::config::etcd::{EtcdConfig, EtcdTls};
 use crate::config::{DaemonConfig, parse_endpoint};
 
 /// `uni-wizard fleet ...`.
@@ -76,7 +89,8 @@ pub enum FleetCommand {
     /// Make a fleet's CA, certificates, tokens, Timmy's key and the four node configs in one
     /// directory; a re-run keeps every key and fills in what is missing.
     Init(Box<InitArgs>),
-    /// Issue one node's certificate again (new validity, same key) with the fleet's CA.
+    /// Issue one node's (or etcd member's) certificate again (new validity, same key) with the
+    /// fleet's CA.
     Cert(CertArgs),
 }
 
@@ -112,7 +126,8 @@ pub struct InitArgs {
     /// Bezalel's gRPC endpoint.
     #[arg(long, value_name = "HOST:PORT")]
     pub bezalel: Option<String>,
-    /// The etcd cluster's client URLs (`http://host:2379`, comma-separated or repeated).
+    /// The etcd cluster's client URLs, `https://host:2379` (comma-separated or repeated): one
+    /// member each, whose certificate init issues; `http://` only on loopback.
     #[arg(long, value_name = "URL", value_delimiter = ',')]
     pub etcd: Vec<String>,
     /// Allegro's triage role: the Gitea server's root URL (without it Allegro runs no triage).
@@ -138,13 +153,18 @@ pub struct InitArgs {
 
 /// Flags of `uni-wizard fleet cert`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("whose").required(true).args(["node", "etcd_member"])))]
 pub struct CertArgs {
     /// The fleet directory `fleet init` wrote.
     #[arg(long, visible_alias = "out", value_name = "DIR")]
     pub dir: PathBuf,
     /// Whose certificate: timmy, allegro, ezra, bezalel, or operator (the CLI's).
     #[arg(long, value_name = "NODE")]
-    pub node: String,
+    pub node: Option<String>,
+    /// Or an etcd member's server and peer certificate: its name in `NEXT-STEPS.txt`
+    /// (`etcd-1`, `etcd-2`, ...).
+    #[arg(long, value_name = "NAME")]
+    pub etcd_member: Option<String>,
     /// Print machine-readable JSON.
     #[arg(long)]
     pub json: bool,
@@ -157,7 +177,8 @@ pub struct FleetSpec {
     /// Each house's endpoint and, optionally, where it listens and its node name.
     #[serde(default)]
     pub houses: BTreeMap<House, HouseSpec>,
-    /// The `etcd:` section every node gets (router leadership).
+    /// The `etcd:` section every node gets (router leadership), without `tls`: with `https://`
+    /// endpoints init writes each node's `etcd.tls` itself.
     #[serde(default)]
     pub etcd: Option<EtcdConfig>,
     /// Allegro's triage role; none: Allegro runs no triage.
@@ -386,13 +407,7 @@ impl FleetSpec {
                 }
             }
         }
-        let etcd = self.etcd.as_ref().ok_or_else(|| {
-            bad_input("etcd", "give the etcd cluster's client URLs: --etcd http://HOST:2379,... (or `etcd:` in --spec)")
-        })?;
-        etcd.validate().map_err(|e| {
-            let field = format!("etcd.{}", e.details["field"].as_str().unwrap_or_default());
-            bad_input(&field, e.details["problem"].as_str().unwrap_or(&e.message).to_owned())
-        })?;
+        self.check_etcd()?;
         if let Some(t) = &self.triage {
             if !(t.gitea_url.starts_with("https://") || t.gitea_url.starts_with("http://")) {
                 return Err(bad_input("triage.gitea_url", format!("`{}` is not an http(s) URL", t.gitea_url)));
@@ -415,6 +430,187 @@ impl FleetSpec {
             return Err(bad_input("cert_days", "must be 1 to 3650"));
         }
         Ok(())
+    }
+}
+
+impl FleetSpec {
+    /// Checks the `etcd:` inputs: `https://` endpoints (each a member init issues a
+    /// certificate for), or `http://` ones on loopback only; no `tls` (init writes it); the
+    /// rest as a node's config checks it.
+    fn check_etcd(&self) -> Result<(), Error> {
+        let etcd = self.etcd.as_ref().ok_or_else(|| {
+            bad_input(
+                "etcd",
+                "give the etcd cluster's client URLs: --etcd https://HOST:2379,... (or `etcd:` in --spec)",
+            )
+        })?;
+        if etcd.tls.is_some() {
+            return Err(bad_input(
+                "etcd.tls",
+                "fleet init writes `etcd.tls` itself (the fleet CA, each node's certificate and key): remove it \
+                 from the inputs",
+            ));
+        }
+        let tls = self.etcd_tls();
+        for e in &etcd.endpoints {
+            let problem = match etcd_url(e) {
+                Some((true, _, _)) if tls => continue,
+                Some((false, host, _)) if !tls && crate::config::is_loopback_host(&host) => continue,
+                Some((false, host, port)) if !crate::config::is_loopback_host(&host) => format!(
+                    "`{e}`: plaintext to etcd is allowed only on loopback (whoever can write to etcd decides who \
+                     leads); use https:// (--etcd https://{}:{port}): fleet init then issues the members' \
+                     certificates from the fleet CA",
+                    url_host(&host),
+                ),
+                Some(_) => {
+                    format!("`{e}`: give every --etcd endpoint the same scheme, https:// (or http:// on loopback)")
+                }
+                None => format!("`{e}` is not an https://host:port URL (--etcd)"),
+            };
+            return Err(bad_input("etcd.endpoints", problem));
+        }
+        // The rest as every node's section is checked (the paths in its `tls` do not matter here).
+        self.node_etcd(&Layout { out: PathBuf::from("/"), in_place: false }, House::Timmy).validate().map_err(|e| {
+            let field = format!("etcd.{}", e.details["field"].as_str().unwrap_or_default());
+            bad_input(&field, e.details["problem"].as_str().unwrap_or(&e.message).to_owned())
+        })?;
+        let members = self.etcd_members();
+        for (i, m) in members.iter().enumerate() {
+            if !valid_san(&m.host) {
+                return Err(bad_input(
+                    "etcd.endpoints",
+                    format!("`{}`: `{}` is neither an IP address nor a DNS name", m.endpoint, m.host),
+                ));
+            }
+            let Some(peer) = m.peer_port() else {
+                return Err(bad_input(
+                    "etcd.endpoints",
+                    format!("`{}`: its peer port is the client port + 1, and there is none", m.endpoint),
+                ));
+            };
+            let ports = [m.client_port, peer];
+            let house = self.houses.iter().find(|(_, h)| {
+                h.host_port().0 == m.host
+                    && [h.listen_grpc().port(), h.listen_http().port()].iter().any(|p| ports.contains(p))
+            });
+            if let Some((house, _)) = house {
+                return Err(bad_input(
+                    "etcd.endpoints",
+                    format!(
+                        "`{}`: {house} listens on its host at the member's client or peer port ({} or {peer})",
+                        m.endpoint, m.client_port
+                    ),
+                ));
+            }
+            for o in &members[..i] {
+                let ports = [o.client_port, o.peer_port().unwrap_or_default()];
+                if o.host == m.host && (ports.contains(&m.client_port) || ports.contains(&peer)) {
+                    return Err(bad_input(
+                        "etcd.endpoints",
+                        format!(
+                            "`{}` and `{}` are on one host and their ports meet (each member takes its client \
+                             port and the next, for its peers)",
+                            o.endpoint, m.endpoint
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the nodes speak TLS to etcd (its endpoints are `https://`).
+    fn etcd_tls(&self) -> bool {
+        self.etcd.as_ref().is_some_and(|e| e.endpoints.iter().any(|u| u.starts_with("https://")))
+    }
+
+    /// The etcd members init issues certificates for: one per `https://` endpoint, named
+    /// `etcd-1`, `etcd-2`, ... in the endpoints' order (none with `http://` endpoints).
+    fn etcd_members(&self) -> Vec<EtcdMember> {
+        let Some(etcd) = self.etcd.as_ref().filter(|_| self.etcd_tls()) else { return vec![] };
+        etcd.endpoints
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| {
+                let (_, host, client_port) = etcd_url(e)?;
+                Some(EtcdMember { name: format!("etcd-{}", i + 1), endpoint: e.clone(), host, client_port })
+            })
+            .collect()
+    }
+
+    /// The `etcd:` section of `house`'s config: the inputs', with `tls` (the fleet CA, the
+    /// node's own certificate and key) when the endpoints are `https://`.
+    fn node_etcd(&self, layout: &Layout, house: House) -> EtcdConfig {
+        let mut e = self.etcd.clone().unwrap_or_else(|| EtcdConfig::new(vec![]));
+        if self.etcd_tls() {
+            let path = |rel: &str| PathBuf::from(layout.etc_named(house, rel));
+            e.tls = Some(EtcdTls {
+                ca: path("tls/ca.pem"),
+                cert: Some(path("tls/node.pem")),
+                key: Some(path("tls/node.key")),
+                server_name: None,
+            });
+        }
+        e
+    }
+}
+
+/// An etcd client URL's parts: whether it is `https`, its host and its port (`None`: it is
+/// not `http(s)://host:port`, with at most a trailing `/`).
+fn etcd_url(url: &str) -> Option<(bool, String, u16)> {
+    let (https, rest) = match url.strip_prefix("https://") {
+        Some(rest) => (true, rest),
+        None => (false, url.strip_prefix("http://")?),
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains(['/', '?', '#', '@']) {
+        return None;
+    }
+    let (host, port) = parse_endpoint(authority).ok()?;
+    Some((https, host, port))
+}
+
+/// A host as a URL names it (an IPv6 address in brackets).
+fn url_host(host: &str) -> String {
+    if host.contains(':') { format!("[{host}]") } else { host.to_owned() }
+}
+
+/// One etcd member `fleet init` issues a server and peer certificate for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct EtcdMember {
+    /// `etcd-1`, ...: its `--name` and its directory, `DIR/etcd/<name>/`.
+    name: String,
+    /// Its client URL, as given.
+    endpoint: String,
+    /// The URL's host: its certificate's subject alternative name.
+    host: String,
+    client_port: u16,
+}
+
+impl EtcdMember {
+    /// Its peer port: the client port + 1 (2380 for 2379, etcd's own defaults).
+    fn peer_port(&self) -> Option<u16> {
+        self.client_port.checked_add(1)
+    }
+
+    fn client_url(&self) -> String {
+        format!("https://{}:{}", url_host(&self.host), self.client_port)
+    }
+
+    fn peer_url(&self) -> String {
+        format!("https://{}:{}", url_host(&self.host), self.peer_port().unwrap_or_default())
+    }
+
+    /// Where it listens: its host if that is an address (etcd binds only to addresses),
+    /// 127.0.0.1 for `localhost`, else every address.
+    fn listen_host(&self) -> String {
+        if self.host.parse::<IpAddr>().is_ok() {
+            url_host(&self.host)
+        } else if self.host.eq_ignore_ascii_case("localhost") {
+            "127.0.0.1".into()
+        } else {
+            "0.0.0.0".into()
+        }
     }
 }
 
@@ -486,6 +682,23 @@ impl Layout {
     }
     fn config(&self, house: House) -> PathBuf {
         self.etc(house).join("worker.yaml")
+    }
+    /// `DIR/etcd`: what goes to the etcd members' hosts.
+    fn etcd(&self) -> PathBuf {
+        self.out.join("etcd")
+    }
+    /// `DIR/etcd/<member>`: one member's `ca.pem`, `member.pem`, `member.key`.
+    fn etcd_member(&self, name: &str) -> PathBuf {
+        self.etcd().join(name)
+    }
+    /// How the etcd command line in `NEXT-STEPS.txt` names a file of a member's
+    /// (`/etc/etcd/<file>` when installed).
+    fn etcd_named(&self, name: &str, file: &str) -> String {
+        if self.in_place {
+            self.etcd_member(name).join(file).display().to_string()
+        } else {
+            format!("/etc/etcd/{file}")
+        }
     }
     /// How the node's config names a file of its `etc` directory.
     fn etc_named(&self, house: House, rel: &str) -> String {
@@ -716,52 +929,66 @@ fn check_pair(cert_pem: &str, key: &KeyPair, cert_path: &Path, key_path: &Path) 
     Ok(())
 }
 
-/// Whose certificate: a house's node, or the operator's CLI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whose certificate: a house's node, the operator's CLI, or an etcd member.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Subject {
     Node(House),
     Operator,
+    Etcd(EtcdMember),
 }
 
 impl Subject {
-    fn name(self) -> &'static str {
+    fn name(&self) -> &str {
         match self {
             Subject::Node(h) => h.as_str(),
             Subject::Operator => "operator",
+            Subject::Etcd(m) => &m.name,
         }
     }
 
-    fn paths(self, layout: &Layout) -> (PathBuf, PathBuf) {
+    fn paths(&self, layout: &Layout) -> (PathBuf, PathBuf) {
         match self {
-            Subject::Node(h) => (layout.node_cert(h), layout.node_key(h)),
+            Subject::Node(h) => (layout.node_cert(*h), layout.node_key(*h)),
             Subject::Operator => (layout.operator().join("operator.pem"), layout.operator().join("operator.key")),
+            Subject::Etcd(m) => {
+                let dir = layout.etcd_member(&m.name);
+                (dir.join("member.pem"), dir.join("member.key"))
+            }
         }
     }
 }
 
+/// A subject alternative name: an IP address, else a DNS name.
+fn san(name: &str) -> Result<SanType, Error> {
+    Ok(match name.parse::<IpAddr>() {
+        Ok(ip) => SanType::IpAddress(ip),
+        Err(_) => SanType::DnsName(name.try_into().map_err(|e| cert_error(&format!("SAN `{name}`"), e))?),
+    })
+}
+
 /// Signs a certificate for `subject` with `key`, valid `days` from now: a node's carries its
-/// SANs and both TLS uses, the operator's is a client certificate only.
+/// SANs and both TLS uses; an etcd member's its endpoint's host and both uses (it serves
+/// clients and peers, and dials its peers); the operator's is a client certificate only.
 fn issue(
     spec: &FleetSpec,
-    subject: Subject,
+    subject: &Subject,
     key: &KeyPair,
     issuer: &Issuer<'static, KeyPair>,
 ) -> Result<(String, String), Error> {
     let mut p = CertificateParams::default();
     p.distinguished_name = rcgen::DistinguishedName::new();
     p.distinguished_name.push(DnType::CommonName, subject.name());
+    let both = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     match subject {
         Subject::Node(h) => {
-            for name in spec.houses.get(&h).map(HouseSpec::san_names).unwrap_or_default() {
-                let san = match name.parse::<IpAddr>() {
-                    Ok(ip) => SanType::IpAddress(ip),
-                    Err(_) => {
-                        SanType::DnsName(name.as_str().try_into().map_err(|e| cert_error(&format!("SAN `{name}`"), e))?)
-                    }
-                };
-                p.subject_alt_names.push(san);
+            for name in spec.houses.get(h).map(HouseSpec::san_names).unwrap_or_default() {
+                p.subject_alt_names.push(san(&name)?);
             }
-            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+            p.extended_key_usages = both;
+        }
+        Subject::Etcd(m) => {
+            p.subject_alt_names.push(san(&m.host)?);
+            p.extended_key_usages = both;
         }
         Subject::Operator => p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth],
     }
@@ -779,7 +1006,7 @@ fn issue(
 }
 
 /// The node key of `subject`, read or made (a key is never replaced); and whether it is new.
-fn node_key(report: &mut Report, layout: &Layout, subject: Subject) -> Result<(KeyPair, bool), Error> {
+fn node_key(report: &mut Report, layout: &Layout, subject: &Subject) -> Result<(KeyPair, bool), Error> {
     let (_, key_path) = subject.paths(layout);
     let (pem, made) = secret(report, &key_path, || {
         KeyPair::generate().map(|k| k.serialize_pem()).map_err(|e| cert_error("cannot make a key", e))
@@ -891,7 +1118,8 @@ fn render_config(spec: &FleetSpec, layout: &Layout, house: House) -> String {
             repos.join(", "),
         ));
     }
-    if let Some(e) = &spec.etcd {
+    if spec.etcd.is_some() {
+        let e = spec.node_etcd(layout, house);
         let endpoints: Vec<String> = e.endpoints.iter().map(|u| q(u)).collect();
         y.push_str(&format!(
             "etcd:\n  endpoints: [{}]\n  prefix: {}\n  lease_ttl_ms: {}\n",
@@ -908,6 +1136,16 @@ fn render_config(spec: &FleetSpec, layout: &Layout, house: House) -> String {
             "  connect_timeout_ms: {}\n  request_timeout_ms: {}\n",
             e.connect_timeout_ms, e.request_timeout_ms
         ));
+        if let Some(t) = &e.tls {
+            let named = |p: &Option<PathBuf>| q(&p.as_ref().map(|p| p.display().to_string()).unwrap_or_default());
+            y.push_str(&format!(
+                "  # TLS to etcd: the members' certificates are the fleet CA's (DIR/etcd/); etcd asks for this\n  \
+                 # node's certificate (--client-cert-auth).\n  tls:\n    ca: {}\n    cert: {}\n    key: {}\n",
+                q(&t.ca.display().to_string()),
+                named(&t.cert),
+                named(&t.key)
+            ));
+        }
     }
     y
 }
@@ -1028,20 +1266,26 @@ fn init(a: &InitArgs) -> Result<i32, Error> {
         secret(&mut report, &timmy_key_path, || Ok(format!("{}\n", tokens::key_files(&tokens::generate_key()).0)))?;
     let timmy_pub = format!("{}\n", tokens::key_files(&tokens::parse_signing_key(&timmy_key)?).1);
 
-    let mut expiry = BTreeMap::new();
-    for subject in House::ALL.map(Subject::Node).into_iter().chain([Subject::Operator]) {
-        let (key, key_made) = node_key(&mut report, &layout, subject)?;
+    let members = spec.etcd_members();
+    for m in &members {
+        files::create_dir(&layout.etcd_member(&m.name), 0o700)?;
+    }
+    let subjects = House::ALL.map(Subject::Node).into_iter().chain([Subject::Operator]);
+    for subject in subjects.chain(members.iter().cloned().map(Subject::Etcd)) {
+        let (key, key_made) = node_key(&mut report, &layout, &subject)?;
         let (cert_path, _) = subject.paths(&layout);
         if !cert_path.exists() || key_made || ca.made {
             let issuer = ca.issuer(&layout, &format!("{}'s certificate", subject.name()))?;
-            let (pem, until) = issue(&spec, subject, &key, issuer)?;
+            let (pem, _) = issue(&spec, &subject, &key, issuer)?;
             derived(&mut report, &cert_path, pem.as_bytes(), PUBLIC, true)?;
-            expiry.insert(subject.name(), until);
         } else {
             report.note(&cert_path, Action::Kept, PUBLIC);
         }
     }
     derived(&mut report, &layout.operator().join("ca.pem"), ca.cert_pem.as_bytes(), PUBLIC, ca.made)?;
+    for m in &members {
+        derived(&mut report, &layout.etcd_member(&m.name).join("ca.pem"), ca.cert_pem.as_bytes(), PUBLIC, ca.made)?;
+    }
 
     for h in House::ALL {
         let etc = layout.etc(h);
@@ -1081,11 +1325,12 @@ fn init(a: &InitArgs) -> Result<i32, Error> {
 
 fn cert(a: &CertArgs) -> Result<i32, Error> {
     let out = absolute(&a.dir)?;
-    let subject = match a.node.as_str() {
-        "operator" => Subject::Operator,
-        other => Subject::Node(other.parse::<House>().map_err(|_| {
+    let node = match a.node.as_deref() {
+        None => None,
+        Some("operator") => Some(Subject::Operator),
+        Some(other) => Some(Subject::Node(other.parse::<House>().map_err(|_| {
             bad_input("--node", format!("`{other}` is not one of timmy, allegro, ezra, bezalel, operator"))
-        })?),
+        })?)),
     };
     let mut layout = Layout { out: out.clone(), in_place: false };
     if !layout.spec().exists() {
@@ -1102,29 +1347,59 @@ fn cert(a: &CertArgs) -> Result<i32, Error> {
     let spec: FleetSpec = crate::config::load(&layout.spec())?;
     spec.check()?;
     layout.in_place = spec.in_place;
+    let subject = match (node, a.etcd_member.as_deref()) {
+        (Some(s), _) => s,
+        (None, name) => {
+            let members = spec.etcd_members();
+            let name = name.unwrap_or_default();
+            let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+            let Some(m) = members.iter().find(|m| m.name == name) else {
+                return Err(bad_input(
+                    "--etcd-member",
+                    if names.is_empty() {
+                        "this fleet's etcd endpoints are http:// on loopback: it has no member certificates".to_owned()
+                    } else {
+                        format!("`{name}` is not one of this fleet's etcd members: {}", names.join(", "))
+                    },
+                ));
+            };
+            Subject::Etcd(m.clone())
+        }
+    };
     let mut report = Report::default();
     let ca = Ca::open(&mut report, &layout, false)?;
     let issuer = ca.issuer(&layout, &format!("renewing {}'s certificate", subject.name()))?;
-    if let Subject::Node(h) = subject {
-        files::create_dir(&layout.etc(h).join("tls"), 0o750)?;
-    } else {
-        files::create_dir(&layout.operator(), 0o700)?;
+    match &subject {
+        Subject::Node(h) => files::create_dir(&layout.etc(*h).join("tls"), 0o750)?,
+        Subject::Operator => files::create_dir(&layout.operator(), 0o700)?,
+        Subject::Etcd(m) => files::create_dir(&layout.etcd_member(&m.name), 0o700)?,
     }
-    let (key, key_made) = node_key(&mut report, &layout, subject)?;
-    let (pem, until) = issue(&spec, subject, &key, issuer)?;
+    let (key, key_made) = node_key(&mut report, &layout, &subject)?;
+    let (pem, until) = issue(&spec, &subject, &key, issuer)?;
     let (cert_path, key_path) = subject.paths(&layout);
     derived(&mut report, &cert_path, pem.as_bytes(), PUBLIC, true)?;
+    if let Subject::Etcd(m) = &subject {
+        derived(&mut report, &layout.etcd_member(&m.name).join("ca.pem"), ca.cert_pem.as_bytes(), PUBLIC, false)?;
+    }
     let key_note = if key_made { "a new key: copy the key too" } else { "the same key" };
-    let target = match subject {
+    let target = match &subject {
         Subject::Node(h) => format!(
             "copy it to {h}'s host as /etc/uni-wizard/tls/node.pem{} and restart its daemon (TLS is read at start)",
             if key_made { " (and node.key)" } else { "" }
         ),
         Subject::Operator => "use it with --tls-cert".into(),
+        Subject::Etcd(m) => format!(
+            "copy it to the host of {} as /etc/etcd/member.pem{} and restart that member, one member at a time",
+            m.endpoint,
+            if key_made { " (and member.key)" } else { "" }
+        ),
     };
     if a.json {
         let mut v = report.json(&out);
-        v["node"] = json!(subject.name());
+        match &subject {
+            Subject::Etcd(m) => v["etcd_member"] = json!(m.name),
+            other => v["node"] = json!(other.name()),
+        }
         v["valid_until"] = json!(until);
         v["new_key"] = json!(key_made);
         println!("{v}");
@@ -1182,13 +1457,7 @@ fn next_steps(spec: &FleetSpec, layout: &Layout) -> String {
             files.join("\n  "),
         ));
     }
-    if let Some(e) = &spec.etcd {
-        s.push_str(&format!(
-            "etcd: every node's config points at {}; run the 3-member cluster as docs/OPERATIONS.md\n\
-             (\"Leadership through etcd\") shows, before the nodes (they wait for it if not).\n\n",
-            e.endpoints.join(", ")
-        ));
-    }
+    s.push_str(&etcd_steps(spec, layout));
     if let Some(t) = &spec.triage {
         let http = spec.houses.get(&House::Allegro).map(HouseSpec::listen_http).map(|a| a.port()).unwrap_or_default();
         let host = spec.houses.get(&House::Allegro).map(|e| e.host_port().0).unwrap_or_default();
@@ -1209,9 +1478,13 @@ fn next_steps(spec: &FleetSpec, layout: &Layout) -> String {
          UNI_WIZARD_TOKEN=$(cat {dir}/secrets/timmy.token) uni-wizard test --router {} \\\n    \
          --house timmy --tool system_info --tls-ca {dir}/operator/ca.pem \\\n    \
          --tls-cert {dir}/operator/operator.pem --tls-key {dir}/operator/operator.key\n\n\
-         Renew a certificate (before {} days pass): uni-wizard fleet cert --dir {dir} --node ezra\n",
+         Renew a certificate (before {} days pass): uni-wizard fleet cert --dir {dir} --node ezra\n{}",
         routers.join(","),
         spec.cert_days,
+        match spec.etcd_members().first() {
+            Some(m) => format!("  and an etcd member's: uni-wizard fleet cert --dir {dir} --etcd-member {}\n", m.name),
+            None => String::new(),
+        },
     ));
     if spec.in_place {
         s.push_str(&format!(
@@ -1220,6 +1493,81 @@ fn next_steps(spec: &FleetSpec, layout: &Layout) -> String {
              sh -c 'set -a; . {dir}/<house>/etc/uni-wizard/env; exec uni-wizardd --config {dir}/<house>/etc/uni-wizard/worker.yaml'\n"
         ));
     }
+    s
+}
+
+/// The etcd part of `NEXT-STEPS.txt`: with `https://` endpoints, which files go to which
+/// member's host and each member's command line; with loopback `http://`, a pointer to the docs.
+fn etcd_steps(spec: &FleetSpec, layout: &Layout) -> String {
+    let Some(e) = &spec.etcd else { return String::new() };
+    let members = spec.etcd_members();
+    if members.is_empty() {
+        return format!(
+            "etcd: every node's config points at {} (plaintext, loopback only); run it as\n\
+             docs/OPERATIONS.md (\"Leadership through etcd\") shows, before the nodes (they wait for it if not).\n\n",
+            e.endpoints.join(", ")
+        );
+    }
+    let dir = layout.out.display();
+    let cluster: Vec<String> = members.iter().map(|m| format!("{}={}", m.name, m.peer_url())).collect();
+    let mut s = format!(
+        "etcd: {} members, each serving clients and peers over TLS with a certificate from the fleet CA\n\
+         and asking for one back (--client-cert-auth, --peer-client-cert-auth): the nodes show theirs\n\
+         (etcd.tls in each worker.yaml). A member's peer port is its client port + 1. Start them before the\n\
+         nodes (they wait for etcd if not). With Debian's etcd-server, stop the instance the package started\n\
+         (systemctl stop etcd) and put the flags after `etcd` below into DAEMON_ARGS=\"...\" in /etc/default/etcd.\n\n",
+        members.len()
+    );
+    for m in &members {
+        let f = |file: &str| layout.etcd_named(&m.name, file);
+        let data = if layout.in_place {
+            layout.etcd_member(&m.name).join("data").display().to_string()
+        } else {
+            "/var/lib/etcd/uni-wizard".into()
+        };
+        s.push_str(&format!("{} (client {}, peer {}):\n", m.name, m.client_url(), m.peer_url()));
+        if !layout.in_place {
+            s.push_str(&format!(
+                "  scp -r {dir}/etcd/{name} root@{host}:uw-{name}    # then on that host, as root:\n  \
+                 cd uw-{name}\n  \
+                 install -d -m 0755 /etc/etcd && install -d -m 0700 -o etcd /var/lib/etcd/uni-wizard\n  \
+                 install -m 0644 ca.pem member.pem /etc/etcd/\n  \
+                 install -m 0600 -o etcd member.key /etc/etcd/\n",
+                name = m.name,
+                host = m.host,
+            ));
+        }
+        let listen = m.listen_host();
+        s.push_str(&format!(
+            "  etcd --name {name} --data-dir {data} \\\n    \
+             --listen-client-urls https://{listen}:{client} --advertise-client-urls {client_url} \\\n    \
+             --cert-file {cert} --key-file {key} \\\n    \
+             --trusted-ca-file {ca} --client-cert-auth \\\n    \
+             --listen-peer-urls https://{listen}:{peer} --initial-advertise-peer-urls {peer_url} \\\n    \
+             --peer-cert-file {cert} --peer-key-file {key} \\\n    \
+             --peer-trusted-ca-file {ca} --peer-client-cert-auth \\\n    \
+             --initial-cluster {cluster} \\\n    \
+             --initial-cluster-state new --initial-cluster-token uni-wizard-etcd \\\n    \
+             --heartbeat-interval 50 --election-timeout 500\n\n",
+            name = m.name,
+            client = m.client_port,
+            client_url = m.client_url(),
+            peer = m.peer_port().unwrap_or_default(),
+            peer_url = m.peer_url(),
+            cert = f("member.pem"),
+            key = f("member.key"),
+            ca = f("ca.pem"),
+            cluster = cluster.join(","),
+        ));
+    }
+    let urls: Vec<String> = members.iter().map(EtcdMember::client_url).collect();
+    s.push_str(&format!(
+        "Then, from this machine (the operator's certificate is a client certificate of the fleet CA):\n  \
+         etcdctl --endpoints {} \\\n    \
+         --cacert {dir}/operator/ca.pem --cert {dir}/operator/operator.pem --key {dir}/operator/operator.key \\\n    \
+         endpoint health\n\n",
+        urls.join(",")
+    ));
     s
 }
 
@@ -1239,8 +1587,77 @@ mod tests {
             };
             s.houses.insert(*h, entry);
         }
-        s.etcd = Some(EtcdConfig::new(vec!["http://10.0.0.1:2379".into()]));
+        s.etcd = Some(EtcdConfig::new(vec!["https://10.0.0.1:2379".into()]));
         s
+    }
+
+    fn etcd(endpoints: &[&str]) -> Option<EtcdConfig> {
+        Some(EtcdConfig::new(endpoints.iter().map(|e| (*e).to_owned()).collect()))
+    }
+
+    /// Proves the etcd endpoints are checked before anything is written: `https://` anywhere,
+    /// `http://` on loopback only (off loopback: E1005 naming `etcd.endpoints`, the flag and
+    /// https://), one scheme for all, no `tls` in the inputs, members' ports apart on one host.
+    #[test]
+    fn etcd_endpoints_are_https_or_loopback() {
+        let check = |endpoints: &[&str]| {
+            let mut s = spec();
+            s.etcd = etcd(endpoints);
+            s.check()
+        };
+        assert!(check(&["https://10.0.0.1:2379", "https://etcd-2.fleet:2379", "https://[fd00::3]:2379"]).is_ok());
+        assert!(check(&["http://127.0.0.1:2379", "http://localhost:2381"]).is_ok(), "plaintext on loopback");
+        let e = check(&["https://10.0.0.1:2379", "http://10.0.0.2:2379"]).expect_err("plaintext off loopback");
+        assert_eq!(field(&e), "etcd.endpoints");
+        for part in ["http://10.0.0.2:2379", "only on loopback", "--etcd https://10.0.0.2:2379"] {
+            assert!(e.message.contains(part), "{part}: {}", e.message);
+        }
+        let e = check(&["https://10.0.0.1:2379", "http://127.0.0.1:2379"]).expect_err("mixed");
+        assert!(e.message.contains("same scheme"), "{}", e.message);
+        for bad in ["10.0.0.1:2379", "https://10.0.0.1:2379/v3", "https://a_b:2379", "https://10.0.0.1:65535"] {
+            assert_eq!(field(&check(&[bad]).expect_err(bad)), "etcd.endpoints", "{bad}");
+        }
+        let e = check(&["https://10.0.0.1:2379", "https://10.0.0.1:2380"]).expect_err("ports meet");
+        assert!(e.message.contains("ports meet"), "{}", e.message);
+        assert!(check(&["https://10.0.0.1:2379", "https://10.0.0.2:2379", "https://10.0.0.1:2381"]).is_ok());
+        let e = check(&["https://10.0.0.2:7400"]).expect_err("its peer port is allegro's gRPC port, 7401");
+        assert!(e.message.contains("allegro listens"), "{}", e.message);
+        let mut s = spec();
+        if let Some(e) = s.etcd.as_mut() {
+            e.tls = Some(EtcdTls { ca: "ca.pem".into(), cert: None, key: None, server_name: None });
+        }
+        assert_eq!(field(&s.check().expect_err("tls given")), "etcd.tls");
+    }
+
+    /// Proves one member per https:// endpoint, named in order, with its host as SAN, its peer
+    /// port next to its client port, and etcd's listen address (an IP, else every address).
+    #[test]
+    fn etcd_members_follow_the_endpoints() {
+        let mut s = spec();
+        s.etcd = etcd(&["https://10.0.0.1:2379", "https://etcd-2.fleet:2479", "https://[::1]:2379"]);
+        let m = s.etcd_members();
+        let names: Vec<&str> = m.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["etcd-1", "etcd-2", "etcd-3"]);
+        assert_eq!((m[1].host.as_str(), m[1].client_port, m[1].peer_port()), ("etcd-2.fleet", 2479, Some(2480)));
+        assert_eq!(m[1].peer_url(), "https://etcd-2.fleet:2480");
+        assert_eq!(m[1].listen_host(), "0.0.0.0", "etcd binds only to addresses");
+        assert_eq!((m[2].client_url(), m[2].listen_host()), ("https://[::1]:2379".to_owned(), "[::1]".to_owned()));
+        let installed = next_steps(&s, &Layout { out: PathBuf::from("/tmp/fleet"), in_place: false });
+        for part in [
+            "scp -r /tmp/fleet/etcd/etcd-2 root@etcd-2.fleet:uw-etcd-2",
+            "install -m 0600 -o etcd member.key /etc/etcd/",
+            "--listen-client-urls https://0.0.0.0:2479 --advertise-client-urls https://etcd-2.fleet:2479",
+            "--cert-file /etc/etcd/member.pem --key-file /etc/etcd/member.key",
+            "--peer-trusted-ca-file /etc/etcd/ca.pem --peer-client-cert-auth",
+            "--initial-cluster etcd-1=https://10.0.0.1:2380,etcd-2=https://etcd-2.fleet:2480,etcd-3=https://[::1]:2380",
+            "fleet cert --dir /tmp/fleet --etcd-member etcd-1",
+        ] {
+            assert!(installed.contains(part), "NEXT-STEPS.txt lacks `{part}`:\n{installed}");
+        }
+        s.etcd = etcd(&["http://127.0.0.1:2379"]);
+        assert!(s.etcd_members().is_empty(), "plaintext loopback: no certificates");
+        let steps = next_steps(&s, &Layout { out: PathBuf::from("/tmp/fleet"), in_place: false });
+        assert!(!steps.contains("etcd-1") && steps.contains("plaintext, loopback only"), "{steps}");
     }
 
     fn field(e: &Error) -> String {
@@ -1249,7 +1666,8 @@ mod tests {
     }
 
     /// Proves the inputs are checked with E1005 naming the field: a missing house, a bad
-    /// endpoint, a shared endpoint, a bad SAN, no etcd, an https etcd, triage without repos.
+    /// endpoint, a shared endpoint, a bad SAN, no etcd, plaintext etcd off loopback, triage
+    /// without repos.
     #[test]
     fn bad_inputs_name_their_field() {
         assert!(spec().check().is_ok());
@@ -1281,7 +1699,7 @@ mod tests {
             "houses.ezra.sans"
         );
         assert_eq!(with(&|s| s.etcd = None), "etcd");
-        assert_eq!(with(&|s| s.etcd = Some(EtcdConfig::new(vec!["https://e:2379".into()]))), "etcd.endpoints");
+        assert_eq!(with(&|s| s.etcd = Some(EtcdConfig::new(vec!["http://e:2379".into()]))), "etcd.endpoints");
         let triage = TriageSpec { gitea_url: "https://git".into(), repos: vec![], bot_user: default_bot() };
         assert_eq!(with(&|s| s.triage = Some(triage.clone())), "triage.repos");
         let shared = |s: &mut FleetSpec| {
@@ -1323,13 +1741,27 @@ mod tests {
             let tls = c.tls.as_ref().expect("tls");
             assert_eq!(tls.key, PathBuf::from("/etc/uni-wizard/tls/node.key"));
             assert_eq!(c.home(), PathBuf::from("/var/lib/uni-wizard"));
-            assert_eq!(c.etcd.as_ref().expect("etcd").endpoints, vec!["http://10.0.0.1:2379".to_owned()]);
+            let etcd = c.etcd.as_ref().expect("etcd");
+            assert_eq!(etcd.endpoints, vec!["https://10.0.0.1:2379".to_owned()]);
+            let etcd_tls = etcd.tls.as_ref().expect("etcd.tls with https://");
+            assert_eq!(
+                (etcd_tls.ca.as_path(), etcd_tls.cert.as_deref(), etcd_tls.key.as_deref(), &etcd_tls.server_name),
+                (tls.ca.as_path(), Some(tls.cert.as_path()), Some(tls.key.as_path()), &None),
+                "the fleet CA and the node's own certificate and key"
+            );
             assert_eq!(c.node_house(house.as_str()), Some(house), "its node name is bound to it");
         }
         let in_place = Layout { out: PathBuf::from("/tmp/fleet"), in_place: true };
         let c = DaemonConfig::parse(&render_config(&s, &in_place, House::Ezra), "w", &|k| vars.get(k).cloned())
             .expect("valid");
         assert_eq!(c.tls.expect("tls").ca, PathBuf::from("/tmp/fleet/ezra/etc/uni-wizard/tls/ca.pem"));
+        let etcd_tls = c.etcd.and_then(|e| e.tls).expect("etcd.tls");
+        assert_eq!(etcd_tls.key, Some(PathBuf::from("/tmp/fleet/ezra/etc/uni-wizard/tls/node.key")));
+        let mut plain = s.clone();
+        plain.etcd = etcd(&["http://127.0.0.1:2379"]);
+        let c = DaemonConfig::parse(&render_config(&plain, &layout, House::Ezra), "w", &|k| vars.get(k).cloned())
+            .expect("valid");
+        assert_eq!(c.etcd.expect("etcd").tls, None, "loopback plaintext: no etcd.tls");
         assert!(render_config(&s, &layout, House::Allegro).contains("triage:"), "Allegro's lane has triage");
         assert!(!render_config(&s, &layout, House::Ezra).contains("triage:"), "Ezra's has none");
     }

@@ -68,7 +68,8 @@ pub enum Command {
     /// Generate Timmy's ed25519 key pair (`timmy.key`, `timmy.pub`).
     Keygen(approve::KeygenArgs),
     /// Set up a fleet: `init` makes the CA, certificates, tokens, Timmy's key and the four node
-    /// configs in one directory; `cert` issues one node's certificate again.
+    /// configs (and etcd's members' certificates) in one directory; `cert` issues one node's or etcd
+    /// member's certificate again.
     #[command(subcommand)]
     Fleet(fleet::FleetCommand),
     /// Probe every house of a fleet: gRPC health and worker capacity.
