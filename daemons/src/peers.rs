@@ -57,12 +57,36 @@ pub fn read(path: &std::path::Path) -> Result<Vec<u8>, Error> {
     })
 }
 
+/// HTTP/2 pings between daemons: a peer that stops answering them is cut off (health finds a
+/// hung worker sooner; this only bounds what nobody else watches).
+pub const DAEMON_PINGS: Pings = Pings { every: Duration::from_secs(10), within: Duration::from_secs(5) };
+
+/// HTTP/2 pings of the CLI: a router that stops answering (frozen, cut off without a reset)
+/// is left within about three seconds, so the CLI asks the next one (with the same key)
+/// instead of waiting on it; a long call on a router that answers pings is not cut.
+pub const CLI_PINGS: Pings = Pings { every: Duration::from_secs(1), within: Duration::from_secs(2) };
+
+/// How often a channel pings its peer, and how long it waits for the answer before it closes
+/// the connection (failing the calls on it).
+#[derive(Debug, Clone, Copy)]
+pub struct Pings {
+    /// Between two pings.
+    pub every: Duration,
+    /// The longest wait for a ping's answer.
+    pub within: Duration,
+}
+
 /// A channel to `endpoint`, TLS when `tls` is given (plaintext otherwise: loopback only,
-/// which config validation has already insisted on).
+/// which config validation has already insisted on), pinging as `pings` says.
 ///
 /// # Errors
 /// E4001 when the endpoint or TLS settings are unusable.
-pub fn channel(endpoint: &str, tls: Option<&ClientTls>, connect_timeout: Duration) -> Result<Channel, Error> {
+pub fn channel(
+    endpoint: &str,
+    tls: Option<&ClientTls>,
+    connect_timeout: Duration,
+    pings: Pings,
+) -> Result<Channel, Error> {
     let bad = |e: String| Error::new(ErrorCode::ConfigInvalid, format!("endpoint `{endpoint}`: {e}"));
     let (host, _) = parse_endpoint(endpoint).map_err(bad)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -70,8 +94,8 @@ pub fn channel(endpoint: &str, tls: Option<&ClientTls>, connect_timeout: Duratio
         .map_err(|e| bad(e.to_string()))?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5));
+        .http2_keep_alive_interval(pings.every)
+        .keep_alive_timeout(pings.within);
     if let Some(t) = tls {
         let name = t.server_name.clone().unwrap_or(host);
         let cfg = ClientTlsConfig::new().ca_certificate(t.ca.clone()).identity(t.identity.clone()).domain_name(name);
@@ -144,7 +168,7 @@ impl Peers {
         }
         let timeout = Duration::from_millis(config.health.timeout_ms.max(200));
         let chs = (0..CONNECTIONS_PER_PEER)
-            .map(|_| channel(&entry.endpoint, self.tls.as_ref(), timeout))
+            .map(|_| channel(&entry.endpoint, self.tls.as_ref(), timeout, DAEMON_PINGS))
             .collect::<Result<Vec<_>, _>>()?;
         let ch = chs[turn].clone();
         map.insert(house, (entry.endpoint.clone(), chs));

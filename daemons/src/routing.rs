@@ -144,6 +144,8 @@ pub struct Task<R> {
     id: String,
     submitter: House,
     key: String,
+    /// What the submission asked for (its call's fingerprint): a key names one call.
+    call: String,
     state: watch::Sender<Snapshot<R>>,
 }
 
@@ -214,6 +216,9 @@ pub struct Admission<R> {
     pub task: Arc<Task<R>>,
     /// `true` when the key named an earlier task, which is answered instead.
     pub deduplicated: bool,
+    /// The key's earlier task, when its answer did not settle the key (see [`Tasks::admit`]):
+    /// the new task replaces it.
+    pub replaced: Option<Snapshot<R>>,
 }
 
 /// The task table: tasks by id and by `(submitter, idempotency_key)`, oldest first.
@@ -245,17 +250,37 @@ impl<R: Clone> Tasks<R> {
         self.table().by_key.get(&(caller, key.to_owned())).cloned()
     }
 
-    /// The task for `caller`'s submission under `key`: the existing one (deduplicated), else a
-    /// new `Pending` task. At most `max` tasks are held; to make room the oldest finished task
-    /// goes.
+    /// The task for `caller`'s submission of `call` (its fingerprint) under `key`: the
+    /// existing one (deduplicated), else a new `Pending` task. An existing task whose answer
+    /// `released` says did not settle the key (nothing ran, or its fate is the worker's to
+    /// tell) is replaced by the new one, and returned as `replaced`. At most `max` tasks are
+    /// held; to make room the oldest finished task goes.
     ///
     /// # Errors
+    /// E1005 when the key named another call (a key names one call, as on the worker);
     /// E3005 when `max` tasks are held and none of them is finished.
-    pub fn admit(&self, caller: House, key: &str, max: usize) -> Result<Admission<R>, Error> {
+    pub fn admit(
+        &self,
+        caller: House,
+        key: &str,
+        call: &str,
+        max: usize,
+        released: impl Fn(&Snapshot<R>) -> bool,
+    ) -> Result<Admission<R>, Error> {
         let mut t = self.table();
         let key = (caller, key.to_owned());
+        let mut replaced = None;
         if let Some(task) = t.by_key.get(&key) {
-            return Ok(Admission { task: task.clone(), deduplicated: true });
+            if task.call != call {
+                return Err(Error::new(ErrorCode::InvalidInput, "idempotency key reused for a different call")
+                    .with_details(serde_json::json!({ "field": "idempotency_key", "task_id": task.id })));
+            }
+            let earlier = task.snapshot();
+            if !(earlier.finished() && released(&earlier)) {
+                return Ok(Admission { task: task.clone(), deduplicated: true, replaced: None });
+            }
+            replaced = Some(earlier);
+            t.by_key.remove(&key);
         }
         while t.order.len() >= max {
             let Some(pos) = t.order.iter().position(|x| x.state.borrow().finished()) else {
@@ -263,7 +288,11 @@ impl<R: Clone> Tasks<R> {
             };
             if let Some(old) = t.order.remove(pos) {
                 t.by_id.remove(&old.id);
-                t.by_key.remove(&(old.submitter, old.key.clone()));
+                let k = (old.submitter, old.key.clone());
+                // A replaced task's key names its successor now.
+                if t.by_key.get(&k).is_some_and(|x| Arc::ptr_eq(x, &old)) {
+                    t.by_key.remove(&k);
+                }
             }
         }
         let snapshot = Snapshot { state: State::Pending, assigned: None, node: String::new(), result: None };
@@ -271,12 +300,13 @@ impl<R: Clone> Tasks<R> {
             id: uni_wizard::provenance::new_id(),
             submitter: caller,
             key: key.1.clone(),
+            call: call.to_owned(),
             state: watch::channel(snapshot).0,
         });
         t.by_id.insert(task.id.clone(), task.clone());
         t.by_key.insert(key, task.clone());
         t.order.push_back(task.clone());
-        Ok(Admission { task, deduplicated: false })
+        Ok(Admission { task, deduplicated: false, replaced })
     }
 
     /// The task `id` if `caller` may read it: a house sees the tasks it submitted, Timmy sees
@@ -587,7 +617,7 @@ mod tests {
     #[test]
     fn a_task_moves_pending_running_final_and_finishes_once() {
         let tasks: Tasks<&str> = Tasks::default();
-        let task = tasks.admit(Ezra, "k", 10).expect("admitted").task;
+        let task = tasks.admit(Ezra, "k", "", 10, |_| false).expect("admitted").task;
         assert_eq!((task.snapshot().state, task.snapshot().assigned), (State::Pending, None));
         task.start(Ezra);
         task.start(Bezalel);
@@ -611,21 +641,45 @@ mod tests {
     #[test]
     fn admission_deduplicates_per_house_and_evicts_the_oldest_finished() {
         let tasks: Tasks<u32> = Tasks::default();
-        let first = tasks.admit(Ezra, "k", 2).expect("admitted");
-        let again = tasks.admit(Ezra, "k", 2).expect("admitted");
+        let first = tasks.admit(Ezra, "k", "", 2, |_| false).expect("admitted");
+        let again = tasks.admit(Ezra, "k", "", 2, |_| false).expect("admitted");
         assert!(!first.deduplicated && again.deduplicated && Arc::ptr_eq(&first.task, &again.task));
-        let theirs = tasks.admit(Bezalel, "k", 2).expect("admitted");
+        let theirs = tasks.admit(Bezalel, "k", "", 2, |_| false).expect("admitted");
         assert!(!theirs.deduplicated && theirs.task.id() != first.task.id());
-        assert_eq!(tasks.admit(Timmy, "other", 2).err().map(|e| e.code), Some(ErrorCode::Saturated));
+        assert_eq!(tasks.admit(Timmy, "other", "", 2, |_| false).err().map(|e| e.code), Some(ErrorCode::Saturated));
         theirs.task.finish(State::Failed, None, String::new(), 1);
-        let fresh = tasks.admit(Timmy, "other", 2).expect("room made");
+        let fresh = tasks.admit(Timmy, "other", "", 2, |_| false).expect("room made");
         assert_eq!(tasks.len(), 2);
         assert!(tasks.visible(Timmy, theirs.task.id()).is_err(), "the finished task went");
         fresh.task.finish(State::Succeeded, None, String::new(), 2);
-        let again = tasks.admit(Bezalel, "k", 2).expect("room made again");
+        let again = tasks.admit(Bezalel, "k", "", 2, |_| false).expect("room made again");
         assert!(!again.deduplicated, "its key went with its task");
         assert!(tasks.visible(Timmy, fresh.task.id()).is_err(), "the oldest finished went, not the unfinished");
         assert!(tasks.visible(Timmy, first.task.id()).is_ok());
+    }
+
+    /// Proves a key names one call: the same key for another call is E1005 and changes
+    /// nothing; a finished task whose answer did not settle the key is replaced by the
+    /// resubmission (and handed back), one that settled it is answered again, and a
+    /// replaced task stays readable by id while its key names the new one.
+    #[test]
+    fn a_key_names_one_call_and_an_unsettled_answer_is_replaced() {
+        let tasks: Tasks<u32> = Tasks::default();
+        let unsettled = |s: &Snapshot<u32>| s.result == Some(0);
+        let first = tasks.admit(Ezra, "k", "read a", 10, unsettled).expect("admitted");
+        let e = tasks.admit(Ezra, "k", "read b", 10, unsettled).expect_err("another call");
+        assert_eq!(e.code, ErrorCode::InvalidInput);
+        assert!(e.message.contains("different call"), "{e}");
+        let running = tasks.admit(Ezra, "k", "read a", 10, unsettled).expect("the same call");
+        assert!(running.deduplicated && running.replaced.is_none(), "unfinished: the same task");
+        first.task.finish(State::Failed, None, String::new(), 0);
+        let again = tasks.admit(Ezra, "k", "read a", 10, unsettled).expect("resubmitted");
+        assert!(!again.deduplicated && again.task.id() != first.task.id());
+        assert_eq!(again.replaced.map(|s| s.result), Some(Some(0)));
+        assert!(tasks.visible(Ezra, first.task.id()).is_ok(), "the replaced task is still readable");
+        again.task.finish(State::Succeeded, None, String::new(), 7);
+        let settled = tasks.admit(Ezra, "k", "read a", 10, unsettled).expect("resubmitted");
+        assert!(settled.deduplicated && Arc::ptr_eq(&settled.task, &again.task), "a settled answer is kept");
     }
 
     /// Proves a task is visible to its submitter and Timmy only, and another house gets the
@@ -633,7 +687,7 @@ mod tests {
     #[test]
     fn a_task_is_visible_to_its_submitter_and_timmy_only() {
         let tasks: Tasks<()> = Tasks::default();
-        let task = tasks.admit(Ezra, "k", 10).expect("admitted").task;
+        let task = tasks.admit(Ezra, "k", "", 10, |_| false).expect("admitted").task;
         assert_eq!(task.submitter(), Ezra);
         assert!(tasks.visible(Ezra, task.id()).is_ok());
         assert!(tasks.visible(Timmy, task.id()).is_ok());
@@ -649,7 +703,7 @@ mod tests {
     #[tokio::test]
     async fn waiting_ends_at_the_finish_or_the_limit() {
         let tasks: Tasks<u8> = Tasks::default();
-        let task = tasks.admit(Ezra, "k", 10).expect("admitted").task;
+        let task = tasks.admit(Ezra, "k", "", 10, |_| false).expect("admitted").task;
         assert_eq!(task.wait(Duration::from_millis(20)).await.result, None);
         let t = task.clone();
         tokio::spawn(async move { t.finish(State::Succeeded, Some(Ezra), String::new(), 7) });

@@ -119,6 +119,38 @@ fn a_task_key_alone_binds_a_non_idempotent_call_on_its_worker() {
     assert_eq!(target.posts(), 1, "the target saw one POST");
 }
 
+/// Proves the router holds a task key to one call and only to an answer that settled it: the
+/// same key for another call is E1005 and runs nothing, the same call again is answered from
+/// the first run; a key whose task found no worker (nothing ran) runs once the worker is back,
+/// instead of repeating "no worker" for as long as the router lives.
+#[test]
+fn the_router_holds_a_key_to_one_call_and_only_to_a_settled_answer() {
+    let target = Target::start(Duration::ZERO);
+    let mut fleet = fleet(&target);
+    let key = ["--task-key", "one-call"];
+    let first = submit_keyed(&fleet, &target.url("/a"), key[0], key[1]);
+    let v = json_stdout(&first);
+    assert!(first.status.success(), "{v}");
+    let other = submit_keyed(&fleet, &target.url("/b"), key[0], key[1]);
+    assert_eq!(json_stdout(&other)["error"]["code"], "E1005", "{}", json_stdout(&other));
+    let again = submit_keyed(&fleet, &target.url("/a"), key[0], key[1]);
+    assert_eq!(json_stdout(&again)["outcome"], v["outcome"], "{}", json_stdout(&again));
+    assert_eq!(target.posts_by_path().get("/b"), None, "the other call ran nothing");
+
+    fleet.node("allegro").kill();
+    wait_until("Timmy marks Allegro down", Duration::from_secs(10), || {
+        fleet.nodes["timmy"].health().is_some_and(|h| h.to_string().contains("\"down\""))
+    });
+    let refused = submit_keyed(&fleet, &target.url("/later"), "--task-key", "no-worker-yet");
+    assert!(!refused.status.success(), "{}", json_stdout(&refused));
+    fleet.node("allegro").start();
+    fleet.wait_peer_state("timmy", "allegro", "up", Duration::from_secs(10));
+    let ran = submit_keyed(&fleet, &target.url("/later"), "--task-key", "no-worker-yet");
+    assert!(ran.status.success(), "the same key runs once a worker is back: {}", json_stdout(&ran));
+    assert_eq!(target.posts_by_path().get("/later"), Some(&1));
+    assert_eq!(target.posts(), 2);
+}
+
 /// Proves a keyed call whose worker was SIGKILLed while the target held its request ends
 /// E3012 `maybe_ran` when resubmitted to the restarted worker (through a fresh router), is not
 /// run again, and a third resubmission gets the same answer; the target saw one POST.

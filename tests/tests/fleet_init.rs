@@ -374,6 +374,26 @@ fn a_fleet_made_by_init_runs_a_task_over_mutual_tls() {
     let o = submit(false);
     assert!(!o.status.success(), "plaintext to a TLS node is refused: {}", json_stdout(&o));
 
+    // `uni-wizard status` on Timmy's generated config reaches every house's HTTP port at the
+    // `http_endpoint` init wrote: every house up, a leader, no HTTP source unavailable.
+    let timmy = &nodes[0];
+    let o = Command::new(bin("uni-wizard"))
+        .envs(timmy.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("UNI_WIZARD_HOME", work.path().join("cli-home"))
+        .args(["status", "--json", "--config"])
+        .arg(&timmy.config)
+        .output()
+        .expect("status runs");
+    let v = json_stdout(&o);
+    assert!(o.status.success(), "status on a fresh fleet: {v}\n{}", String::from_utf8_lossy(&o.stderr));
+    let houses = v["houses"].as_array().cloned().unwrap_or_default();
+    assert_eq!(houses.len(), 4, "{v}");
+    for h in &houses {
+        assert_eq!(h["http"]["available"], true, "{}'s HTTP port, at the http_endpoint init wrote: {v}", h["house"]);
+    }
+    let counted = v["tasks"]["counters_unavailable"].as_object().map_or(0, serde_json::Map::len);
+    assert_eq!(counted, 0, "every router's counters read: {v}");
+
     for n in &mut nodes {
         let status = n.terminate();
         assert!(status.success(), "{} exits cleanly on SIGTERM: {status}\n{}", n.house, n.log());

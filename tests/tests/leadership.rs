@@ -263,10 +263,18 @@ fn etcd_member_loss_quorum_loss_and_a_frozen_leader() {
     };
     signal("-STOP");
     let replaced = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_leader(&fleet, Some(&lead), Duration::from_secs(10))
+        let next = wait_leader(&fleet, Some(&lead), Duration::from_secs(10));
+        // The CLI given the frozen router first leaves it when it stops answering pings and
+        // asks the next, which leads now (it used to wait on the frozen one for ever).
+        let asked = Instant::now();
+        let routers = [lead.as_str(), next.0.as_str()];
+        let v = ok(&submit(&fleet, "ezra", &routers, &["--tool", "file_read", "--arg", "path=hello.txt"]));
+        assert_eq!(v["outcome"]["output"]["content"], "hello from ezra\n", "{v}");
+        assert!(asked.elapsed() < Duration::from_secs(8), "took {:?} past the frozen router", asked.elapsed());
+        next
     }));
     signal("-CONT");
-    let (next, next_term, _) = replaced.expect("another router led while the leader was frozen");
+    let (next, next_term, _) = replaced.expect("another router led, and took tasks, while the leader was frozen");
     assert!(next_term > term);
     let deadline = Instant::now() + Duration::from_secs(10);
     while fleet.nodes[&lead].health().is_none_or(|h| h["leadership"]["state"] != "follower") {

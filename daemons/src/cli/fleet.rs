@@ -1092,9 +1092,14 @@ fn render_config(spec: &FleetSpec, layout: &Layout, house: House) -> String {
             House::Ezra => "archivist",
             House::Bezalel => "artificer",
         };
+        // Its HTTP port as the other hosts reach it: the endpoint's host, the port it listens on
+        // (`uni-wizard status` reads every house's /health and /metrics there).
+        let host = entry.endpoint.rsplit_once(':').map_or(entry.endpoint.as_str(), |(h, _)| h);
+        let http_endpoint = format!("{host}:{}", entry.listen_http().port());
         y.push_str(&format!(
-            "  {h}: {{endpoint: {}, auth_token: \"${{{}}}\", role: {role}, priority: {}, nodes: [{}]}}\n",
+            "  {h}: {{endpoint: {}, http_endpoint: {}, auth_token: \"${{{}}}\", role: {role}, priority: {}, nodes: [{}]}}\n",
             q(&entry.endpoint),
+            q(&http_endpoint),
             env_name(*h),
             i + 1,
             q(&entry.node_name(*h)),

@@ -18,7 +18,7 @@ use uni_wizard_proto::v1::{
 
 use crate::auth::{Authed, Credentials};
 use crate::config::{DaemonConfig, Secret, TlsConfig, is_loopback_host, parse_endpoint};
-use crate::peers::{ClientTls, channel};
+use crate::peers::{CLI_PINGS, ClientTls, channel};
 use crate::wire;
 
 /// How the CLI reaches a daemon.
@@ -66,7 +66,7 @@ impl Connect {
                 format!("{addr} is not loopback: plaintext is refused, pass --tls-ca/--tls-cert/--tls-key"),
             ));
         }
-        let ch = channel(addr, tls.as_ref(), Duration::from_secs(5))?;
+        let ch = channel(addr, tls.as_ref(), Duration::from_secs(5), CLI_PINGS)?;
         Ok(tonic::service::interceptor::InterceptedService::new(ch, Credentials::new(house, &Secret::new(token))?))
     }
 }
@@ -125,15 +125,17 @@ where
 {
     let deadline = tokio::time::Instant::now() + patience;
     let mut last = Error::new(ErrorCode::InvalidInput, "no router given: pass --router HOST:PORT[,HOST:PORT...]");
+    let mut order: Vec<String> = routers.to_vec();
     loop {
-        let mut queue: std::collections::VecDeque<String> = routers.iter().cloned().collect();
+        let mut queue: std::collections::VecDeque<String> = order.iter().cloned().collect();
         let mut asked: Vec<String> = Vec::new();
+        let mut unreachable: Vec<String> = Vec::new();
         while let Some(router) = queue.pop_front() {
             if asked.contains(&router) {
                 continue;
             }
             asked.push(router.clone());
-            match ask(router).await {
+            match ask(router.clone()).await {
                 Ok(v) => return Ok(v),
                 Err(Asked::Answer(e)) => return Err(e),
                 Err(Asked::Elsewhere(e)) => {
@@ -142,6 +144,9 @@ where
                     {
                         queue.push_front(leader.to_owned());
                     }
+                    if e.code != ErrorCode::NotLeader {
+                        unreachable.push(router);
+                    }
                     last = e;
                 }
             }
@@ -149,6 +154,9 @@ where
         if routers.is_empty() || tokio::time::Instant::now() + LEADER_RETRY >= deadline {
             return Err(last);
         }
+        // Routers that answered go first next round: one that hangs costs its ping timeout
+        // once, not every round.
+        order.sort_by_key(|r| unreachable.contains(r));
         tokio::time::sleep(LEADER_RETRY).await;
     }
 }

@@ -201,9 +201,13 @@ impl EtcdConfig {
         if self.endpoints.len() > MAX_ENDPOINTS {
             return bad("endpoints", format!("lists more than {MAX_ENDPOINTS} endpoints"));
         }
-        for e in &self.endpoints {
+        for (i, e) in self.endpoints.iter().enumerate() {
             if let Err(problem) = check_endpoint(e, self.tls.is_some()) {
                 return bad("endpoints", problem);
+            }
+            let same = |o: &String| o.trim_end_matches('/') == e.trim_end_matches('/');
+            if self.endpoints[..i].iter().any(same) {
+                return bad("endpoints", format!("`{e}` is listed twice (one member counted twice hides a lost one)"));
             }
         }
         if let Some(t) = &self.tls {
@@ -367,6 +371,8 @@ mod tests {
             assert_eq!(e.details["field"], "endpoints", "{bad}");
             assert!(e.message.contains(bad), "{bad}: {}", e.message);
         }
+        let twice = EtcdConfig::new(vec!["http://127.0.0.1:2379".into(), "http://127.0.0.1:2379/".into()]);
+        assert!(twice.validate().expect_err("twice").message.contains("listed twice"));
         let https = EtcdConfig::new(vec!["https://etcd:2379".into()]).validate().expect_err("https");
         assert!(https.message.contains("tls"), "{}", https.message);
         let plain = EtcdConfig::new(vec!["http://10.0.0.1:2379".into()]).validate().expect_err("off loopback");

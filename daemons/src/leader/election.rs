@@ -135,10 +135,20 @@ struct Shown {
     leading: Option<u64>,
     /// Whether the last state was unavailable.
     unavailable: bool,
+    /// When the first state was published (a start that never reaches etcd is logged once
+    /// [`QUIET_START`] has passed).
+    first: Option<Instant>,
+    /// Whether that start was logged.
+    start_logged: bool,
 }
+
+/// How long a router may be unavailable at start before the log says why (a normal start
+/// needs a lease and a read: well under a second).
+const QUIET_START: Duration = Duration::from_secs(3);
 
 /// Publishes `state`, logging and counting what changed.
 fn publish(tx: &watch::Sender<Leadership>, state: Leadership, shown: &mut Shown) {
+    shown.first.get_or_insert_with(Instant::now);
     match &state {
         Leadership::Leader { term, .. } => {
             if shown.leading != Some(*term) {
@@ -162,6 +172,12 @@ fn publish(tx: &watch::Sender<Leadership>, state: Leadership, shown: &mut Shown)
         }
         Leadership::Unavailable { reason } if !shown.unavailable && shown.term != 0 => {
             tracing::warn!(reason = %reason, "leadership unavailable");
+        }
+        Leadership::Unavailable { reason }
+            if shown.term == 0 && !shown.start_logged && shown.first.is_some_and(|f| f.elapsed() >= QUIET_START) =>
+        {
+            shown.start_logged = true;
+            tracing::warn!(reason = %reason, "leadership unavailable since start: not leading, not following");
         }
         _ => {}
     }

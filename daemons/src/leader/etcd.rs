@@ -53,6 +53,11 @@ impl CallError {
         CallError { what, why: Why::Answer(problem.into()) }
     }
 
+    /// Whether the call ended "cancelled" with nothing more said.
+    fn cancelled(&self) -> bool {
+        matches!(&self.why, Why::Etcd(etcd_client::Error::GRpcStatus(s)) if s.code() == tonic::Code::Cancelled)
+    }
+
     /// Whether etcd says the lease does not exist (expired or revoked).
     pub fn lease_gone(&self) -> bool {
         match &self.why {
@@ -99,6 +104,9 @@ pub(crate) async fn bounded<T>(
 #[derive(Clone)]
 pub(crate) struct Cluster {
     members: Arc<[Member]>,
+    /// Whether the clients speak TLS (a refused client certificate reads as a bare
+    /// "cancelled", which the errors then explain).
+    tls: bool,
     /// The member that answered last: changes are sent there first.
     preferred: Arc<AtomicUsize>,
 }
@@ -142,7 +150,7 @@ impl Cluster {
         if members.is_empty() {
             return Err(CallError::answer("connecting to etcd", "no endpoint"));
         }
-        Ok(Cluster { members: members.into(), preferred: Arc::new(AtomicUsize::new(0)) })
+        Ok(Cluster { members: members.into(), tls: cfg.tls.is_some(), preferred: Arc::new(AtomicUsize::new(0)) })
     }
 
     /// How many members there are.
@@ -179,7 +187,7 @@ impl Cluster {
                 Err(e) => failed.add(e),
             }
         }
-        Err(failed.into_error(what))
+        Err(failed.into_error(what, self.tls))
     }
 
     /// Sends `call` to one member at a time, the one that answered last first, each bounded by
@@ -206,7 +214,7 @@ impl Cluster {
                 Err(e) => failed.add(e),
             }
         }
-        Err(failed.into_error(what))
+        Err(failed.into_error(what, self.tls))
     }
 
     /// Member `i`'s client.
@@ -215,22 +223,43 @@ impl Cluster {
     }
 }
 
-/// The failures of one call sent to several members.
+/// The failures of one call sent to several members, the most telling kept: a member's own
+/// answer ("etcdserver: no leader") says more than a connection that failed, which says more
+/// than a timeout.
 #[derive(Default)]
 struct Failures {
-    /// The first failure etcd explained (a timeout says less).
-    explained: Option<CallError>,
+    answered: Option<CallError>,
+    connection: Option<CallError>,
     timeout: Option<CallError>,
 }
 
 impl Failures {
     fn add(&mut self, e: CallError) {
-        let slot = if matches!(e.why, Why::Timeout(_)) { &mut self.timeout } else { &mut self.explained };
+        let slot = match &e.why {
+            Why::Timeout(_) => &mut self.timeout,
+            Why::Etcd(etcd_client::Error::GRpcStatus(s))
+                if !matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown) =>
+            {
+                &mut self.answered
+            }
+            Why::Answer(_) => &mut self.answered,
+            Why::Etcd(_) => &mut self.connection,
+        };
         slot.get_or_insert(e);
     }
 
-    fn into_error(self, what: &'static str) -> CallError {
-        self.explained.or(self.timeout).unwrap_or_else(|| CallError::answer(what, "no member to ask"))
+    fn into_error(self, what: &'static str, tls: bool) -> CallError {
+        let e = self.answered.or(self.connection).or(self.timeout);
+        let Some(mut e) = e else { return CallError::answer(what, "no member to ask") };
+        if tls && e.cancelled() {
+            // What etcd's refusal of a client certificate looks like from here (TLS 1.3 sends
+            // it after the handshake); etcd's own log names it.
+            e.why = Why::Answer(format!(
+                "{e} (over TLS this is how etcd refusing the client certificate looks: check `etcd.tls.cert` \
+                 is signed by etcd's --trusted-ca-file; etcd's log says `failed to verify client certificate`)"
+            ));
+        }
+        e
     }
 }
 
@@ -330,13 +359,17 @@ impl Renewals<'_> {
             tracing::warn!(
                 member = endpoint,
                 reason = %why,
-                "cannot renew the leader-election lease through this etcd member; the others carry it"
+                "cannot renew the leader-election lease through this etcd member; renewing through the others"
             );
         }
         failing[i] = Some(format!("{endpoint}: {why}"));
         if failing.iter().all(Option::is_some) {
             let all = failing.iter().flatten().map(String::as_str).collect::<Vec<_>>().join("; ");
             drop(failing);
+            let none = self.tx.borrow().error.is_none();
+            if none {
+                tracing::warn!(reason = %all, "cannot renew the leader-election lease through any etcd member");
+            }
             self.tx.send_modify(|s| s.error = Some(all));
         }
     }

@@ -300,7 +300,12 @@ impl RouterService {
             },
             Err(status) => {
                 let e = wire::error_from_status(&status);
-                let attempt = if e.code != ErrorCode::WorkerUnavailable && e.code != ErrorCode::Timeout {
+                let attempt = if e.code == ErrorCode::FencedOut {
+                    // The worker refused the dispatch before anything ran (it takes none from
+                    // this router under this term, e.g. it has no `etcd:` section): the next
+                    // house may; `may_dispatch` stops this router first if it was deposed.
+                    Attempt::NoChannel
+                } else if e.code != ErrorCode::WorkerUnavailable && e.code != ErrorCode::Timeout {
                     // Our own refusal (auth, fencing, wrong house): the worker is fine.
                     Attempt::Answered
                 } else if is_connect_error(&status) {
@@ -381,6 +386,36 @@ fn response(task: &Task, snapshot: &routing::Snapshot<Answer>, deduplicated: boo
     }
 }
 
+/// What a submission asks for, as a key's task remembers it: the tool, the arguments as sent,
+/// the house and mode asked for. A key names one call.
+fn call_fingerprint(req: &SubmitRequest) -> String {
+    let (tool, args) = req.call.as_ref().map_or(("", ""), |c| (c.tool.as_str(), c.args_json.as_str()));
+    let text = format!("{tool}\0{args}\0{}\0{}", req.preferred_house, req.mode);
+    uni_wizard::hash::sha256_hex(text.as_bytes())
+}
+
+/// Whether a finished task's answer leaves its key unsettled, so a resubmission dispatches
+/// again rather than repeating it: a refusal that ran nothing (policy, contract, auth; no
+/// worker to take it, E3011; this router not leading, E3014; saturated, E3005), or a call
+/// whose fate the router could not see (E3012: its worker's store tells).
+fn unsettled(s: &routing::Snapshot<Answer>) -> bool {
+    let Some(Err(d)) = &s.result else { return false };
+    s.state == State::Rejected
+        || matches!(
+            wire::error_code_of(d),
+            Some(
+                ErrorCode::NoHealthyHouse | ErrorCode::NotLeader | ErrorCode::Saturated | ErrorCode::WorkerUnavailable
+            )
+        )
+}
+
+/// The house a finished task may have run at (its answer says `maybe_ran`).
+fn maybe_ran_at(s: &routing::Snapshot<Answer>) -> Option<House> {
+    let Some(Err(d)) = &s.result else { return None };
+    let details: serde_json::Value = serde_json::from_str(&d.details_json).unwrap_or_default();
+    (details["maybe_ran"] == true).then_some(s.assigned).flatten()
+}
+
 #[tonic::async_trait]
 impl Router for RouterService {
     async fn submit(
@@ -415,14 +450,19 @@ impl Router for RouterService {
         let admitted = self
             .inner
             .tasks
-            .admit(peer.house, &req.idempotency_key, config.router.max_tasks)
+            .admit(peer.house, &req.idempotency_key, &call_fingerprint(&req), config.router.max_tasks, unsettled)
             .map_err(|e| wire::status(&e))?;
         let task = admitted.task;
         if admitted.deduplicated {
             metrics::counter!("uw_router_deduplicated_total").increment(1);
         } else {
             let tool = req.call.as_ref().map(|c| c.tool.as_str()).unwrap_or_default();
-            let candidates = self.candidates(tool, wire::house_from_wire(req.preferred_house));
+            let mut candidates = self.candidates(tool, wire::house_from_wire(req.preferred_house));
+            // An earlier dispatch that may have run: to that house only, whose exactly-once
+            // store knows what became of it (it replays, waits for it, or says `maybe_ran`).
+            if let Some(house) = admitted.replaced.as_ref().and_then(maybe_ran_at) {
+                candidates.order = vec![house];
+            }
             // Its own task, so a client that disconnects does not cancel the dispatch.
             tokio::spawn(self.clone().dispatch(task.clone(), req, candidates, term));
         }
@@ -501,7 +541,8 @@ mod tests {
     fn a_task_is_visible_to_its_submitter_and_timmy_only() {
         let (r, _) = router(None);
         let tasks = &r.inner.tasks;
-        let task = tasks.admit(House::Ezra, "k", r.inner.live.get().router.max_tasks).expect("admitted").task;
+        let task =
+            tasks.admit(House::Ezra, "k", "", r.inner.live.get().router.max_tasks, unsettled).expect("admitted").task;
         assert!(tasks.visible(House::Ezra, task.id()).is_ok());
         assert!(tasks.visible(House::Timmy, task.id()).is_ok());
         let theirs = tasks.visible(House::Bezalel, task.id()).expect_err("refused");

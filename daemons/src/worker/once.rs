@@ -421,8 +421,9 @@ impl OnceStore {
                 let e = Error::new(
                     ErrorCode::WorkerUnavailable,
                     format!(
-                        "the worker stopped while running the call with this idempotency key (task `{first_task}`); \
-                         it may have run and is never run again"
+                        "the call with this idempotency key (task `{first_task}`) was cut off while running: the \
+                         worker stopped, or its dispatch was cancelled (a router gave it up); it may have run and is \
+                         never run again"
                     ),
                 )
                 .with_details(json!({
