@@ -62,7 +62,7 @@ pub struct DaemonArgs {
 /// Runs the daemons; returns the exit code.
 pub fn main(args: DaemonArgs) -> i32 {
     // Phase 1: config, before anything else happens.
-    let config = match DaemonConfig::load(&args.config) {
+    let config = match DaemonConfig::load(&args.config).and_then(|c| c.check_files().map(|()| c)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("uni-wizardd: {} {}", e.code, e.message);

@@ -146,6 +146,25 @@ fn readable_errors_name_code_field_and_fix() {
     assert!(o.stdout.is_empty());
 }
 
+/// Proves `uni-wizardd --check` reads the files a node config names, as the start does: the
+/// committed example (whose paths are a host's) is refused naming `http.metrics_token_file`,
+/// and exits 64, while `uni-wizard config check` passes it (the file alone).
+#[test]
+fn the_daemon_check_reads_the_files_the_config_names() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/houses.yaml");
+    let o = std::process::Command::new(uni_wizard_tests::bin("uni-wizardd"))
+        .arg("--check")
+        .arg("--config")
+        .arg(&example)
+        .envs([("TIMMY_TOKEN", "t".repeat(24)), ("ALLEGRO_TOKEN", "a".repeat(24))])
+        .envs([("EZRA_TOKEN", "e".repeat(24)), ("BEZALEL_TOKEN", "b".repeat(24))])
+        .output()
+        .expect("uni-wizardd runs");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("E4001") && stderr.contains("metrics_token_file"), "{stderr}");
+}
+
 /// Proves every committed example config loads, and a broken one is refused naming file, line and field.
 #[test]
 fn config_examples_load_and_errors_name_the_place() {
