@@ -46,16 +46,7 @@ impl ClientTls {
     }
 }
 
-/// Reads a PEM file for TLS.
-///
-/// # Errors
-/// E4001 naming the file.
-pub fn read(path: &std::path::Path) -> Result<Vec<u8>, Error> {
-    std::fs::read(path).map_err(|e| {
-        Error::new(ErrorCode::ConfigInvalid, format!("cannot read TLS file {}: {e}", path.display()))
-            .with_details(serde_json::json!({ "file": path.display().to_string() }))
-    })
-}
+pub use crate::config::read_tls_file as read;
 
 /// HTTP/2 pings between daemons: a peer that stops answering them is cut off (health finds a
 /// hung worker sooner; this only bounds what nobody else watches).

@@ -141,9 +141,9 @@ impl EtcdConfig {
     /// E4001 naming a file that cannot be read.
     pub fn client_tls(&self) -> Result<Option<ClientTlsConfig>, Error> {
         let Some(t) = &self.tls else { return Ok(None) };
-        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(crate::peers::read(&t.ca)?));
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(super::read_tls_file(&t.ca)?));
         if let (Some(cert), Some(key)) = (&t.cert, &t.key) {
-            tls = tls.identity(Identity::from_pem(crate::peers::read(cert)?, crate::peers::read(key)?));
+            tls = tls.identity(Identity::from_pem(super::read_tls_file(cert)?, super::read_tls_file(key)?));
         }
         if let Some(name) = &t.server_name {
             tls = tls.domain_name(name.clone());

@@ -559,6 +559,17 @@ impl DaemonConfig {
 }
 
 /// Prefixes the `field` detail of a section's error with the section's name.
+/// Reads a PEM file for TLS (the node's, or etcd's).
+///
+/// # Errors
+/// E4001 naming the file.
+pub fn read_tls_file(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| {
+        Error::new(ErrorCode::ConfigInvalid, format!("cannot read TLS file {}: {e}", path.display()))
+            .with_details(json!({ "file": path.display().to_string() }))
+    })
+}
+
 fn in_field(section: &str, e: Error) -> Error {
     let field = format!("{section}.{}", e.details["field"].as_str().unwrap_or(""));
     Error::new(ErrorCode::ConfigInvalid, format!("field `{field}`: {}", e.message))
