@@ -3,11 +3,12 @@
 //! (`scripts/package --profile dev --no-build`; built here when missing or older than what goes
 //! into it). It is unpacked with the real `dpkg-deb`: the exact file list, owners and modes; the
 //! completions and man pages byte for byte against what the clap definitions give now; the
-//! units against systemd/ and through `systemd-analyze verify`; the control fields and the
-//! maintainer scripts; and `lintian`, whose every tag must be explained in
-//! daemons/debian/lintian-notes.md.
+//! units against systemd/ and through `systemd-analyze verify`; the control fields; the
+//! maintainer scripts, read and then run for real in a throwaway mount namespace; and
+//! `lintian`, whose every tag must be explained in daemons/debian/lintian-notes.md.
 //!
-//! A missing tool (`dpkg-deb`, `lintian`, `systemd-analyze`, `gzip`) fails the tests, CI or not.
+//! A missing tool (`dpkg-deb`, `lintian`, `systemd-analyze`, `gzip`) fails the tests, CI or not;
+//! running the scripts needs root (`unshare --mount`), which only CI=true insists on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use uni_wizard_daemons::cli::assets;
-use uni_wizard_tests::bin;
+use uni_wizard_tests::{bin, missing};
 
 /// The role units, one per daemon role, and the target that groups them.
 const ROLES: [&str; 6] = ["health", "router", "sovereign", "telemetry", "triage", "worker"];
@@ -384,11 +385,11 @@ fn control_and_maintainer_scripts_make_the_user_and_start_nothing() {
                 let verb = words.get(at + 1).copied().unwrap_or_default();
                 assert!(matches!(verb, "stop" | "try-restart"), "{name}: `{line}` may start a unit");
             }
-            if let Some(at) = words.iter().position(|w| *w == "deb-systemd-helper") {
-                if words.get(at + 1) == Some(&"enable") {
-                    let guarded = i > 0 && lines[i - 1].contains("deb-systemd-helper --quiet was-enabled");
-                    assert!(guarded, "{name}: `{line}` enables a unit the operator had not enabled");
-                }
+            if let Some(at) = words.iter().position(|w| *w == "deb-systemd-helper")
+                && words.get(at + 1) == Some(&"enable")
+            {
+                let guarded = i > 0 && lines[i - 1].contains("deb-systemd-helper --quiet was-enabled");
+                assert!(guarded, "{name}: `{line}` enables a unit the operator had not enabled");
             }
         }
     }
@@ -407,6 +408,74 @@ fn control_and_maintainer_scripts_make_the_user_and_start_nothing() {
     ] {
         assert!(code.contains(want), "postinst lacks `{want}`:\n{postinst}");
     }
+}
+
+/// Runs the maintainer scripts for real, in a private mount namespace (`unshare --mount`) where
+/// `/etc` is a copy, `/var/lib` an empty directory and `/run` an empty tmpfs (so no systemd of
+/// the host is reached): install twice, put a config in, remove, purge. Prints what it saw.
+const SANDBOX: &str = r#"
+set -eu
+ctl="$1"; root="$2"
+mount --make-rprivate /
+cp -a /etc "$root/etc"
+touch "$root/etc/.uw-sandbox"
+mkdir "$root/varlib"
+mount --bind "$root/etc" /etc
+mount --bind "$root/varlib" /var/lib
+mount -t tmpfs tmpfs /run
+[ -f /etc/.uw-sandbox ] || { echo "not in the sandbox: refusing to run the scripts" >&2; exit 99; }
+"$ctl/postinst" configure
+"$ctl/postinst" configure
+echo "passwd $(getent passwd uni-wizard)"
+echo "group $(getent group uni-wizard)"
+stat -c 'dir %n %a %U %G' /etc/uni-wizard /var/lib/uni-wizard
+echo "units $(ls /etc/systemd/system | grep -c uni-wizard || true)"
+touch /etc/uni-wizard/worker.yaml /var/lib/uni-wizard/audit.db
+"$ctl/prerm" remove
+"$ctl/postrm" remove
+"$ctl/postrm" purge
+[ -e /var/lib/uni-wizard ] && echo "state kept" || echo "state purged"
+[ -e /etc/uni-wizard/worker.yaml ] && echo "config kept" || echo "config purged"
+echo "passwd after purge $(getent passwd uni-wizard)"
+"#;
+
+/// Proves the maintainer scripts, run for real in a throwaway mount namespace, create the
+/// system user and group once (a second configure changes nothing), /etc/uni-wizard 0750
+/// root:uni-wizard and /var/lib/uni-wizard 0700 uni-wizard, enable no unit, and on purge delete
+/// the state but keep the operator's config and the user.
+#[test]
+fn maintainer_scripts_run_in_a_sandbox_make_user_and_dirs_and_purge_state_only() {
+    let is_root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n");
+    if !is_root && missing("root, for `unshare --mount` (the maintainer scripts' sandbox)") {
+        return;
+    }
+    let control = tempfile::tempdir().expect("tempdir");
+    let mut c = tool("dpkg-deb", "dpkg");
+    ok(c.arg("-e").arg(package()).arg(control.path()));
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut c = tool("unshare", "util-linux");
+    c.args(["--mount", "--fork", "sh", "-c", SANDBOX, "sh"]).arg(control.path()).arg(root.path());
+    let out = String::from_utf8_lossy(&ok(&mut c).stdout).into_owned();
+    let lines: Vec<&str> = out.lines().collect();
+    let has = |want: &str| lines.iter().any(|l| l.starts_with(want));
+    assert!(
+        has("passwd uni-wizard:x:") && lines.iter().any(|l| l.ends_with(":/var/lib/uni-wizard:/usr/sbin/nologin")),
+        "no uni-wizard system user:\n{out}"
+    );
+    let uid: u32 = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("passwd uni-wizard:x:")?.split(':').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no uid:\n{out}"));
+    assert!(uid < 1000, "uni-wizard is not a system user (uid {uid}):\n{out}");
+    assert!(has("group uni-wizard:x:"), "no uni-wizard group:\n{out}");
+    assert_eq!(lines.iter().filter(|l| l.starts_with("passwd uni-wizard:")).count(), 1, "{out}");
+    assert!(has("dir /etc/uni-wizard 750 root uni-wizard"), "/etc/uni-wizard:\n{out}");
+    assert!(has("dir /var/lib/uni-wizard 700 uni-wizard uni-wizard"), "/var/lib/uni-wizard:\n{out}");
+    assert!(has("units 0"), "a unit was enabled (/etc/systemd/system):\n{out}");
+    assert!(has("state purged"), "purge kept /var/lib/uni-wizard:\n{out}");
+    assert!(has("config kept"), "purge deleted the operator's config:\n{out}");
+    assert!(has("passwd after purge uni-wizard:x:"), "purge removed the user:\n{out}");
+    eprintln!("{out}");
 }
 
 /// The tags daemons/debian/lintian-notes.md explains: the first column of its table.
