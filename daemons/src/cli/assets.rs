@@ -63,14 +63,13 @@ pub fn render() -> Result<Vec<Asset>, Error> {
     for cmd in commands() {
         let bin = cmd.get_name().to_owned();
         let mut visible = without_hidden(cmd.clone());
-        for (shell, dir, file) in [
-            (Shell::Bash, "bash", bin.clone()),
-            (Shell::Zsh, "zsh", format!("_{bin}")),
-            (Shell::Fish, "fish", format!("{bin}.fish")),
-        ] {
+        // Each under its shell's name (`Shell`'s Display): completions/bash/, zsh/, fish/.
+        for (shell, file) in
+            [(Shell::Bash, bin.clone()), (Shell::Zsh, format!("_{bin}")), (Shell::Fish, format!("{bin}.fish"))]
+        {
             let mut bytes = Vec::new();
             clap_complete::generate(shell, &mut visible, &bin, &mut bytes);
-            out.push(Asset { path: Path::new("completions").join(dir).join(file), bytes });
+            out.push(Asset { path: Path::new("completions").join(shell.to_string()).join(file), bytes });
         }
         man_pages(cmd, &mut out)?;
     }
