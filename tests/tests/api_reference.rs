@@ -98,9 +98,10 @@ fn public_rpcs() -> BTreeSet<String> {
     all
 }
 
-/// Every subcommand path of `cmd` below `prefix` (parents included), without clap's `help`.
+/// Every subcommand path of `cmd` below `prefix` (parents included), without clap's `help` and
+/// hidden subcommands (`generate-assets`, a packaging step: no operator runs it).
 fn command_paths(cmd: &clap::Command, prefix: &str, out: &mut BTreeSet<String>) {
-    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help" && !s.is_hide_set()) {
         let path = format!("{prefix} {}", sub.get_name());
         out.insert(path.clone());
         command_paths(sub, &path, out);

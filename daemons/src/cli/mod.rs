@@ -28,6 +28,7 @@ use uni_wizard::{Config, Error, ErrorCode, Harness, House, Mode, Request};
 use crate::wire;
 
 pub mod approve;
+pub mod assets;
 pub mod audit;
 pub mod files;
 pub mod fleet;
@@ -86,6 +87,10 @@ pub enum Command {
     Telemetry(telemetry::TelemetryArgs),
     /// A Hermes shell hook: JSON event on stdin, block/allow on stdout, event to telemetry.
     HermesHook(telemetry::HookArgs),
+    /// Writes the shell completions and man pages of both binaries from their clap definitions
+    /// (a packaging step, run by scripts/package; hidden: see cli/assets.rs).
+    #[command(hide = true)]
+    GenerateAssets(assets::AssetsArgs),
 }
 
 /// `uni-wizard config ...`.
@@ -210,6 +215,7 @@ impl Command {
             Command::Triage(a) => a.json,
             Command::Telemetry(a) => a.json,
             Command::HermesHook(_) => false,
+            Command::GenerateAssets(a) => a.json,
         }
     }
 }
@@ -249,6 +255,7 @@ async fn execute(command: Command) -> Result<i32, Error> {
         }
         // Always 0: Hermes reads the answer, not the status.
         Command::HermesHook(a) => Ok(telemetry::hermes_hook(&a)),
+        Command::GenerateAssets(a) => assets::run(&a),
     }
 }
 
