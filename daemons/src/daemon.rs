@@ -156,11 +156,6 @@ fn build(live: &Live) -> Result<Node, Error> {
     let roles = config.roles();
     let on = |role: Role| roles.contains(&role);
     let peers = Peers::new(live.clone())?;
-    // TLS to etcd, read once here: a file that cannot be read stops the start (E4001) rather
-    // than leaving leadership retrying behind a healthy-looking port.
-    if let Some(etcd) = &config.etcd {
-        etcd.client_tls()?;
-    }
     let mut node = Node {
         grpc: RoutesBuilder::default(),
         names: Vec::new(),

@@ -319,8 +319,9 @@ impl DaemonConfig {
     /// # Errors
     /// E4001 naming the field and the file.
     pub fn check_files(&self) -> Result<(), Error> {
+        // Opened, not read: the start reads them (the PEMs are parsed only when used).
         let readable = |field: &str, path: &Path| {
-            std::fs::read(path).map(drop).map_err(|e| {
+            std::fs::File::open(path).map(drop).map_err(|e| {
                 let problem = format!("cannot read {}: {e}", path.display());
                 Error::new(ErrorCode::ConfigInvalid, format!("field `{field}`: {problem}"))
                     .with_details(json!({ "field": field, "problem": problem }))
